@@ -1,0 +1,249 @@
+"""Built-in commands: ``train``, ``eval`` and ``plugins``. The library is imported inside each command."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from negmine.errors import ConfigError, NegmineError, UnknownNameError, closest
+
+# --------------------------------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------------------------------
+
+_CLICK_TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING, "bool": click.BOOL}
+
+
+def _parse_value(text: str) -> Any:
+    """A TOML value if it parses (numbers, booleans, lists), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+class TrainCommand(click.Command):
+    """``negmine train`` with one ``--<generator>-<option>`` flag per option of every installed generator."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        return super().get_params(ctx) + self.generator_params(ctx)[0]
+
+    def generator_params(self, ctx: click.Context) -> tuple[list[click.Parameter], dict[str, tuple[str, str]]]:
+        """The generated flags and a map from their parameter names to (generator, option); cached per run."""
+        from negmine.cli import get_obj
+        from negmine.generator import option_specs
+
+        obj = get_obj(ctx)
+        cached = getattr(obj, "_train_flags", None)
+        if cached is not None:
+            return cached
+        params: list[click.Parameter] = []
+        flag_map: dict[str, tuple[str, str]] = {}
+        for gen_name, cls in sorted(obj.pm.generators().items()):
+            for spec in option_specs(cls.Options):
+                flag = f"--{gen_name}-{spec['name']}".replace("_", "-")
+                dest = f"genopt_{len(flag_map)}"
+                flag_map[dest] = (gen_name, spec["name"])
+                kind = click.Choice(spec["choices"]) if spec["choices"] else _CLICK_TYPES.get(spec["type"], click.STRING)
+                lo, hi = spec["min"], spec["max"]
+                bounds = f" [{'' if lo is None else lo}..{'' if hi is None else hi}]" if (lo, hi) != (None, None) else ""
+                help_text = f"{gen_name}: {spec['help']} (default: {spec['default']}){bounds}"
+                params.append(click.Option([flag, dest], type=kind, default=None, help=help_text))
+        obj._train_flags = (params, flag_map)
+        return obj._train_flags
+
+
+@click.command("train", cls=TrainCommand)
+@click.argument("config_file", required=False, type=click.Path(dir_okay=False))
+@click.option("--task", help="task name (default: toy)")
+@click.option("--profile", help="task profile (default: the task's first)")
+@click.option("--negatives", "-n", multiple=True, help="negative source (repeatable); replaces the config's list")
+@click.option("--combine", multiple=True, help="one group of sources, comma-separated (repeatable)")
+@click.option("--steps", type=click.IntRange(min=1), help="steps of the single stage")
+@click.option("--batch-size", type=click.IntRange(min=1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="learning rate")
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]))
+@click.option("--margin", type=click.FloatRange(min=0))
+@click.option("--seed", type=int)
+@click.option("--device", help="cpu, cuda, cuda:N or auto")
+@click.option("--eval-every", type=click.IntRange(min=0))
+@click.option("--eval-size", type=click.IntRange(min=1))
+@click.option("--checkpoint-every", type=click.IntRange(min=0))
+@click.option("--log-every", type=click.IntRange(min=1))
+@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE", help="task option (repeatable)")
+@click.option("--run-dir", type=click.Path(file_okay=False), help="run directory (default: runs/<task>-<time>)")
+@click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="continue the run in this directory")
+@click.option("--quiet", "-q", is_flag=True, help="no progress output")
+@click.pass_context
+def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> None:
+    """Train a dual encoder. CONFIG_FILE is an optional TOML file; flags override it.
+
+    Every option of every installed generator is a flag: --<generator>-<option>, e.g. --hard-minibatch-strategy.
+    """
+    from negmine.cli import get_obj
+    from negmine.config import merge, read_config_file
+    from negmine.console import make_reporter
+    from negmine.trainer import Trainer
+
+    pm = get_obj(ctx).pm
+    flag_map = ctx.command.generator_params(ctx)[1]
+    gen_flags = {k: kw.pop(k) for k in list(kw) if k.startswith("genopt_")}
+    resume_dir = kw.pop("resume_dir")
+    quiet = kw.pop("quiet")
+
+    if resume_dir:
+        extra = [k for k, v in kw.items() if v not in (None, ()) and k != "device"]
+        extra += [flag_map[k][0] for k, v in gen_flags.items() if v is not None]
+        if config_file or extra:
+            raise NegmineError("--resume continues a run with its saved config.json; only --device may be given with it")
+        saved = Path(resume_dir) / "config.json"
+        if not saved.is_file():
+            raise NegmineError(f"cannot resume: {str(saved)!r} does not exist (is {resume_dir!r} a run directory?)")
+        file_layer = read_config_file(saved)
+        file_layer["run_dir"] = resume_dir
+        cli_layer = {"device": kw["device"]} if kw.get("device") else {}
+    else:
+        file_layer = read_config_file(config_file) if config_file else {}
+        cli_layer = _cli_layer(kw, gen_flags, flag_map)
+    raw = merge(file_layer, cli_layer)
+    task = _build_task(pm, raw)
+    config = _build_config(pm, task, raw, source=config_file or "command line")
+    trainer = Trainer(task, config, plugins=pm, resume=bool(resume_dir), reporter=make_reporter(quiet))
+    summary = trainer.fit()
+    if not quiet:
+        init, final = summary.get("initial") or {}, summary.get("final") or {}
+        click.echo(f"done: {summary['steps']} steps; results in {summary['run_dir']}")
+        if init and final:
+            for k in ("mean@1", "mean@5", "mean@10"):
+                click.echo(f"  val recall {k}: {init[k]:.3f} -> {final[k]:.3f}")
+
+
+def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    layer: dict[str, Any] = {}
+    for key in ("task", "profile", "steps", "batch_size", "lr", "optimizer", "margin", "seed", "device", "eval_every",
+                "eval_size", "checkpoint_every", "log_every", "run_dir"):
+        if kw.get(key) is not None:
+            layer[key] = kw[key]
+    if kw.get("negatives"):
+        layer["negatives"] = list(kw["negatives"])
+    if kw.get("combine"):
+        layer["combine"] = [[s.strip() for s in group.split(",") if s.strip()] for group in kw["combine"]]
+    options: dict[str, Any] = {}
+    for item in kw.get("task_options") or ():
+        if "=" not in item:
+            raise ConfigError([f"--task-option {item!r}: expected KEY=VALUE"])
+        key, value = item.split("=", 1)
+        options[key.strip()] = _parse_value(value.strip())
+    if options:
+        layer["task_options"] = options
+    gens: dict[str, dict[str, Any]] = {}
+    for dest, value in gen_flags.items():
+        if value is not None:
+            gen, opt = flag_map[dest]
+            gens.setdefault(gen, {})[opt] = value
+    if gens:
+        layer["generators"] = gens
+    return layer
+
+
+def _build_task(pm: Any, raw: dict[str, Any]) -> Any:
+    spec = pm.task(raw.get("task") or "toy")
+    profile = raw.get("profile") or spec.default_profile
+    if profile not in spec.profiles:
+        raise UnknownNameError(f"profile of task {spec.name!r}", profile, spec.profiles)
+    options = dict(raw.get("task_options") or {})
+    problems = []
+    for key in options:
+        if key not in spec.options:
+            hint = closest(key, spec.options)
+            problems.append(
+                f"task_options: unknown option {key!r} of task {spec.name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; options: {', '.join(spec.options) or '(none)'}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    raw["profile"] = profile
+    return spec.build(profile=profile, seed=int(raw.get("seed", 0)), options=options)
+
+
+def _build_config(pm: Any, task: Any, raw: dict[str, Any], source: str) -> Any:
+    from negmine.config import build_config, merge
+
+    return build_config(merge({"task": task.name}, task.defaults, raw), pm.generators(), source=source)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@click.command("eval")
+@click.argument("run_dir", type=click.Path(file_okay=False))
+@click.option("--split", default="test", type=click.Choice(["val", "test"]), show_default=True)
+@click.option("--checkpoint", default="best", show_default=True, help="best, last, stage-<name>, or a .pt path")
+@click.option("--size", type=click.IntRange(min=1), help="pairs to evaluate (default: the whole split, capped by eval_size)")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+@click.pass_context
+def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, size: int | None, device: str,
+                 as_json: bool) -> None:
+    """Evaluate a run: recall@1/5/10 both ways, then every evaluation the task provides.
+
+    Writes RUN_DIR/eval-<split>.json and RUN_DIR/report-<split>.md.
+    """
+    from negmine.cli import get_obj
+    from negmine.evaluate import evaluate_run
+
+    results, report = evaluate_run(get_obj(ctx).pm, Path(run_dir), split=split, checkpoint=checkpoint, size=size,
+                                   device=device)
+    if as_json:
+        click.echo(json.dumps(results, indent=2))
+    else:
+        click.echo(report)
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# plugins
+# --------------------------------------------------------------------------------------------------------------------
+
+
+@click.command("plugins")
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@click.pass_context
+def plugins_command(ctx: click.Context, as_json: bool) -> None:
+    """List installed plugins: distribution, version, generators (with every option), tasks and commands."""
+    from negmine.cli import get_obj
+
+    described = get_obj(ctx).pm.describe()
+    if as_json:
+        click.echo(json.dumps(described, indent=2, default=str))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for plugin in described:
+        dist = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else plugin["origin"]
+        console.print(f"[bold]{plugin['name']}[/]  ({dist}; module {plugin['module']})")
+        for gen in plugin["generators"]:
+            req = f"  requires: {', '.join(gen['requires'])}" if gen["requires"] else ""
+            console.print(f"  generator [cyan]{gen['name']}[/]: {gen['doc']}{req}")
+            if gen["options"]:
+                table = Table(show_header=True, box=None, padding=(0, 2), pad_edge=False)
+                for col in ("flag", "type", "default", "help"):
+                    table.add_column(col)
+                for opt in gen["options"]:
+                    flag = f"--{gen['name']}-{opt['name']}".replace("_", "-")
+                    kind = "|".join(opt["choices"]) if opt["choices"] else opt["type"]
+                    table.add_row(flag, kind, str(opt["default"]), opt["help"])
+                console.print(table)
+        for task in plugin["tasks"]:
+            console.print(f"  task [green]{task['name']}[/]: {task['description']}")
+            for prof, desc in task["profiles"].items():
+                console.print(f"    profile {prof}: {desc}")
+        for cmd in plugin["commands"]:
+            console.print(f"  command: negmine {cmd}")

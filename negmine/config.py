@@ -1,0 +1,370 @@
+"""Training configuration: frozen attrs records, read from TOML (or JSON), layered with task defaults and CLI flags.
+
+Precedence, lowest first: built-in defaults < the task profile's defaults < the config file < command-line flags.
+Validation collects *every* problem before raising one :class:`~negmine.errors.ConfigError`.
+
+A config file::
+
+    task = "toy"
+    profile = "default"
+    steps = 400
+    negatives = ["random", "hard-minibatch"]
+    combine = [["random"], ["hard-minibatch"]]      # default: every source its own group
+
+    [generators.hard-minibatch]                    # options of one generator (also --hard-minibatch-<option>)
+    strategy = "semihard"
+
+    [[stages]]                                     # optional curriculum; without it one stage is built from the keys above
+    name = "warmup"
+    steps = 200
+    negatives = ["random"]
+
+    [[stages]]
+    name = "hard"
+    steps = 200
+    negatives = ["random", "hard-minibatch"]
+    init = "previous"                              # or a path to a run directory / checkpoint file
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from negmine.errors import ConfigError, closest
+
+
+def _tuple_of_str(value: Any) -> tuple[str, ...]:
+    return tuple(value)
+
+
+@attrs.frozen
+class StageConfig:
+    """One curriculum stage: which sources, how they combine, how long, and where its weights start."""
+
+    name: str
+    steps: int
+    negatives: tuple[str, ...]
+    combine: tuple[tuple[str, ...], ...]
+    init: str = "previous"
+    generators: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    lr: float | None = None
+
+
+_TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
+    # name: (type, default, help)
+    "task": (str, "toy", "task name (see `negmine plugins`)"),
+    "profile": ((str, type(None)), None, "task profile (default: the task's first)"),
+    "seed": (int, 0, "random seed for model init, data order and generators"),
+    "device": (str, "auto", "cpu, cuda, cuda:N or auto"),
+    "batch_size": (int, 64, "pairs per step (per process under torchrun)"),
+    "steps": (int, 500, "optimisation steps of the single stage (ignored when [[stages]] is given)"),
+    "negatives": (list, ["random"], "negative sources of the single stage"),
+    "combine": ((list, type(None)), None, "groups of sources; default: each source its own group"),
+    "margin": (float, 1.0, "triplet margin (beta)"),
+    "optimizer": (str, "sgd", "sgd, adam or adamw"),
+    "lr": (float, 1e-3, "learning rate"),
+    "momentum": (float, 0.9, "SGD momentum"),
+    "weight_decay": (float, 5e-7, "weight decay"),
+    "lr_decay": (float, 0.1, "multiply the lr by this every lr_decay_every steps"),
+    "lr_decay_every": (int, 0, "step-decay period in steps (0: constant lr)"),
+    "warmup_steps": (int, 0, "linear lr warm-up steps at the start of each stage"),
+    "grad_clip": (float, 0.0, "clip the gradient norm to this (0: off)"),
+    "eval_every": (int, 0, "evaluate every N steps (0: only at stage ends)"),
+    "eval_size": (int, 500, "held-out pairs used for recall@k during training"),
+    "checkpoint_every": (int, 100, "write last.pt every N steps (0: only at stage ends)"),
+    "log_every": (int, 10, "console/metrics line every N steps"),
+    "run_dir": ((str, type(None)), None, "where the run is written (default: runs/<task>-<time>)"),
+    "generators": (dict, {}, "per-generator options: {name: {option: value}}"),
+    "task_options": (dict, {}, "task-specific options (see the task's docs)"),
+    "stages": ((list, type(None)), None, "curriculum stages ([[stages]] tables)"),
+}
+_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr"}
+
+
+@attrs.frozen
+class TrainConfig:
+    """The fully resolved configuration of one run (what ``config.json`` in a run directory holds)."""
+
+    task: str
+    profile: str | None
+    seed: int
+    device: str
+    batch_size: int
+    margin: float
+    optimizer: str
+    lr: float
+    momentum: float
+    weight_decay: float
+    lr_decay: float
+    lr_decay_every: int
+    warmup_steps: int
+    grad_clip: float
+    eval_every: int
+    eval_size: int
+    checkpoint_every: int
+    log_every: int
+    run_dir: str | None
+    generators: Mapping[str, Mapping[str, Any]]
+    task_options: Mapping[str, Any]
+    stages: tuple[StageConfig, ...]
+
+    @property
+    def total_steps(self) -> int:
+        return sum(s.steps for s in self.stages)
+
+    def to_dict(self) -> dict[str, Any]:
+        return attrs.asdict(self, recurse=True)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (or JSON, e.g. a run's ``config.json``) config file into a plain dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError([f"config file {str(path)!r} does not exist"], source=str(path))
+    try:
+        if path.suffix == ".json":
+            data = json.loads(path.read_text())
+        else:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"cannot parse: {exc}"], source=str(path)) from exc
+    if not isinstance(data, dict):
+        raise ConfigError(["the top level must be a table"], source=str(path))
+    return data
+
+
+def merge(*layers: Mapping[str, Any]) -> dict[str, Any]:
+    """Merge config dicts; later layers win; ``generators`` and ``task_options`` merge per key."""
+    out: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            if key in ("generators", "task_options") and isinstance(value, Mapping):
+                base = dict(out.get(key) or {})
+                for sub, subval in value.items():
+                    if key == "generators" and isinstance(subval, Mapping):
+                        base[sub] = {**dict(base.get(sub) or {}), **dict(subval)}
+                    else:
+                        base[sub] = subval
+                out[key] = base
+            else:
+                out[key] = value
+    return out
+
+
+def _check_type(name: str, value: Any, kind: type | tuple[type, ...], problems: list[str]) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return True
+    if isinstance(value, bool) and bool not in kinds:
+        problems.append(f"{name}: expected {_kind_name(kinds)}, got {value!r}")
+        return False
+    if not isinstance(value, kinds):
+        problems.append(f"{name}: expected {_kind_name(kinds)}, got {type(value).__name__} {value!r}")
+        return False
+    return True
+
+
+def _kind_name(kinds: Sequence[type]) -> str:
+    names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "dict": "a table",
+             "NoneType": "nothing"}
+    return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+def _check_combine(where: str, negatives: Sequence[str], combine: Any, problems: list[str]) -> tuple:
+    if combine is None:
+        return tuple((n,) for n in negatives)
+    if not isinstance(combine, list) or not all(isinstance(g, list) and g for g in combine):
+        problems.append(f"{where}combine: expected a list of non-empty lists of source names, got {combine!r}")
+        return ()
+    seen: set[str] = set()
+    for group in combine:
+        for name in group:
+            if name not in negatives:
+                problems.append(f"{where}combine: {name!r} is not one of this stage's negatives {list(negatives)}")
+            if name in seen:
+                problems.append(f"{where}combine: {name!r} appears in more than one group")
+            seen.add(name)
+    for name in negatives:
+        if name not in seen:
+            problems.append(f"{where}combine: source {name!r} is in negatives but in no group (it would be unused)")
+    return tuple(tuple(g) for g in combine)
+
+
+def check_generator_options(
+    where: str, gen_name: str, values: Mapping[str, Any], known: Mapping[str, type], problems: list[str]
+) -> None:
+    """Check option names and values of one generator against its Options class."""
+    cls = known.get(gen_name)
+    if cls is None:
+        return  # unknown generator names are reported where they are used
+    options_cls = cls.Options
+    names = [f.name for f in attrs.fields(options_cls)]
+    ok = True
+    for key in values:
+        if key not in names:
+            hint = closest(key, names)
+            problems.append(
+                f"{where}generators.{gen_name}: unknown option {key!r}"
+                + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; options: {', '.join(names) or '(none)'}"
+            )
+            ok = False
+    if ok:
+        try:
+            make_options(cls, values)
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{where}generators.{gen_name}: {exc}")
+
+
+def make_options(cls: type, values: Mapping[str, Any]) -> Any:
+    """Build a generator's Options from plain values, converting ints to floats where the option is a float."""
+    converted = {}
+    for field in attrs.fields(cls.Options):
+        if field.name not in values:
+            continue
+        value = values[field.name]
+        kind = field.metadata.get("negmine", {}).get("type") or type(field.default)
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if kind in (int, float, str, bool) and not isinstance(value, kind) and value is not None:
+            raise TypeError(f"option {field.name!r} expects {kind.__name__}, got {type(value).__name__} {value!r}")
+        converted[field.name] = value
+    try:
+        return cls.Options(**converted)
+    except ValueError as exc:
+        raise ValueError(f"{exc}") from None
+
+
+def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source: str = "configuration") -> TrainConfig:
+    """Validate a merged config dict into a :class:`TrainConfig`, reporting every problem at once.
+
+    generators: the registered generator classes by name (for names and option checks).
+    """
+    problems: list[str] = []
+    for key in raw:
+        if key not in _TOP_FIELDS:
+            hint = closest(key, _TOP_FIELDS)
+            problems.append(f"unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    values: dict[str, Any] = {}
+    for key, (kind, default, _help) in _TOP_FIELDS.items():
+        value = raw.get(key, default)
+        if _check_type(key, value, kind, problems):
+            values[key] = float(value) if kind is float else value
+        else:
+            values[key] = default
+    for key in ("batch_size", "log_every", "eval_size"):
+        if isinstance(values[key], int) and values[key] < 1:
+            problems.append(f"{key}: must be >= 1, got {values[key]}")
+    for key in ("lr_decay_every", "warmup_steps", "eval_every", "checkpoint_every"):
+        if isinstance(values[key], int) and values[key] < 0:
+            problems.append(f"{key}: must be >= 0, got {values[key]}")
+    if values["lr"] <= 0:
+        problems.append(f"lr: must be > 0, got {values['lr']}")
+    if values["margin"] < 0:
+        problems.append(f"margin: must be >= 0, got {values['margin']}")
+    if values["optimizer"] not in ("sgd", "adam", "adamw"):
+        hint = closest(values["optimizer"], ("sgd", "adam", "adamw"))
+        problems.append(
+            f"optimizer: unknown {values['optimizer']!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+            + "; choose sgd, adam or adamw"
+        )
+
+    def check_names(where: str, names: Any) -> tuple[str, ...]:
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            problems.append(f"{where}negatives: expected a non-empty list of generator names, got {names!r}")
+            return ()
+        for n in names:
+            if n not in generators:
+                hint = closest(n, generators)
+                problems.append(
+                    f"{where}negatives: unknown generator {n!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                    + f"; known: {', '.join(sorted(generators))}"
+                )
+        if len(set(names)) != len(names):
+            problems.append(f"{where}negatives: a source is listed twice: {names}")
+        return tuple(names)
+
+    gen_opts = values["generators"]
+    for gen_name, opts in gen_opts.items():
+        if gen_name not in generators:
+            hint = closest(gen_name, generators)
+            problems.append(f"generators: unknown generator {gen_name!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        elif not isinstance(opts, Mapping):
+            problems.append(f"generators.{gen_name}: expected a table of options, got {opts!r}")
+        else:
+            check_generator_options("", gen_name, opts, generators, problems)
+
+    stages: list[StageConfig] = []
+    raw_stages = values["stages"]
+    if raw_stages is None:
+        names = check_names("", values["negatives"])
+        combine = _check_combine("", names, values["combine"], problems)
+        if values["steps"] < 1:
+            problems.append(f"steps: must be >= 1, got {values['steps']}")
+        stages.append(StageConfig("main", values["steps"], names, combine))
+    else:
+        if not raw_stages:
+            problems.append("stages: give at least one [[stages]] table")
+        seen_names: set[str] = set()
+        for i, st in enumerate(raw_stages):
+            where = f"stages[{i}]."
+            if not isinstance(st, Mapping):
+                problems.append(f"stages[{i}]: expected a table, got {st!r}")
+                continue
+            for key in st:
+                if key not in _STAGE_KEYS:
+                    hint = closest(key, _STAGE_KEYS)
+                    problems.append(f"{where}{key}: unknown stage key" + (f" (did you mean {hint!r}?)" if hint else ""))
+            name = st.get("name", f"stage{i + 1}")
+            if not isinstance(name, str) or not name or "/" in name:
+                problems.append(f"{where}name: expected a non-empty string without '/', got {name!r}")
+                name = f"stage{i + 1}"
+            if name in seen_names:
+                problems.append(f"{where}name: stage name {name!r} is used twice")
+            seen_names.add(name)
+            steps = st.get("steps")
+            if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+                problems.append(f"{where}steps: expected an integer >= 1, got {steps!r}")
+                steps = 1
+            names = check_names(where, st.get("negatives", values["negatives"]))
+            combine = _check_combine(where, names, st.get("combine"), problems)
+            init = st.get("init", "previous")
+            if not isinstance(init, str):
+                problems.append(f"{where}init: expected \"previous\" or a path, got {init!r}")
+                init = "previous"
+            elif init != "previous" and not Path(init).exists():
+                problems.append(f"{where}init: {init!r} is neither \"previous\" nor an existing run dir or checkpoint")
+            st_gens = st.get("generators", {})
+            if not isinstance(st_gens, Mapping):
+                problems.append(f"{where}generators: expected a table")
+                st_gens = {}
+            merged_gens = merge({"generators": gen_opts}, {"generators": st_gens})["generators"]
+            for gen_name, opts in st_gens.items():
+                if gen_name not in generators:
+                    problems.append(f"{where}generators: unknown generator {gen_name!r}")
+                elif isinstance(opts, Mapping):
+                    check_generator_options(where, gen_name, merged_gens[gen_name], generators, problems)
+            lr = st.get("lr")
+            if lr is not None and (not isinstance(lr, (int, float)) or lr <= 0):
+                problems.append(f"{where}lr: expected a number > 0, got {lr!r}")
+                lr = None
+            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr))
+    if problems:
+        raise ConfigError(problems, source=source)
+    if raw_stages is None:
+        stages = [attrs.evolve(stages[0], generators=dict(gen_opts))]
+    del values["steps"], values["negatives"], values["combine"]
+    values["stages"] = tuple(stages)
+    return TrainConfig(**values)
+
+
+def config_help() -> dict[str, tuple[Any, str]]:
+    """Top-level keys: name -> (default, help), for docs and the CLI reference."""
+    return {k: (d, h) for k, (_t, d, h) in _TOP_FIELDS.items()}

@@ -1,0 +1,99 @@
+"""Running under ``torchrun``: process groups, and gathers that carry gradient.
+
+In-batch negatives come from the *global* batch: each rank scores its local anchors against every rank's items
+(open_clip's "local loss"). The all-gather keeps the autograd graph (its backward sums the gradients that every rank
+computed for a slice into the rank that owns it), and the trainer averages parameter gradients across ranks after
+``backward``, which together equal the gradient of the single-process loss on the combined batch.
+"""
+
+from __future__ import annotations
+
+import os
+
+import attrs
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from negmine.model import Embedding
+
+
+@attrs.frozen
+class DistInfo:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_from_env(device: str = "cpu") -> DistInfo:
+    """Initialise the default process group when launched by torchrun (WORLD_SIZE > 1); gloo on CPU, nccl on CUDA."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    if not dist.is_initialized():
+        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        dist.init_process_group(backend=backend)
+    return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def current() -> DistInfo:
+    if dist.is_available() and dist.is_initialized():
+        return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistInfo()
+
+
+def all_gather_with_grad(x: Tensor) -> Tensor:
+    """[B, ...] on each rank -> [world*B, ...], differentiable. Identity in one process."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
+
+
+def all_gather_no_grad(x: Tensor) -> Tensor:
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return x
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
+def gather_embedding(emb: Embedding) -> Embedding:
+    """Gather an :class:`Embedding` from every rank (sequences padded to the longest across ranks), with gradient."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return emb
+    values = emb.values
+    if values.dim() > 2 and emb.lengths is not None:
+        longest = torch.tensor([values.shape[-1]], device=values.device)
+        dist.all_reduce(longest, op=dist.ReduceOp.MAX)
+        values = torch.nn.functional.pad(values, (0, int(longest) - values.shape[-1]))
+    lengths = None if emb.lengths is None else all_gather_no_grad(emb.lengths)
+    return Embedding(all_gather_with_grad(values.contiguous()), lengths)
+
+
+def average_gradients(parameters) -> None:
+    """All-reduce and average the gradients of ``parameters`` across ranks (no-op in one process)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    world = dist.get_world_size()
+    for p in parameters:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world)
+
+
+def broadcast_parameters(module: torch.nn.Module) -> None:
+    """Make every rank start from rank 0's weights and buffers."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return
+    for t in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(t.data, src=0)

@@ -1,0 +1,297 @@
+"""The negative-generator contract.
+
+A generator maps one :class:`MiningContext` (the batch, its encodings and the shared score matrix) to a
+:class:`Negatives` record per side. The base class runs mining without gradient, validates every output in one place
+and keeps the generator's random state, so a subclass only writes :meth:`NegativeGenerator.mine`.
+
+Writing a generator::
+
+    import attrs, torch
+    from negmine import NegativeGenerator, Negatives, option
+
+    class Easiest(NegativeGenerator):
+        name = "easiest"
+
+        @attrs.frozen
+        class Options:
+            k: int = option(1, "negatives per anchor and side", min=1)
+
+        def mine(self, ctx):
+            out = {}
+            for side in self.active_sides(ctx):
+                scores = ctx.scores[side].masked_fill(ctx.exclude, float("inf"))
+                top = scores.topk(self.options.k, dim=1, largest=False)
+                out[side] = Negatives.from_batch(top.indices, top.values, source=self.name)
+            return out
+
+Register it from a plugin with ``@negmine.hookimpl def negmine_register_generators(): return [Easiest]``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+import attrs
+import torch
+from torch import Tensor
+
+from negmine.errors import MissingCapabilityError, PluginError
+
+SIDE_CHOICES = ("both", "a", "b")
+
+
+class NegativeKind(str, enum.Enum):
+    """How a :class:`Negatives` record points at its negatives."""
+
+    BATCH = "batch"  # index: positions in the (global) batch of candidates
+    DATASET = "dataset"  # index: ids in the training split; the trainer loads and encodes them
+    INPUTS = "inputs"  # inputs: synthesized model inputs [B, K, ...]; the trainer encodes them
+
+
+@attrs.frozen
+class Negatives:
+    """K negatives per anchor for one side.
+
+    kind: see :class:`NegativeKind`.
+    valid: Bool[B, K]; invalid slots are ignored by the loss (an anchor may have fewer than K negatives).
+    score: Float[B, K] the generator's no-grad score of each negative against the anchor (telemetry; choosing).
+    source: the generator name (set by the base class when left empty).
+    index: Long[B, K] batch positions (``BATCH``) or dataset ids (``DATASET``); None for ``INPUTS``.
+    inputs: model inputs with leading axes [B, K] (``INPUTS``), e.g. edited images Float[B, K, 3, H, W].
+    meta: free-form per-negative provenance (edit region, ablated units, cluster, tries, ...), values with leading
+        axes [B, K] where they are tensors. Exported with edits; never used by the loss.
+    """
+
+    kind: NegativeKind
+    valid: Tensor
+    score: Tensor
+    source: str = ""
+    index: Tensor | None = None
+    inputs: Any = None
+    meta: Mapping[str, Any] = attrs.field(factory=dict)
+
+    @classmethod
+    def from_batch(cls, index: Tensor, score: Tensor, valid: Tensor | None = None, source: str = "", **meta) -> Negatives:
+        valid = torch.ones_like(index, dtype=torch.bool) if valid is None else valid
+        return cls(NegativeKind.BATCH, valid, score, source, index=index, meta=meta)
+
+    @classmethod
+    def from_dataset(cls, ids: Tensor, score: Tensor, valid: Tensor | None = None, source: str = "", **meta) -> Negatives:
+        valid = torch.ones_like(ids, dtype=torch.bool) if valid is None else valid
+        return cls(NegativeKind.DATASET, valid, score, source, index=ids, meta=meta)
+
+    @classmethod
+    def from_inputs(cls, inputs: Any, score: Tensor, valid: Tensor | None = None, source: str = "", **meta) -> Negatives:
+        valid = torch.ones(score.shape, dtype=torch.bool, device=score.device) if valid is None else valid
+        return cls(NegativeKind.INPUTS, valid, score, source, inputs=inputs, meta=meta)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.valid.shape)  # type: ignore[return-value]
+
+
+@attrs.frozen
+class MiningContext:
+    """Everything a generator sees for one training step (all tensors detached, on the training device).
+
+    batch: the local :class:`negmine.Batch` of B pairs.
+    embeddings: (side a, side b) encodings of the local batch.
+    candidates: (side a, side b) encodings of the N candidates (the global batch; N == B in one process).
+    scores: (side a, side b) Float[B, N]: ``scores[s][i, j]`` is the score of pair i with its side-s member replaced by
+        candidate j; ``scores[s][i, positive[i]]`` is the positive score. Computed once per step and shared.
+    positive: Long[B] the position of each anchor's own pair among the candidates.
+    exclude: Bool[B, N] True where candidate j shares anchor i's id or group (the positive included): never a negative.
+    candidate_ids: Long[N] dataset ids of the candidates.
+    """
+
+    batch: Any
+    embeddings: tuple[Any, Any]
+    candidates: tuple[Any, Any]
+    scores: tuple[Tensor, Tensor]
+    positive: Tensor
+    exclude: Tensor
+    candidate_ids: Tensor
+    model: Any
+    task: Any
+    step: int
+    margin: float
+    device: torch.device
+
+    @property
+    def positive_scores(self) -> Tensor:
+        """Float[B]: the score of each anchor's own pair."""
+        rows = torch.arange(self.positive.shape[0], device=self.positive.device)
+        return self.scores[0][rows, self.positive]
+
+
+def option(
+    default: Any,
+    help: str,
+    *,
+    min: float | None = None,
+    max: float | None = None,
+    choices: Sequence[Any] | None = None,
+    type: type | None = None,
+) -> Any:
+    """Declare a generator option: an attrs field whose metadata drives CLI flags, TOML keys and ``negmine plugins``.
+
+    ``type`` defaults to the type of ``default``; ``min``/``max`` are inclusive bounds; ``choices`` a closed set.
+    """
+    kind = type if type is not None else builtins_type(default)
+    validators = []
+    if choices is not None:
+        validators.append(attrs.validators.in_(tuple(choices)))
+    if min is not None:
+        validators.append(_optional(attrs.validators.ge(min)))
+    if max is not None:
+        validators.append(_optional(attrs.validators.le(max)))
+    meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices else None, "type": kind}
+    return attrs.field(default=default, validator=validators or None, metadata={"negmine": meta})
+
+
+builtins_type = type
+
+
+def _optional(validator: Any) -> Any:
+    return attrs.validators.optional(validator)
+
+
+def option_specs(options_cls: type) -> list[dict[str, Any]]:
+    """The declared options of an ``Options`` class: dicts with name, type, default, help, min, max, choices."""
+    specs = []
+    for field in attrs.fields(options_cls):
+        meta = dict(field.metadata.get("negmine", {}))
+        default = field.default
+        kind = meta.get("type") or builtins_type(default)
+        specs.append(
+            {
+                "name": field.name,
+                "type": getattr(kind, "__name__", str(kind)),
+                "default": default,
+                "help": meta.get("help", ""),
+                "min": meta.get("min"),
+                "max": meta.get("max"),
+                "choices": list(meta["choices"]) if meta.get("choices") else None,
+            }
+        )
+    return specs
+
+
+@attrs.frozen
+class NoOptions:
+    """A generator without options."""
+
+
+class NegativeGenerator:
+    """Base class of every negative source.
+
+    Class attributes a subclass sets:
+      name: the registered name (``--negatives NAME``, TOML ``negatives = [...]``).
+      Options: an attrs class built with :func:`option` fields.
+      requires: capabilities the task must provide (see :class:`negmine.Capability`).
+
+    Instances are created per stage by the trainer with their options, a seed and the built task. A generator that
+    keeps state across steps (an index, clusters) stores it as tensors and plain values in :meth:`state_dict` so that
+    checkpoints load with ``weights_only=True``, and may implement lifecycle hooks (``negmine_step_end`` ...) as methods
+    marked ``@negmine.hookimpl``.
+    """
+
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions
+    requires: ClassVar[frozenset[str]] = frozenset()
+
+    def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
+        self.options = options if options is not None else self.Options()
+        self.task = task
+        self.seed = seed
+        self.rng = torch.Generator().manual_seed(seed)
+
+    # -- what subclasses implement ------------------------------------------------------------------------------------
+
+    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:  # pragma: no cover - interface
+        """Return negatives for some or all sides: ``{0: Negatives, 1: Negatives}`` (side 0 = a, 1 = b)."""
+        raise NotImplementedError
+
+    # -- the template method ------------------------------------------------------------------------------------------
+
+    def generate(self, ctx: MiningContext) -> dict[int, Negatives]:
+        """Mine without gradient, label with the source name, and validate the result."""
+        with torch.no_grad():
+            out = self.mine(ctx)
+        checked = {}
+        for side, negs in out.items():
+            if side not in (0, 1):
+                raise PluginError(f"generator {self.name!r} returned negatives for side {side!r}; sides are 0 and 1")
+            if not negs.source:
+                negs = attrs.evolve(negs, source=self.name)
+            self._validate(ctx, side, negs)
+            checked[side] = negs
+        return checked
+
+    def _validate(self, ctx: MiningContext, side: int, negs: Negatives) -> None:
+        b = ctx.positive.shape[0]
+        where = f"generator {self.name!r} (side {side})"
+        if negs.valid.dtype != torch.bool or negs.valid.dim() != 2 or negs.valid.shape[0] != b:
+            raise PluginError(f"{where}: valid must be Bool[B={b}, K], got {tuple(negs.valid.shape)} {negs.valid.dtype}")
+        if negs.score.shape != negs.valid.shape:
+            raise PluginError(f"{where}: score shape {tuple(negs.score.shape)} != valid shape {tuple(negs.valid.shape)}")
+        if negs.kind in (NegativeKind.BATCH, NegativeKind.DATASET):
+            if negs.index is None or negs.index.shape != negs.valid.shape:
+                raise PluginError(f"{where}: kind {negs.kind.value} needs index Long[B, K] shaped like valid")
+            if negs.index.dtype not in (torch.int64, torch.int32):
+                raise PluginError(f"{where}: index must be an integer tensor, got {negs.index.dtype}")
+        if negs.kind == NegativeKind.BATCH:
+            n = ctx.exclude.shape[1]
+            idx = negs.index[negs.valid]
+            if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+                raise PluginError(f"{where}: batch index out of range [0, {n})")
+            clash = ctx.exclude.gather(1, negs.index.clamp(0, n - 1).long()) & negs.valid
+            if clash.any():
+                raise PluginError(f"{where}: returned a negative that shares the anchor's id or group")
+        elif negs.kind == NegativeKind.DATASET:
+            anchor_ids = ctx.batch.ids.to(negs.index.device)[:, None]
+            if ((negs.index == anchor_ids) & negs.valid).any():
+                raise PluginError(f"{where}: returned the anchor's own dataset id as a negative")
+        elif negs.kind == NegativeKind.INPUTS and negs.inputs is None:
+            raise PluginError(f"{where}: kind inputs needs inputs [B, K, ...]")
+
+    # -- helpers for subclasses ---------------------------------------------------------------------------------------
+
+    def active_sides(self, ctx: MiningContext) -> list[int]:
+        """The sides selected by an optional ``sides`` option ("both", "a", "b" or a model side name)."""
+        which = getattr(self.options, "sides", "both")
+        return resolve_sides(which, getattr(ctx.model, "sides", ("a", "b")))
+
+    @classmethod
+    def check_requirements(cls, task: Any) -> None:
+        """Raise :class:`MissingCapabilityError` naming every capability the task lacks."""
+        provided = {str(getattr(p, "value", p)) for p in getattr(task, "provides", ())}
+        needed = {str(getattr(r, "value", r)) for r in cls.requires}
+        missing = sorted(needed - provided)
+        if missing:
+            raise MissingCapabilityError(
+                f"generator {cls.name!r} needs {', '.join(missing)} from the task, but task "
+                f"{getattr(task, 'name', '?')!r} provides only {', '.join(sorted(provided)) or 'nothing'}. "
+                "Choose another generator or a task that provides it."
+            )
+
+    def state_dict(self) -> dict[str, Any]:
+        """Tensors and plain values only (checkpoints load with ``weights_only=True``)."""
+        return {"rng": self.rng.get_state()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.rng.set_state(state["rng"])
+
+
+def resolve_sides(which: str, names: Sequence[str]) -> list[int]:
+    if which == "both":
+        return [0, 1]
+    if which == "a" or which == names[0]:
+        return [0]
+    if which == "b" or which == names[1]:
+        return [1]
+    from negmine.errors import UnknownNameError
+
+    raise UnknownNameError("side", which, ["both", "a", "b", *names])

@@ -1,0 +1,79 @@
+"""The bidirectional triplet margin loss with negatives combined in groups (paper eq. 1).
+
+For each anchor pair i, side s and group g of sources, the loss takes the *hardest* negative (highest score) among all
+valid negatives of the sources in g, and adds the hinge ``[margin + S(neg) - S(pos)]_+``. Groups are summed:
+``combine = [["random"], ["hard-minibatch", "gan-targeted"]]`` is the paper code's "sampled + max(hard, edited)".
+Summing the two sides gives ``L(I, A, I_n) + L(I, A, A_n)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+
+def hardest(scores: Sequence[Tensor], valid: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+    """Per-anchor hardest valid negative over several sources.
+
+    scores: Float[B, K_j] per source (with gradient); valid: Bool[B, K_j].
+    Returns (Float[B] the hardest score, -inf where none is valid; Bool[B] whether any negative is valid).
+    """
+    s = torch.cat(list(scores), dim=1)
+    v = torch.cat(list(valid), dim=1)
+    masked = s.masked_fill(~v, float("-inf"))
+    return masked.amax(dim=1), v.any(dim=1)
+
+
+def triplet_loss(
+    positive: Tensor,
+    negatives: Mapping[str, Mapping[int, tuple[Tensor, Tensor]]],
+    combine: Sequence[Sequence[str]],
+    margin: float = 1.0,
+) -> tuple[Tensor, dict[str, float]]:
+    """Sum over groups and sides of the mean hinge on each anchor's hardest negative.
+
+    positive: Float[B] score of each positive pair (with gradient).
+    negatives: source name -> side (0/1) -> (scores Float[B, K] with gradient, valid Bool[B, K]).
+    combine: groups of source names; a source absent from ``negatives`` (or without a side) is skipped.
+    Returns the scalar loss and per-group statistics (``group{g}/side{s}/loss`` and ``.../active``: the fraction of
+    anchors whose hinge is positive). Anchors without a valid negative in a group do not count in that group's mean.
+    """
+    total = positive.new_zeros(())
+    stats: dict[str, float] = {}
+    for g, group in enumerate(combine):
+        for side in (0, 1):
+            parts = [negatives[name][side] for name in group if name in negatives and side in negatives[name]]
+            if not parts:
+                continue
+            top, has = hardest([p[0] for p in parts], [p[1] for p in parts])
+            if not has.any():
+                continue
+            hinge = (margin + top[has] - positive[has]).clamp_min(0)
+            term = hinge.mean()
+            total = total + term
+            stats[f"group{g}/side{side}/loss"] = float(term.detach())
+            stats[f"group{g}/side{side}/active"] = float((hinge.detach() > 0).float().mean())
+    return total, stats
+
+
+def source_telemetry(positive: Tensor, score: Tensor, valid: Tensor, margin: float) -> dict[str, float]:
+    """Hardness statistics of one source's negatives (no gradient).
+
+    positive: Float[B]; score, valid: [B, K]. Returns the mean negative score, the fraction of negatives scoring above
+    their positive, and the fraction of active triplets (inside the margin).
+    """
+    pos = positive.detach()[:, None].expand_as(score)
+    v = valid
+    n = int(v.sum())
+    if n == 0:
+        return {"count": 0.0}
+    s = score.detach()[v]
+    p = pos[v]
+    return {
+        "count": float(n),
+        "mean_score": float(s.mean()),
+        "above_positive": float((s > p).float().mean()),
+        "active": float((margin + s - p > 0).float().mean()),
+    }

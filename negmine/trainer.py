@@ -1,0 +1,604 @@
+"""The trainer: one loop for any dual encoder, any negative sources, in stages.
+
+Reading guide (one step, top to bottom in :meth:`Trainer._train_step`):
+
+1. load the next batch of pairs (a seeded permutation per epoch, so the data position is two integers);
+2. encode both sides once, gather the global batch under torchrun, and compute the score matrix once;
+3. every active generator mines from the same detached context and returns :class:`~negmine.Negatives` per side;
+4. every negative is re-scored *with gradient* (batch negatives read the shared matrix; dataset ids are loaded and
+   encoded; synthesized inputs are encoded);
+5. the grouped bidirectional triplet loss; backward; optimiser step; telemetry; lifecycle hooks.
+
+Everything needed to continue exactly (model, optimiser, stage, step, data position, RNG, generator state) is in the
+checkpoint, stored as tensors and plain values.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from negmine import checkpoint as ckpt
+from negmine import distributed as dist_utils
+from negmine.config import StageConfig, TrainConfig, build_config, make_options, merge
+from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError
+from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives
+from negmine.loss import source_telemetry, triplet_loss
+from negmine.metrics import recall_at_k
+from negmine.model import Embedding, PairedDataset, Task, flatten_inputs, index_inputs, to_device
+
+BEST_METRIC = "mean@5"
+COLLAPSE_PATIENCE = 20
+
+
+class PlainReporter:
+    """Console output without rich: one line per log interval (used when not on a terminal)."""
+
+    def __init__(self, stream: Any = None, quiet: bool = False) -> None:
+        import sys
+
+        self.stream = stream or sys.stderr
+        self.quiet = quiet
+
+    def start(self, total_steps: int, done_steps: int, run_dir: Path) -> None:
+        self.log(f"run directory: {run_dir}  ({done_steps}/{total_steps} steps done)")
+
+    def step(self, step: int, total: int, metrics: Mapping[str, Any], log_line: bool) -> None:
+        if log_line:
+            rate = metrics.get("steps_per_s", 0.0)
+            eta = (total - step) / rate if rate else float("nan")
+            self.log(
+                f"step {step}/{total}  stage {metrics.get('stage')}  loss {metrics['loss']:.4f}  "
+                f"lr {metrics['lr']:.2e}  {rate:.2f} step/s  eta {eta:.0f}s"
+            )
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            print(message, file=self.stream, flush=True)
+
+    def warn(self, message: str) -> None:
+        print(f"warning: {message}", file=self.stream, flush=True)
+
+    def close(self) -> None:
+        pass
+
+
+@attrs.define
+class _DataCursor:
+    """Position in the training data: epoch number and offset in that epoch's permutation."""
+
+    epoch: int = 0
+    cursor: int = 0
+
+
+def _stable_seed(*parts: Any) -> int:
+    return zlib.crc32("/".join(map(str, parts)).encode()) & 0x7FFFFFFF
+
+
+class Trainer:
+    """Train a :class:`~negmine.Task` (a dual encoder and paired data) with pluggable negatives.
+
+    From Python::
+
+        task = Task("mine", model=MyDualEncoder(), train=TensorPairs(xa, xb), val=TensorPairs(va, vb))
+        trainer = Trainer(task, {"steps": 300, "negatives": ["random", "hard-minibatch"], "optimizer": "adam"},
+                          generators=[RandomNegatives, HardMinibatch])
+        summary = trainer.fit()
+
+    task: the model and data (see :class:`~negmine.Task`).
+    config: a :class:`~negmine.TrainConfig`, or a plain dict of config keys (validated; task defaults underneath).
+    plugins: a :class:`~negmine.PluginManager` for generator lookup and lifecycle hooks (default: none, and only the
+        classes in ``generators`` are known).
+    generators: extra generator classes to make known by name (in addition to the plugins').
+    run_dir: where checkpoints, metrics and the summary go (default: config.run_dir or ``runs/<task>-<time>``).
+    resume: continue from ``run_dir/checkpoints/last.pt``.
+    reporter: console output (``PlainReporter`` by default; the CLI passes a rich progress bar).
+    """
+
+    def __init__(
+        self,
+        task: Task,
+        config: TrainConfig | Mapping[str, Any],
+        *,
+        plugins: Any = None,
+        generators: Sequence[type[NegativeGenerator]] = (),
+        run_dir: str | Path | None = None,
+        resume: bool = False,
+        reporter: Any = None,
+    ) -> None:
+        self.task = task
+        self.model = task.model
+        self.plugins = plugins
+        self.generator_classes: dict[str, type[NegativeGenerator]] = dict(plugins.generators() if plugins else {})
+        for cls in generators:
+            self.generator_classes[cls.name] = cls
+        if not isinstance(config, TrainConfig):
+            raw = merge({"task": task.name}, task.defaults, dict(config))
+            config = build_config(raw, self.generator_classes)
+        self.config = config
+        self.dist = dist_utils.current()
+        self.device = torch.device(_resolve_device(config.device))
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.run_dir = Path(run_dir or config.run_dir or f"runs/{task.name}-{stamp}")
+        self.resume_requested = resume
+        self.resumed = False
+        self.reporter = reporter or PlainReporter(quiet=not self.dist.is_main)
+        # progress
+        self.stage_index = 0
+        self.step_in_stage = 0
+        self.global_step = 0
+        self.data = _DataCursor()
+        self.best = {"score": -math.inf, "step": -1, "stage": ""}
+        self.history: list[dict[str, Any]] = []
+        self.active: dict[str, NegativeGenerator] = {}
+        self.optimizer: torch.optim.Optimizer | None = None
+        self._collapse_count = 0
+        self._collapse_warned = False
+        self._pending_state: dict[str, Any] | None = None
+        self.initial: dict[str, Any] = {}
+        self._check_stage_requirements()
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Set-up
+    # ------------------------------------------------------------------------------------------------------------
+
+    @property
+    def stage(self) -> StageConfig:
+        return self.config.stages[self.stage_index]
+
+    def _check_stage_requirements(self) -> None:
+        """Fail before any training if a generator is unknown or the task lacks what it needs."""
+        for stage in self.config.stages:
+            for name in stage.negatives:
+                cls = self.generator_classes.get(name)
+                if cls is None:
+                    raise ConfigError([f"stage {stage.name!r}: unknown generator {name!r}"])
+                cls.check_requirements(self.task)
+
+    def _build_generators(self, stage: StageConfig) -> dict[str, NegativeGenerator]:
+        gens = {}
+        for name in stage.negatives:
+            cls = self.generator_classes[name]
+            options = make_options(cls, stage.generators.get(name, {}))
+            seed = _stable_seed(self.config.seed, stage.name, name, self.dist.rank)
+            gens[name] = cls(options, seed=seed, task=self.task)
+        return gens
+
+    def _make_optimizer(self, stage: StageConfig) -> torch.optim.Optimizer:
+        c = self.config
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        lr = stage.lr or c.lr
+        if c.optimizer == "sgd":
+            return torch.optim.SGD(params, lr=lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=lr, weight_decay=c.weight_decay)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=c.weight_decay)
+
+    def lr_at(self, step_in_stage: int) -> float:
+        """The learning rate of a step in the current stage: linear warm-up, then step decay (a pure function)."""
+        c = self.config
+        lr = self.stage.lr or c.lr
+        if c.warmup_steps and step_in_stage < c.warmup_steps:
+            return lr * (step_in_stage + 1) / c.warmup_steps
+        if c.lr_decay_every:
+            lr *= c.lr_decay ** (step_in_stage // c.lr_decay_every)
+        return lr
+
+    # ------------------------------------------------------------------------------------------------------------
+    # The loop
+    # ------------------------------------------------------------------------------------------------------------
+
+    def fit(self) -> dict[str, Any]:
+        """Run every stage to the end (or continue a resumed run); returns the summary written to ``summary.json``."""
+        torch.manual_seed(self.config.seed)
+        self.model.to(self.device)
+        dist_utils.broadcast_parameters(self.model)
+        if self.resume_requested:
+            self._load_resume_state()
+        elif self.dist.is_main:
+            self._prepare_run_dir()
+        total = self.config.total_steps
+        self.reporter.start(total, self.global_step, self.run_dir)
+        if self.plugins:
+            self.plugins.train_start(self)
+        if not self.resumed and self.config.stages:
+            self.initial = self.evaluate("val")
+            self._append_metrics({"event": "eval", **self.initial})
+            self.reporter.log(f"before training: {_recall_line(self.initial)}")
+        try:
+            while self.stage_index < len(self.config.stages):
+                self._run_stage()
+        finally:
+            self._unregister_generators()
+            self.reporter.close()
+        summary = self._write_summary()
+        if self.plugins:
+            self.plugins.train_end(self, summary)
+        return summary
+
+    def _run_stage(self) -> None:
+        stage = self.stage
+        fresh = self._pending_state is None
+        if fresh:
+            self.step_in_stage = 0
+            if stage.init != "previous":
+                state = ckpt.load(ckpt.resolve_init(stage.init))
+                self.model.load_state_dict(state["model"])
+        self.optimizer = self._make_optimizer(stage)
+        self.active = self._build_generators(stage)
+        if not fresh:
+            state = self._pending_state
+            self._pending_state = None
+            self.optimizer.load_state_dict(state["optimizer"])
+            for name, gen_state in state["generators"].items():
+                if name in self.active:
+                    self.active[name].load_state_dict(gen_state)
+        self._collapse_count, self._collapse_warned = 0, False
+        if self.plugins:
+            for name, gen in self.active.items():
+                self.plugins.register(gen, name=f"generator:{stage.name}:{name}")
+            self.plugins.stage_start(self, stage)
+        self.reporter.log(
+            f"stage {stage.name!r}: {stage.steps} steps, negatives {list(stage.negatives)}, "
+            f"combine {[list(g) for g in stage.combine]}"
+        )
+        c = self.config
+        tick = time.perf_counter()
+        while self.step_in_stage < stage.steps:
+            metrics = self._train_step()
+            self.step_in_stage += 1
+            self.global_step += 1
+            now = time.perf_counter()
+            metrics["steps_per_s"] = 1.0 / max(now - tick, 1e-9)
+            tick = now
+            if self.plugins:
+                self.plugins.step_end(self, self.global_step, metrics)
+            log_line = self.global_step % c.log_every == 0 or self.step_in_stage == stage.steps
+            if log_line:
+                self._append_metrics(metrics)
+            self.reporter.step(self.global_step, c.total_steps, metrics, log_line)
+            if c.eval_every and self.global_step % c.eval_every == 0 and self.step_in_stage < stage.steps:
+                self.evaluate_and_track()
+            if c.checkpoint_every and self.global_step % c.checkpoint_every == 0 and self.step_in_stage < stage.steps:
+                self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+        final = self.evaluate_and_track()
+        self.save_checkpoint(self.run_dir / "checkpoints" / f"stage-{stage.name}.pt")
+        if self.plugins:
+            self.plugins.stage_end(self, stage, final)
+        self._unregister_generators()
+        self.active, self.optimizer = {}, None  # the next stage starts with fresh generators and optimiser
+        self.stage_index += 1
+        self.step_in_stage = 0
+        # last.pt now points at the start of the next stage (or the end of training)
+        self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+
+    def _unregister_generators(self) -> None:
+        if self.plugins:
+            for gen in self.active.values():
+                self.plugins.unregister(gen)
+
+    def _next_ids(self) -> Tensor:
+        """Long[B] ids of this rank's next batch; the global batch is B * world consecutive ids of a permutation."""
+        n = len(self.task.train)
+        b = self.config.batch_size
+        global_b = b * self.dist.world_size
+        if global_b > n:
+            raise ConfigError([f"batch_size {b} x {self.dist.world_size} process(es) exceeds the {n} training pairs"])
+        if self.data.cursor + global_b > n:  # drop the incomplete tail: every batch has the same size
+            self.data.epoch += 1
+            self.data.cursor = 0
+        gen = torch.Generator().manual_seed(_stable_seed(self.config.seed, "data", self.data.epoch))
+        perm = torch.randperm(n, generator=gen)
+        start = self.data.cursor + self.dist.rank * b
+        self.data.cursor += global_b
+        return perm[start : start + b]
+
+    def _train_step(self) -> dict[str, Any]:
+        model, c = self.model, self.config
+        model.train()
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.step_in_stage)
+        batch = self.task.train.batch(self._next_ids()).to(self.device)
+        b = len(batch)
+
+        # 1. encode once; candidates are the global batch (this rank's batch in one process)
+        emb_a = model.encode(0, batch.a)
+        emb_b = model.encode(1, batch.b)
+        if self.dist.enabled:
+            cand_a, cand_b = dist_utils.gather_embedding(emb_a), dist_utils.gather_embedding(emb_b)
+            cand_ids = dist_utils.all_gather_no_grad(batch.ids)
+            cand_groups = dist_utils.all_gather_no_grad(batch.group_ids)
+            # scores[s][i, j]: pair i with its side-s member replaced by candidate j
+            scores_b = model.score_matrix(emb_a, cand_b)  # [B, N]
+            scores_a = model.score_matrix(cand_a, emb_b).T  # [B, N]
+        else:
+            cand_a, cand_b, cand_ids, cand_groups = emb_a, emb_b, batch.ids, batch.group_ids
+            matrix = model.score_matrix(emb_a, emb_b)  # [B, B], the one score matrix of this step
+            scores_b, scores_a = matrix, matrix.T
+        rows = torch.arange(b, device=self.device)
+        positive = rows + self.dist.rank * b
+        pos_scores = scores_b[rows, positive]
+        exclude = (batch.ids[:, None] == cand_ids[None, :]) | (batch.group_ids[:, None] == cand_groups[None, :])
+
+        # 2. mine from one shared, detached context
+        ctx = MiningContext(
+            batch=batch,
+            embeddings=(emb_a.detach(), emb_b.detach()),
+            candidates=(cand_a.detach(), cand_b.detach()),
+            scores=(scores_a.detach(), scores_b.detach()),
+            positive=positive,
+            exclude=exclude,
+            candidate_ids=cand_ids,
+            model=model,
+            task=self.task,
+            step=self.global_step,
+            margin=c.margin,
+            device=self.device,
+        )
+        mined = {name: gen.generate(ctx) for name, gen in self.active.items()}
+
+        # 3. re-score every negative with gradient
+        grad_scores = (scores_a, scores_b)
+        rescored: dict[str, dict[int, tuple[Tensor, Tensor]]] = {}
+        for name, per_side in mined.items():
+            rescored[name] = {}
+            for side, negs in per_side.items():
+                rescored[name][side] = (self._rescore(side, negs, grad_scores, emb_a, emb_b), negs.valid)
+
+        # 4. loss, update
+        loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin)
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"the loss became {float(loss)} at step {self.global_step + 1} (stage {self.stage.name!r}); "
+                f"training stopped. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}; "
+                "lower the learning rate or enable grad_clip, then resume."
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss.requires_grad:
+            loss.backward()
+            dist_utils.average_gradients(self.model.parameters())
+            if c.grad_clip:
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            self.optimizer.step()
+
+        # 5. telemetry
+        metrics: dict[str, Any] = {
+            "step": self.global_step + 1,
+            "stage": self.stage.name,
+            "loss": float(loss.detach()),
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "epoch": self.data.epoch,
+            "positive_score": float(pos_scores.detach().mean()),
+        }
+        metrics.update(group_stats)
+        for name, per_side in mined.items():
+            for side, negs in per_side.items():
+                for key, value in source_telemetry(pos_scores, negs.score, negs.valid, c.margin).items():
+                    metrics[f"{name}/side{side}/{key}"] = value
+        self._watch_collapse(scores_b.detach(), metrics)
+        return metrics
+
+    def _rescore(
+        self, side: int, negs: Negatives, grad_scores: tuple[Tensor, Tensor], emb_a: Embedding, emb_b: Embedding
+    ) -> Tensor:
+        """Float[B, K] scores of the negatives of one side, with gradient through the model."""
+        if negs.kind == NegativeKind.BATCH:
+            index = negs.index.to(self.device).clamp_min(0).long()
+            return grad_scores[side].gather(1, index)
+        b, k = negs.valid.shape
+        valid = negs.valid.to(self.device)
+        flat = valid.flatten().nonzero().squeeze(1)  # only valid slots are loaded and encoded
+        out = torch.full((b, k), float("-inf"), device=self.device)
+        if flat.numel() == 0:
+            return out
+        if negs.kind == NegativeKind.DATASET:
+            ids = negs.index.flatten()[flat.cpu() if negs.index.device.type == "cpu" else flat].cpu()
+            inputs = to_device(self.task.train.side_batch(side, ids), self.device)
+        else:
+            inputs = to_device(index_inputs(flatten_inputs(negs.inputs), flat), self.device)
+        neg_emb = self.model.encode(side, inputs)
+        anchor_rows = flat // k
+        if side == 0:
+            s = self.model.score_pairs(neg_emb, emb_b[anchor_rows])
+        else:
+            s = self.model.score_pairs(emb_a[anchor_rows], neg_emb)
+        return out.flatten().index_put((flat,), s).view(b, k)
+
+    def _watch_collapse(self, scores: Tensor, metrics: dict[str, Any]) -> None:
+        """Warn when every score in the batch converges to one value (embedding collapse)."""
+        std = float(scores.std()) if scores.numel() > 1 else 0.0
+        metrics["score_std"] = std
+        scale = max(1.0, float(scores.abs().mean()))
+        self._collapse_count = self._collapse_count + 1 if std < 1e-3 * scale else 0
+        if self._collapse_count >= COLLAPSE_PATIENCE and not self._collapse_warned:
+            self._collapse_warned = True
+            self.reporter.warn(
+                f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
+                f"{self.stage.name!r}): hardest-only negatives from scratch often do this. Add a random group "
+                "(combine = [[\"random\"], [\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init)."
+            )
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Evaluation
+    # ------------------------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "val", size: int | None = None) -> dict[str, Any]:
+        """Recall@1/5/10 in both directions on the first ``size`` pairs of a split, plus plugins' metrics."""
+        data = {"val": self.task.val, "test": self.task.test, "train": self.task.train}[split]
+        if data is None:
+            raise ConfigError([f"task {self.task.name!r} has no {split} split"])
+        metrics = evaluate_retrieval(self.model, data, size or self.config.eval_size, self.device,
+                                     batch_size=self.config.batch_size)
+        metrics = {"split": split, "step": self.global_step, "stage": self.stage.name, **metrics}
+        if self.plugins:
+            self.plugins.evaluate(self, split, metrics)
+        return metrics
+
+    def evaluate_and_track(self) -> dict[str, Any]:
+        metrics = self.evaluate("val")
+        self.history.append(metrics)
+        self._append_metrics({"event": "eval", **metrics})
+        self.reporter.log(f"eval step {self.global_step}: {_recall_line(metrics)}")
+        if metrics[BEST_METRIC] > self.best["score"]:
+            self.best = {"score": metrics[BEST_METRIC], "step": self.global_step, "stage": self.stage.name}
+            self.save_checkpoint(self.run_dir / "checkpoints" / "best.pt")
+        return metrics
+
+    # ------------------------------------------------------------------------------------------------------------
+    # Checkpoints and files
+    # ------------------------------------------------------------------------------------------------------------
+
+    def _prepare_run_dir(self) -> None:
+        if (self.run_dir / "checkpoints" / "last.pt").exists():
+            raise ConfigError(
+                [f"run directory {str(self.run_dir)!r} already holds a run; pass --resume to continue it, "
+                 "or choose another --run-dir"]
+            )
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "config.json").write_text(json.dumps(self.config.to_dict(), indent=2, default=str) + "\n")
+        (self.run_dir / "metrics.jsonl").write_text("")
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue exactly, as tensors and plain values."""
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": ckpt.FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "stage_index": self.stage_index,
+            "stage_name": self.stage.name if self.stage_index < len(self.config.stages) else "",
+            "step_in_stage": self.step_in_stage,
+            "global_step": self.global_step,
+            "data": {"epoch": self.data.epoch, "cursor": self.data.cursor},
+            "rng": rng,
+            "generators": {name: gen.state_dict() for name, gen in self.active.items()},
+            "best": dict(self.best),
+            "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in self.history],
+            "config": json.dumps(self.config.to_dict(), default=str),
+        }
+
+    def save_checkpoint(self, path: Path) -> None:
+        if self.dist.is_main:
+            ckpt.save_atomic(self.state_dict(), path)
+
+    def _load_resume_state(self) -> None:
+        path = self.run_dir / "checkpoints" / "last.pt"
+        state = ckpt.load(path, map_location="cpu")
+        saved = json.loads(state["config"])
+        mine = json.loads(json.dumps(self.config.to_dict(), default=str))
+        differs = sorted(k for k in saved if k not in ("device", "run_dir") and saved.get(k) != mine.get(k))
+        if differs:
+            raise CheckpointError(
+                f"cannot resume {str(self.run_dir)!r}: the configuration differs from the run's in {', '.join(differs)}"
+            )
+        self.model.load_state_dict(state["model"])
+        self.stage_index = state["stage_index"]
+        self.step_in_stage = state["step_in_stage"]
+        self.global_step = state["global_step"]
+        self.data = _DataCursor(**state["data"])
+        self.best = dict(state["best"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if "cuda" in state["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+        if self.stage_index < len(self.config.stages) and self.step_in_stage > 0:
+            self._pending_state = state
+        self.resumed = True
+        # metrics after the checkpoint were never confirmed: drop them so the file matches an uninterrupted run
+        self._truncate_metrics(self.global_step)
+
+    def _truncate_metrics(self, step: int) -> None:
+        path = self.run_dir / "metrics.jsonl"
+        if not path.exists() or not self.dist.is_main:
+            return
+        kept = [line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        path.write_text("".join(line + "\n" for line in kept))
+
+    def _append_metrics(self, metrics: Mapping[str, Any]) -> None:
+        if not self.dist.is_main:
+            return
+        with (self.run_dir / "metrics.jsonl").open("a") as fh:
+            fh.write(json.dumps(_plain(metrics), sort_keys=True) + "\n")
+
+    def _write_summary(self) -> dict[str, Any]:
+        last = self.history[-1] if self.history else {}
+        summary = {
+            "task": self.task.name,
+            "steps": self.global_step,
+            "stages": [s.name for s in self.config.stages],
+            "best": self.best,
+            "initial": _plain(self.initial),
+            "final": _plain(last),
+            "evaluations": [_plain(h) for h in self.history],
+            "run_dir": str(self.run_dir),
+        }
+        if self.dist.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+
+
+@torch.no_grad()
+def encode_split(model: Any, data: PairedDataset, size: int, device: torch.device, batch_size: int = 128):
+    """Encode the first ``size`` pairs of a split: (Embedding a, Embedding b, groups Long[n])."""
+    model.eval()
+    n = min(size, len(data))
+    parts_a, parts_b, groups = [], [], []
+    for start in range(0, n, batch_size):
+        batch = data.batch(torch.arange(start, min(n, start + batch_size))).to(device)
+        parts_a.append(model.encode(0, batch.a))
+        parts_b.append(model.encode(1, batch.b))
+        groups.append(batch.group_ids)
+    return Embedding.cat(parts_a), Embedding.cat(parts_b), torch.cat(groups)
+
+
+@torch.no_grad()
+def score_all(model: Any, a: Embedding, b: Embedding, block: int = 256) -> Tensor:
+    """Float[Na, Nb] scores, computed in row blocks to bound memory."""
+    return torch.cat([model.score_matrix(a[slice(i, i + block)], b) for i in range(0, len(a), block)])
+
+
+@torch.no_grad()
+def evaluate_retrieval(model: Any, data: PairedDataset, size: int, device: torch.device, batch_size: int = 128) -> dict:
+    """Recall@1/5/10 both directions on the first ``size`` pairs of ``data``."""
+    a, b, groups = encode_split(model, data, size, device, batch_size)
+    scores = score_all(model, a, b)
+    out = recall_at_k(scores, (1, 5, 10), groups=groups)
+    out["n"] = len(a)
+    model.train()
+    return out
+
+
+def _recall_line(m: Mapping[str, Any]) -> str:
+    return (f"R@1 {m['mean@1']:.3f}  R@5 {m['mean@5']:.3f}  R@10 {m['mean@10']:.3f} "
+            f"(mean of both directions, {m['n']} held-out pairs)")
+
+
+def _resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError([f"device {device!r} requested but CUDA is not available on this machine; use --device cpu"])
+    return device
+
+
+def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, Tensor):
+            v = v.item() if v.numel() == 1 else v.tolist()
+        if isinstance(v, float) and not math.isfinite(v):
+            v = str(v)
+        out[k] = v
+    return out
