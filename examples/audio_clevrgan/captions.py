@@ -231,17 +231,19 @@ def _article(next_word: str) -> str:
     return "an" if next_word[:1] in "aeiou" else "a"
 
 
-def describe_object(obj: Mapping, rng: np.random.Generator, definite: bool = False) -> str:
+def describe_object(obj: Mapping, rng: np.random.Generator, definite: bool = False, compact: bool = False) -> str:
     """A noun phrase naming all four attributes of one object, e.g. ``"a big shiny red ball"``.
 
     Word order, template and synonyms are drawn from ``rng``. With ``definite=True`` the article is "the".
+    ``compact=True`` keeps to the two five-word templates (size colour material shape, size material
+    colour shape).
     """
     size = _pick(rng, SPOKEN_WORDS["size"][obj["size"]])
     color = _pick(rng, SPOKEN_WORDS["color"][obj["color"]])
     material = _pick(rng, SPOKEN_WORDS["material"][obj["material"]])
     material_noun = _MATERIAL_NOUN[obj["material"]]
     shape = _pick(rng, SPOKEN_WORDS["shape"][obj["shape"]])
-    template = int(rng.integers(5))
+    template = int(rng.integers(2 if compact else 5))
     if template == 0:
         body = f"{size} {color} {material} {shape}"
     elif template == 1:
@@ -255,16 +257,17 @@ def describe_object(obj: Mapping, rng: np.random.Generator, definite: bool = Fal
     return f"{'the' if definite else _article(body)} {body}"
 
 
-def _relation_phrase(relations: tuple[str, ...], rng: np.random.Generator) -> str:
+def _relation_phrase(relations: tuple[str, ...], rng: np.random.Generator, compact: bool = False) -> str:
     lateral = [r for r in relations if r in _LATERAL_PHRASES]
     depth = [r for r in relations if r in _DEPTH_PHRASES]
     if not lateral and not depth:
-        return _pick(rng, _NEAR_PHRASES)
+        return _pick(rng, _NEAR_PHRASES[:2] if compact else _NEAR_PHRASES)
     parts = []
     if depth:
         parts.append(_pick(rng, _DEPTH_PHRASES[depth[0]]))
     if lateral:
-        parts.append(_pick(rng, _LATERAL_PHRASES[lateral[0]]))
+        options = _LATERAL_PHRASES[lateral[0]]
+        parts.append(_pick(rng, options[:2] if compact else options))
     if len(parts) == 2 and rng.random() < 0.5:
         parts.reverse()
     if len(parts) == 2:
@@ -299,13 +302,19 @@ def _count_phrase(n: int, rng: np.random.Generator) -> str:
     )
 
 
-def make_caption(objects: Sequence[Mapping], rng: np.random.Generator, eps: float = DEFAULT_EPS) -> Caption:
+def make_caption(
+    objects: Sequence[Mapping], rng: np.random.Generator, eps: float = DEFAULT_EPS, compact: bool = False
+) -> Caption:
     """Caption a scene: every object with all four attributes, plus a spatial relation per extra object.
 
     Args:
         objects: n >= 1 object dicts with keys shape, color, material, size, x, y (see module docstring).
         rng: the only source of randomness (object order, templates, synonyms).
         eps: relation threshold in the unit of x, y (see :data:`DEFAULT_EPS`).
+        compact: use only the shortest templates (no counting sentence, no "made of" / "that is" / "i can
+            also see" fillers, mostly "it" for the previous object): a quarter to a third fewer words (3
+            objects: 32 instead of 41 on average), hence shorter audio, with the same attributes,
+            synonyms and relations.
 
     Returns:
         A :class:`Caption`; ``caption.mentions[k]`` says which relation the caption states between the
@@ -319,12 +328,13 @@ def make_caption(objects: Sequence[Mapping], rng: np.random.Generator, eps: floa
     mentions: list[RelationMention] = []
 
     if n == 1:
-        np0 = describe_object(objects[order[0]], rng)
-        opener = _pick(rng, ("there is {}", "i see {}", "in this picture there is {}", "the image shows {}", "{}"))
+        np0 = describe_object(objects[order[0]], rng, compact=compact)
+        openers = ("there is {}", "{}", "i see {}", "in this picture there is {}", "the image shows {}")
+        opener = _pick(rng, openers[:2] if compact else openers)
         sentences.append(opener.format(np0))
         return Caption(text=_join(sentences, rng), order=tuple(order), mentions=())
 
-    counted = rng.random() < 0.2
+    counted = not compact and rng.random() < 0.2
     if counted:
         sentences.append(_count_phrase(n, rng))
 
@@ -335,31 +345,32 @@ def make_caption(objects: Sequence[Mapping], rng: np.random.Generator, eps: floa
         subj, ref = order[0], order[1]
         rels = relations_between(objects[subj], objects[ref], eps)
         sentences.append(
-            f"there is {describe_object(objects[subj], rng)} {_relation_phrase(rels, rng)} "
-            f"{describe_object(objects[ref], rng)}"
+            f"there is {describe_object(objects[subj], rng, compact=compact)} "
+            f"{_relation_phrase(rels, rng, compact)} {describe_object(objects[ref], rng, compact=compact)}"
         )
         mentions.append(RelationMention(subj, rels, ref))
         introduced = [subj, ref]
         antecedent = None
     else:
         first = order[0]
-        sentences.append(_pick(rng, ("there is {}", "i see {}", "in this picture there is {}")).format(
-            describe_object(objects[first], rng)
+        openers = ("there is {}", "i see {}", "in this picture there is {}")
+        sentences.append(_pick(rng, openers[:1] if compact else openers).format(
+            describe_object(objects[first], rng, compact=compact)
         ))
         introduced = [first]
         antecedent = first
 
     for subj in order[len(introduced):]:
-        if antecedent is not None and rng.random() < 0.6:
+        if antecedent is not None and rng.random() < (0.8 if compact else 0.6):
             ref = antecedent
-            ref_phrase = "it" if rng.random() < 0.6 else _reference_phrase(objects, ref, rng)
+            ref_phrase = "it" if compact or rng.random() < 0.6 else _reference_phrase(objects, ref, rng)
         else:
             ref = introduced[int(rng.integers(len(introduced)))]
             ref_phrase = _reference_phrase(objects, ref, rng)
         rels = relations_between(objects[subj], objects[ref], eps)
-        rel = _relation_phrase(rels, rng)
-        noun_phrase = describe_object(objects[subj], rng)
-        template = int(rng.integers(5))
+        rel = _relation_phrase(rels, rng, compact)
+        noun_phrase = describe_object(objects[subj], rng, compact=compact)
+        template = int(rng.choice((0, 2, 3))) if compact else int(rng.integers(5))
         if template == 0:
             sentence = f"there is {noun_phrase} {rel} {ref_phrase}"
         elif template == 1:

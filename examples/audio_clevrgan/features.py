@@ -161,11 +161,39 @@ def _to_db(mel: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     return torch.where(valid[:, None, :], db, torch.zeros((), dtype=db.dtype))
 
 
+# Samples per STFT call. Measured on 2 cores (torch 2.14.1, 1 thread): one STFT over a (32, 128k) batch
+# costs more per item than 32 separate calls (cache misses), while many tiny calls pay per-call overhead.
+# So items are sorted by length and grouped into calls of about this many samples.
+_SAMPLES_PER_CALL = 1 << 18
+
+
+def _log_mel_group(signals: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    """log-mel of centre-padded signals of similar length: (G, 40, T_max) and nframes (G,)."""
+    import torchaudio.functional as AF
+
+    lengths = torch.tensor([len(p) - N_FFT for p in signals], dtype=torch.int64)  # = N_b
+    nframes = 1 + lengths // HOP_LENGTH
+    signal = torch.zeros(len(signals), max(len(p) for p in signals), dtype=torch.float32)
+    for b, p in enumerate(signals):
+        signal[b, : len(p)] = torch.from_numpy(p)
+    spec = AF.spectrogram(
+        signal, pad=0, window=_window(), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
+        power=None, normalized=False, center=False,
+    )  # complex (G, 201, T)
+    power = spec.real.square() + spec.imag.square()  # |X|^2 without the sqrt of abs()
+    t_max = int(nframes.max())
+    mel = torch.matmul(mel_filterbank(), power[:, :, :t_max])  # (G, 40, T_max)
+    valid = torch.arange(t_max)[None, :] < nframes[:, None]
+    return _to_db(mel, valid), nframes
+
+
 def log_mel_batch(waveforms: Sequence, pad_mode: str = "reflect") -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-mel spectrograms of several utterances in one STFT call.
+    """Log-mel spectrograms of several utterances.
 
     Each item is processed exactly as :func:`log_mel` would (its own DC, pre-emphasis, centre padding and
-    dB reference); items are then right-padded with 0 to the longest.
+    dB reference); items are then right-padded with 0 to the longest. Internally, items are sorted by
+    length and STFT'd in groups of about 2^18 samples; measured on 2 shared cores with 1 thread, that
+    took 0.3-0.5 ms per word-length clip (vs 0.6 ms one by one) and 1.7-2.9 ms per 2-15 s caption (vs 2.5).
 
     Args:
         waveforms: B mono waveforms, each of shape (N_b,): int16 PCM or float in [-1, 1], numpy or torch.
@@ -175,27 +203,24 @@ def log_mel_batch(waveforms: Sequence, pad_mode: str = "reflect") -> tuple[torch
         ``(features, nframes)``: float32 tensor of shape (B, 40, T_max) and int64 tensor of shape (B,)
         with ``nframes[b] = 1 + N_b // 160``; ``features[b, :, nframes[b]:] == 0``.
     """
-    import torchaudio.functional as AF
-
     if len(waveforms) == 0:
         raise ValueError("log_mel_batch needs at least one waveform")
     padded = [_preprocess(w, pad_mode) for w in waveforms]
-    lengths = torch.tensor([len(p) - N_FFT for p in padded], dtype=torch.int64)  # = N_b
-    nframes = 1 + lengths // HOP_LENGTH
-    longest = max(len(p) for p in padded)
-    signal = torch.zeros(len(padded), longest, dtype=torch.float32)
-    for b, p in enumerate(padded):
-        signal[b, : len(p)] = torch.from_numpy(p)
+    nframes = torch.tensor([1 + (len(p) - N_FFT) // HOP_LENGTH for p in padded], dtype=torch.int64)
+    out = torch.zeros(len(padded), N_MELS, int(nframes.max()), dtype=torch.float32)
+    order = sorted(range(len(padded)), key=lambda b: len(padded[b]))
     with torch.no_grad():
-        power = AF.spectrogram(
-            signal, pad=0, window=_window(), n_fft=N_FFT, hop_length=HOP_LENGTH, win_length=N_FFT,
-            power=2.0, normalized=False, center=False,
-        )  # (B, 201, T_max)
-        mel = torch.matmul(mel_filterbank(), power)  # (B, 40, T_max)
-        t_max = int(nframes.max())
-        mel = mel[:, :, :t_max]
-        valid = torch.arange(t_max)[None, :] < nframes[:, None]
-        return _to_db(mel, valid).contiguous(), nframes
+        k = 0
+        while k < len(order):
+            group = [order[k]]
+            # Sorted ascending, so the last member is the longest: grow while the padded batch fits.
+            while k + len(group) < len(order) and (len(group) + 1) * len(padded[order[k + len(group)]]) <= _SAMPLES_PER_CALL:
+                group.append(order[k + len(group)])
+            feats, group_frames = _log_mel_group([padded[b] for b in group])
+            for row, b in enumerate(group):
+                out[b, :, : group_frames[row]] = feats[row, :, : group_frames[row]]
+            k += len(group)
+    return out, nframes
 
 
 def log_mel(waveform, pad_mode: str = "reflect") -> torch.Tensor:

@@ -76,12 +76,13 @@ def test_describe_object_names_each_attribute_exactly_once():
     assert describe_object(obj(), rng, definite=True).startswith("the ")
 
 
-def test_caption_mentions_every_attribute_of_every_object():
+@pytest.mark.parametrize("compact", [False, True])
+def test_caption_mentions_every_attribute_of_every_object(compact):
     rng = np.random.default_rng(1)
     for trial in range(300):
         n = 1 + trial % 5
         scene = random_scene(rng, n)
-        caption = make_caption(scene, rng)
+        caption = make_caption(scene, rng, compact=compact)
         counts = mentioned_values(caption.text)
         present = Counter((a, o[a]) for o in scene for a in ATTRIBUTES)
         # Each object's four values are said at least once per object that has them ...
@@ -94,12 +95,13 @@ def test_caption_mentions_every_attribute_of_every_object():
         assert all(w.isalpha() for w in caption.words), caption.text
 
 
-def test_stated_relations_are_the_true_ones():
+@pytest.mark.parametrize("compact", [False, True])
+def test_stated_relations_are_the_true_ones(compact):
     rng = np.random.default_rng(2)
     for trial in range(300):
         n = 2 + trial % 4
         scene = random_scene(rng, n)
-        caption = make_caption(scene, rng)
+        caption = make_caption(scene, rng, compact=compact)
         assert len(caption.mentions) == n - 1
         # The first statement relates the first two objects ("there is A behind B" or "there is A. behind
         # it there is B"); every later object is introduced relative to an object introduced before it.
@@ -203,3 +205,17 @@ def test_invalid_scenes_are_rejected_with_a_clear_message():
         make_caption([bad], rng)
     with pytest.raises(ValueError, match="non-finite 'x'"):
         make_caption([obj(x=float("nan"))], rng)
+
+
+def test_compact_captions_are_shorter_and_still_varied():
+    rng = np.random.default_rng(6)
+    scenes = [random_scene(rng, 3) for _ in range(150)]
+    full = [len(make_caption(s, np.random.default_rng(k)).words) for k, s in enumerate(scenes)]
+    short = [make_caption(s, np.random.default_rng(k), compact=True) for k, s in enumerate(scenes)]
+    assert np.mean([len(c.words) for c in short]) < 0.85 * np.mean(full)
+    assert len({c.text for c in short}) == len(short)
+    words = Counter(w for c in short for w in c.words)
+    for filler in ("made", "that", "can", "objects", "picture"):
+        assert words[filler] == 0, filler
+    for synonym in ("ball", "block", "big", "tiny", "shiny", "metallic", "matte"):
+        assert words[synonym] > 0, synonym
