@@ -116,6 +116,8 @@ def main() -> None:
     print(f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
           f"torch {torch.__version__} ({args.threads} intra-op thread(s)), "
           f"espeakng-loader {importlib.metadata.version('espeakng-loader')}, Python {platform.python_version()}")
+    if hasattr(os, "getloadavg"):
+        print(f"- load average at the end (other jobs share the machine): {os.getloadavg()[0]:.2f}")
     print(f"- {args.captions} captions of 1-3 objects, {len(SPEAKERS)} speakers in turn, "
           f"{audio_seconds:.0f} s of audio in all\n")
     print("| stage (ms per caption) | median | mean | p90 |")
