@@ -1,0 +1,345 @@
+"""ANCE-style corpus negatives: a FAISS index over the training set, rebuilt with the current model during training.
+
+For every side s that gets negatives the generator keeps one index over the pooled side-s encodings of the whole
+training split. The side-s negatives of pair i are found by searching that index with pair i's *other* side, encoded
+fresh in the current step; the ``candidates`` nearest items are re-scored with the model's true score against the
+cached (unpooled) corpus encodings, items sharing the anchor's id or group are dropped, and ``k`` negatives are taken
+from a rank window of what is left. The trainer then loads those dataset ids and encodes them with gradient.
+
+Life cycle: the index is built at ``negmine_stage_start`` (also when a stage is resumed: an index is never stored in a
+checkpoint) and rebuilt every ``refresh_every`` steps in ``negmine_step_end``. When the generator is used without a
+plugin manager (no hooks), the same schedule runs lazily inside :meth:`FaissNegatives.mine`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor
+
+from negmine import hookimpl
+from negmine.errors import ConfigError, PluginError
+from negmine.generator import SIDE_CHOICES, MiningContext, NegativeGenerator, Negatives, option
+from negmine.model import Embedding, PairedDataset, to_device
+
+NEG_INF = float("-inf")
+FAISS_HINT = "install it with `pip install faiss-cpu` (or `conda install -c pytorch faiss-cpu`)"
+
+
+def import_faiss() -> Any:
+    """Import faiss or fail with the command that fixes it."""
+    try:
+        import faiss
+    except ImportError as exc:  # pragma: no cover - faiss-cpu is a dependency of negmine
+        raise PluginError(f"the 'faiss' generator needs the faiss library, which is not importable ({exc}); "
+                          f"{FAISS_HINT}") from exc
+    return faiss
+
+
+def as_faiss_array(x: Tensor) -> np.ndarray:
+    """Float[N, D] tensor on any device -> C-contiguous float32 numpy array on the CPU (what faiss accepts)."""
+    return np.ascontiguousarray(x.detach().to("cpu", torch.float32).numpy())
+
+
+def build_index(vectors: np.ndarray, spec: str = "Flat", nprobe: int = 1) -> Any:
+    """An inner-product FAISS index over ``vectors`` Float[N, D] from a factory string; trained on them if needed.
+
+    Ids in the index are the row numbers of ``vectors``. ``nprobe`` is applied when the index has an IVF level.
+    """
+    faiss = import_faiss()
+    n, d = vectors.shape
+    try:
+        index = faiss.index_factory(d, spec, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as exc:
+        raise PluginError(f"faiss: invalid index factory string {spec!r} for dimension {d}: "
+                          f"{str(exc).strip().splitlines()[-1]}. Examples: 'Flat', 'IVF256,Flat', 'HNSW32'") from exc
+    ivf = faiss.try_extract_index_ivf(index)
+    if ivf is not None and ivf.nlist > n:
+        raise PluginError(f"faiss: index {spec!r} has {ivf.nlist} lists but the corpus has only {n} items; "
+                          f"use fewer lists (IVF{max(1, int(4 * n**0.5))},Flat is typical) or 'Flat'")
+    if not index.is_trained:
+        index.train(vectors)
+    index.add(vectors)
+    if ivf is not None:
+        ivf.nprobe = min(nprobe, ivf.nlist)
+    return index
+
+
+def corpus_groups(data: PairedDataset, batch_size: int = 1024) -> Tensor:
+    """Long[N]: the group id of every item of a split (a ``groups`` attribute if the dataset has one, else loaded)."""
+    n = len(data)
+    if hasattr(data, "groups"):
+        groups = data.groups
+        return torch.arange(n) if groups is None else torch.as_tensor(groups).long().cpu()
+    parts = [data.batch(torch.arange(s, min(n, s + batch_size))).group_ids.long().cpu() for s in range(0, n, batch_size)]
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def encode_corpus(model: Any, data: PairedDataset, side: int, device: torch.device, batch_size: int = 256) -> Embedding:
+    """Encode side ``side`` of every item of ``data`` in eval mode; returns an Embedding with N rows on the CPU.
+
+    The model's train/eval mode is restored afterwards.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        parts = []
+        n = len(data)
+        for start in range(0, n, batch_size):
+            ids = torch.arange(start, min(n, start + batch_size))
+            emb = model.encode(side, to_device(data.side_batch(side, ids), device))
+            parts.append(emb.detach().to("cpu"))
+        return Embedding.cat(parts)
+    finally:
+        model.train(was_training)
+
+
+def wants_normalized(model: Any, metric: str) -> bool:
+    """Whether index vectors and queries are L2-normalised: metric ``cosine``, or ``auto`` with a cosine score."""
+    if metric != "auto":
+        return metric == "cosine"
+    score = getattr(model, "score", None)
+    return getattr(score, "name", "") == "cosine" or bool(getattr(score, "normalize", False))
+
+
+@attrs.define
+class SideIndex:
+    """One side's searchable corpus.
+
+    index: the FAISS index over Float[N, D] pooled encodings (ids = dataset ids).
+    cache: the full encodings of the N items (Embedding on the CPU), for re-scoring; None with ``rescore=none``.
+    """
+
+    index: Any
+    cache: Embedding | None
+
+
+class FaissNegatives(NegativeGenerator):
+    """Corpus hard negatives from a FAISS index over the training split, refreshed every ``refresh_every`` steps.
+
+    Per active side s and anchor pair i (B pairs in the batch), the query is pair i's other-side encoding, pooled to
+    Float[B, D]; the search returns ``candidates`` ids Long[B, C]; these are re-scored with the model's score against
+    the corpus encodings cached at the last refresh (``rescore=cached``) or ranked by the index's inner product
+    (``rescore=none``). Ids sharing the anchor's id or group are removed, the rest ranked by score, and ``k``
+    negatives chosen from ranks ``[rank_min, rank_max)``: the hardest, or a random draw (``strategy=sample``).
+
+    Output per side: ``Negatives.from_dataset(ids Long[B, k], score Float[B, k], valid Bool[B, k])`` on the training
+    device, with ``meta["rank"]`` Long[B, k] (rank among the allowed re-scored candidates) and ``meta["index_score"]``
+    Float[B, k] (the index's score). Invalid slots (fewer than k allowed candidates) hold id -1.
+    """
+
+    name = "faiss"
+    requires = frozenset({"corpus"})
+
+    @attrs.frozen
+    class Options:
+        k: int = option(1, "negatives per anchor and side", min=1)
+        candidates: int = option(32, "neighbours searched per anchor before exclusion and re-scoring", min=1)
+        index: str = option("Flat", "FAISS factory string, e.g. Flat, IVF256,Flat, HNSW32 (inner-product metric)")
+        nprobe: int = option(16, "IVF lists visited per query (IVF indexes only)", min=1)
+        refresh_every: int = option(100, "rebuild the index every N steps (0: only at stage start)", min=0)
+        rescore: str = option(
+            "cached", "cached: re-score candidates with the model's score on cached corpus encodings; none: index score",
+            choices=("cached", "none"),
+        )
+        strategy: str = option("hardest", "hardest: top-k of the window; sample: k drawn from the window",
+                               choices=("hardest", "sample"))
+        temperature: float = option(
+            0.0, "strategy=sample: 0 draws uniformly, > 0 draws with softmax(score / temperature)", min=0.0
+        )
+        rank_min: int = option(0, "skip the rank_min highest-scoring allowed candidates (likely false negatives)", min=0)
+        rank_max: int = option(0, "only allowed candidates ranked below rank_max (0: up to candidates)", min=0)
+        metric: str = option("auto", "auto: normalised when the model's score is cosine; ip; cosine",
+                             choices=("auto", "ip", "cosine"))
+        encode_batch: int = option(256, "batch size for encoding the corpus at each refresh", min=1)
+        sides: str = option("both", "which sides get negatives: both, a or b", choices=SIDE_CHOICES)
+
+    def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
+        super().__init__(options, seed=seed, task=task)
+        o = self.options
+        problems = []
+        if o.rank_max and o.rank_max <= o.rank_min:
+            problems.append(f"faiss: rank_max ({o.rank_max}) must be greater than rank_min ({o.rank_min}) or 0")
+        if o.rank_max > o.candidates:
+            problems.append(f"faiss: rank_max ({o.rank_max}) exceeds candidates ({o.candidates}); raise candidates")
+        if o.rank_min >= o.candidates:
+            problems.append(f"faiss: rank_min ({o.rank_min}) must be below candidates ({o.candidates})")
+        if problems:
+            raise ConfigError(problems)
+        self.indexes: dict[int, SideIndex] = {}
+        self.groups: Tensor | None = None  # Long[N] group of every training item
+        self.last_refresh: int | None = None  # global step of the last scheduled refresh (survives resume)
+        self.refreshes = 0  # index builds by this instance (telemetry and tests)
+        self.refresh_seconds = 0.0  # duration of the last build
+        self._hooked = False  # lifecycle hooks are being delivered
+
+    @classmethod
+    def check_requirements(cls, task: Any) -> None:
+        super().check_requirements(task)
+        import_faiss()
+
+    # -- lifecycle hooks ------------------------------------------------------------------------------------------------
+
+    @hookimpl
+    def negmine_stage_start(self, trainer: Any) -> None:
+        """Build the index (fresh stage, or a resumed one: the schedule position comes from the checkpoint)."""
+        self._hooked = True
+        if self.last_refresh is None:
+            self.last_refresh = trainer.global_step
+        self.refresh(trainer.model, trainer.task.train, trainer.device, self._sides_of(trainer.model))
+
+    @hookimpl
+    def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
+        """Rebuild every ``refresh_every`` steps; log the build time on the steps that rebuild."""
+        stage_done = trainer.step_in_stage >= trainer.stage.steps  # no step left to use a new index
+        if self._due(step) and not stage_done:
+            self.last_refresh = step
+            self.refresh(trainer.model, trainer.task.train, trainer.device, self._sides_of(trainer.model))
+            metrics[f"{self.name}/refresh_s"] = self.refresh_seconds
+            metrics[f"{self.name}/refreshes"] = self.refreshes
+
+    def _due(self, step: int) -> bool:
+        every = self.options.refresh_every
+        return bool(every) and self.last_refresh is not None and step - self.last_refresh >= every
+
+    def _sides_of(self, model: Any) -> list[int]:
+        from negmine.generator import resolve_sides
+
+        return resolve_sides(self.options.sides, getattr(model, "sides", ("a", "b")))
+
+    # -- the index ------------------------------------------------------------------------------------------------------
+
+    def refresh(self, model: Any, data: PairedDataset, device: torch.device, sides: list[int]) -> None:
+        """Encode the corpus with the current model and rebuild one index per side in ``sides``."""
+        tick = time.perf_counter()
+        if self.groups is None or len(self.groups) != len(data):
+            self.groups = corpus_groups(data)
+        o = self.options
+        normalize = wants_normalized(model, o.metric)
+        indexes = {}
+        for side in sides:
+            emb = encode_corpus(model, data, side, device, o.encode_batch)
+            vectors = _pooled(emb, normalize)
+            indexes[side] = SideIndex(build_index(as_faiss_array(vectors), o.index, o.nprobe),
+                                      emb if o.rescore == "cached" else None)
+        self.indexes = indexes
+        self.refreshes += 1
+        self.refresh_seconds = time.perf_counter() - tick
+
+    def search(self, side: int, queries: Tensor, depth: int) -> tuple[Tensor, Tensor]:
+        """Search side ``side``'s index. queries: Float[B, D] (normalised by the caller if needed).
+
+        Returns (ids Long[B, C], scores Float[B, C]) on the CPU, C = min(depth, corpus size); missing hits are -1.
+        """
+        index = self.indexes[side].index
+        depth = min(depth, index.ntotal)
+        scores, ids = index.search(as_faiss_array(queries), depth)
+        return torch.from_numpy(ids).long(), torch.from_numpy(scores)
+
+    # -- mining ---------------------------------------------------------------------------------------------------------
+
+    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
+        sides = self.active_sides(ctx)
+        if not self._hooked:  # used without lifecycle hooks: keep the same schedule lazily
+            data = ctx.task.train
+            if self.last_refresh is None or self._due(ctx.step) or any(s not in self.indexes for s in sides):
+                self.last_refresh = ctx.step
+                self.refresh(ctx.model, data, ctx.device, sides)
+        missing = [s for s in sides if s not in self.indexes]
+        if missing:
+            raise PluginError(f"faiss: no index for side(s) {missing}; negmine_stage_start did not build them")
+        normalize = wants_normalized(ctx.model, self.options.metric)
+        out = {}
+        for side in sides:
+            query_emb = ctx.embeddings[1 - side]
+            ids, index_scores = self.search(side, _pooled(query_emb, normalize), self.options.candidates)
+            out[side] = self._choose(ctx, side, query_emb, ids, index_scores)
+        return out
+
+    def _choose(self, ctx: MiningContext, side: int, query_emb: Embedding, ids: Tensor, index_scores: Tensor) -> Negatives:
+        """From ids Long[B, C] (and their index scores Float[B, C]) to the side's Negatives."""
+        o = self.options
+        device = ctx.device
+        ids, index_scores = ids.to(device), index_scores.to(device)
+        found = ids >= 0
+        safe = ids.clamp_min(0)
+        anchor_ids = ctx.batch.ids.to(device)[:, None]
+        anchor_groups = ctx.batch.group_ids.to(device)[:, None]
+        groups = self.groups.to(device)
+        allowed = found & (ids != anchor_ids) & (groups[safe] != anchor_groups)
+        if o.rescore == "cached":
+            scores = self._rescore(ctx, side, query_emb, safe)
+        else:
+            scores = index_scores
+        masked = scores.masked_fill(~allowed, NEG_INF)
+        order = masked.argsort(dim=1, descending=True, stable=True)  # [B, C]; allowed first, by score
+        sorted_scores = masked.gather(1, order)
+        c = order.shape[1]
+        rank = torch.arange(c, device=device).expand_as(order)
+        window = sorted_scores > NEG_INF
+        window &= rank >= o.rank_min
+        if o.rank_max:
+            window &= rank < o.rank_max
+        k = min(o.k, c)
+        if o.strategy == "sample":
+            if o.temperature > 0:
+                logits = sorted_scores / o.temperature
+                gumbel = -torch.log(-torch.log(torch.rand(order.shape, generator=self.rng).clamp(1e-12, 1)))
+                keys = logits + gumbel.to(device)
+            else:
+                keys = torch.rand(order.shape, generator=self.rng).to(device)
+        else:
+            keys = -rank.to(scores.dtype)  # hardest first
+        keys = keys.masked_fill(~window, NEG_INF)
+        top = keys.topk(k, dim=1)
+        pick = top.indices  # positions in the sorted order (= rank among the allowed candidates), [B, k]
+        valid = top.values > NEG_INF
+        if o.strategy == "sample":  # list a draw hardest first, like the hardest strategy; invalid slots last
+            pick = torch.where(valid, pick, torch.full_like(pick, c)).sort(dim=1).values
+            valid = pick < c
+            pick = pick.clamp_max(c - 1)
+        cand = order.gather(1, pick)  # positions among the C candidates
+        chosen_ids = ids.gather(1, cand).masked_fill(~valid, -1)
+        chosen_scores = scores.gather(1, cand).masked_fill(~valid, NEG_INF)
+        return Negatives.from_dataset(
+            chosen_ids, chosen_scores, valid, rank=pick.masked_fill(~valid, -1),
+            index_score=index_scores.gather(1, cand),
+        )
+
+    def _rescore(self, ctx: MiningContext, side: int, query_emb: Embedding, ids: Tensor) -> Tensor:
+        """Float[B, C]: the model's score of pair i with its side-s member replaced by cached corpus item ids[i, c]."""
+        cache = self.indexes[side].cache
+        b, c = ids.shape
+        flat = ids.flatten().cpu()
+        rows = torch.arange(b, device=query_emb.values.device).repeat_interleave(c)
+        out = []
+        chunk = 4096
+        for start in range(0, flat.numel(), chunk):
+            cand = cache[flat[start : start + chunk]].to(ctx.device)
+            anchor = query_emb[rows[start : start + chunk]]
+            pair = (cand, anchor) if side == 0 else (anchor, cand)
+            out.append(ctx.model.score_pairs(*pair).float())
+        return torch.cat(out).view(b, c)
+
+    # -- state ----------------------------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """The RNG and the refresh schedule; the index itself is rebuilt from the model on resume."""
+        return {"rng": self.rng.get_state(), "last_refresh": -1 if self.last_refresh is None else self.last_refresh}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        last = int(state.get("last_refresh", -1))
+        self.last_refresh = None if last < 0 else last
+
+
+def _pooled(emb: Embedding, normalize: bool) -> Tensor:
+    """Float[N, D] pooled encodings, L2-normalised when ``normalize``."""
+    x = emb.pooled().float()
+    return torch.nn.functional.normalize(x, dim=1) if normalize else x
