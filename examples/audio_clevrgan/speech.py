@@ -109,6 +109,15 @@ SPEAKERS: tuple[Speaker, ...] = (
 
 _SPEAKERS_BY_NAME = {s.name: s for s in SPEAKERS}
 
+# Language tags that espeak-ng's SetVoiceByName does not know although the voice exists under another
+# file name (its British English voice is the file "en", whose language is en-gb).
+_VOICE_ALIASES = {"en-gb": "en", "en-uk": "en"}
+
+
+def _espeak_voice_name(voice: str) -> str:
+    base, plus, variant = voice.partition("+")
+    return _VOICE_ALIASES.get(base.lower(), base) + plus + variant
+
 
 def get_speaker(speaker: str | int | Speaker) -> Speaker:
     """Look a speaker up by name (``"us_f3"``), by index into :data:`SPEAKERS`, or pass one through."""
@@ -238,7 +247,10 @@ class Synthesizer:
         return resample_to_16k(self.synthesize_native(text, speaker))
 
     def _speak_fresh_library(self, text: str, spk: Speaker) -> np.ndarray:
-        lib = ctypes.CDLL(self._library, mode=getattr(os, "RTLD_LOCAL", 0))
+        try:
+            lib = ctypes.CDLL(self._library, mode=getattr(os, "RTLD_LOCAL", 0))
+        except OSError as exc:
+            raise SpeechUnavailableError(f"cannot load espeak-ng ({exc}); reinstall: {INSTALL_HINT}") from exc
         handle = lib._handle
         self._chunks = []
         try:
@@ -267,7 +279,7 @@ class Synthesizer:
             try:
                 lib.espeak_SetSynthCallback(self._callback)
                 lib.espeak_ng_SetRandSeed(_RAND_SEED)
-                status = lib.espeak_SetVoiceByName(spk.voice.encode())
+                status = lib.espeak_SetVoiceByName(_espeak_voice_name(spk.voice).encode())
                 if status != _EE_OK:
                     why = "not found" if status == _EE_NOT_FOUND else f"error {status}"
                     raise SpeechError(f"espeak-ng voice {spk.voice!r} of speaker {spk.name!r}: {why}")

@@ -168,6 +168,9 @@ def test_bad_voices_and_text_raise(synth):
         synth.synthesize("hello", Speaker("bad", "en+nosuch", 150, 50))
     with pytest.raises(ValueError, match="non-empty"):
         synth.synthesize("   ", 0)
+    # "en-gb" is espeak-ng's "en" voice under its language tag.
+    assert np.array_equal(synth.synthesize_native("hello", Speaker("a", "en-gb+f2", 150, 50)),
+                          synth.synthesize_native("hello", Speaker("b", "en+f2", 150, 50)))
     # The synthesizer still works after errors.
     assert len(synth.synthesize("hello", 0)) > 0
 
