@@ -50,13 +50,34 @@ def current() -> DistInfo:
     return DistInfo()
 
 
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather whose backward sums every rank's gradient for this rank's slice.
+
+    Written out (rather than torch.distributed.nn's all_gather) because gloo's all-to-all backward there mis-handles
+    non-contiguous gradients, which dense maps produce; an all-reduce of one contiguous buffer has no such trap.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor) -> Tensor:
+        world, rank = dist.get_world_size(), dist.get_rank()
+        ctx.rank, ctx.rows = rank, x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(world)]
+        dist.all_gather(parts, x.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad)  # sum over ranks of d(loss_r)/d(gathered)
+        start = ctx.rank * ctx.rows
+        return grad[start : start + ctx.rows]
+
+
 def all_gather_with_grad(x: Tensor) -> Tensor:
     """[B, ...] on each rank -> [world*B, ...], differentiable. Identity in one process."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return x
-    from torch.distributed.nn.functional import all_gather
-
-    return torch.cat(all_gather(x), dim=0)
+    return _GatherWithGrad.apply(x)
 
 
 def all_gather_no_grad(x: Tensor) -> Tensor:

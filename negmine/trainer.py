@@ -358,7 +358,7 @@ class Trainer:
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
-                f"the loss became {float(loss)} at step {self.global_step + 1} (stage {self.stage.name!r}); "
+                f"the loss became {float(loss.detach())} at step {self.global_step + 1} (stage {self.stage.name!r}); "
                 f"training stopped. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}; "
                 "lower the learning rate or enable grad_clip, then resume."
             )

@@ -56,6 +56,8 @@ def get_obj(ctx: click.Context) -> _Obj:
 def _merge_command(group: click.Group, cmd: click.Command) -> None:
     """Add ``cmd`` to ``group``; a group with an existing group's name is merged into it recursively."""
     existing = group.commands.get(cmd.name)
+    if existing is cmd:
+        return
     if isinstance(existing, click.Group) and isinstance(cmd, click.Group):
         for sub in cmd.commands.values():
             _merge_command(existing, sub)
@@ -107,7 +109,8 @@ def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
     Plugins load from the `negmine` entry points; NEGMINE_PLUGINS (allow-list) and NEGMINE_DISABLE_PLUGINS
     (block-list) filter them.
     """
-    ctx.obj = _Obj(plugins)
+    if ctx.obj is None:
+        ctx.obj = _Obj(plugins)
 
 
 def _register_builtin() -> None:
@@ -133,15 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        return 1
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; the trainer keeps its last atomic checkpoint
+        click.echo("interrupted: the last checkpoint is kept; continue with `negmine train --resume RUN_DIR`", err=True)
+        return 130
     except NegmineError as exc:
         click.echo(f"error: {exc}", err=True)
         return exc.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted: the last checkpoint is kept; continue with `negmine train --resume RUN_DIR`", err=True)
-        return 130
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1

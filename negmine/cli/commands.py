@@ -112,6 +112,9 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
     raw = merge(file_layer, cli_layer)
     task = _build_task(pm, raw)
     config = _build_config(pm, task, raw, source=config_file or "command line")
+    from negmine.distributed import init_from_env
+
+    init_from_env(config.device)  # a no-op unless launched by torchrun
     trainer = Trainer(task, config, plugins=pm, resume=bool(resume_dir), reporter=make_reporter(quiet))
     summary = trainer.fit()
     if not quiet:

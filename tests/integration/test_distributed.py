@@ -1,0 +1,72 @@
+"""Two gloo processes (local loss over the gathered global batch) give the same update as one process."""
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+CONFIG = {
+    "negatives": ["hard-minibatch"],
+    "optimizer": "sgd",
+    "momentum": 0.0,
+    "weight_decay": 0.0,
+    "lr": 0.5,
+    "eval_size": 20,
+    "checkpoint_every": 0,
+    "log_every": 1,
+    "device": "cpu",
+}
+
+
+def _train(run_dir, batch_size, profile="small", steps=2):
+    from negmine import Trainer
+    from negmine.plugins import get_plugin_manager
+    from negmine.trainer import PlainReporter
+    from negmine_toy.task import build_toy
+
+    task = build_toy(profile, seed=0)
+    trainer = Trainer(task, {**CONFIG, "batch_size": batch_size, "steps": steps}, plugins=get_plugin_manager(), run_dir=run_dir,
+                      reporter=PlainReporter(quiet=True))
+    trainer.fit()
+    return {k: v.detach().clone() for k, v in task.model.state_dict().items()}
+
+
+def _worker(rank, world, port, run_dir, profile, out, steps):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        state = _train(run_dir, batch_size=8, profile=profile, steps=steps)
+        if rank == 0:
+            torch.save(state, out)
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _check(tmp_path, profile, steps=2):
+    single = _train(tmp_path / "one", batch_size=16, profile=profile, steps=steps)
+    out = tmp_path / "rank0.pt"
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path / "two"), profile, str(out), steps), nprocs=2, join=True)
+    multi = torch.load(out, weights_only=True)
+    initial = __import__("negmine_toy.task", fromlist=["build_toy"]).build_toy(profile, seed=0).model.state_dict()
+    moved = 0
+    for key in single:
+        torch.testing.assert_close(multi[key], single[key], rtol=1e-5, atol=1e-6)
+        moved += int(not torch.equal(single[key], initial[key]))
+    assert moved > 0  # the update did something
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    _check(tmp_path, "small")
+
+
+def test_two_gloo_processes_equal_one_process_dense_maps(tmp_path):
+    _check(tmp_path, "dense")

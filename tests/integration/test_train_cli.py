@@ -1,0 +1,223 @@
+"""`negmine train` / `eval` / `plugins` end to end on the toy task (seconds on a CPU)."""
+
+import json
+import textwrap
+
+import pytest
+import torch
+
+from negmine.cli import main
+
+
+def run_cli(*args):
+    return main([str(a) for a in args])
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def summary(run_dir):
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def test_train_improves_recall_and_eval_writes_report(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert run_cli("train", "--task", "toy", "--profile", "small", "--steps", "80", "-n", "random",
+                   "-n", "hard-minibatch", "--run-dir", run, "-q") == 0
+    s = summary(run)
+    assert s["final"]["mean@10"] > s["initial"]["mean@10"] + 0.3
+    assert s["final"]["mean@10"] > 0.3  # chance is 10 / 200
+    for name in ("config.json", "metrics.jsonl", "checkpoints/best.pt", "checkpoints/last.pt",
+                 "checkpoints/stage-main.pt"):
+        assert (run / name).exists(), name
+    lines = [m for m in read_metrics(run) if "loss" in m]
+    assert lines and "hard-minibatch/side1/above_positive" in lines[-1] and "random/side0/active" in lines[-1]
+    assert run_cli("eval", run, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["retrieval"]["n"] == 200 and (run / "report-test.md").exists()
+
+
+def test_unknown_generator_gives_suggestion_and_no_traceback(tmp_path, capsys):
+    code = run_cli("train", "--task", "toy", "-n", "hard-minbatch", "--run-dir", tmp_path / "r")
+    err = capsys.readouterr().err
+    assert code != 0
+    assert "did you mean 'hard-minibatch'" in err and "Traceback" not in err
+
+
+def test_unknown_task_and_option_flag(tmp_path, capsys):
+    assert run_cli("train", "--task", "tyo", "--run-dir", tmp_path / "r") != 0
+    assert "Did you mean 'toy'" in capsys.readouterr().err
+    assert run_cli("train", "--task", "toy", "--hard-minibatch-stratgy", "x") != 0
+    assert "--hard-minibatch-strategy" in capsys.readouterr().err
+
+
+def test_option_flag_changes_behaviour(tmp_path):
+    counts = {}
+    for k in (1, 3):
+        run = tmp_path / f"k{k}"
+        assert run_cli("train", "--task", "toy", "--profile", "small", "--steps", "10", "-n", "hard-minibatch",
+                       "--hard-minibatch-k", k, "--run-dir", run, "-q") == 0
+        last = [m for m in read_metrics(run) if "loss" in m][-1]
+        counts[k] = last["hard-minibatch/side0/count"]
+    assert counts[3] == 3 * counts[1]
+
+
+def test_config_file_problems_all_reported(tmp_path, capsys):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text('negatives = ["randm"]\nlr = -1\nbatch_sise = 3\n')
+    assert run_cli("train", cfg, "--run-dir", tmp_path / "r") == 2
+    err = capsys.readouterr().err
+    assert "3 problems" in err and "'random'" in err and "'batch_size'" in err and "Traceback" not in err
+
+
+STOPPER = """
+from negmine import hookimpl
+
+@hookimpl
+def negmine_step_end(trainer, step, metrics):
+    if step == {at}:
+        {action}
+"""
+
+
+def test_resume_matches_uninterrupted_run(tmp_path, capsys):
+    common = ["--task", "toy", "--profile", "small", "--steps", "30", "--checkpoint-every", "10", "-n", "random",
+              "-n", "hard-minibatch", "--hard-minibatch-strategy", "sample", "--seed", "3", "-q"]
+    full = tmp_path / "full"
+    assert run_cli("train", *common, "--run-dir", full) == 0
+
+    stopper = tmp_path / "stopper.py"
+    stopper.write_text(STOPPER.format(at=25, action="raise KeyboardInterrupt"))
+    cut = tmp_path / "cut"
+    assert run_cli("-p", stopper, "train", *common, "--run-dir", cut) == 130
+    assert torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 20
+    assert run_cli("train", "--resume", cut, "-q") == 0
+
+    a = [(m["step"], m["loss"]) for m in read_metrics(full) if "loss" in m]
+    b = [(m["step"], m["loss"]) for m in read_metrics(cut) if "loss" in m]
+    assert a == b and len(a) == 3
+    wa = torch.load(full / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(cut / "checkpoints" / "last.pt", weights_only=True)["model"]
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    assert summary(full)["final"]["mean@5"] == summary(cut)["final"]["mean@5"]
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
+    poison = tmp_path / "poison.py"
+    poison.write_text(STOPPER.format(at=15, action=textwrap.dedent("""\
+        import torch
+                with torch.no_grad():
+                    for p in trainer.model.parameters():
+                        p.fill_(float('nan'))""")))
+    run = tmp_path / "nan"
+    code = run_cli("-p", poison, "train", "--task", "toy", "--profile", "small", "--steps", "30",
+                   "--checkpoint-every", "10", "--run-dir", run, "-q")
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became nan at step 16" in err and "Traceback" not in err
+    state = torch.load(run / "checkpoints" / "last.pt", weights_only=True)
+    assert state["global_step"] == 10
+    assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
+def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
+    run = tmp_path / "r"
+    args = ["train", "--task", "toy", "--profile", "small", "--steps", "5", "--run-dir", run, "-q"]
+    assert run_cli(*args) == 0
+    assert run_cli(*args) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+def test_curriculum_stages_and_init(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(textwrap.dedent("""
+        task = "toy"
+        profile = "small"
+        [[stages]]
+        name = "warm"
+        steps = 20
+        negatives = ["random"]
+        [[stages]]
+        name = "hard"
+        steps = 20
+        negatives = ["random", "hard-minibatch"]
+    """))
+    run = tmp_path / "stages"
+    assert run_cli("train", cfg, "--run-dir", run, "-q") == 0
+    assert (run / "checkpoints" / "stage-warm.pt").exists() and (run / "checkpoints" / "stage-hard.pt").exists()
+    evals = [m for m in read_metrics(run) if m.get("event") == "eval"]
+    assert [e["stage"] for e in evals] == ["warm", "warm", "hard"]
+    stages = {m["stage"] for m in read_metrics(run) if "loss" in m}
+    assert stages == {"warm", "hard"}
+    # a new run initialised from the first run's warm stage
+    cfg2 = tmp_path / "c2.toml"
+    cfg2.write_text(textwrap.dedent(f"""
+        task = "toy"
+        profile = "small"
+        [[stages]]
+        name = "cont"
+        steps = 5
+        negatives = ["hard-minibatch"]
+        init = "{run / 'checkpoints' / 'stage-warm.pt'}"
+    """))
+    run2 = tmp_path / "init"
+    assert run_cli("train", cfg2, "--run-dir", run2, "-q") == 0
+    assert summary(run2)["initial"]["mean@5"] < summary(run2)["final"]["mean@5"] + 0.2
+
+
+def test_plugins_json_lists_generators_with_options(capsys):
+    assert run_cli("plugins", "--json") == 0
+    described = json.loads(capsys.readouterr().out)
+    gens = {g["name"]: g for p in described for g in p["generators"]}
+    assert {"random", "hard-minibatch", "faiss"} <= set(gens)
+    opts = {o["name"]: o for o in gens["hard-minibatch"]["options"]}
+    assert opts["strategy"]["choices"] == ["hardest", "semihard", "sample"] and opts["k"]["default"] == 1
+
+
+LOCAL_GEN = """
+import attrs
+import torch
+from negmine import NegativeGenerator, Negatives, hookimpl, option
+
+class Easiest(NegativeGenerator):
+    '''The easiest negatives (a test plugin).'''
+    name = "easiest"
+
+    @attrs.frozen
+    class Options:
+        k: int = option(1, "negatives per anchor", min=1)
+
+    def mine(self, ctx):
+        out = {}
+        for side in (0, 1):
+            s = ctx.scores[side].masked_fill(ctx.exclude, float("inf"))
+            top = s.topk(self.options.k, dim=1, largest=False)
+            out[side] = Negatives.from_batch(top.indices, top.values)
+        return out
+
+@hookimpl
+def negmine_register_generators():
+    return [Easiest]
+"""
+
+
+def test_local_plugin_file_is_listed_and_used(tmp_path, capsys):
+    path = tmp_path / "easy.py"
+    path.write_text(LOCAL_GEN)
+    assert run_cli("-p", path, "plugins") == 0
+    assert "easiest" in capsys.readouterr().out
+    run = tmp_path / "r"
+    assert run_cli("-p", path, "train", "--task", "toy", "--profile", "small", "--steps", "5", "-n", "easiest",
+                   "--easiest-k", "2", "--run-dir", run, "-q") == 0
+    last = [m for m in read_metrics(run) if "loss" in m][-1]
+    assert last["easiest/side0/count"] == 2 * 32
+
+
+def test_installed_third_party_generator_is_used(tmp_path):
+    pytest.importorskip("negmine_example_generator")
+    run = tmp_path / "mb"
+    assert run_cli("train", "--task", "toy", "--profile", "small", "--steps", "20", "-n", "random", "-n",
+                   "memory-bank", "--memory-bank-capacity", "64", "--run-dir", run, "-q") == 0
+    last = [m for m in read_metrics(run) if "loss" in m][-1]
+    assert last["memory-bank/side1/count"] == 32

@@ -1,0 +1,97 @@
+"""Config validation reports every problem at once, with suggestions."""
+
+import pytest
+
+from negmine.config import build_config, read_config_file
+from negmine.errors import ConfigError
+
+
+@pytest.fixture
+def gens(plugin_manager):
+    return plugin_manager.generators()
+
+
+def test_defaults_make_one_stage(gens):
+    cfg = build_config({"negatives": ["random", "hard-minibatch"], "steps": 10}, gens)
+    assert len(cfg.stages) == 1
+    assert cfg.stages[0].combine == (("random",), ("hard-minibatch",))
+    assert cfg.total_steps == 10
+
+
+def test_every_problem_is_reported(gens):
+    raw = {
+        "stpes": 3,  # typo
+        "lr": -1.0,
+        "optimizer": "adma",
+        "negatives": ["random", "hard-minibath"],
+        "generators": {"hard-minibatch": {"strategy": "hardestt", "kk": 2}},
+        "batch_size": "big",
+    }
+    with pytest.raises(ConfigError) as err:
+        build_config(raw, gens)
+    text = str(err.value)
+    assert "did you mean 'steps'" in text
+    assert "lr: must be > 0" in text
+    assert "did you mean 'adam'" in text
+    assert "did you mean 'hard-minibatch'" in text
+    assert "unknown option 'kk'" in text and "did you mean 'k'" in text
+    assert "batch_size: expected an integer" in text
+    assert len(err.value.problems) >= 6
+
+
+def test_option_values_are_validated(gens):
+    with pytest.raises(ConfigError, match="strategy"):
+        build_config({"negatives": ["hard-minibatch"], "generators": {"hard-minibatch": {"strategy": "nope"}}}, gens)
+    with pytest.raises(ConfigError, match="'k'"):
+        build_config({"negatives": ["random"], "generators": {"random": {"k": 0}}}, gens)
+
+
+def test_combine_must_cover_negatives(gens):
+    with pytest.raises(ConfigError) as err:
+        build_config({"negatives": ["random", "hard-minibatch"], "combine": [["random"], ["faiss-x"]]}, gens)
+    assert "'faiss-x' is not one of this stage's negatives" in str(err.value)
+    assert "'hard-minibatch' is in negatives but in no group" in str(err.value)
+
+
+def test_stages(gens, tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text(
+        """
+seed = 3
+[generators.hard-minibatch]
+k = 2
+[[stages]]
+name = "warm"
+steps = 5
+negatives = ["random"]
+[[stages]]
+name = "hard"
+steps = 7
+negatives = ["random", "hard-minibatch"]
+combine = [["random", "hard-minibatch"]]
+[stages.generators.hard-minibatch]
+strategy = "semihard"
+"""
+    )
+    cfg = build_config(read_config_file(path), gens)
+    assert [s.name for s in cfg.stages] == ["warm", "hard"]
+    assert cfg.total_steps == 12
+    assert cfg.stages[1].generators["hard-minibatch"] == {"k": 2, "strategy": "semihard"}
+    assert cfg.stages[1].combine == (("random", "hard-minibatch"),)
+
+
+def test_stage_problems(gens):
+    raw = {"stages": [{"name": "a", "steps": 0, "negatives": ["random"], "inti": "previous"},
+                      {"name": "a", "steps": 2, "negatives": ["random"], "init": "/no/such/run"}]}
+    with pytest.raises(ConfigError) as err:
+        build_config(raw, gens)
+    text = str(err.value)
+    assert "stages[0].steps" in text and "did you mean 'init'" in text
+    assert "used twice" in text and "/no/such/run" in text
+
+
+def test_malformed_toml(tmp_path):
+    path = tmp_path / "bad.toml"
+    path.write_text("steps = [1,\n")
+    with pytest.raises(ConfigError, match="cannot parse"):
+        read_config_file(path)
