@@ -228,17 +228,21 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    import sys
+
+    console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
     for plugin in described:
         dist = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else plugin["origin"]
-        console.print(f"[bold]{plugin['name']}[/]  ({dist}; module {plugin['module']})")
+        console.print(f"[bold]{plugin['name']}[/]  ({dist}; module {plugin['module']})", soft_wrap=True)
         for gen in plugin["generators"]:
             req = f"  requires: {', '.join(gen['requires'])}" if gen["requires"] else ""
             console.print(f"  generator [cyan]{gen['name']}[/]: {gen['doc']}{req}")
             if gen["options"]:
                 table = Table(show_header=True, box=None, padding=(0, 2), pad_edge=False)
-                for col in ("flag", "type", "default", "help"):
-                    table.add_column(col)
+                table.add_column("flag", no_wrap=True)
+                table.add_column("type", no_wrap=True)
+                table.add_column("default", no_wrap=True)
+                table.add_column("help")
                 for opt in gen["options"]:
                     flag = f"--{gen['name']}-{opt['name']}".replace("_", "-")
                     kind = "|".join(opt["choices"]) if opt["choices"] else opt["type"]
