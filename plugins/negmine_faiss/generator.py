@@ -73,9 +73,11 @@ def build_index(vectors: np.ndarray, spec: str = "Flat", nprobe: int = 1) -> Any
 def corpus_groups(data: PairedDataset, batch_size: int = 1024) -> Tensor:
     """Long[N]: the group id of every item of a split (a ``groups`` attribute if the dataset has one, else loaded)."""
     n = len(data)
-    if hasattr(data, "groups"):
-        groups = data.groups
-        return torch.arange(n) if groups is None else torch.as_tensor(groups).long().cpu()
+    groups = getattr(data, "groups", ...)
+    if groups is None:  # TensorPairs without groups: every item is its own group
+        return torch.arange(n)
+    if isinstance(groups, (Tensor, np.ndarray, list, tuple)) and len(groups) == n:
+        return torch.as_tensor(groups).long().cpu()
     parts = [data.batch(torch.arange(s, min(n, s + batch_size))).group_ids.long().cpu() for s in range(0, n, batch_size)]
     return torch.cat(parts)
 
@@ -266,13 +268,12 @@ class FaissNegatives(NegativeGenerator):
         """From ids Long[B, C] (and their index scores Float[B, C]) to the side's Negatives."""
         o = self.options
         device = ctx.device
-        ids, index_scores = ids.to(device), index_scores.to(device)
-        found = ids >= 0
-        safe = ids.clamp_min(0)
+        safe = ids.clamp_min(0)  # faiss pads missing hits with -1
+        cand_groups = self.groups[safe]  # on the CPU, where the corpus groups live
+        ids, safe, index_scores, cand_groups = (t.to(device) for t in (ids, safe, index_scores, cand_groups))
         anchor_ids = ctx.batch.ids.to(device)[:, None]
         anchor_groups = ctx.batch.group_ids.to(device)[:, None]
-        groups = self.groups.to(device)
-        allowed = found & (ids != anchor_ids) & (groups[safe] != anchor_groups)
+        allowed = (ids >= 0) & (ids != anchor_ids) & (cand_groups != anchor_groups)
         if o.rescore == "cached":
             scores = self._rescore(ctx, side, query_emb, safe)
         else:
