@@ -29,12 +29,12 @@ A config file::
 from __future__ import annotations
 
 import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
+import tomllib
 
 from negmine.errors import ConfigError, closest
 

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import click
+import tomllib
 
 from negmine.errors import ConfigError, NegmineError, UnknownNameError, closest
 
@@ -225,10 +225,10 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(described, indent=2, default=str))
         return
+    import sys
+
     from rich.console import Console
     from rich.table import Table
-
-    import sys
 
     console = Console(width=None if sys.stdout.isatty() else 140, highlight=False)
     for plugin in described:

@@ -1,0 +1,494 @@
+"""Audio CLEVRGAN on disk: build it deterministically from a seed, and load it with validation.
+
+Layout of a dataset directory::
+
+    dataset.json        format version, seed, source, checkpoint SHA-256s, feature parameters, split counts
+    manifest.jsonl      one pair per line: id, split, image, audio, latent_row, speaker, caption, objects, pixels
+    latents.npy         Float32[N, Z] GAN latents (source "gan" only); manifest rows point into it
+    images/NNNNNN.png   64x64 (or 128x128) RGB
+    audio/NNNNNN.wav    16 kHz mono int16 spoken caption
+    semantic/words.jsonl + semantic/<word>-<speaker>.wav   isolated spoken attribute words (Table 1)
+    rendered/manifest.jsonl + rendered/*.png + rendered/*.wav  rendered scenes, single-attribute edits, captions (§6.5)
+
+Determinism: every chunk of items is generated from ``np.random.default_rng([seed, chunk])`` only, so chunks can be
+built in any order and an interrupted build resumes by skipping finished chunks (their rows are kept in
+``.progress/``); files carry no timestamps, and the result is byte-identical to an uninterrupted build on the same
+machine. Caption text and objects are for evaluation and display only; the model sees images and audio.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from negmine.errors import DataError
+
+from .vocab import ATTRIBUTES, VALUES
+
+FORMAT_VERSION = 1
+CHUNK = 256
+SAMPLE_RATE = 16000
+FEATURES = {
+    "sample_rate": SAMPLE_RATE,
+    "pre_emphasis": 0.97,
+    "window": "hamming (symmetric)",
+    "window_ms": 25,
+    "hop_ms": 10,
+    "n_mels": 40,
+    "f_min": 20,
+    "f_max": 8000,
+    "log": "dB relative to the utterance maximum, floored at -80",
+}
+
+
+def split_sizes(n: int) -> dict[str, int]:
+    """Test 1000 and val 500 at full size (n >= 10k); 10% and 5% of smaller datasets (at least 1 each)."""
+    test = min(1000, max(1, n // 10))
+    val = min(500, max(1, n // 20))
+    if test + val >= n:
+        raise DataError(f"--n {n} is too small: need more than {test + val} pairs for test/val/train splits")
+    return {"test": test, "val": val, "train": n - test - val}
+
+
+def split_of(index: int, sizes: dict[str, int]) -> str:
+    if index < sizes["test"]:
+        return "test"
+    if index < sizes["test"] + sizes["val"]:
+        return "val"
+    return "train"
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Image sources: where the images (and their symbolic description) come from
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class SourceBatch:
+    """m images with what was seen in them.
+
+    images: UInt8[m, H, W, 3]; objects: per image a list of dicts (shape, color, material, size, x, y in [0, 1]
+    image coordinates, pixels); pixels: per image {attribute value: pixel count}; latents: Float32[m, Z] or None.
+    """
+
+    images: np.ndarray
+    objects: list[list[dict]]
+    pixels: list[dict[str, int]]
+    latents: np.ndarray | None = None
+
+
+def objects_from_labels(instances: torch.Tensor, attributes: torch.Tensor) -> tuple[list[list[dict]], list[dict]]:
+    """Objects and per-value pixel counts from label maps.
+
+    instances: Long[B, H, W] (0 background, k object k); attributes: Long[B, 4, H, W] (0 background, i+1 value i).
+    An object's attribute is the majority value over its pixels; x, y are its centroid in [0, 1].
+    """
+    b, h, w = instances.shape
+    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    all_objects, all_pixels = [], []
+    for i in range(b):
+        objs = []
+        for k in [int(v) for v in instances[i].unique() if v > 0]:
+            mask = instances[i] == k
+            count = int(mask.sum())
+            obj: dict[str, Any] = {}
+            for a, attr in enumerate(ATTRIBUTES):
+                labels = attributes[i, a][mask]
+                labels = labels[labels > 0]
+                if labels.numel() == 0:
+                    break
+                obj[attr] = VALUES[attr][int(labels.mode().values) - 1]
+            else:
+                obj["x"] = round(float(xs[mask].mean()) / w, 4)
+                obj["y"] = round(float(ys[mask].mean()) / h, 4)
+                obj["pixels"] = count
+                objs.append(obj)
+        objs.sort(key=lambda o: (o["x"], o["y"]))
+        pixels = {}
+        for a, attr in enumerate(ATTRIBUTES):
+            counts = torch.bincount(attributes[i, a].flatten(), minlength=len(VALUES[attr]) + 1)
+            for v, value in enumerate(VALUES[attr]):
+                pixels[value] = int(counts[v + 1])
+        all_objects.append(objs)
+        all_pixels.append(pixels)
+    return all_objects, all_pixels
+
+
+class RenderedSource:
+    """Ground-truth rendered scenes (no GAN): the labels are exact. Used for tests and as an ablation."""
+
+    name = "rendered"
+
+    def __init__(self, image_size: int = 64, scene_profile: str = "cpu") -> None:
+        from .render import SCENE_PROFILES
+
+        self.image_size = image_size
+        self.scene_cfg = SCENE_PROFILES[scene_profile]
+        self.checkpoints: dict[str, str] = {}
+
+    def generate(self, rng: np.random.Generator, m: int) -> SourceBatch:
+        from .render import render_scenes, sample_scenes, to_uint8
+
+        scenes = sample_scenes(rng, m, self.scene_cfg)
+        out = render_scenes(scenes, resolution=self.image_size)
+        objects, pixels = objects_from_labels(out.instances, out.attributes)
+        return SourceBatch(to_uint8(out.images), objects, pixels)
+
+
+class GanSource:
+    """GAN samples G(z), described by the attribute segmenter (as in the paper's synthetic dataset)."""
+
+    name = "gan"
+
+    def __init__(self, gan_path: str | Path, segmenter_path: str | Path, min_confidence: float = 0.0) -> None:
+        from . import gan as gan_module
+        from . import segmenter as seg_module
+
+        self.gan = gan_module.load_gan(gan_path)
+        self.segmenter = seg_module.load_segmenter(segmenter_path)
+        self.z_dim = int(self.gan.z_dim)
+        self.checkpoints = {"gan": str(gan_path), "segmenter": str(segmenter_path)}
+        self.seg_module = seg_module
+
+    @torch.no_grad()
+    def generate(self, rng: np.random.Generator, m: int) -> SourceBatch:
+        latents = rng.standard_normal((m, self.z_dim)).astype(np.float32)
+        images = self.gan(torch.from_numpy(latents))  # [m, 3, H, W] in [-1, 1]
+        images01 = ((images + 1) / 2).clamp(0, 1)
+        instances, attributes = self.seg_module.label_maps(self.segmenter, images01)
+        objects, pixels = objects_from_labels(instances, attributes)
+        uint8 = (images01 * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        return SourceBatch(uint8, objects, pixels, latents)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Building
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _speak(job: tuple[str, int]) -> np.ndarray:
+    from .speech import synthesize
+
+    text, speaker = job
+    return synthesize(text, speaker)
+
+
+def _write_png(path: Path, image: np.ndarray) -> None:
+    from PIL import Image
+
+    Image.fromarray(image).save(path, format="PNG", optimize=False, compress_level=6)
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, sort_keys=True, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+class Builder:
+    """Builds a dataset directory chunk by chunk (see the module docstring for the layout and guarantees)."""
+
+    def __init__(
+        self,
+        out: str | Path,
+        n: int,
+        seed: int,
+        source: Any,
+        workers: int = 2,
+        compact: bool = True,
+        n_rendered: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        from .speech import SPEAKERS
+
+        self.out, self.n, self.seed, self.source = Path(out), n, seed, source
+        self.workers, self.compact = max(1, workers), compact
+        self.sizes = split_sizes(n)
+        self.n_rendered = n_rendered if n_rendered is not None else min(500, max(10, n // 20))
+        self.speakers = [s.name for s in SPEAKERS]
+        self.progress = progress or (lambda done, total: None)
+
+    def header(self) -> dict[str, Any]:
+        return {
+            "format_version": FORMAT_VERSION,
+            "seed": self.seed,
+            "n": self.n,
+            "source": self.source.name,
+            "image_size": None,  # filled after the first chunk
+            "checkpoints": {k: {"file": Path(p).name, "sha256": sha256(p)} for k, p in self.source.checkpoints.items()},
+            "features": FEATURES,
+            "counts": self.sizes,
+            "speakers": self.speakers,
+            "compact_captions": self.compact,
+            "n_rendered": self.n_rendered,
+        }
+
+    def build(self) -> Path:
+        """Build (or resume building) the dataset; returns the directory."""
+        header = self.header()
+        progress_dir = self.out / ".progress"
+        spec_path = progress_dir / "spec.json"
+        if (self.out / "dataset.json").exists():
+            existing = json.loads((self.out / "dataset.json").read_text())
+            if {k: existing.get(k) for k in ("seed", "n", "source", "checkpoints")} == {
+                k: header[k] for k in ("seed", "n", "source", "checkpoints")
+            }:
+                return self.out  # already complete
+            raise DataError(f"{str(self.out)!r} already holds a different dataset; choose another --out")
+        progress_dir.mkdir(parents=True, exist_ok=True)
+        for sub in ("images", "audio", "semantic", "rendered"):
+            (self.out / sub).mkdir(exist_ok=True)
+        if spec_path.exists():
+            if json.loads(spec_path.read_text()) != header:
+                raise DataError(f"{str(self.out)!r} holds a partial build with other settings; remove it or use another --out")
+        else:
+            _atomic_json(spec_path, header)
+        n_chunks = -(-self.n // CHUNK)
+        total = n_chunks + 2
+        pool = multiprocessing.get_context("fork").Pool(self.workers) if self.workers > 1 else None
+        try:
+            done = 0
+            for c in range(n_chunks):
+                marker = progress_dir / f"chunk-{c:05d}.json"
+                if not marker.exists():
+                    rows, latents, size = self._build_chunk(c, pool)
+                    if latents is not None:
+                        np.save(progress_dir / f"latents-{c:05d}.npy", latents)
+                    _atomic_json(marker, {"rows": rows, "image_size": size})
+                done += 1
+                self.progress(done, total)
+            if not (progress_dir / "semantic.json").exists():
+                _atomic_json(progress_dir / "semantic.json", self._build_semantic(pool))
+            self.progress(done + 1, total)
+            if not (progress_dir / "rendered.json").exists():
+                _atomic_json(progress_dir / "rendered.json", self._build_rendered(pool))
+            self.progress(total, total)
+        finally:
+            if pool is not None:
+                pool.close()
+                pool.join()
+        self._finish(n_chunks, header)
+        return self.out
+
+    def _speak_all(self, jobs: list[tuple[str, int]], pool: Any) -> list[np.ndarray]:
+        return list(pool.imap(_speak, jobs, chunksize=8)) if pool is not None else [_speak(j) for j in jobs]
+
+    def _build_chunk(self, c: int, pool: Any) -> tuple[list[dict], np.ndarray | None, int]:
+        from .captions import make_caption
+        from .speech import write_wav
+
+        start, stop = c * CHUNK, min(self.n, (c + 1) * CHUNK)
+        rng = np.random.default_rng([self.seed, c])
+        batch = self.source.generate(rng, stop - start)
+        rows, jobs = [], []
+        for k, index in enumerate(range(start, stop)):
+            objects = batch.objects[k]
+            if objects:
+                caption = make_caption([{key: o[key] for key in (*ATTRIBUTES, "x", "y")} for o in objects], rng,
+                                       compact=self.compact).text
+            else:
+                caption = "there is nothing here"
+            speaker = int(rng.integers(len(self.speakers)))
+            jobs.append((caption, speaker))
+            rows.append({
+                "id": index,
+                "split": split_of(index, self.sizes),
+                "image": f"images/{index:06d}.png",
+                "audio": f"audio/{index:06d}.wav",
+                "latent_row": index if batch.latents is not None else None,
+                "speaker": self.speakers[speaker],
+                "caption": caption,
+                "objects": objects,
+                "pixels": batch.pixels[k],
+            })
+        waves = self._speak_all(jobs, pool)
+        for k, row in enumerate(rows):
+            _write_png(self.out / row["image"], batch.images[k])
+            write_wav(self.out / row["audio"], waves[k], SAMPLE_RATE)
+        return rows, batch.latents, int(batch.images.shape[1])
+
+    def _build_semantic(self, pool: Any) -> list[dict]:
+        """Every attribute word spoken by every speaker (the isolated words of the paper's Table 1)."""
+        from .captions import SEMANTIC_TEST_WORDS
+        from .speech import write_wav
+
+        jobs, rows = [], []
+        for attribute, value, word in SEMANTIC_TEST_WORDS:
+            for s, speaker in enumerate(self.speakers):
+                jobs.append((word, s))
+                rows.append({"word": word, "attribute": attribute, "value": value, "speaker": speaker,
+                             "audio": f"semantic/{word}-{speaker}.wav"})
+        for row, wave in zip(rows, self._speak_all(jobs, pool), strict=True):
+            write_wav(self.out / row["audio"], wave, SAMPLE_RATE)
+        return rows
+
+    def _build_rendered(self, pool: Any) -> list[dict]:
+        """Rendered scenes, each with a single-attribute edit, and the original's spoken caption (paper §6.5)."""
+        from .captions import make_caption
+        from .render import SCENE_PROFILES, random_edit, render_scenes, sample_scenes, to_uint8
+        from .speech import write_wav
+
+        rng = np.random.default_rng([self.seed, 10**6])
+        size = getattr(self.source, "image_size", None) or 64
+        scenes = sample_scenes(rng, self.n_rendered, SCENE_PROFILES["cpu"])
+        edits = [random_edit(s, rng) for s in scenes]
+        out = render_scenes(list(scenes) + [e[0] for e in edits], resolution=size)
+        objects, _ = objects_from_labels(out.instances[: len(scenes)], out.attributes[: len(scenes)])
+        images = to_uint8(out.images)
+        rows, jobs = [], []
+        for i, (_scene, (_, edit)) in enumerate(zip(scenes, edits, strict=True)):
+            caption = make_caption([{k: o[k] for k in (*ATTRIBUTES, "x", "y")} for o in objects[i]], rng,
+                                   compact=self.compact).text
+            speaker = int(rng.integers(len(self.speakers)))
+            jobs.append((caption, speaker))
+            rows.append({
+                "id": i,
+                "image": f"rendered/{i:05d}.png",
+                "edited": f"rendered/{i:05d}-edit.png",
+                "audio": f"rendered/{i:05d}.wav",
+                "caption": caption,
+                "speaker": self.speakers[speaker],
+                "edit": {"object": edit.index, "attribute": edit.attribute, "old": edit.old, "new": edit.new},
+            })
+        for i, (row, wave) in enumerate(zip(rows, self._speak_all(jobs, pool), strict=True)):
+            _write_png(self.out / row["image"], images[i])
+            _write_png(self.out / row["edited"], images[len(scenes) + i])
+            write_wav(self.out / row["audio"], wave, SAMPLE_RATE)
+        return rows
+
+    def _finish(self, n_chunks: int, header: dict[str, Any]) -> None:
+        progress_dir = self.out / ".progress"
+        rows, latents, size = [], [], None
+        for c in range(n_chunks):
+            chunk = json.loads((progress_dir / f"chunk-{c:05d}.json").read_text())
+            rows += chunk["rows"]
+            size = chunk["image_size"]
+            lat = progress_dir / f"latents-{c:05d}.npy"
+            if lat.exists():
+                latents.append(np.load(lat))
+        if latents:
+            np.save(self.out / "latents.npy", np.concatenate(latents).astype(np.float32))
+        _write_jsonl(self.out / "manifest.jsonl", rows)
+        _write_jsonl(self.out / "semantic" / "words.jsonl", json.loads((progress_dir / "semantic.json").read_text()))
+        _write_jsonl(self.out / "rendered" / "manifest.jsonl", json.loads((progress_dir / "rendered.json").read_text()))
+        for name, ck in self.source.checkpoints.items():
+            shutil.copyfile(ck, self.out / f"{name}.pt") if not (self.out / f"{name}.pt").exists() else None
+        header = dict(header, image_size=size)
+        # dataset.json last: its presence marks a complete build
+        (self.out / "dataset.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
+        shutil.rmtree(progress_dir)
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict]) -> None:
+    tmp = path.with_suffix(".tmp")
+    with tmp.open("w") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, sort_keys=True, separators=(",", ":")) + "\n")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Loading and validation
+# --------------------------------------------------------------------------------------------------------------
+
+
+def read_dataset(root: str | Path, check_files: bool = True) -> tuple[dict, list[dict]]:
+    """Read and validate ``dataset.json`` and ``manifest.jsonl``; missing or corrupt files raise DataError."""
+    root = Path(root)
+    meta_path = root / "dataset.json"
+    if not meta_path.is_file():
+        hint = " (an interrupted build: run the same build command again to finish it)" if (root / ".progress").exists() else ""
+        raise DataError(
+            f"no Audio CLEVRGAN dataset at {str(root)!r}: {str(meta_path)!r} is missing{hint}. Build one with "
+            f"`negmine data build audio-clevrgan --out {root} --n 2000 --seed 0`"
+        )
+    try:
+        meta = json.loads(meta_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{str(meta_path)!r} is corrupt: {exc}") from exc
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise DataError(f"{str(meta_path)!r} has format {meta.get('format_version')}, expected {FORMAT_VERSION}; rebuild it")
+    for name, info in (meta.get("checkpoints") or {}).items():
+        path = root / f"{name}.pt"
+        if not path.is_file():
+            raise DataError(f"{str(path)!r} (the {name} checkpoint this dataset was built with) is missing")
+        if sha256(path) != info["sha256"]:
+            raise DataError(f"{str(path)!r} does not match the SHA-256 recorded in dataset.json (checkpoint changed)")
+    rows = []
+    manifest = root / "manifest.jsonl"
+    if not manifest.is_file():
+        raise DataError(f"{str(manifest)!r} is missing")
+    for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{str(manifest)!r} line {line_no} is corrupt: {exc}") from exc
+    if len(rows) != meta["n"]:
+        raise DataError(f"{str(manifest)!r} has {len(rows)} rows, dataset.json says {meta['n']}")
+    if check_files:
+        for row in rows:
+            for key in ("image", "audio"):
+                if not (root / row[key]).is_file():
+                    raise DataError(f"{str(root / row[key])!r} is missing (manifest id {row['id']})")
+    return meta, rows
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """UInt8[H, W, 3] from a PNG; a clear error names a missing or corrupt file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (FileNotFoundError, UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"cannot read image {str(path)!r}: {exc}") from exc
+
+
+def load_features(path: str | Path) -> torch.Tensor:
+    """Float32[40, T] DaveNet log-mel features of a 16 kHz WAV (errors name the file)."""
+    from .features import AudioFileError, load_wav, log_mel
+
+    try:
+        wave = load_wav(path, expected_sample_rate=SAMPLE_RATE)
+    except AudioFileError as exc:
+        raise DataError(str(exc)) from exc
+    return torch.as_tensor(log_mel(wave))
+
+
+def progress_printer(label: str) -> Callable[[int, int], None]:
+    """A progress callback: a rich bar on a terminal, a line per step otherwise."""
+    import sys
+
+    start = time.perf_counter()
+
+    def report(done: int, total: int) -> None:
+        elapsed = time.perf_counter() - start
+        eta = elapsed / max(done, 1) * (total - done)
+        end = "\n" if done == total or not sys.stderr.isatty() else "\r"
+        print(f"{label}: {done}/{total} ({elapsed:.0f}s elapsed, ~{eta:.0f}s left)", end=end, file=sys.stderr,
+              flush=True)
+
+    return report
+
+
+def iter_rows(rows: Sequence[dict], split: str) -> list[dict]:
+    return [r for r in rows if r["split"] == split]

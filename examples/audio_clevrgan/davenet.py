@@ -1,0 +1,149 @@
+"""DaveNet for Audio CLEVRGAN: an audio CNN over log-mel frames and a VGG-style image CNN, scored by matchmaps.
+
+Shapes (paper profile): image Float[B, 3, 64, 64] -> Float[B, D, 8, 8]; audio Float[B, 1, 40, T] with nframes Long[B]
+-> Float[B, D, T / 8] with valid lengths nframes // 8. The image map lines up one-to-one with the GAN's 8x8 layer, so
+a matchmap peak says where to edit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+import torch
+from torch import Tensor, nn
+
+from negmine import DualEncoder, Embedding, MatchmapScore
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@attrs.frozen
+class DavenetConfig:
+    """Widths and depth of both towers.
+
+    audio_widths: channels of the convs before the last (the first is the 40x1 frequency-collapsing conv);
+        the last conv outputs ``dim``. ``audio_pools`` max-pools (kernel 3, stride 2) follow the 2nd.. convs.
+    image_blocks: per VGG block, (channels, convs); each block ends with a 2x2 max-pool.
+    """
+
+    dim: int = 512
+    audio_widths: tuple[int, ...] = (128, 256, 512, 512)
+    audio_kernels: tuple[int, ...] = (11, 17, 17, 17)
+    audio_pools: int = 3
+    image_blocks: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3))
+    image_size: int = 64
+    batchnorm: bool = False
+    aggregation: str = "misa"
+
+
+PROFILES: dict[str, DavenetConfig] = {
+    # The paper's widths (DaveNet audio, LBD's 3-pool "small" variant; VGG16 trunk) for a GPU.
+    "paper": DavenetConfig(),
+    # The 7-conv, 5-pool "large" audio variant of the paper's code.
+    "paper-large": DavenetConfig(audio_widths=(128, 256, 512, 512, 512, 512), audio_kernels=(11, 17, 17, 17, 17, 17),
+                                 audio_pools=5),
+    # Narrow towers that learn within minutes on 2 CPU cores (chosen by measurement: see docs/audio-clevrgan.md).
+    "cpu": DavenetConfig(dim=128, audio_widths=(64, 128, 128, 128), image_blocks=((32, 1), (64, 1), (128, 2)),
+                         batchnorm=True),
+    # Tiny towers for tests.
+    "tiny": DavenetConfig(dim=16, audio_widths=(8, 16, 16, 16), image_blocks=((8, 1), (16, 1), (16, 1)),
+                          batchnorm=True),
+}
+
+
+class AudioEncoder(nn.Module):
+    """BN(1) -> conv 40x1 -> convs 1xk with max-pools -> Float[B, D, T'] (ReLU after every conv, as DaveNet)."""
+
+    def __init__(self, cfg: DavenetConfig) -> None:
+        super().__init__()
+        widths = (*cfg.audio_widths, cfg.dim)
+        layers: list[nn.Module] = [nn.BatchNorm2d(1), nn.Conv2d(1, widths[0], (40, 1)), nn.ReLU(inplace=True)]
+        pools = 0
+        for i, k in enumerate(cfg.audio_kernels):
+            layers.append(nn.Conv2d(widths[i], widths[i + 1], (1, k), padding=(0, k // 2)))
+            if cfg.batchnorm:
+                layers.append(nn.BatchNorm2d(widths[i + 1]))
+            layers.append(nn.ReLU(inplace=True))
+            if pools < cfg.audio_pools and i < len(cfg.audio_kernels) - 1:
+                layers.append(nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1)))
+                pools += 1
+        self.net = nn.Sequential(*layers)
+        self.pools = pools
+
+    def output_lengths(self, nframes: Tensor) -> Tensor:
+        """Valid output frames for input lengths: each pool maps L -> floor((L - 1) / 2) + 1, at least 1."""
+        lengths = nframes.clone()
+        for _ in range(self.pools):
+            lengths = torch.div(lengths - 1, 2, rounding_mode="floor") + 1
+        return lengths.clamp_min(1)
+
+    def forward(self, feats: Tensor, nframes: Tensor) -> Embedding:
+        """feats: Float[B, 1, 40, T]; nframes: Long[B] -> Embedding(Float[B, D, T'], lengths Long[B])."""
+        out = self.net(feats).squeeze(2)
+        return Embedding(out, self.output_lengths(nframes).clamp_max(out.shape[-1]))
+
+
+class ImageEncoder(nn.Module):
+    """VGG-style conv trunk from scratch + a 3x3 conv to D with ReLU: Float[B, 3, S, S] -> Float[B, D, 8, 8]."""
+
+    def __init__(self, cfg: DavenetConfig) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 3
+        size = cfg.image_size
+        for cout, convs in cfg.image_blocks:
+            for _ in range(convs):
+                layers.append(nn.Conv2d(cin, cout, 3, padding=1))
+                if cfg.batchnorm:
+                    layers.append(nn.BatchNorm2d(cout))
+                layers.append(nn.ReLU(inplace=True))
+                cin = cout
+            if size > 8:
+                layers.append(nn.MaxPool2d(2))
+                size //= 2
+        if size != 8:
+            raise ValueError(f"image_size {cfg.image_size} with {len(cfg.image_blocks)} blocks does not reach 8x8")
+        layers += [nn.Conv2d(cin, cfg.dim, 3, padding=1), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, images: Tensor) -> Tensor:
+        """images: Float[B, 3, S, S] in [0, 1] -> Float[B, D, 8, 8]."""
+        return self.net((images - self.mean) / self.std)
+
+
+class Davenet(DualEncoder):
+    """Side a = image (dense 8x8 map), side b = audio (frame sequence); MISA matchmap score by default."""
+
+    sides = ("image", "audio")
+
+    def __init__(self, cfg: DavenetConfig) -> None:
+        super().__init__(MatchmapScore(cfg.aggregation))
+        self.cfg = cfg
+        self.image = ImageEncoder(cfg)
+        self.audio = AudioEncoder(cfg)
+
+    def encode(self, side: int, inputs) -> Embedding:
+        """side 0: Float[B, 3, S, S] images in [0, 1] (or UInt8, converted); side 1: (Float[B, 1, 40, T], Long[B])."""
+        if side == 0:
+            images = inputs.float().div(255) if inputs.dtype == torch.uint8 else inputs
+            return Embedding(self.image(images))
+        feats, nframes = inputs
+        return self.audio(feats.float(), nframes)
+
+    def matchmap(self, images: Tensor, audio: tuple[Tensor, Tensor]) -> Tensor:
+        """Float[B, 8, 8, T']: the matchmaps of pairs (image_i, audio_i) (heat maps, salient regions)."""
+        return self.score.matchmap(self.encode(0, images), self.encode(1, audio))
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def build_model(profile: str | DavenetConfig, image_size: int = 64, overrides: Sequence[tuple[str, object]] = ()) -> Davenet:
+    cfg = PROFILES[profile] if isinstance(profile, str) else profile
+    cfg = attrs.evolve(cfg, image_size=image_size, **dict(overrides))
+    return Davenet(cfg)
