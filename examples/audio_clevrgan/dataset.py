@@ -37,7 +37,7 @@ from negmine.errors import DataError
 from .vocab import ATTRIBUTES, VALUES
 
 FORMAT_VERSION = 1
-CHUNK = 256
+CHUNK = 256  # items per chunk; part of the format: each chunk draws from its own seeded generator
 SAMPLE_RATE = 16000
 FEATURES = {
     "sample_rate": SAMPLE_RATE,
@@ -96,14 +96,18 @@ class SourceBatch:
     latents: np.ndarray | None = None
 
 
-def objects_from_labels(instances: torch.Tensor, attributes: torch.Tensor) -> tuple[list[list[dict]], list[dict]]:
+def objects_from_labels(
+    instances: torch.Tensor, attributes: torch.Tensor
+) -> tuple[list[list[dict]], list[dict]]:
     """Objects and per-value pixel counts from label maps.
 
     instances: Long[B, H, W] (0 background, k object k); attributes: Long[B, 4, H, W] (0 background, i+1 value i).
     An object's attribute is the majority value over its pixels; x, y are its centroid in [0, 1].
     """
     b, h, w = instances.shape
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     all_objects, all_pixels = [], []
     for i in range(b):
         objs = []
@@ -234,7 +238,9 @@ class Builder:
             "n": self.n,
             "source": self.source.name,
             "image_size": None,  # filled after the first chunk
-            "checkpoints": {k: {"file": Path(p).name, "sha256": sha256(p)} for k, p in self.source.checkpoints.items()},
+            "checkpoints": {
+                k: {"file": Path(p).name, "sha256": sha256(p)} for k, p in self.source.checkpoints.items()
+            },
             "features": FEATURES,
             "counts": self.sizes,
             "speakers": self.speakers,
@@ -259,7 +265,9 @@ class Builder:
             (self.out / sub).mkdir(exist_ok=True)
         if spec_path.exists():
             if json.loads(spec_path.read_text()) != header:
-                raise DataError(f"{str(self.out)!r} holds a partial build with other settings; remove it or use another --out")
+                raise DataError(
+                    f"{str(self.out)!r} holds a partial build with other settings; remove it or use another --out"
+                )
         else:
             _atomic_json(spec_path, header)
         n_chunks = -(-self.n // CHUNK)
@@ -303,23 +311,28 @@ class Builder:
         for k, index in enumerate(range(start, stop)):
             objects = batch.objects[k]
             if objects:
-                caption = make_caption([{key: o[key] for key in (*ATTRIBUTES, "x", "y")} for o in objects], rng,
-                                       compact=self.compact).text
+                caption = make_caption(
+                    [{key: o[key] for key in (*ATTRIBUTES, "x", "y")} for o in objects],
+                    rng,
+                    compact=self.compact,
+                ).text
             else:
                 caption = "there is nothing here"
             speaker = int(rng.integers(len(self.speakers)))
             jobs.append((caption, speaker))
-            rows.append({
-                "id": index,
-                "split": split_of(index, self.sizes),
-                "image": f"images/{index:06d}.png",
-                "audio": f"audio/{index:06d}.wav",
-                "latent_row": index if batch.latents is not None else None,
-                "speaker": self.speakers[speaker],
-                "caption": caption,
-                "objects": objects,
-                "pixels": batch.pixels[k],
-            })
+            rows.append(
+                {
+                    "id": index,
+                    "split": split_of(index, self.sizes),
+                    "image": f"images/{index:06d}.png",
+                    "audio": f"audio/{index:06d}.wav",
+                    "latent_row": index if batch.latents is not None else None,
+                    "speaker": self.speakers[speaker],
+                    "caption": caption,
+                    "objects": objects,
+                    "pixels": batch.pixels[k],
+                }
+            )
         waves = self._speak_all(jobs, pool)
         for k, row in enumerate(rows):
             _write_png(self.out / row["image"], batch.images[k])
@@ -335,8 +348,15 @@ class Builder:
         for attribute, value, word in SEMANTIC_TEST_WORDS:
             for s, speaker in enumerate(self.speakers):
                 jobs.append((word, s))
-                rows.append({"word": word, "attribute": attribute, "value": value, "speaker": speaker,
-                             "audio": f"semantic/{word}-{speaker}.wav"})
+                rows.append(
+                    {
+                        "word": word,
+                        "attribute": attribute,
+                        "value": value,
+                        "speaker": speaker,
+                        "audio": f"semantic/{word}-{speaker}.wav",
+                    }
+                )
         for row, wave in zip(rows, self._speak_all(jobs, pool), strict=True):
             write_wav(self.out / row["audio"], wave, SAMPLE_RATE)
         return rows
@@ -356,19 +376,27 @@ class Builder:
         images = to_uint8(out.images)
         rows, jobs = [], []
         for i, (_scene, (_, edit)) in enumerate(zip(scenes, edits, strict=True)):
-            caption = make_caption([{k: o[k] for k in (*ATTRIBUTES, "x", "y")} for o in objects[i]], rng,
-                                   compact=self.compact).text
+            caption = make_caption(
+                [{k: o[k] for k in (*ATTRIBUTES, "x", "y")} for o in objects[i]], rng, compact=self.compact
+            ).text
             speaker = int(rng.integers(len(self.speakers)))
             jobs.append((caption, speaker))
-            rows.append({
-                "id": i,
-                "image": f"rendered/{i:05d}.png",
-                "edited": f"rendered/{i:05d}-edit.png",
-                "audio": f"rendered/{i:05d}.wav",
-                "caption": caption,
-                "speaker": self.speakers[speaker],
-                "edit": {"object": edit.index, "attribute": edit.attribute, "old": edit.old, "new": edit.new},
-            })
+            rows.append(
+                {
+                    "id": i,
+                    "image": f"rendered/{i:05d}.png",
+                    "edited": f"rendered/{i:05d}-edit.png",
+                    "audio": f"rendered/{i:05d}.wav",
+                    "caption": caption,
+                    "speaker": self.speakers[speaker],
+                    "edit": {
+                        "object": edit.index,
+                        "attribute": edit.attribute,
+                        "old": edit.old,
+                        "new": edit.new,
+                    },
+                }
+            )
         for i, (row, wave) in enumerate(zip(rows, self._speak_all(jobs, pool), strict=True)):
             _write_png(self.out / row["image"], images[i])
             _write_png(self.out / row["edited"], images[len(scenes) + i])
@@ -388,8 +416,12 @@ class Builder:
         if latents:
             np.save(self.out / "latents.npy", np.concatenate(latents).astype(np.float32))
         _write_jsonl(self.out / "manifest.jsonl", rows)
-        _write_jsonl(self.out / "semantic" / "words.jsonl", json.loads((progress_dir / "semantic.json").read_text()))
-        _write_jsonl(self.out / "rendered" / "manifest.jsonl", json.loads((progress_dir / "rendered.json").read_text()))
+        _write_jsonl(
+            self.out / "semantic" / "words.jsonl", json.loads((progress_dir / "semantic.json").read_text())
+        )
+        _write_jsonl(
+            self.out / "rendered" / "manifest.jsonl", json.loads((progress_dir / "rendered.json").read_text())
+        )
         for name, ck in self.source.checkpoints.items():
             shutil.copyfile(ck, self.out / f"{name}.pt") if not (self.out / f"{name}.pt").exists() else None
         header = dict(header, image_size=size)
@@ -416,7 +448,11 @@ def read_dataset(root: str | Path, check_files: bool = True) -> tuple[dict, list
     root = Path(root)
     meta_path = root / "dataset.json"
     if not meta_path.is_file():
-        hint = " (an interrupted build: run the same build command again to finish it)" if (root / ".progress").exists() else ""
+        hint = (
+            " (an interrupted build: run the same build command again to finish it)"
+            if (root / ".progress").exists()
+            else ""
+        )
         raise DataError(
             f"no Audio CLEVRGAN dataset at {str(root)!r}: {str(meta_path)!r} is missing{hint}. Build one with "
             f"`negmine data build audio-clevrgan --out {root} --n 2000 --seed 0`"
@@ -426,13 +462,17 @@ def read_dataset(root: str | Path, check_files: bool = True) -> tuple[dict, list
     except json.JSONDecodeError as exc:
         raise DataError(f"{str(meta_path)!r} is corrupt: {exc}") from exc
     if meta.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"{str(meta_path)!r} has format {meta.get('format_version')}, expected {FORMAT_VERSION}; rebuild it")
+        raise DataError(
+            f"{str(meta_path)!r} has format {meta.get('format_version')}, expected {FORMAT_VERSION}; rebuild it"
+        )
     for name, info in (meta.get("checkpoints") or {}).items():
         path = root / f"{name}.pt"
         if not path.is_file():
             raise DataError(f"{str(path)!r} (the {name} checkpoint this dataset was built with) is missing")
         if sha256(path) != info["sha256"]:
-            raise DataError(f"{str(path)!r} does not match the SHA-256 recorded in dataset.json (checkpoint changed)")
+            raise DataError(
+                f"{str(path)!r} does not match the SHA-256 recorded in dataset.json (checkpoint changed)"
+            )
     rows = []
     manifest = root / "manifest.jsonl"
     if not manifest.is_file():
@@ -484,8 +524,12 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
         elapsed = time.perf_counter() - start
         eta = elapsed / max(done, 1) * (total - done)
         end = "\n" if done == total or not sys.stderr.isatty() else "\r"
-        print(f"{label}: {done}/{total} ({elapsed:.0f}s elapsed, ~{eta:.0f}s left)", end=end, file=sys.stderr,
-              flush=True)
+        print(
+            f"{label}: {done}/{total} ({elapsed:.0f}s elapsed, ~{eta:.0f}s left)",
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
 
     return report
 

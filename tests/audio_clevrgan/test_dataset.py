@@ -1,0 +1,118 @@
+"""Audio CLEVRGAN on disk: determinism, resume, validation, and a tiny DaveNet run through the CLI."""
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("espeakng_loader")
+
+from audio_clevrgan import dataset as ds  # noqa: E402
+
+from negmine.errors import DataError  # noqa: E402
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and "cache" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("acg") / "data"
+    ds.Builder(root, 40, 0, ds.RenderedSource(), workers=1, n_rendered=6).build()
+    return root
+
+
+def test_layout_and_manifest(built):
+    meta, rows = ds.read_dataset(built)
+    assert meta["counts"] == {"test": 4, "val": 2, "train": 34}
+    assert [r["id"] for r in rows] == list(range(40))
+    assert {r["split"] for r in rows} == {"train", "val", "test"}
+    for r in rows[:5]:
+        assert r["caption"] and r["objects"] and r["speaker"] in meta["speakers"]
+        for o in r["objects"]:  # every object's four attribute words are in its caption (synonyms allowed)
+            assert o["shape"] in r["caption"] or {"cube": "block", "sphere": "ball"}.get(o["shape"], "?") in r["caption"]
+    import soundfile
+
+    info = soundfile.info(built / rows[0]["audio"])
+    assert info.samplerate == 16000 and info.subtype == "PCM_16"
+    words = (built / "semantic" / "words.jsonl").read_text().splitlines()
+    assert len(words) == 15 * len(meta["speakers"])
+    assert len((built / "rendered" / "manifest.jsonl").read_text().splitlines()) == 6
+
+
+def test_build_is_deterministic_and_resumable(built, tmp_path, monkeypatch):
+    monkeypatch.setattr(ds, "CHUNK", 16)
+    reference = tmp_path / "ref"
+    ds.Builder(reference, 40, 0, ds.RenderedSource(), workers=1, n_rendered=6).build()
+
+    interrupted = tmp_path / "cut"
+
+    def stop_after_two(done, total):
+        if done == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ds.Builder(interrupted, 40, 0, ds.RenderedSource(), workers=1, n_rendered=6, progress=stop_after_two).build()
+    assert not (interrupted / "dataset.json").exists()
+    with pytest.raises(DataError, match="interrupted build"):
+        ds.read_dataset(interrupted)
+    ds.Builder(interrupted, 40, 0, ds.RenderedSource(), workers=1, n_rendered=6).build()
+    assert tree_digest(reference) == tree_digest(interrupted)
+
+
+def test_another_seed_differs(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    ds.Builder(a, 20, 0, ds.RenderedSource(), workers=1, n_rendered=0).build()
+    ds.Builder(b, 20, 1, ds.RenderedSource(), workers=1, n_rendered=0).build()
+    assert (a / "images" / "000000.png").read_bytes() != (b / "images" / "000000.png").read_bytes()
+
+
+def test_validation_names_the_broken_file(built, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(built, broken)
+    (broken / "audio" / "000003.wav").unlink()
+    with pytest.raises(DataError, match="000003.wav"):
+        ds.read_dataset(broken)
+    (broken / "images" / "000005.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match="000005.png"):
+        ds.load_image(broken / "images" / "000005.png")
+    import soundfile
+
+    soundfile.write(broken / "audio" / "000003.wav", np.zeros(800, dtype=np.int16), 8000, subtype="PCM_16")
+    with pytest.raises(DataError, match="000003.wav"):
+        ds.load_features(broken / "audio" / "000003.wav")
+    meta = json.loads((broken / "dataset.json").read_text())
+    meta["checkpoints"] = {"gan": {"file": "gan.pt", "sha256": "0" * 64}}
+    (broken / "dataset.json").write_text(json.dumps(meta))
+    (broken / "gan.pt").write_bytes(b"x")
+    with pytest.raises(DataError, match="SHA-256"):
+        ds.read_dataset(broken)
+
+
+def test_tiny_davenet_trains_and_evaluates(built, tmp_path, capsys):
+    from negmine.cli import main
+
+    run = tmp_path / "run"
+    code = main(["train", "--task", "audio-clevrgan", "--profile", "tiny", "--task-option", f"data_dir={built}",
+                 "-n", "random", "-n", "hard-minibatch", "--steps", "6", "--batch-size", "8", "--run-dir", str(run),
+                 "-q"])
+    assert code == 0
+    assert main(["eval", str(run), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["retrieval"]["n"] == 4
+    assert set(out["attributes"]["per_group"]) == {"shape", "material", "color", "size"}
+    assert 0.0 <= out["rendered"]["accuracy"] <= 1.0 and out["rendered"]["n"] == 6
+
+
+def test_missing_dataset_message(tmp_path, capsys):
+    from negmine.cli import main
+
+    code = main(["train", "--task", "audio-clevrgan", "--task-option", f"data_dir={tmp_path / 'nope'}",
+                 "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "negmine data build audio-clevrgan" in err and "Traceback" not in err
