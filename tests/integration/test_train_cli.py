@@ -221,3 +221,56 @@ def test_installed_third_party_generator_is_used(tmp_path):
                    "memory-bank", "--memory-bank-capacity", "64", "--run-dir", run, "-q") == 0
     last = [m for m in read_metrics(run) if "loss" in m][-1]
     assert last["memory-bank/side1/count"] == 32
+
+
+NEEDS_GAN = """
+import attrs
+from negmine import NegativeGenerator, hookimpl
+
+class Drawn(NegativeGenerator):
+    '''Needs a GAN.'''
+    name = "drawn"
+    requires = frozenset({"gan"})
+
+    def mine(self, ctx):
+        return {}
+
+@hookimpl
+def negmine_register_generators():
+    return [Drawn]
+"""
+
+
+def test_missing_capability_fails_at_start(tmp_path, capsys):
+    path = tmp_path / "drawn.py"
+    path.write_text(NEEDS_GAN)
+    run = tmp_path / "r"
+    code = run_cli("-p", path, "train", "--task", "toy", "--profile", "small", "-n", "drawn", "--run-dir", run)
+    err = capsys.readouterr().err
+    assert code == 2 and "needs gan from the task" in err and "Traceback" not in err
+    assert not (run / "checkpoints").exists()  # nothing ran
+
+
+def test_collapse_warning():
+    from negmine.trainer import COLLAPSE_PATIENCE, Trainer
+
+    class Recorder:
+        def __init__(self):
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.reporter = Recorder()
+    trainer._collapse_count, trainer._collapse_warned = 0, False
+    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()]})()
+    trainer.stage_index = 0
+    metrics = {}
+    for _ in range(COLLAPSE_PATIENCE - 1):
+        trainer._watch_collapse(torch.full((8, 8), 0.3), metrics)
+    assert not trainer.reporter.warnings
+    trainer._watch_collapse(torch.full((8, 8), 0.3), metrics)
+    assert len(trainer.reporter.warnings) == 1 and "collapsed" in trainer.reporter.warnings[0]
+    trainer._watch_collapse(torch.randn(8, 8), metrics)
+    assert trainer._collapse_count == 0 and metrics["score_std"] > 0.1
