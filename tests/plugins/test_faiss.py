@@ -7,13 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from negmine_faiss.generator import FaissNegatives, build_index, encode_corpus
-from negmine_toy.task import build_toy
 
 from negmine import CosineScore, DualEncoder, Embedding, Task, TensorPairs, Trainer, hookimpl
 from negmine.errors import ConfigError, PluginError
 from negmine.generator import MiningContext, NegativeKind
 from negmine.plugins import get_plugin_manager
+from negmine_faiss.generator import FaissNegatives, build_index, encode_corpus
+from negmine_toy.task import build_toy
 
 CPU = torch.device("cpu")
 
