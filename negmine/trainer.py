@@ -145,6 +145,7 @@ class Trainer:
         self._collapse_warned = False
         self._pending_state: dict[str, Any] | None = None
         self.initial: dict[str, Any] = {}
+        self.keep_steps: set[int] = set()  # global steps whose weights are kept as checkpoints/step-N.pt
         self._check_stage_requirements()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -270,6 +271,8 @@ class Trainer:
                 self.evaluate_and_track()
             if c.checkpoint_every and self.global_step % c.checkpoint_every == 0 and self.step_in_stage < stage.steps:
                 self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+            if self.global_step in self.keep_steps:
+                self.save_checkpoint(self.run_dir / "checkpoints" / f"step-{self.global_step}.pt")
         final = self.evaluate_and_track()
         self.save_checkpoint(self.run_dir / "checkpoints" / f"stage-{stage.name}.pt")
         if self.plugins:

@@ -114,10 +114,11 @@ def cli(ctx: click.Context, plugins: tuple[str, ...]) -> None:
 
 
 def _register_builtin() -> None:
-    from negmine.cli.commands import eval_command, plugins_command, train_command
+    from negmine.cli.commands import eval_command, experiment_command, plugins_command, train_command
 
     cli.add_command(train_command)
     cli.add_command(eval_command)
+    cli.add_command(experiment_command)
     cli.add_command(plugins_command)
 
 

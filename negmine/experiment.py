@@ -1,0 +1,271 @@
+"""Experiments: several methods x several seeds, with initialisation chains and equal training budgets.
+
+An experiment file (TOML)::
+
+    task = "audio-clevrgan"
+    profile = "cpu"
+    seeds = [0, 1, 2]
+    total_steps = 3000                 # every method's chain must add up to this (no row wins by training longer)
+    [settings]                         # config keys shared by every run (batch_size, lr, task_options, ...)
+    eval_every = 500
+
+    [[methods]]
+    name = "DaveNet"
+    negatives = ["random"]
+    steps = 3000
+
+    [[methods]]
+    name = "Hard Neg"
+    init = "DaveNet@1500"              # start from DaveNet's weights after 1500 steps (same seed)
+    negatives = ["random", "hard-minibatch"]
+    steps = 1500
+
+A method's chain budget is its own steps plus its parent's steps at the init point. ``DaveNet@1500`` needs a
+checkpoint of DaveNet at step 1500: the runner asks the parent run to keep one (``keep_steps``). Runs are resumable:
+a finished run (``summary.json`` present) is skipped, an interrupted one resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from negmine.config import merge, read_config_file
+from negmine.errors import ConfigError, closest
+
+_TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split"}
+_METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr"}
+
+
+@attrs.frozen
+class Method:
+    name: str
+    steps: int
+    stages: tuple[dict[str, Any], ...]
+    parent: str | None = None
+    parent_step: int | None = None
+
+    @property
+    def slug(self) -> str:
+        return "".join(c if c.isalnum() else "-" for c in self.name.lower()).strip("-")
+
+
+@attrs.frozen
+class Experiment:
+    task: str
+    profile: str | None
+    seeds: tuple[int, ...]
+    total_steps: int | None
+    settings: Mapping[str, Any]
+    methods: tuple[Method, ...]
+    eval_split: str = "test"
+
+    def method(self, name: str) -> Method:
+        for m in self.methods:
+            if m.name == name:
+                return m
+        raise ConfigError([f"unknown method {name!r}"])
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file, reporting every problem at once."""
+    raw = read_config_file(path)
+    problems: list[str] = []
+    for key in raw:
+        if key not in _TOP:
+            hint = closest(key, _TOP)
+            problems.append(f"unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+    seeds = raw.get("seeds", [0])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        problems.append(f"seeds: expected a non-empty list of integers, got {seeds!r}")
+        seeds = [0]
+    methods: list[Method] = []
+    names: set[str] = set()
+    for i, m in enumerate(raw.get("methods") or []):
+        where = f"methods[{i}]"
+        for key in m:
+            if key not in _METHOD:
+                hint = closest(key, _METHOD)
+                problems.append(f"{where}: unknown key {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        name = m.get("name")
+        if not isinstance(name, str) or not name:
+            problems.append(f"{where}: a name is required")
+            continue
+        if name in names:
+            problems.append(f"{where}: method name {name!r} is used twice")
+        names.add(name)
+        if "stages" in m:
+            stages = tuple(dict(s) for s in m["stages"])
+        else:
+            stage = {k: m[k] for k in ("negatives", "combine", "generators", "lr") if k in m}
+            stage.update(name="main", steps=m.get("steps", 0))
+            stages = (stage,)
+        steps = sum(int(s.get("steps", 0)) for s in stages)
+        if steps < 1:
+            problems.append(f"{where} ({name}): steps must be >= 1")
+        parent = parent_step = None
+        if "init" in m:
+            init = str(m["init"])
+            parent, _, at = init.partition("@")
+            try:
+                parent_step = int(at) if at else None
+            except ValueError:
+                problems.append(f"{where} ({name}): init {init!r} must be METHOD or METHOD@STEP")
+        methods.append(Method(name, steps, stages, parent, parent_step))
+    if not methods:
+        problems.append("methods: give at least one [[methods]] table")
+    by_name = {m.name: m for m in methods}
+    fixed = []
+    for m in methods:
+        if m.parent is not None:
+            if m.parent not in by_name:
+                hint = closest(m.parent, by_name)
+                problems.append(f"method {m.name!r}: init names unknown method {m.parent!r}"
+                                + (f" (did you mean {hint!r}?)" if hint else ""))
+            else:
+                ps = m.parent_step if m.parent_step is not None else by_name[m.parent].steps
+                if not 0 < ps <= by_name[m.parent].steps:
+                    problems.append(f"method {m.name!r}: init step {ps} is outside {m.parent!r}'s 1..{by_name[m.parent].steps}")
+                m = attrs.evolve(m, parent_step=ps)
+        fixed.append(m)
+    exp = Experiment(raw.get("task", "toy"), raw.get("profile"), tuple(seeds), raw.get("total_steps"),
+                     dict(raw.get("settings") or {}), tuple(fixed), raw.get("eval_split", "test"))
+    if not problems:
+        seen: set[str] = set()
+        for m in exp.methods:  # cycles
+            chain, cur = [], m
+            while cur.parent is not None:
+                if cur.name in chain:
+                    problems.append(f"method {m.name!r}: init chain has a cycle ({' -> '.join(chain)})")
+                    break
+                chain.append(cur.name)
+                cur = by_name[cur.parent]
+            seen.add(m.name)
+        if exp.total_steps is not None and not problems:
+            for m in exp.methods:
+                if chain_steps(exp, m) != exp.total_steps:
+                    problems.append(f"method {m.name!r}: its chain trains {chain_steps(exp, m)} steps, but "
+                                    f"total_steps is {exp.total_steps} (every row must get the same budget)")
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return exp
+
+
+def chain_steps(exp: Experiment, method: Method) -> int:
+    """Total steps a method's weights have seen: its own plus its ancestors' up to each init point."""
+    if method.parent is None:
+        return method.steps
+    parent = exp.method(method.parent)
+    return chain_steps(exp, parent) - parent.steps + int(method.parent_step) + method.steps
+
+
+def keep_steps(exp: Experiment, method: Method) -> list[int]:
+    """Steps at which children initialise from this method (checkpoints to keep)."""
+    return sorted({int(m.parent_step) for m in exp.methods if m.parent == method.name})
+
+
+def order(exp: Experiment) -> list[Method]:
+    """Methods with parents before children."""
+    done: list[Method] = []
+    pending = list(exp.methods)
+    while pending:
+        for m in list(pending):
+            if m.parent is None or m.parent in {d.name for d in done}:
+                done.append(m)
+                pending.remove(m)
+    return done
+
+
+def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
+                   only_seeds: list[int] | None = None) -> dict[str, Any]:
+    """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md."""
+    from negmine.cli.commands import _build_config, _build_task
+    from negmine.evaluate import evaluate_run
+    from negmine.trainer import Trainer
+
+    out.mkdir(parents=True, exist_ok=True)
+    for seed in only_seeds or exp.seeds:
+        for method in order(exp):
+            run_dir = out / method.slug / f"seed-{seed}"
+            if (run_dir / f"eval-{exp.eval_split}.json").exists():
+                log(f"[skip] {method.name} seed {seed}: finished")
+                continue
+            if not (run_dir / "summary.json").exists():
+                stages = [dict(s) for s in method.stages]
+                if method.parent is not None:
+                    parent_dir = out / exp.method(method.parent).slug / f"seed-{seed}"
+                    stages[0]["init"] = str(parent_dir / "checkpoints" / f"step-{method.parent_step}.pt")
+                raw = merge(exp.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
+                                           "stages": stages, "run_dir": str(run_dir),
+                                           "keep_steps": keep_steps(exp, method)})
+                keep = raw.pop("keep_steps")
+                task = _build_task(pm, raw)
+                config = _build_config(pm, task, raw, source=f"experiment method {method.name!r}")
+                resume = (run_dir / "checkpoints" / "last.pt").exists()
+                log(f"[{'resume' if resume else 'train'}] {method.name} seed {seed} -> {run_dir}")
+                trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())
+                trainer.keep_steps = set(keep)
+                trainer.fit()
+            started = time.perf_counter()
+            evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
+            log(f"[eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
+    results = collect(exp, out)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "results.md").write_text(render_results(exp, results) + "\n")
+    return results
+
+
+def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
+    r = result["retrieval"]
+    rows = {"R@1": r["mean@1"], "R@5": r["mean@5"], "R@10": r["mean@10"]}
+    attributes = result.get("attributes")
+    if isinstance(attributes, Mapping) and attributes.get("mean") is not None:
+        for g, v in attributes["per_group"].items():
+            if v is not None:
+                rows[f"attr:{g}"] = v
+        rows["attr:mean"] = attributes["mean"]
+    rendered = result.get("rendered")
+    if isinstance(rendered, Mapping) and rendered.get("accuracy") is not None:
+        rows["rendered"] = rendered["accuracy"]
+    return rows
+
+
+def collect(exp: Experiment, out: Path) -> dict[str, Any]:
+    """Mean and std over seeds of every metric of every method (finished runs only)."""
+    methods = {}
+    for method in exp.methods:
+        per_seed = {}
+        for seed in exp.seeds:
+            path = out / method.slug / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
+            if path.exists():
+                per_seed[seed] = _metric_rows(json.loads(path.read_text()))
+        keys = list(dict.fromkeys(k for v in per_seed.values() for k in v))
+        stats = {}
+        for k in keys:
+            vals = [v[k] for v in per_seed.values() if k in v]
+            mean = sum(vals) / len(vals)
+            std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            stats[k] = {"mean": mean, "std": std, "n": len(vals)}
+        methods[method.name] = {"chain_steps": chain_steps(exp, method), "seeds": per_seed, "stats": stats}
+    return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
+
+
+def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
+    keys = []
+    for m in results["methods"].values():
+        keys += [k for k in m["stats"] if k not in keys]
+    head = "| method | steps | seeds | " + " | ".join(keys) + " |"
+    lines = [f"Task `{exp.task}` (profile `{exp.profile}`), split `{exp.eval_split}`; mean ± std over seeds, in %.",
+             "", head, "|" + "---|" * (len(keys) + 3)]
+    for name, m in results["methods"].items():
+        n = max((s["n"] for s in m["stats"].values()), default=0)
+        cells = [f"{100 * m['stats'][k]['mean']:.1f} ± {100 * m['stats'][k]['std']:.1f}" if k in m["stats"] else "-"
+                 for k in keys]
+        lines.append(f"| {name} | {m['chain_steps']} | {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

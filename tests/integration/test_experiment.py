@@ -1,0 +1,69 @@
+"""`negmine experiment`: init chains, equal budgets, resumable runs, results table."""
+
+import json
+import textwrap
+
+import pytest
+
+from negmine.cli import main
+from negmine.errors import ConfigError
+from negmine.experiment import chain_steps, load_experiment
+
+EXPERIMENT = """
+task = "toy"
+profile = "small"
+seeds = [0, 1]
+total_steps = 30
+
+[[methods]]
+name = "Random"
+negatives = ["random"]
+steps = 30
+
+[[methods]]
+name = "Hard Neg"
+init = "Random@10"
+negatives = ["random", "hard-minibatch"]
+steps = 20
+
+[[methods]]
+name = "Semi"
+init = "Hard Neg@10"
+negatives = ["random", "hard-minibatch"]
+steps = 10
+[methods.generators.hard-minibatch]
+strategy = "semihard"
+"""
+
+
+def test_chain_budgets(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT)
+    exp = load_experiment(path)
+    assert [chain_steps(exp, m) for m in exp.methods] == [30, 30, 30]
+    path.write_text(EXPERIMENT.replace("steps = 10\n[methods", "steps = 11\n[methods").replace('"Random@10"', '"Randm@10"'))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    assert "did you mean 'Random'" in str(err.value)
+
+
+def test_unequal_budget_is_rejected(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.replace('init = "Random@10"', 'init = "Random@20"'))
+    with pytest.raises(ConfigError, match="every row must get the same budget"):
+        load_experiment(path)
+
+
+def test_runs_chains_and_skips_finished(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "-q"]) == 0
+    captured = capsys.readouterr()
+    assert "| Hard Neg | 30 | 1 |" in captured.out
+    hard = json.loads((out / "hard-neg" / "seed-0" / "config.json").read_text())
+    assert hard["stages"][0]["init"].endswith("random/seed-0/checkpoints/step-10.pt")
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["methods"]) == {"Random", "Hard Neg", "Semi"}
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "-q"]) == 0
+    assert capsys.readouterr().err.count("[skip]") == 3
