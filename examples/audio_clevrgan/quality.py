@@ -1,0 +1,236 @@
+"""GAN quality measured with the attribute segmenter, and a sheet of images a person can judge.
+
+:func:`gan_quality` generates ``n`` images (latents ``standard_z(n, seed)``), segments them, and reports
+
+* ``confident_fraction``: the fraction of generated objects whose four attributes each have mean probability
+  >= ``threshold`` (0.9) - the objects a caption can name without guessing;
+* ``freq_diff_pp``: per attribute value, its frequency among GAN objects minus its frequency among rendered
+  objects (ground truth of ``n_ref`` scenes of the training distribution), in percentage points; and the same
+  difference against the segmenter's reading of rendered images (``freq_diff_pp_vs_segmented``), which cancels
+  the segmenter's own biases;
+* the distribution of the number of objects per image, for GAN and rendered images;
+* the segmenter's own ``confident_fraction`` on rendered images (its ceiling).
+
+:func:`make_sheet` writes a PNG with rendered scenes, the renderer's labels and the segmenter's reading of them,
+then GAN samples and the segmenter's reading of those, with each detected object listed under its image.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import numpy as np
+import torch
+
+from .gan import Generator, standard_z
+from .render import SCENE_PROFILES, SceneConfig, render_scenes, sample_scenes, to_uint8
+from .segmenter import AttributeSegmenter, DetectedObject, segment_objects
+from .vocab import ATTRIBUTES, COLOR_RGB, COLORS, VALUES
+
+
+def _frequencies(objs: list[dict[str, str]]) -> dict[str, dict[str, float]]:
+    out = {}
+    for a in ATTRIBUTES:
+        c = Counter(o[a] for o in objs)
+        out[a] = {v: c[v] / max(len(objs), 1) for v in VALUES[a]}
+    return out
+
+
+def _diff_pp(f: dict, g: dict) -> dict[str, dict[str, float]]:
+    return {a: {v: round(100 * (f[a][v] - g[a][v]), 2) for v in VALUES[a]} for a in ATTRIBUTES}
+
+
+def _max_abs(d: dict) -> float:
+    return max(abs(x) for vals in d.values() for x in vals.values())
+
+
+@torch.no_grad()
+def generate_images(G: Generator, n: int, seed: int = 1, batch_size: int = 100) -> torch.Tensor:
+    """``n`` GAN images in [0, 1], ``(n, 3, R, R)`` on the CPU, from ``standard_z(n, seed)``."""
+    z = standard_z(n, seed, G.z_dim)
+    return torch.cat([(G.generate(z[i : i + batch_size]).cpu() + 1) / 2 for i in range(0, n, batch_size)])
+
+
+def gan_quality(
+    G: Generator,
+    segmenter: AttributeSegmenter,
+    n: int = 1000,
+    seed: int = 1,
+    threshold: float = 0.9,
+    n_ref: int = 2000,
+    ref_seed: int = 20_000,
+    scene_config: SceneConfig = SCENE_PROFILES["cpu"],
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Quality figures of ``G`` read by ``segmenter`` (see the module docstring). All numbers are plain floats."""
+    G = G.to(device)
+    segmenter = segmenter.to(device)
+    images = generate_images(G, n, seed)
+    gan_objs = segment_objects(segmenter.predict(images))
+    flat = [o for img in gan_objs for o in img]
+    confident = [o for o in flat if o.min_confidence >= threshold]
+
+    scenes = sample_scenes(np.random.default_rng(ref_seed), n_ref, scene_config)
+    ref = render_scenes(scenes, resolution=G.config.resolution, device=device)
+    ref_true = [{a: getattr(o, a) for a in ATTRIBUTES} for s in scenes for o in s]
+    ref_seg = segment_objects(segmenter.predict(ref.images))
+    ref_seg_flat = [o for img in ref_seg for o in img]
+
+    f_gan = _frequencies([o.attributes for o in flat])
+    f_true = _frequencies(ref_true)
+    f_seg = _frequencies([o.attributes for o in ref_seg_flat])
+    d_true, d_seg = _diff_pp(f_gan, f_true), _diff_pp(f_gan, f_seg)
+    per_attr_conf = {
+        a: float(np.mean([o.confidence[a] >= threshold for o in flat])) if flat else 0.0 for a in ATTRIBUTES
+    }
+    return {
+        "n_images": n,
+        "z_seed": seed,
+        "threshold": threshold,
+        "n_objects": len(flat),
+        "objects_per_image": len(flat) / n,
+        "confident_fraction": len(confident) / max(len(flat), 1),
+        "confident_fraction_per_attribute": per_attr_conf,
+        "freq_gan": f_gan,
+        "freq_rendered": f_true,
+        "freq_diff_pp": d_true,
+        "max_abs_freq_diff_pp": _max_abs(d_true),
+        "freq_diff_pp_vs_segmented": d_seg,
+        "max_abs_freq_diff_pp_vs_segmented": _max_abs(d_seg),
+        "count_hist_gan": dict(sorted(Counter(len(x) for x in gan_objs).items())),
+        "count_hist_rendered": dict(sorted(Counter(len(s) for s in scenes).items())),
+        "rendered_segmented_confident_fraction": float(
+            np.mean([o.min_confidence >= threshold for o in ref_seg_flat]) if ref_seg_flat else 0.0
+        ),
+        "rendered_segmented_objects_per_image": len(ref_seg_flat) / n_ref,
+    }
+
+
+def format_quality(q: dict) -> str:
+    """Markdown summary of :func:`gan_quality`'s output."""
+    lines = [
+        f"- GAN samples: {q['n_images']} (z = standard_z(n, seed={q['z_seed']})), objects found: {q['n_objects']} "
+        f"({q['objects_per_image']:.2f} per image; rendered scenes: {q['rendered_segmented_objects_per_image']:.2f} "
+        "found by the segmenter)",
+        f"- objects with all four attributes at p >= {q['threshold']}: **{100 * q['confident_fraction']:.1f}%** "
+        f"(per attribute: "
+        + ", ".join(f"{a} {100 * v:.1f}%" for a, v in q["confident_fraction_per_attribute"].items())
+        + f"; the segmenter on rendered scenes: {100 * q['rendered_segmented_confident_fraction']:.1f}%)",
+        f"- largest |frequency difference| GAN vs rendered ground truth: **{q['max_abs_freq_diff_pp']:.2f} pp**; "
+        f"vs the segmenter's reading of rendered scenes: **{q['max_abs_freq_diff_pp_vs_segmented']:.2f} pp**",
+        f"- objects per image, GAN: {q['count_hist_gan']}; rendered: {q['count_hist_rendered']}",
+        "",
+        "| attribute | value | GAN % | rendered % | diff pp | diff pp vs segmented renders |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in ATTRIBUTES:
+        for v in VALUES[a]:
+            lines.append(
+                f"| {a} | {v} | {100 * q['freq_gan'][a][v]:.1f} | {100 * q['freq_rendered'][a][v]:.1f} | "
+                f"{q['freq_diff_pp'][a][v]:+.2f} | {q['freq_diff_pp_vs_segmented'][a][v]:+.2f} |"
+            )
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A sheet to look at
+# --------------------------------------------------------------------------------------------------------------
+
+_PALETTE = np.array([COLOR_RGB[c] for c in COLORS], dtype=np.float64) / 255.0
+_SHAPE_CODE = {"cube": "cube", "sphere": "sphere", "cylinder": "cyl"}
+
+
+def label_image(attrs: torch.Tensor) -> np.ndarray:
+    """Colour-code attribute maps ``(B, 4, H, W)`` (class indices, 0 = ground) as RGB ``(B, H, W, 3)`` uint8.
+
+    Object pixels take their colour class's RGB; metal is drawn lighter, small objects get a dark dot pattern,
+    and shapes are told apart by a hatch (cube: none, sphere: horizontal lines, cylinder: vertical lines).
+    """
+    a = attrs.cpu().numpy()
+    B, _, H, W = a.shape
+    out = np.full((B, H, W, 3), 0.15)
+    fg = a[:, 0] > 0
+    col = _PALETTE[np.clip(a[:, 1] - 1, 0, 7)]
+    col = np.where((a[:, 2] == 2)[..., None], 0.55 * col + 0.45, col)  # metal: lighter
+    rr, cc = np.meshgrid(np.arange(H), np.arange(W), indexing="ij")
+    hatch = ((a[:, 0] == 2) & (rr % 3 == 0)) | ((a[:, 0] == 3) & (cc % 3 == 0))
+    dots = (a[:, 3] == 2) & (rr % 4 == 1) & (cc % 4 == 1)
+    col = np.where((hatch | dots)[..., None], col * 0.45, col)
+    out[fg] = col[fg]
+    return (out * 255 + 0.5).astype(np.uint8)
+
+
+def pred_to_attrs(pred: dict[str, torch.Tensor], fg_threshold: float = 0.5) -> torch.Tensor:
+    """Hard attribute maps ``(B, 4, H, W)`` from segmenter probabilities (0 where not foreground)."""
+    fg = pred["foreground"][:, 1] > fg_threshold
+    return torch.stack([torch.where(fg, pred[a].argmax(1) + 1, 0) for a in ATTRIBUTES], 1)
+
+
+def _describe(o: DetectedObject) -> str:
+    return f"{o.size[0].upper()} {o.color} {o.material[:3]} {_SHAPE_CODE[o.shape]} {o.min_confidence:.2f}"
+
+
+def make_sheet(
+    G: Generator,
+    segmenter: AttributeSegmenter,
+    path: str | os.PathLike,
+    n: int = 8,
+    seed: int = 3,
+    scale: int = 3,
+    device: str | torch.device = "cpu",
+) -> None:
+    """Write a PNG: rows of rendered scenes / renderer labels / segmenter labels, then GAN samples / segmenter
+    labels, each tile ``scale`` times enlarged, with the objects the segmenter found written under GAN tiles
+    (``L red met sphere 0.97`` = large red metal sphere, lowest attribute confidence 0.97)."""
+    from PIL import Image, ImageDraw
+
+    res = G.config.resolution
+    scenes = sample_scenes(np.random.default_rng(seed), n)
+    ren = render_scenes(scenes, resolution=res, device=device)
+    ren_pred = segmenter.to(device).predict(ren.images)
+    gan = generate_images(G.to(device), 2 * n, seed)
+    gan_pred = segmenter.predict(gan)
+    gan_objs = segment_objects(gan_pred)
+    ren_objs = segment_objects(ren_pred)
+    rows = [
+        ("rendered scenes", to_uint8(ren.images), None),
+        (
+            "renderer labels (colour; metal lighter; sphere -, cylinder |, small dotted)",
+            label_image(ren.attributes),
+            None,
+        ),
+        ("segmenter on rendered scenes", label_image(pred_to_attrs(ren_pred)), ren_objs),
+        ("GAN samples", to_uint8(gan[:n]), None),
+        (
+            "segmenter on GAN samples",
+            label_image(pred_to_attrs({k: v[:n] for k, v in gan_pred.items()})),
+            gan_objs[:n],
+        ),
+        ("GAN samples", to_uint8(gan[n:]), None),
+        (
+            "segmenter on GAN samples",
+            label_image(pred_to_attrs({k: v[n:] for k, v in gan_pred.items()})),
+            gan_objs[n:],
+        ),
+    ]
+    tile = res * scale
+    pad, title_h, line_h = 4, 14, 11
+    heights = [title_h + tile + (5 * line_h if objs is not None else 0) + pad for _, _, objs in rows]
+    W = n * (tile + pad) + pad
+    sheet = Image.new("RGB", (W, sum(heights) + pad), (245, 245, 245))
+    draw = ImageDraw.Draw(sheet)
+    y = pad
+    for (title, imgs, objs), h in zip(rows, heights, strict=True):
+        draw.text((pad, y), title, fill=(0, 0, 0))
+        for i in range(n):
+            x = pad + i * (tile + pad)
+            sheet.paste(Image.fromarray(imgs[i]).resize((tile, tile), Image.NEAREST), (x, y + title_h))
+            if objs is not None:
+                for j, o in enumerate(objs[i][:5]):
+                    draw.text((x, y + title_h + tile + 1 + j * line_h), _describe(o), fill=(0, 0, 0))
+        y += h
+    sheet.save(path)
+
+
+__all__ = ["format_quality", "gan_quality", "generate_images", "label_image", "make_sheet", "pred_to_attrs"]
