@@ -129,11 +129,15 @@ class FaissNegatives(NegativeGenerator):
     Float[B, D]; the search returns ``candidates`` ids Long[B, C]; these are re-scored with the model's score against
     the corpus encodings cached at the last refresh (``rescore=cached``) or ranked by the index's inner product
     (``rescore=none``). Ids sharing the anchor's id or group are removed, the rest ranked by score, and ``k``
-    negatives chosen from ranks ``[rank_min, rank_max)``: the hardest, or a random draw (``strategy=sample``).
+    negatives chosen from ranks ``[rank_min, rank_max)`` (and, with ``min_gap``, scoring at least that much below the
+    anchor's positive): the hardest, or a random draw (``strategy=sample``).
 
     Output per side: ``Negatives.from_dataset(ids Long[B, k], score Float[B, k], valid Bool[B, k])`` on the training
     device, with ``meta["rank"]`` Long[B, k] (rank among the allowed re-scored candidates) and ``meta["index_score"]``
     Float[B, k] (the index's score). Invalid slots (fewer than k allowed candidates) hold id -1.
+
+    Under torchrun every rank encodes the whole training split at each refresh and keeps its own index (identical
+    across ranks, since the weights are); mining uses each rank's local batch.
     """
 
     name = "faiss"
@@ -157,6 +161,9 @@ class FaissNegatives(NegativeGenerator):
         )
         rank_min: int = option(0, "skip the rank_min highest-scoring allowed candidates (likely false negatives)", min=0)
         rank_max: int = option(0, "only allowed candidates ranked below rank_max (0: up to candidates)", min=0)
+        min_gap: float = option(
+            None, "keep only negatives with score <= positive - min_gap (unset: no filter)", type=float
+        )
         metric: str = option("auto", "auto: normalised when the model's score is cosine; ip; cosine",
                              choices=("auto", "ip", "cosine"))
         encode_batch: int = option(256, "batch size for encoding the corpus at each refresh", min=1)
@@ -287,6 +294,8 @@ class FaissNegatives(NegativeGenerator):
         window &= rank >= o.rank_min
         if o.rank_max:
             window &= rank < o.rank_max
+        if o.min_gap is not None:  # after ranking, as in hard-minibatch: the window counts every allowed candidate
+            window &= sorted_scores <= ctx.positive_scores.to(device)[:, None] - o.min_gap
         k = min(o.k, c)
         if o.strategy == "sample":
             if o.temperature > 0:

@@ -133,6 +133,22 @@ def test_rank_window_hardest_and_sample(toy):
     assert len(torch.cat(picks).unique()) == 7  # every rank of the window gets drawn
 
 
+def test_min_gap_keeps_negatives_below_the_positive(toy):
+    ctx = make_ctx(toy, torch.arange(200, 232))
+    gap = 0.05
+    out = FaissNegatives(FaissNegatives.Options(k=3, candidates=600, min_gap=gap)).generate(ctx)  # whole corpus
+    pos = ctx.positive_scores[:, None]
+    for side in (0, 1):
+        negs = out[side]
+        assert negs.valid.any()
+        assert (negs.score[negs.valid] <= (pos - gap).expand_as(negs.score)[negs.valid] + 1e-6).all()
+        scores, _ = brute_force(toy, ctx, side)
+        expected = scores.masked_fill(scores > pos - gap, float("-inf")).topk(3, dim=1)
+        ok = expected.values > float("-inf")
+        assert torch.equal(negs.valid, ok)
+        assert torch.equal(negs.index[ok], expected.indices[ok])
+
+
 def test_fewer_candidates_than_k_leaves_invalid_slots(toy):
     ctx = make_ctx(toy, torch.arange(8))
     negs = FaissNegatives(FaissNegatives.Options(k=4, candidates=4, rank_min=2)).generate(ctx)[1]
