@@ -91,7 +91,7 @@ GAN_PROFILES: dict[str, GanConfig] = {
     "gpu": GanConfig(),
 }
 # the StyleGAN2-like alternative: equalised-lr discriminator, non-saturating loss, lazy R1
-_R1 = dict(d_norm="equalized", loss="nonsat", r1_gamma=1.0, lr_g=2e-3, lr_d=2e-3)
+_R1 = dict(d_norm="equalized", loss="nonsat", r1_gamma=0.1, lr_g=2e-3, lr_d=2e-3)
 GAN_PROFILES["cpu-r1"] = dataclasses.replace(GAN_PROFILES["cpu"], **_R1)
 GAN_PROFILES["gpu-r1"] = dataclasses.replace(GAN_PROFILES["gpu"], **_R1)
 

@@ -353,13 +353,16 @@ def train_segmenter(
     threads: int | None = None,
     workers: int = 1,
     eval_scenes: int = 500,
+    fit_seconds: float | None = None,
     verbose: bool = True,
 ) -> dict:
     """Train the segmenter on freshly rendered scenes (batch ``s`` from ``default_rng([seed, s])``), resumably.
 
     Writes ``out_dir/state.pt`` (model + optimiser + step), ``out_dir/segmenter.pt`` (weights for
     :func:`load_segmenter`, fp16) and ``out_dir/eval.json`` (held-out accuracy, see :func:`evaluate_segmenter`)
-    at the end. The learning rate follows a cosine schedule over ``steps``. Returns the evaluation dict.
+    at the end. The learning rate follows a cosine schedule over ``steps``. With ``fit_seconds``, the speed of
+    the first 20 steps sets ``steps`` to what fits in that time (at most the given ``steps``; the choice is
+    stored, so a resumed run keeps it). Returns the evaluation dict.
     """
     from .train_scripts import atomic_save  # local import: train_scripts imports this module lazily
 
@@ -382,6 +385,7 @@ def train_segmenter(
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["opt"])
         step = ck["step"]
+        steps = ck.get("steps", steps)
     scfg = _scene_cfg(cfg)
 
     def save() -> None:
@@ -420,8 +424,12 @@ def train_segmenter(
             loss.backward()
             opt.step()
             step += 1
+            if fit_seconds is not None and step == 20:
+                steps = min(steps, int(20 / (time.time() - t0) * fit_seconds))
+                if verbose:
+                    print(f"[seg] {steps} steps fit in {fit_seconds:.0f}s", flush=True)
             if step % log_every == 0 or step == steps:
-                rec = {"step": step, "loss": round(float(loss), 4), "t": round(time.time() - t0, 1)}
+                rec = {"step": step, "loss": round(float(loss.detach()), 4), "t": round(time.time() - t0, 1)}
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
                 if verbose:

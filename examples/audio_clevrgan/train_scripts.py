@@ -301,7 +301,29 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--profile", default="cpu", help="model size/recipe profile")
     sub.choices["gan"].add_argument("--bank-size", type=int, default=20000)
     sub.choices["gan"].add_argument("--sample-every", type=int, default=1000)
+    sub.choices["segmenter"].add_argument("--fit-seconds", type=float, default=None)
+    q = sub.add_parser("quality", help="GAN quality read by the segmenter (and a PNG sheet)")
+    q.add_argument("--gan", required=True, help="generator.pt")
+    q.add_argument("--segmenter", required=True, help="segmenter.pt")
+    q.add_argument(
+        "--out", required=True, help="JSON file for the figures (a .md summary is written beside it)"
+    )
+    q.add_argument("--sheet", default=None, help="PNG sheet of renders, GAN samples and labels")
+    q.add_argument("--n", type=int, default=1000)
+    q.add_argument("--seed", type=int, default=1)
+    q.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    if a.what == "quality":
+        from .quality import format_quality, gan_quality, make_sheet
+
+        G, seg = load_gan(a.gan, a.device), load_segmenter(a.segmenter, a.device)
+        res = gan_quality(G, seg, n=a.n, seed=a.seed, device=a.device)
+        Path(a.out).write_text(json.dumps(res, indent=1))
+        Path(a.out).with_suffix(".md").write_text(format_quality(res) + "\n")
+        if a.sheet:
+            make_sheet(G, seg, a.sheet, device=a.device)
+        print(format_quality(res))
+        return
     common = dict(
         seed=a.seed,
         device=a.device,
@@ -315,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     if a.what == "gan":
         res = train_gan(a.out, a.steps, bank_size=a.bank_size, sample_every=a.sample_every, **common)
     else:
-        res = train_segmenter(a.out, a.steps, **common)
+        res = train_segmenter(a.out, a.steps, fit_seconds=a.fit_seconds, **common)
     print(json.dumps(res, default=str))
 
 
