@@ -32,6 +32,7 @@ class DavenetConfig:
     audio_widths: tuple[int, ...] = (128, 256, 512, 512)
     audio_kernels: tuple[int, ...] = (11, 17, 17, 17)
     audio_pools: int = 3
+    audio_pool_first: bool = False  # also pool right after the 40x1 conv (halves every later conv's cost)
     image_blocks: tuple[tuple[int, int], ...] = ((64, 2), (128, 2), (256, 3), (512, 3))
     image_size: int = 64
     batchnorm: bool = False
@@ -45,8 +46,8 @@ PROFILES: dict[str, DavenetConfig] = {
     "paper-large": DavenetConfig(audio_widths=(128, 256, 512, 512, 512, 512), audio_kernels=(11, 17, 17, 17, 17, 17),
                                  audio_pools=5),
     # Narrow towers that learn within minutes on 2 CPU cores (chosen by measurement: see docs/audio-clevrgan.md).
-    "cpu": DavenetConfig(dim=128, audio_widths=(64, 128, 128, 128), image_blocks=((32, 1), (64, 1), (128, 2)),
-                         batchnorm=True),
+    "cpu": DavenetConfig(dim=128, audio_widths=(32, 64, 128, 128), audio_pool_first=True,
+                         image_blocks=((32, 1), (64, 1), (128, 1)), batchnorm=True),
     # Tiny towers for tests.
     "tiny": DavenetConfig(dim=16, audio_widths=(8, 16, 16, 16), image_blocks=((8, 1), (16, 1), (16, 1)),
                           batchnorm=True),
@@ -61,6 +62,8 @@ class AudioEncoder(nn.Module):
         widths = (*cfg.audio_widths, cfg.dim)
         layers: list[nn.Module] = [nn.BatchNorm2d(1), nn.Conv2d(1, widths[0], (40, 1)), nn.ReLU(inplace=True)]
         pools = 0
+        if cfg.audio_pool_first:
+            layers.append(nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1)))
         for i, k in enumerate(cfg.audio_kernels):
             layers.append(nn.Conv2d(widths[i], widths[i + 1], (1, k), padding=(0, k // 2)))
             if cfg.batchnorm:
@@ -70,7 +73,7 @@ class AudioEncoder(nn.Module):
                 layers.append(nn.MaxPool2d((1, 3), stride=(1, 2), padding=(0, 1)))
                 pools += 1
         self.net = nn.Sequential(*layers)
-        self.pools = pools
+        self.pools = pools + int(cfg.audio_pool_first)
 
     def output_lengths(self, nframes: Tensor) -> Tensor:
         """Valid output frames for input lengths: each pool maps L -> floor((L - 1) / 2) + 1, at least 1."""
