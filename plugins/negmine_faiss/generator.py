@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
-from negmine.errors import ConfigError, PluginError
+from negmine.errors import PluginError
 from negmine.generator import SIDE_CHOICES, MiningContext, NegativeGenerator, Negatives, option
 from negmine.model import Embedding, PairedDataset, to_device
 
@@ -169,18 +169,20 @@ class FaissNegatives(NegativeGenerator):
         encode_batch: int = option(256, "batch size for encoding the corpus at each refresh", min=1)
         sides: str = option("both", "which sides get negatives: both, a or b", choices=SIDE_CHOICES)
 
+        def __attrs_post_init__(self) -> None:
+            """Cross-option checks; a ValueError here is reported by the config validation, before training."""
+            problems = []
+            if self.rank_max and self.rank_max <= self.rank_min:
+                problems.append(f"rank_max ({self.rank_max}) must be greater than rank_min ({self.rank_min}) or 0")
+            if self.rank_max > self.candidates:
+                problems.append(f"rank_max ({self.rank_max}) exceeds candidates ({self.candidates}); raise candidates")
+            if self.rank_min >= self.candidates:
+                problems.append(f"rank_min ({self.rank_min}) must be below candidates ({self.candidates})")
+            if problems:
+                raise ValueError("; ".join(problems))
+
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
-        o = self.options
-        problems = []
-        if o.rank_max and o.rank_max <= o.rank_min:
-            problems.append(f"faiss: rank_max ({o.rank_max}) must be greater than rank_min ({o.rank_min}) or 0")
-        if o.rank_max > o.candidates:
-            problems.append(f"faiss: rank_max ({o.rank_max}) exceeds candidates ({o.candidates}); raise candidates")
-        if o.rank_min >= o.candidates:
-            problems.append(f"faiss: rank_min ({o.rank_min}) must be below candidates ({o.candidates})")
-        if problems:
-            raise ConfigError(problems)
         self.indexes: dict[int, SideIndex] = {}
         self.groups: Tensor | None = None  # Long[N] group of every training item
         self.last_refresh: int | None = None  # global step of the last scheduled refresh (survives resume)

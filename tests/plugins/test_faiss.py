@@ -186,11 +186,14 @@ def test_ivf_factory_string(toy):
         build_index(vectors[:20], "IVF64,Flat")
 
 
-def test_option_checks():
-    with pytest.raises(ConfigError, match="rank_max"):
-        FaissNegatives(FaissNegatives.Options(candidates=8, rank_max=16))
-    with pytest.raises(ConfigError, match="rank_min"):
-        FaissNegatives(FaissNegatives.Options(rank_min=4, rank_max=3))
+def test_option_checks_fail_at_config_time(tmp_path):
+    with pytest.raises(ValueError, match="rank_max"):
+        FaissNegatives.Options(candidates=8, rank_max=16)
+    with pytest.raises(ValueError, match="rank_min"):
+        FaissNegatives.Options(rank_min=4, rank_max=3)
+    with pytest.raises(ConfigError, match="rank_max"):  # before any training
+        Trainer(build_toy("small"), {"negatives": ["faiss"], "generators": {"faiss": {"rank_max": 64}}},
+                plugins=get_plugin_manager(), run_dir=tmp_path)
 
 
 class Interrupted(Exception):
