@@ -123,11 +123,12 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
             provides.add("gan")
             resources["gan_path"] = root / "gan.pt"
     from .evaluate import attribute_test, rendered_test
+    from .figures import figures
 
     return Task(
         "audio-clevrgan", model, splits["train"], splits["val"], splits["test"], frozenset(provides), resources,
         defaults=dict(TASK_DEFAULTS[profile]),
-        evaluators={"attributes": attribute_test, "rendered": rendered_test},
+        evaluators={"attributes": attribute_test, "rendered": rendered_test, "figures": figures},
     )
 
 

@@ -1,0 +1,137 @@
+"""Figures of a trained DaveNet: retrieval examples (paper fig. 7 style), word heat maps, training curves."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .dataset import load_image
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def training_curves(run_dirs: list[Path], out: Path, labels: list[str] | None = None) -> Path:
+    """Loss and validation mean R@1/5/10 against steps for one or more runs (from metrics.jsonl)."""
+    plt = _plt()
+    fig, (ax_loss, ax_rec) = plt.subplots(1, 2, figsize=(11, 4))
+    for i, run in enumerate(run_dirs):
+        label = labels[i] if labels else Path(run).name
+        rows = [json.loads(line) for line in (Path(run) / "metrics.jsonl").read_text().splitlines() if line]
+        steps = [r["step"] for r in rows if "loss" in r]
+        ax_loss.plot(steps, [r["loss"] for r in rows if "loss" in r], label=label, lw=1)
+        evals = [r for r in rows if r.get("event") == "eval"]
+        for k, style in (("mean@10", "-"), ("mean@5", "--"), ("mean@1", ":")):
+            ax_rec.plot([r["step"] for r in evals], [100 * r[k] for r in evals], style,
+                        label=f"{label} {k.replace('mean@', 'R@')}", color=f"C{i}")
+    ax_loss.set(xlabel="step", ylabel="training loss", title="loss")
+    ax_rec.set(xlabel="step", ylabel="recall (%)", title="validation recall (mean of both directions)")
+    ax_loss.legend(fontsize=7)
+    ax_rec.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+@torch.no_grad()
+def retrieval_examples(model: Any, task: Any, out: Path, n_queries: int = 4, top: int = 5, n_pool: int = 500,
+                       device: torch.device | str = "cpu") -> Path:
+    """For a few test captions: the caption text and the top images retrieved from the test pool (the true image
+    framed in green, others in grey)."""
+    plt = _plt()
+    model.eval()
+    data = task.test
+    n = min(n_pool, len(data))
+    ids = torch.arange(n)
+    batch = data.batch(ids)
+    img = model.encode(0, batch.a.to(device))
+    aud = model.encode(1, tuple(x.to(device) for x in batch.b))
+    scores = torch.cat([model.score_matrix(img, aud[slice(i, i + 64)]) for i in range(0, n, 64)], dim=1).cpu()
+    fig, axes = plt.subplots(n_queries, top + 1, figsize=(2.0 * (top + 1), 2.1 * n_queries))
+    root = Path(task.resources["data_dir"])
+    for q in range(n_queries):
+        ranking = scores[:, q].argsort(descending=True)[:top].tolist()
+        ax = axes[q, 0]
+        ax.axis("off")
+        ax.text(0, 0.5, "\n".join(textwrap.wrap(data.rows[q]["caption"], 28)), fontsize=6.5, va="center")
+        for j, idx in enumerate(ranking):
+            ax = axes[q, j + 1]
+            ax.imshow(load_image(root / data.rows[idx]["image"]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            color = "limegreen" if idx == q else "0.6"
+            for spine in ax.spines.values():
+                spine.set_edgecolor(color)
+                spine.set_linewidth(3 if idx == q else 1)
+            ax.set_title(f"#{j + 1}  {float(scores[idx, q]):.2f}", fontsize=7)
+    fig.suptitle(f"spoken caption -> top {top} of {n} test images (true image in green)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    model.train()
+    return out
+
+
+@torch.no_grad()
+def word_heatmaps(model: Any, task: Any, out: Path, words: tuple[str, ...] = ("cube", "sphere", "metal", "red",
+                  "large"), n_images: int = 4, device: torch.device | str = "cpu") -> Path:
+    """Where in the image each isolated spoken word matches: max over time of the matchmap, upsampled over images
+    that contain the word's attribute value."""
+    from .evaluate import _encode_audio
+
+    plt = _plt()
+    model.eval()
+    root = Path(task.resources["data_dir"])
+    entries = [json.loads(line) for line in (root / "semantic" / "words.jsonl").read_text().splitlines()]
+    rows = task.test.rows
+    fig, axes = plt.subplots(len(words), n_images, figsize=(2.0 * n_images, 2.1 * len(words)))
+    for w, word in enumerate(words):
+        entry = next(e for e in entries if e["word"] == word)
+        with_value = [r for r in rows if r["pixels"][entry["value"]] > 0][:n_images]
+        audio = _encode_audio(model, [root / entry["audio"]], device)
+        for k in range(n_images):
+            ax = axes[w, k]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if k >= len(with_value):
+                continue
+            image = load_image(root / with_value[k]["image"])
+            emb = model.encode(0, torch.from_numpy(image).permute(2, 0, 1)[None].to(device))
+            mm = model.score.matchmap(emb, audio)[0]  # [8, 8, T']
+            heat = mm[..., : int(audio.lengths[0])].amax(-1).cpu().numpy()
+            heat = (heat - heat.min()) / (np.ptp(heat) + 1e-8)
+            size = image.shape[0]
+            ax.imshow(image)
+            ax.imshow(np.kron(heat, np.ones((size // 8, size // 8))), cmap="jet", alpha=0.45)
+            if k == 0:
+                ax.set_ylabel(f'"{word}"', fontsize=9)
+    fig.suptitle("matchmap of an isolated spoken word (max over time), over test images with that attribute",
+                 fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    model.train()
+    return out
+
+
+def figures(model: Any, task: Any, run_dir: Path, device: torch.device, split: str = "test") -> dict[str, Any]:
+    """The ``figures`` evaluation of ``negmine eval``: writes PNGs into the run directory."""
+    paths = {
+        "retrieval": retrieval_examples(model, task, run_dir / "fig-retrieval.png", device=device),
+        "heatmaps": word_heatmaps(model, task, run_dir / "fig-word-heatmaps.png", device=device),
+        "curves": training_curves([run_dir], run_dir / "fig-training.png"),
+    }
+    md = "\n".join(f"![{name}]({p.name})" for name, p in paths.items())
+    return {"files": {k: str(v) for k, v in paths.items()}, "markdown": md}
