@@ -233,13 +233,12 @@ class FaissNegatives(NegativeGenerator):
             self.groups = corpus_groups(data)
         o = self.options
         normalize = wants_normalized(model, o.metric)
-        indexes = {}
+        self.indexes = indexes = {}  # drop the old index and cache first: peak memory is one copy, not two
         for side in sides:
             emb = encode_corpus(model, data, side, device, o.encode_batch)
             vectors = _pooled(emb, normalize)
             indexes[side] = SideIndex(build_index(as_faiss_array(vectors), o.index, o.nprobe),
                                       emb if o.rescore == "cached" else None)
-        self.indexes = indexes
         self.refreshes += 1
         self.refresh_seconds = time.perf_counter() - tick
 
