@@ -68,6 +68,14 @@ class AudioClevrganSplit(PairedDataset):
         if latents is not None:
             self.latents = torch.from_numpy(latents[[r["latent_row"] for r in self.rows]])
         self.groups = None
+        self.positive_fn = None
+
+    def use_generated_positives(self, fn) -> None:
+        """Serve side-a images as ``fn(latents)`` (Float[B, 3, S, S] in [0, 1]) instead of the stored PNGs, so that
+        edited negatives and their positives both skip quantisation."""
+        if self.latents is None:
+            raise DataError(f"{str(self.root)!r} has no latents.npy: generated positives need a GAN-built dataset")
+        self.positive_fn = fn
 
     def _features(self) -> tuple[Tensor, Tensor]:
         key = hashlib.sha256(("|".join(r["audio"] for r in self.rows) + f"|{self.frames}").encode()).hexdigest()[:16]
@@ -91,11 +99,14 @@ class AudioClevrganSplit(PairedDataset):
     def batch(self, ids: Tensor) -> Batch:
         ids = ids.long().cpu()
         extras = {} if self.latents is None else {"latent": self.latents[ids]}
-        return Batch(self.images[ids], self.side_batch(1, ids), ids, None, extras)
+        return Batch(self.side_batch(0, ids), self.side_batch(1, ids), ids, None, extras)
 
     def side_batch(self, side: int, ids: Tensor) -> Any:
         ids = ids.long().cpu()
         if side == 0:
+            if self.positive_fn is not None:
+                with torch.no_grad():
+                    return self.positive_fn(self.latents[ids]).float().cpu()
             return self.images[ids]
         return (self.feats[ids].unsqueeze(1).float(), self.nframes[ids])
 
@@ -122,6 +133,7 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         if (root / "gan.pt").is_file():
             provides.add("gan")
             resources["gan_path"] = root / "gan.pt"
+            resources["gan_loader"] = lambda: _load_gan(root / "gan.pt")
     from .evaluate import attribute_test, rendered_test
     from .figures import figures
 
@@ -130,6 +142,12 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         defaults=dict(TASK_DEFAULTS[profile]),
         evaluators={"attributes": attribute_test, "rendered": rendered_test, "figures": figures},
     )
+
+
+def _load_gan(path: Path):
+    from .train_scripts import load_gan
+
+    return load_gan(path)
 
 
 PROFILE_HELP = {

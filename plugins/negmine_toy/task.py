@@ -25,6 +25,7 @@ OPTIONS = {
 
 PROFILES = {
     "default": {"n_train": 4000, "n_val": 500, "hidden": 128, "dim": 64},
+    "gan": {"n_train": 600, "n_val": 200, "hidden": 32, "dim": 16},
     "small": {"n_train": 600, "n_val": 200, "hidden": 32, "dim": 16},
     "dense": {"n_train": 4000, "n_val": 500, "hidden": 128, "dim": 32},
 }
@@ -53,6 +54,39 @@ def make_pairs(n: int, latent_dim: int, noise: float, views: int, data_seed: int
     return a, b, groups, z
 
 
+class TinyGan(nn.Module):
+    """A fixed random generator z Float[N, L] -> images Float[N, 3, 16, 16] in [-1, 1] whose 8x8 layer is named
+    ``layer4`` (32 channels) as in a ProGAN: the toy stand-in for a trained GAN, so GAN-edit generators run in
+    seconds."""
+
+    def __init__(self, latent_dim: int, seed: int, channels: int = 32) -> None:
+        super().__init__()
+        gen = torch.Generator().manual_seed(seed)
+        self.channels = channels
+        self.layer1 = nn.Linear(latent_dim, channels * 16)
+        self.layer4 = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())
+        self.output = nn.Sequential(nn.Upsample(scale_factor=2), nn.Conv2d(channels, 3, 3, padding=1), nn.Tanh())
+        with torch.no_grad():
+            for param in self.parameters():
+                param.copy_(torch.randn(param.shape, generator=gen) * (1.0 / max(1, param[0].numel()) ** 0.5))
+        self.requires_grad_(False)
+
+    def forward(self, z: Tensor) -> Tensor:
+        h = self.layer1(z).view(-1, self.channels, 4, 4)
+        return self.output(self.layer4(h))
+
+
+class ImageTower(nn.Module):
+    """Float[N, 3, 16, 16] in [0, 1] -> Float[N, D, 8, 8]."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, dim, 3, stride=2, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
 def _mlp(inp: int, hidden: int, out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(inp, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out))
 
@@ -63,18 +97,21 @@ class ToyDualEncoder(DualEncoder):
 
     sides = ("a", "b")
 
-    def __init__(self, hidden: int, dim: int, score: str = "dot", dense: bool = False) -> None:
-        if dense:
+    def __init__(self, hidden: int, dim: int, score: str = "dot", dense: bool = False, gan: bool = False) -> None:
+        if dense or gan:
             scorer = MatchmapScore("misa")
         else:
             scorer = CosineScore() if score == "cosine" else DotScore()
         super().__init__(scorer)
-        self.dense, self.dim = dense, dim
-        self.tower_a = _mlp(A_DIM, hidden, dim * (GRID * GRID if dense else 1))
+        dense = dense or gan
+        self.dense, self.dim, self.gan = dense, dim, gan
+        self.tower_a = ImageTower(dim) if gan else _mlp(A_DIM, hidden, dim * (GRID * GRID if dense else 1))
         self.tower_b = _mlp(B_DIM, hidden, dim * (SEQ if dense else 1))
 
     def encode(self, side: int, inputs: Tensor) -> Embedding:
         """inputs: Float[N, 32] (side a) or Float[N, 24] (side b)."""
+        if side == 0 and self.gan:
+            return Embedding(self.tower_a(inputs))
         if side == 0:
             out = self.tower_a(inputs)
             return Embedding(out.view(-1, self.dim, GRID, GRID) if self.dense else out)
@@ -93,15 +130,25 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
     n_train = int(opts["n_train"] or prof["n_train"])
     n_val = int(opts["n_val"] or prof["n_val"])
     splits = {}
+    gan = TinyGan(int(opts["latent_dim"]), int(opts["data_seed"])) if profile == "gan" else None
     for split, n in (("train", n_train), ("val", n_val), ("test", n_val)):
         a, b, groups, z = make_pairs(n, int(opts["latent_dim"]), float(opts["noise"]), int(opts["views"]),
                                      int(opts["data_seed"]), split)
+        if gan is not None:  # side a becomes the GAN's picture of the latent (floats, never quantised)
+            with torch.no_grad():
+                a = (gan(z) + 1) / 2
         splits[split] = TensorPairs(a, b, groups=groups, extras={"latent": z})
     torch.manual_seed(seed)
-    model = ToyDualEncoder(prof["hidden"], prof["dim"], score=str(opts["score"]), dense=profile == "dense")
-    provides = {"corpus", "latents"} | ({"dense_maps"} if profile == "dense" else set())
+    model = ToyDualEncoder(prof["hidden"], prof["dim"], score=str(opts["score"]), dense=profile == "dense",
+                           gan=profile == "gan")
+    provides = {"corpus", "latents"} | ({"dense_maps"} if profile in ("dense", "gan") else set())
+    resources = {}
+    if gan is not None:
+        provides.add("gan")
+        resources["gan"] = gan
     defaults = {"optimizer": "adam", "lr": 1e-3, "batch_size": 64, "steps": 400, "eval_size": n_val,
                 "weight_decay": 0.0, "log_every": 20, "checkpoint_every": 100}
-    if profile == "small":
+    if profile in ("small", "gan"):
         defaults.update(batch_size=32, steps=60, log_every=10, checkpoint_every=20)
-    return Task("toy", model, splits["train"], splits["val"], splits["test"], frozenset(provides), defaults=defaults)
+    return Task("toy", model, splits["train"], splits["val"], splits["test"], frozenset(provides), resources,
+                defaults=defaults)

@@ -1,0 +1,153 @@
+"""Task-agnostic GAN editing: retain or replace one layer's output of any torch generator.
+
+An edit follows GAN Dissection: ``h <- h * (1 - a) + v * a`` on the output ``h`` (Float[B, C, H, W]) of one named
+layer, with ablation ``a`` in [0, 1] broadcastable to ``h`` and replacement ``v`` (0 when None). Any ``nn.Module``
+works through forward hooks; a generator that also offers ``features(z, upto=layer)`` and ``decode(h, after=layer)``
+(as the Audio CLEVRGAN generator does) runs only the layers after the edit for each retry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from negmine.errors import PluginError
+
+
+class _Stop(Exception):
+    """Raised by a retaining hook to skip the layers after the one we need."""
+
+
+def match_shape(a: Tensor | float, like: Tensor) -> Tensor:
+    """Broadcast an ablation/replacement to ``like`` (Float[B, C, H, W]): a C-vector applies everywhere, a (C, H, W)
+    map to every item, and a map of another spatial size is adaptively max-pooled to the layer's H x W."""
+    if not isinstance(a, Tensor):
+        return torch.full_like(like, float(a))
+    a = a.to(like.device, like.dtype)
+    if a.dim() == 1:
+        a = a.view(1, -1, 1, 1)
+    elif a.dim() == 3:
+        a = a.unsqueeze(0)
+    if a.shape[-2:] != like.shape[-2:] and a.shape[-1] != 1:
+        a = F.adaptive_max_pool2d(a, like.shape[-2:])
+    return a.expand_as(like)
+
+
+class GanEditor:
+    """Edit one layer of a generator.
+
+    gan: any module mapping latents Float[B, Z] to images Float[B, 3, R, R].
+    layer: the name of the submodule whose output is edited (``dict(gan.named_modules())[layer]``).
+    call: how to run the generator on latents (default ``gan(z)``).
+    """
+
+    def __init__(self, gan: nn.Module, layer: str, call: Callable[[nn.Module, Tensor], Tensor] | None = None) -> None:
+        modules = dict(gan.named_modules())
+        if layer not in modules:
+            names = [n for n in modules if n]
+            from negmine.errors import UnknownNameError
+
+            raise UnknownNameError("GAN layer", layer, names)
+        self.gan, self.layer, self.module = gan, layer, modules[layer]
+        self.call = call or (lambda g, z: g(z))
+        self.fast = callable(getattr(gan, "features", None)) and callable(getattr(gan, "decode", None))
+
+    @torch.no_grad()
+    def features(self, z: Tensor) -> Tensor:
+        """Float[B, C, H, W]: the layer's output for latents z (the rest of the generator is skipped)."""
+        if self.fast:
+            return self.gan.features(z, upto=self.layer)
+        store: dict[str, Tensor] = {}
+
+        def hook(_module, _inputs, output):
+            store["h"] = output
+            raise _Stop
+
+        handle = self.module.register_forward_hook(hook)
+        try:
+            self.call(self.gan, z)
+        except _Stop:
+            pass
+        finally:
+            handle.remove()
+        if "h" not in store:
+            raise PluginError(f"GAN layer {self.layer!r} was not called while generating")
+        return store["h"]
+
+    @torch.no_grad()
+    def generate(self, z: Tensor, ablation: Tensor | float | None = None, replacement: Tensor | float | None = None,
+                 features: Tensor | None = None) -> Tensor:
+        """Images Float[B, 3, R, R] with the layer's output edited; ``features`` (from :meth:`features`) lets a
+        generator with ``decode`` skip the layers before the edit."""
+        def edit(h: Tensor) -> Tensor:
+            if ablation is None:
+                return h
+            a = match_shape(ablation, h)
+            v = torch.zeros_like(h) if replacement is None else match_shape(replacement, h)
+            return h * (1 - a) + v * a
+
+        if self.fast:
+            h = features if features is not None else self.gan.features(z, upto=self.layer)
+            return self.gan.decode(edit(h), after=self.layer)
+        handle = self.module.register_forward_hook(lambda _m, _i, out: edit(out))
+        try:
+            return self.call(self.gan, z)
+        finally:
+            handle.remove()
+
+
+def geodesic_region(heat: Tensor, seeds: Tensor, threshold: Tensor) -> Tensor:
+    """Bool[B, H, W]: the 8-connected component of ``heat >= threshold * max`` that contains the seed, dilated once
+    more with a 3x3 kernel (the paper code's region).
+
+    heat: Float[B, H, W]; seeds: Long[B, 2] (row, col); threshold: Float[B] fraction of each map's maximum.
+    """
+    b, h, w = heat.shape
+    peak = heat.flatten(1).amax(1)
+    mask = heat >= (threshold * peak)[:, None, None]
+    region = torch.zeros_like(mask)
+    region[torch.arange(b), seeds[:, 0], seeds[:, 1]] = True
+    kernel = torch.ones(1, 1, 3, 3, device=heat.device)
+    for _ in range(h * w):  # grow inside the mask until stable (at most H*W steps)
+        grown = (F.conv2d(region[:, None].float(), kernel, padding=1)[:, 0] > 0) & mask
+        grown |= region
+        if torch.equal(grown, region):
+            break
+        region = grown
+    return F.conv2d(region[:, None].float(), kernel, padding=1)[:, 0] > 0
+
+
+def upsample_mask(region: Tensor, size: int) -> Tensor:
+    """Bool[B, h, w] -> Bool[B, size, size] (bilinear, rounded), the pixel footprint of an 8x8 region."""
+    up = F.interpolate(region[:, None].float(), size=(size, size), mode="bilinear", align_corners=False)
+    return up[:, 0] >= 0.5
+
+
+def change_ratio(original: Tensor, edited: Tensor, mask: Tensor, transform: Callable[[Tensor], Tensor]) -> Tensor:
+    """Float[B]: ||(T(edited) - T(original)) * mask|| / ||T(original) * mask|| (mask Bool[B, H, W])."""
+    t0, t1 = transform(original), transform(edited)
+    m = mask[:, None].to(t0.dtype)
+    num = ((t1 - t0) * m).flatten(1).norm(dim=1)
+    den = (t0 * m).flatten(1).norm(dim=1).clamp_min(1e-8)
+    return num / den
+
+
+def imagenet_transform(images01: Tensor) -> Tensor:
+    mean = torch.tensor((0.485, 0.456, 0.406), device=images01.device).view(1, 3, 1, 1)
+    std = torch.tensor((0.229, 0.224, 0.225), device=images01.device).view(1, 3, 1, 1)
+    return (images01 - mean) / std
+
+
+def resolve_gan(task: Any) -> nn.Module:
+    """The task's GAN: ``task.resources["gan"]`` (a module) or ``["gan_loader"]`` (a zero-argument callable)."""
+    res = getattr(task, "resources", {}) or {}
+    if isinstance(res.get("gan"), nn.Module):
+        return res["gan"]
+    if callable(res.get("gan_loader")):
+        res["gan"] = res["gan_loader"]()
+        return res["gan"]
+    raise PluginError(f"task {getattr(task, 'name', '?')!r} declares 'gan' but resources has no 'gan' module or 'gan_loader'")

@@ -1,0 +1,146 @@
+"""``gan-random``: ablate randomly chosen GAN units where the model looks, until the image really changes.
+
+For each pair i (image from latent z_i, caption A_i): the matchmap M = matchmap(I_i, A_i) gives the most salient
+location (h*, w*, t*) and a heat map H = max_t M; the edit region R is the connected part of H >= tau_h * max H
+around (h*, w*), dilated once (8x8, like the GAN layer). Each unit of the layer is ablated inside R with probability p:
+I_n = G(z_i; h <- h * (1 - a)). The edit is accepted when the change ratio inside R's pixels reaches the acceptance
+threshold; otherwise p rises and the threshold falls, and the items not accepted yet are retried together, so the
+loop always ends (the threshold reaches 0 by ``max_tries``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from negmine import hookimpl
+from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
+from negmine.model import Embedding
+from negmine_gan.edit import (
+    GanEditor,
+    change_ratio,
+    geodesic_region,
+    imagenet_transform,
+    resolve_gan,
+    upsample_mask,
+)
+
+
+def to_model_input(images: Tensor) -> Tensor:
+    """GAN output Float[B, 3, R, R] in [-1, 1] -> Float[B, 3, R, R] in [0, 1]."""
+    return (images.clamp(-1, 1) + 1) / 2
+
+
+def salient(model: Any, image: Embedding, audio: Embedding) -> tuple[Tensor, Tensor]:
+    """Heat map Float[B, H, W] (max over valid frames of the matchmap, normalised by its max) and the argmax
+    location Long[B, 2] (row, col) of the 3-D matchmap."""
+    mm = model.score.matchmap(image, audio)  # [B, H, W, T]
+    if audio.lengths is not None:
+        t = mm.shape[-1]
+        valid = torch.arange(t, device=mm.device)[None, :] < audio.lengths[:, None]
+        mm = mm.masked_fill(~valid[:, None, None, :], float("-inf"))
+    heat = mm.amax(-1)
+    b, h, w = heat.shape
+    flat = heat.flatten(1).argmax(1)
+    seeds = torch.stack([flat // w, flat % w], dim=1)
+    lo = heat.flatten(1).amin(1)[:, None, None]
+    hi = heat.flatten(1).amax(1)[:, None, None]
+    return (heat - lo) / (hi - lo + 1e-10), seeds
+
+
+class GanRandomEdits(NegativeGenerator):
+    """Edited GAN images: random units of one layer ablated in the most salient region (paper §5.4)."""
+
+    name = "gan-random"
+    requires = frozenset({"gan", "latents", "dense_maps"})
+
+    @attrs.frozen
+    class Options:
+        layer: str = option("layer4", "GAN layer to edit (its output must be on the model's image grid)")
+        p: float = option(0.2, "initial probability of ablating each unit (paper text 0.2; paper code 0.5 fixed)",
+                          min=0.0, max=1.0)
+        p_step: float = option(0.1, "added to p after each rejected try (0: fixed p, as the paper code)", min=0.0,
+                               max=1.0)
+        region_threshold: float = option(0.95, "tau_h: the region is H >= tau_h * max H around the peak", min=0.0,
+                                         max=1.0)
+        accept: float = option(0.95, "initial change ratio inside the region needed to accept an edit", min=0.0)
+        accept_step: float = option(0.05, "subtracted from the acceptance threshold after each rejected try",
+                                    min=0.0)
+        max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
+
+    def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
+        super().__init__(options, seed=seed, task=task)
+        self.editor: GanEditor | None = None
+        self.last_stats: dict[str, float] = {}
+
+    def _editor(self) -> GanEditor:
+        if self.editor is None:
+            self.editor = GanEditor(resolve_gan(self.task), self.options.layer)
+        return self.editor
+
+    @hookimpl
+    def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
+        # positives are regenerated from their latents as floats, so quantisation cannot tell them from edits
+        data = trainer.task.train
+        if hasattr(data, "use_generated_positives"):
+            editor = self._editor()
+            data.use_generated_positives(lambda z: to_model_input(editor.generate(z)))
+
+    @hookimpl
+    def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
+        for key, value in self.last_stats.items():
+            metrics[f"{self.name}/{key}"] = value
+
+    def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
+        """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""
+        return (torch.rand(p.shape[0], channels, generator=self.rng) < p.cpu()[:, None]).float()
+
+    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
+        o = self.options
+        editor = self._editor()
+        z = ctx.batch.extras["latent"].to(ctx.device)
+        b = z.shape[0]
+        feats = editor.features(z)  # [B, C, h, w]
+        original = editor.generate(z, features=feats)
+        heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
+        if heat.shape[-2:] != feats.shape[-2:]:
+            heat = torch.nn.functional.adaptive_max_pool2d(heat[:, None], feats.shape[-2:])[:, 0]
+            seeds = (seeds.float() * feats.shape[-1] / ctx.embeddings[0].values.shape[-1]).long()
+        region = geodesic_region(heat, seeds, torch.full((b,), o.region_threshold, device=heat.device))
+        pixels = upsample_mask(region, original.shape[-1])
+        edited = original.clone()
+        units = torch.zeros(b, feats.shape[1], dtype=torch.bool)
+        tries = torch.zeros(b, dtype=torch.long)
+        ratios = torch.zeros(b)
+        p = torch.full((b,), o.p)
+        accept = torch.full((b,), o.accept)
+        pending = torch.arange(b)
+        for attempt in range(o.max_tries):
+            last = attempt == o.max_tries - 1
+            unit_mask = self.unit_ablation(p[pending], feats.shape[1])  # [P, C]
+            a = unit_mask.to(feats.device)[:, :, None, None] * region[pending][:, None].to(feats.dtype)
+            out = editor.generate(z[pending], ablation=a, features=feats[pending])
+            rho = change_ratio(to_model_input(original[pending]), to_model_input(out), pixels[pending],
+                               imagenet_transform).cpu()
+            ok = (rho >= accept[pending]) | last
+            done = pending[ok]
+            edited[done.to(edited.device)] = out[ok.to(out.device)]
+            units[done] = unit_mask[ok].bool()
+            ratios[done] = rho[ok]
+            tries[pending] += 1
+            pending = pending[~ok]
+            if pending.numel() == 0:
+                break
+            p[pending] = (p[pending] + o.p_step).clamp(max=1.0)
+            accept[pending] = (accept[pending] - o.accept_step).clamp(min=0.0)
+        inputs = to_model_input(edited)
+        with torch.no_grad():
+            score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])
+        self.last_stats = {"tries_mean": float(tries.float().mean()), "change_ratio": float(ratios.mean()),
+                           "units_ablated": float(units.float().sum(1).mean())}
+        return {0: Negatives.from_inputs(inputs[:, None], score[:, None], source=self.name,
+                                         region=region[:, None].cpu(), units=units[:, None], tries=tries[:, None],
+                                         change_ratio=ratios[:, None])}

@@ -1,0 +1,115 @@
+"""GAN editing API and gan-random, on the toy task's fixed random GAN (seconds on a CPU)."""
+
+import torch
+import torch.nn.functional as F
+
+from negmine.testing import make_context
+from negmine_gan.edit import GanEditor, geodesic_region, upsample_mask
+from negmine_gan.random_edit import GanRandomEdits
+from negmine_toy.task import TinyGan, build_toy
+
+
+def gan():
+    return TinyGan(8, seed=0)
+
+
+def test_editor_hook_path_equals_manual_edit():
+    g = gan()
+    editor = GanEditor(g, "layer4")
+    z = torch.randn(5, 8)
+    h = editor.features(z)
+    assert h.shape == (5, 32, 8, 8)
+    assert torch.equal(editor.generate(z), g(z))
+    a = torch.zeros(5, 32, 8, 8)
+    a[:, :10, 2:5, 3:6] = 1.0
+    manual = g.output(h * (1 - a))
+    torch.testing.assert_close(editor.generate(z, ablation=a), manual)
+    v = torch.ones(32) * 2.0
+    torch.testing.assert_close(editor.generate(z, ablation=a, replacement=v), g.output(h * (1 - a) + 2.0 * a))
+
+
+def test_fast_path_matches_hooks():
+    class Split(TinyGan):
+        def features(self, z, upto):
+            return self.layer4(self.layer1(z).view(-1, self.channels, 4, 4))
+
+        def decode(self, h, after):
+            return self.output(h)
+
+    g = Split(8, seed=0)
+    fast, slow = GanEditor(g, "layer4"), GanEditor(g, "layer4")
+    slow.fast = False
+    z = torch.randn(3, 8)
+    a = torch.rand(3, 32, 8, 8) > 0.5
+    torch.testing.assert_close(fast.generate(z, ablation=a.float()), slow.generate(z, ablation=a.float()))
+
+
+def test_edit_leaves_pixels_outside_the_region_alone():
+    g = gan()
+    editor = GanEditor(g, "layer4")
+    z = torch.randn(4, 8)
+    region = torch.zeros(4, 8, 8, dtype=torch.bool)
+    region[:, 1:3, 4:7] = True
+    a = region[:, None].float().expand(4, 32, 8, 8)
+    diff = (editor.generate(z, ablation=a) - g(z)).abs().amax(1)  # [4, 16, 16]
+    footprint = F.interpolate(region[:, None].float(), size=16)[:, 0] > 0
+    reach = F.max_pool2d(footprint[:, None].float(), 5, stride=1, padding=2)[:, 0] > 0  # conv receptive field
+    assert diff[~reach].max() == 0.0
+    assert diff[footprint].max() > 0.0
+
+
+def brute_region(heat, seed, threshold):
+    h, w = heat.shape
+    mask = heat >= threshold * heat.max()
+    seen, stack = set(), [tuple(seed)]
+    while stack:
+        y, x = stack.pop()
+        if (y, x) in seen or not (0 <= y < h and 0 <= x < w) or not mask[y, x]:
+            continue
+        seen.add((y, x))
+        stack += [(y + dy, x + dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]
+    out = torch.zeros(h, w, dtype=torch.bool)
+    for y, x in seen:
+        out[max(0, y - 1) : y + 2, max(0, x - 1) : x + 2] = True
+    return out
+
+
+def test_geodesic_region_matches_flood_fill():
+    g = torch.Generator().manual_seed(0)
+    heat = torch.rand(6, 8, 8, generator=g)
+    seeds = torch.stack([heat[i].flatten().argmax() for i in range(6)])
+    seeds = torch.stack([seeds // 8, seeds % 8], 1)
+    for t in (0.3, 0.6, 0.95):
+        got = geodesic_region(heat, seeds, torch.full((6,), t))
+        for i in range(6):
+            assert torch.equal(got[i], brute_region(heat[i], seeds[i].tolist(), t))
+    assert upsample_mask(got, 16).shape == (6, 16, 16)
+
+
+def _context(task, n=12):
+    batch = task.train.batch(torch.arange(n))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        scores = task.model.score_matrix(*emb)
+    ctx = make_context(scores, task=task, embeddings=emb)
+    import attrs
+
+    return attrs.evolve(ctx, batch=batch)
+
+
+def test_gan_random_terminates_is_seeded_and_changes_images():
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    opts = GanRandomEdits.Options(max_tries=4, accept=5.0)  # unreachable threshold: escalation must still end
+    first = GanRandomEdits(opts, seed=3, task=task).generate(ctx)[0]
+    again = GanRandomEdits(opts, seed=3, task=task).generate(ctx)[0]
+    assert torch.equal(first.inputs, again.inputs)
+    assert first.inputs.shape == (12, 1, 3, 16, 16) and first.valid.all()
+    assert (first.meta["tries"] == 4).all()
+    assert first.meta["region"].shape == (12, 1, 8, 8)
+    easy = GanRandomEdits(GanRandomEdits.Options(accept=0.0), seed=3, task=task).generate(ctx)[0]
+    assert (easy.meta["tries"] == 1).all()
+    originals = ctx.batch.a
+    assert (easy.inputs[:, 0] - originals).abs().amax() > 0
+    units = easy.meta["units"][:, 0]
+    assert 0 < units.float().mean() < 0.5  # about p = 0.2 of the units
