@@ -1,4 +1,4 @@
-"""Drawn negatives: GAN edits guided by the model's own matchmaps (``gan-random``; task-agnostic GAN editing API)."""
+"""Drawn negatives: GAN edits guided by the model's own matchmaps (``gan-random``, ``gan-targeted``; a task-agnostic GAN editing API)."""
 
 from negmine import hookimpl
 
@@ -6,5 +6,6 @@ from negmine import hookimpl
 @hookimpl
 def negmine_register_generators():
     from negmine_gan.random_edit import GanRandomEdits
+    from negmine_gan.targeted import GanTargetedEdits
 
-    return [GanRandomEdits]
+    return [GanRandomEdits, GanTargetedEdits]

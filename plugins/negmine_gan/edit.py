@@ -151,3 +151,53 @@ def resolve_gan(task: Any) -> nn.Module:
         res["gan"] = res["gan_loader"]()
         return res["gan"]
     raise PluginError(f"task {getattr(task, 'name', '?')!r} declares 'gan' but resources has no 'gan' module or 'gan_loader'")
+
+
+@torch.no_grad()
+def edit_until_changed(
+    editor: GanEditor,
+    z: Tensor,
+    features: Tensor,
+    original: Tensor,
+    pixels: Tensor,
+    choose: Callable[[Tensor, int], tuple[Tensor, Tensor]],
+    to_input: Callable[[Tensor], Tensor],
+    accept: float,
+    accept_step: float,
+    max_tries: int,
+) -> dict[str, Tensor]:
+    """The shared escalation loop of the edit generators, batched over the items not accepted yet.
+
+    choose(pending Long[P], attempt) -> (units Bool[P, C], region Bool[P, h, w]) for this try. An edit is accepted
+    when its change ratio inside ``pixels`` (Bool[B, R, R]) reaches the threshold, which falls by ``accept_step``
+    per try; the last try accepts whatever it made, so the loop always ends.
+    Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], region Bool[B, h, w], tries Long[B],
+    change_ratio Float[B].
+    """
+    b, c = features.shape[:2]
+    edited = original.clone()
+    units = torch.zeros(b, c, dtype=torch.bool)
+    regions = torch.zeros(b, *features.shape[-2:], dtype=torch.bool)
+    tries = torch.zeros(b, dtype=torch.long)
+    ratios = torch.zeros(b)
+    thresholds = torch.full((b,), float(accept))
+    pending = torch.arange(b)
+    for attempt in range(max_tries):
+        unit_mask, region = choose(pending, attempt)
+        a = unit_mask.to(features)[:, :, None, None] * region.to(features)[:, None]
+        dev = features.device
+        out = editor.generate(z[pending.to(dev)], ablation=a, features=features[pending.to(dev)])
+        rho = change_ratio(to_input(original[pending.to(dev)]), to_input(out), pixels[pending.to(dev)],
+                           imagenet_transform).cpu()
+        ok = (rho >= thresholds[pending]) | (attempt == max_tries - 1)
+        done = pending[ok]
+        edited[done.to(dev)] = out[ok.to(dev)]
+        units[done] = unit_mask[ok.to(unit_mask.device)].bool().cpu()
+        regions[done] = region[ok.to(region.device)].bool().cpu()
+        ratios[done] = rho[ok]
+        tries[pending] += 1
+        pending = pending[~ok]
+        if pending.numel() == 0:
+            break
+        thresholds[pending] = (thresholds[pending] - accept_step).clamp(min=0.0)
+    return {"edited": edited, "units": units, "region": regions, "tries": tries, "change_ratio": ratios}

@@ -19,14 +19,7 @@ from torch import Tensor
 from negmine import hookimpl
 from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
 from negmine.model import Embedding
-from negmine_gan.edit import (
-    GanEditor,
-    change_ratio,
-    geodesic_region,
-    imagenet_transform,
-    resolve_gan,
-    upsample_mask,
-)
+from negmine_gan.edit import GanEditor, edit_until_changed, geodesic_region, resolve_gan, upsample_mask
 
 
 def to_model_input(images: Tensor) -> Tensor:
@@ -109,33 +102,18 @@ class GanRandomEdits(NegativeGenerator):
         if heat.shape[-2:] != feats.shape[-2:]:
             heat = torch.nn.functional.adaptive_max_pool2d(heat[:, None], feats.shape[-2:])[:, 0]
             seeds = (seeds.float() * feats.shape[-1] / ctx.embeddings[0].values.shape[-1]).long()
-        region = geodesic_region(heat, seeds, torch.full((b,), o.region_threshold, device=heat.device))
-        pixels = upsample_mask(region, original.shape[-1])
-        edited = original.clone()
-        units = torch.zeros(b, feats.shape[1], dtype=torch.bool)
-        tries = torch.zeros(b, dtype=torch.long)
-        ratios = torch.zeros(b)
+        region = geodesic_region(heat, seeds, torch.full((b,), o.region_threshold, device=heat.device)).cpu()
+        pixels = upsample_mask(region, original.shape[-1]).to(original.device)
         p = torch.full((b,), o.p)
-        accept = torch.full((b,), o.accept)
-        pending = torch.arange(b)
-        for attempt in range(o.max_tries):
-            last = attempt == o.max_tries - 1
-            unit_mask = self.unit_ablation(p[pending], feats.shape[1])  # [P, C]
-            a = unit_mask.to(feats.device)[:, :, None, None] * region[pending][:, None].to(feats.dtype)
-            out = editor.generate(z[pending], ablation=a, features=feats[pending])
-            rho = change_ratio(to_model_input(original[pending]), to_model_input(out), pixels[pending],
-                               imagenet_transform).cpu()
-            ok = (rho >= accept[pending]) | last
-            done = pending[ok]
-            edited[done.to(edited.device)] = out[ok.to(out.device)]
-            units[done] = unit_mask[ok].bool()
-            ratios[done] = rho[ok]
-            tries[pending] += 1
-            pending = pending[~ok]
-            if pending.numel() == 0:
-                break
-            p[pending] = (p[pending] + o.p_step).clamp(max=1.0)
-            accept[pending] = (accept[pending] - o.accept_step).clamp(min=0.0)
+
+        def choose(pending: Tensor, attempt: int) -> tuple[Tensor, Tensor]:
+            if attempt:  # a rejected try: ablate more units
+                p[pending] = (p[pending] + o.p_step).clamp(max=1.0)
+            return self.unit_ablation(p[pending], feats.shape[1]).bool(), region[pending]
+
+        result = edit_until_changed(editor, z, feats, original, pixels, choose, to_model_input, o.accept,
+                                    o.accept_step, o.max_tries)
+        edited, units, tries, ratios = result["edited"], result["units"], result["tries"], result["change_ratio"]
         inputs = to_model_input(edited)
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])

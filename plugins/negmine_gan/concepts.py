@@ -1,0 +1,164 @@
+"""Concepts from the model itself, and which GAN units draw them (paper §5.5-5.6; PAPER-NOTES §2.5 A-C).
+
+1. Datapoints: for training pairs, d = A[:, t*] * I[:, h*, w*] (Float[D]) at the matchmap's 3-D argmax.
+2. Units of the embedding are binarised per unit at their 99th percentile; unit-unit Jaccard co-activation;
+   average-linkage agglomerative clustering (scipy) of the D units into K clusters; clusters of more than 3 units kept,
+   each a centroid c_k = 1[units of k] / |k|.
+3. Dissection: the cluster segmentation s_k(I) = c_k . (F - mu) / sigma > 0.5 on the model's image map F of GAN
+   images, against every GAN unit's binarised activation of the edited layer; units are ranked per cluster by IoU.
+
+The model's image map and the GAN layer share one grid (8x8 for DaveNet and the Audio CLEVRGAN generator), so the
+dissection runs on that grid directly (the paper upsamples both to pixels first; on a shared grid the ranking is the
+same up to interpolation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+from torch import Tensor
+
+from negmine.model import Embedding
+
+
+def peak_datapoints(model: Any, image: Embedding, audio: Embedding) -> tuple[Tensor, Tensor, Tensor]:
+    """Per pair: d = A[:, t*] * I[:, h*, w*] (Float[B, D]), the image vector there (Float[B, D]) and (h*, w*)."""
+    mm = model.score.matchmap(image, audio)  # [B, H, W, T]
+    b, h, w, t = mm.shape
+    if audio.lengths is not None:
+        valid = torch.arange(t, device=mm.device)[None, :] < audio.lengths[:, None]
+        mm = mm.masked_fill(~valid[:, None, None, :], float("-inf"))
+    flat = mm.flatten(1).argmax(1)
+    hw, ts = flat // t, flat % t
+    hs, ws = hw // w, hw % w
+    rows = torch.arange(b, device=mm.device)
+    img_vec = image.values[rows, :, hs, ws]  # [B, D]
+    aud_vec = audio.values[rows, :, ts]  # [B, D]
+    return aud_vec * img_vec, img_vec, torch.stack([hs, ws], 1)
+
+
+def jaccard(binary: Tensor) -> Tensor:
+    """Float[U, U] co-activation Jaccard of the columns of Bool[N, U] (diagonal set to 0)."""
+    x = binary.float()
+    inter = x.T @ x
+    counts = x.sum(0)
+    union = counts[:, None] + counts[None, :] - inter
+    j = inter / (union + 1e-10)
+    j.fill_diagonal_(0)
+    return j
+
+
+def cluster_units(datapoints: Tensor, n_clusters: int, quantile: float = 0.99, min_size: int = 4) -> Tensor:
+    """Centroids Float[K', D] (rows sum to 1) of the unit clusters with at least ``min_size`` units.
+
+    datapoints: Float[N, D]. Units are binarised at their ``quantile``, compared by Jaccard distance and clustered
+    with average linkage into ``n_clusters``.
+    """
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import squareform
+
+    d = datapoints.float().cpu()
+    thresholds = torch.quantile(d, quantile, dim=0) + 1e-7
+    binary = d > thresholds
+    dist = (1 - jaccard(binary)).clamp_min(0).numpy().astype(np.float64)
+    np.fill_diagonal(dist, 0.0)
+    tree = linkage(squareform(dist, checks=False), method="average")
+    labels = fcluster(tree, t=min(n_clusters, d.shape[1]), criterion="maxclust")
+    centroids = []
+    for k in np.unique(labels):
+        members = labels == k
+        if members.sum() >= min_size:
+            c = torch.zeros(d.shape[1])
+            c[torch.from_numpy(members)] = 1.0 / members.sum()
+            centroids.append(c)
+    if not centroids:  # degenerate (e.g. an untrained model): one cluster of every unit
+        centroids.append(torch.full((d.shape[1],), 1.0 / d.shape[1]))
+    return torch.stack(centroids)
+
+
+def cluster_segmentation(features: Tensor, centroids: Tensor, mu: Tensor, sigma: Tensor, threshold: float = 0.5) -> Tensor:
+    """Bool[B, K, H, W]: where each cluster is present. features: Float[B, D, H, W]; centroids Float[K, D]."""
+    normed = (features - mu[None, :, None, None]) / (sigma[None, :, None, None] + 1e-8)
+    scores = torch.einsum("kd,bdhw->bkhw", centroids.to(features), normed)
+    return scores > threshold
+
+
+def rank_units(unit_acts: Tensor, segmentation: Tensor, quantile: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Per cluster, GAN units by descending IoU with the cluster's segmentation.
+
+    unit_acts: Float[N, C, H, W] the GAN layer's outputs; segmentation: Bool[N, K, H, W] on the same grid.
+    Returns (ranking Long[K, C], iou Float[K, C]). A unit is "on" above its own ``quantile`` over all images and
+    positions.
+    """
+    n, c, h, w = unit_acts.shape
+    acts = unit_acts.permute(1, 0, 2, 3).reshape(c, -1).float()  # [C, N*H*W]
+    thresholds = torch.quantile(acts, quantile, dim=1) if acts.shape[1] <= 16_000_000 else acts.kthvalue(
+        int(quantile * acts.shape[1]), dim=1).values
+    on = (acts > thresholds[:, None]).float()  # [C, P]
+    seg = segmentation.permute(1, 0, 2, 3).reshape(segmentation.shape[1], -1).float()  # [K, P]
+    inter = seg @ on.T  # [K, C]
+    union = seg.sum(1, keepdim=True) + on.sum(1)[None, :] - inter
+    iou = inter / (union + 1e-20)
+    return iou.argsort(dim=1, descending=True), iou
+
+
+@attrs.define
+class Concepts:
+    """The state the targeted generator keeps between reclusterings (tensors only, checkpointable)."""
+
+    centroids: Tensor  # Float[K, D]
+    mu: Tensor  # Float[D]
+    sigma: Tensor  # Float[D]
+    ranking: Tensor  # Long[K, C]
+    iou: Tensor  # Float[K, C]
+    step: int = 0
+
+    def state(self) -> dict[str, Any]:
+        return {"centroids": self.centroids, "mu": self.mu, "sigma": self.sigma, "ranking": self.ranking,
+                "iou": self.iou, "step": self.step}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> Concepts:
+        return cls(s["centroids"], s["mu"], s["sigma"], s["ranking"], s["iou"], int(s["step"]))
+
+
+@torch.no_grad()
+def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clusters: int, max_datapoints: int,
+                     n_dissect: int, unit_quantile: float, seed: int, device: torch.device, batch_size: int = 64,
+                     step: int = 0) -> Concepts:
+    """Datapoints from up to ``max_datapoints`` training pairs, unit clusters, and the dissection of the GAN layer on
+    ``n_dissect`` GAN samples (latents drawn from a generator seeded by ``seed``)."""
+    was_training = model.training
+    model.eval()
+    n = min(max_datapoints, len(data))
+    points, vectors = [], []
+    for start in range(0, n, batch_size):
+        batch = data.batch(torch.arange(start, min(n, start + batch_size)))
+        batch = batch.to(device)
+        image = model.encode(0, batch.a)
+        audio = model.encode(1, batch.b)
+        d, v, _ = peak_datapoints(model, image, audio)
+        points.append(d.cpu())
+        vectors.append(v.cpu())
+    datapoints, image_vectors = torch.cat(points), torch.cat(vectors)
+    centroids = cluster_units(datapoints, n_clusters)
+    mu, sigma = image_vectors.mean(0), image_vectors.std(0)
+    gen = torch.Generator().manual_seed(seed)
+    z_dim = int(data.batch(torch.arange(1)).extras["latent"].shape[1])
+    acts, segs = [], []
+    for start in range(0, n_dissect, batch_size):
+        z = torch.randn(min(batch_size, n_dissect - start), z_dim, generator=gen).to(device)
+        h = editor.features(z)
+        images = to_input(editor.generate(z, features=h))
+        feats = model.encode(0, images).values
+        if feats.shape[-2:] != h.shape[-2:]:
+            feats = torch.nn.functional.adaptive_avg_pool2d(feats, h.shape[-2:])
+        acts.append(h.cpu())
+        segs.append(cluster_segmentation(feats.cpu(), centroids, mu, sigma))
+    ranking, iou = rank_units(torch.cat(acts), torch.cat(segs), unit_quantile)
+    if was_training:
+        model.train()
+    return Concepts(centroids, mu, sigma, ranking, iou, step)

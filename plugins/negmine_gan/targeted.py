@@ -1,0 +1,162 @@
+"""``gan-targeted``: ablate the GAN units that draw the concept the model sees at the salient spot (paper §5.6).
+
+At stage start and every ``recluster_every`` steps the generator recomputes the model's concepts (unit clusters of its
+embedding) and dissects the GAN layer against them (:mod:`negmine_gan.concepts`). For a pair, the image vector at the
+matchmap peak, normalised, is scored against every cluster; the first try edits the top cluster, later tries draw a
+cluster with probability proportional to its clipped score. The top ``units`` fraction of that cluster's IoU ranking is
+ablated in the salient region; each rejected try ablates ``units_step`` more of the layer, lowers the region threshold
+and the acceptance threshold (the paper's 140 and +40 units of 512, tau_h 0.95 - 0.1, tau_rho 0.95 - 0.05).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+from torch import Tensor
+
+from negmine import hookimpl
+from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
+from negmine_gan.concepts import Concepts, compute_concepts, peak_datapoints
+from negmine_gan.edit import GanEditor, edit_until_changed, geodesic_region, resolve_gan, upsample_mask
+from negmine_gan.random_edit import salient, to_model_input
+
+
+class GanTargetedEdits(NegativeGenerator):
+    """Edited GAN images: the units of the concept the model sees at the salient spot, ablated there (§5.6)."""
+
+    name = "gan-targeted"
+    requires = frozenset({"gan", "latents", "dense_maps", "corpus"})
+
+    @attrs.frozen
+    class Options:
+        layer: str = option("layer4", "GAN layer to edit (on the model's image grid)")
+        clusters: float = option(250 / 512, "number of concept clusters as a fraction of the embedding width D "
+                                 "(the paper: 250 of 512)", min=0.0, max=1.0)
+        units: float = option(140 / 512, "fraction of the layer's units ablated on the first try (paper 140/512)",
+                              min=0.0, max=1.0)
+        units_step: float = option(40 / 512, "fraction added after each rejected try (paper 40/512)", min=0.0,
+                                   max=1.0)
+        region_threshold: float = option(0.95, "initial tau_h of the salient region", min=0.0, max=1.0)
+        region_step: float = option(0.1, "tau_h decrease after each rejected try", min=0.0, max=1.0)
+        accept: float = option(0.95, "initial change ratio needed to accept an edit", min=0.0)
+        accept_step: float = option(0.05, "acceptance decrease after each rejected try", min=0.0)
+        max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
+        score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
+                                   min=0.0)
+        recluster_every: int = option(1000, "recompute concepts and dissection every N steps (0: stage start only)",
+                                      min=0)
+        max_datapoints: int = option(10000, "training pairs used to find concepts", min=10)
+        dissect_samples: int = option(1000, "GAN samples used to rank units per concept", min=10)
+        unit_quantile: float = option(0.95, "a GAN unit is 'on' above this quantile of its activations", min=0.0,
+                                      max=1.0)
+
+    def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
+        super().__init__(options, seed=seed, task=task)
+        self.editor: GanEditor | None = None
+        self.concepts: Concepts | None = None
+        self.last_stats: dict[str, float] = {}
+
+    def _editor(self) -> GanEditor:
+        if self.editor is None:
+            self.editor = GanEditor(resolve_gan(self.task), self.options.layer)
+        return self.editor
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def refresh(self, model: Any, data: Any, device: torch.device, step: int) -> None:
+        o = self.options
+        dim = None
+        with torch.no_grad():
+            dim = int(model.encode(0, data.batch(torch.arange(1)).a.to(device)).values.shape[1])
+        self.concepts = compute_concepts(
+            model, data, self._editor(), to_model_input, n_clusters=max(2, round(o.clusters * dim)),
+            max_datapoints=o.max_datapoints, n_dissect=o.dissect_samples, unit_quantile=o.unit_quantile,
+            seed=self.seed, device=device, step=step)
+
+    @hookimpl
+    def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
+        data = trainer.task.train
+        if hasattr(data, "use_generated_positives"):
+            editor = self._editor()
+            data.use_generated_positives(lambda z: to_model_input(editor.generate(z)))
+        if self.concepts is None:  # a resumed stage keeps the concepts from its checkpoint
+            self.refresh(trainer.model, data, trainer.device, trainer.global_step)
+
+    @hookimpl
+    def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
+        for key, value in self.last_stats.items():
+            metrics[f"{self.name}/{key}"] = value
+        every = self.options.recluster_every
+        if every and trainer.step_in_stage % every == 0 and trainer.step_in_stage < trainer.stage.steps:
+            self.refresh(trainer.model, trainer.task.train, trainer.device, step)
+
+    # -- mining ------------------------------------------------------------------------------------------------
+
+    def cluster_order(self, vectors: Tensor) -> tuple[Tensor, Tensor]:
+        """Cluster scores of normalised image vectors Float[B, D]: (order Long[B, K] by descending score,
+        draw probabilities Float[B, K] in that order)."""
+        c = self.concepts
+        normed = (vectors.cpu() - c.mu) / (c.sigma + 1e-8)
+        scores = normed @ c.centroids.T  # [B, K]
+        ordered, order = scores.sort(dim=1, descending=True)
+        weights = ordered.clamp(0, self.options.score_clip)
+        uniform = torch.full_like(weights, 1.0)
+        weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, uniform)
+        return order, weights / weights.sum(1, keepdim=True)
+
+    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
+        o = self.options
+        if self.concepts is None:  # used without a trainer's hooks (tests, scripts)
+            self.refresh(ctx.model, self.task.train, ctx.device, ctx.step)
+        editor = self._editor()
+        z = ctx.batch.extras["latent"].to(ctx.device)
+        b = z.shape[0]
+        feats = editor.features(z)
+        channels = feats.shape[1]
+        original = editor.generate(z, features=feats)
+        heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
+        _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
+        order, probs = self.cluster_order(vectors)
+        heat, seeds = heat.cpu(), seeds.cpu()
+        first_region = geodesic_region(heat, seeds, torch.full((b,), o.region_threshold))
+        pixels = upsample_mask(first_region, original.shape[-1]).to(original.device)
+        chosen = order[:, 0].clone()  # cluster per item (first try: the top cluster)
+        ranking = self.concepts.ranking  # [K, C]
+
+        def choose(pending: Tensor, attempt: int) -> tuple[Tensor, Tensor]:
+            if attempt:  # a rejected try: another cluster drawn by score, more units, a wider region
+                draws = torch.multinomial(probs[pending], 1, generator=self.rng)[:, 0]
+                chosen[pending] = order[pending, draws]
+            count = min(channels, round((o.units + attempt * o.units_step) * channels))
+            top = ranking[chosen[pending], :count]  # [P, count]
+            units = torch.zeros(pending.shape[0], channels, dtype=torch.bool)
+            units.scatter_(1, top, True)
+            tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
+            return units, geodesic_region(heat[pending], seeds[pending], tau)
+
+        result = edit_until_changed(editor, z, feats, original, pixels, choose, to_model_input, o.accept,
+                                    o.accept_step, o.max_tries)
+        inputs = to_model_input(result["edited"])
+        with torch.no_grad():
+            score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])
+        tries = result["tries"]
+        self.last_stats = {"tries_mean": float(tries.float().mean()), "change_ratio": float(result["change_ratio"].mean()),
+                           "units_ablated": float(result["units"].float().sum(1).mean()),
+                           "clusters": float(self.concepts.centroids.shape[0])}
+        return {0: Negatives.from_inputs(inputs[:, None], score[:, None], source=self.name,
+                                         region=result["region"][:, None], units=result["units"][:, None],
+                                         cluster=chosen[:, None], tries=tries[:, None],
+                                         change_ratio=result["change_ratio"][:, None])}
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        if self.concepts is not None:
+            state["concepts"] = self.concepts.state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        if "concepts" in state:
+            self.concepts = Concepts.from_state(state["concepts"])

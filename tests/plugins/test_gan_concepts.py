@@ -1,0 +1,77 @@
+"""Concepts, dissection and gan-targeted against brute force and planted structure."""
+
+import attrs
+import torch
+
+from negmine.testing import make_context
+from negmine_gan.concepts import cluster_units, jaccard, rank_units
+from negmine_gan.targeted import GanTargetedEdits
+from negmine_toy.task import build_toy
+
+
+def test_jaccard_matches_sets():
+    g = torch.Generator().manual_seed(0)
+    b = torch.rand(50, 6, generator=g) > 0.6
+    j = jaccard(b)
+    for u in range(6):
+        for v in range(6):
+            su, sv = set(b[:, u].nonzero().flatten().tolist()), set(b[:, v].nonzero().flatten().tolist())
+            want = 0.0 if u == v else len(su & sv) / max(1e-10, len(su | sv))
+            assert abs(float(j[u, v]) - want) < 1e-6
+
+
+def test_clustering_recovers_planted_unit_groups():
+    g = torch.Generator().manual_seed(1)
+    n, groups = 2000, [list(range(0, 6)), list(range(6, 12)), list(range(12, 18))]
+    d = torch.rand(n, 18, generator=g) * 0.1
+    concept = torch.randint(0, 3, (n,), generator=g)
+    for k, units in enumerate(groups):  # units of one concept fire together
+        rows = (concept == k).nonzero().flatten()
+        d[rows[:, None], torch.tensor(units)[None, :]] += 1.0 + torch.rand(len(rows), 1, generator=g)
+    centroids = cluster_units(d, n_clusters=3, quantile=0.9)
+    found = sorted(sorted(c.nonzero().flatten().tolist()) for c in centroids)
+    assert found == groups
+    assert torch.allclose(centroids.sum(1), torch.ones(3))
+
+
+def test_unit_ranking_iou_matches_brute_force():
+    g = torch.Generator().manual_seed(2)
+    acts = torch.rand(10, 5, 4, 4, generator=g)
+    seg = torch.rand(10, 3, 4, 4, generator=g) > 0.7
+    ranking, iou = rank_units(acts, seg, quantile=0.8)
+    for u in range(5):
+        t = torch.quantile(acts[:, u].flatten(), 0.8)
+        on = acts[:, u] > t
+        for k in range(3):
+            inter = (on & seg[:, k]).sum().item()
+            union = (on | seg[:, k]).sum().item()
+            assert abs(float(iou[k, u]) - inter / union) < 1e-6
+    assert torch.equal(ranking[0], iou[0].argsort(descending=True))
+
+
+def _context(task, n=12):
+    batch = task.train.batch(torch.arange(n))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        scores = task.model.score_matrix(*emb)
+    return attrs.evolve(make_context(scores, task=task, embeddings=emb), batch=batch)
+
+
+def test_gan_targeted_terminates_is_seeded_and_checkpointable():
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    opts = GanTargetedEdits.Options(max_datapoints=200, dissect_samples=64, max_tries=5, accept=10.0)
+    gen = GanTargetedEdits(opts, seed=4, task=task)
+    first = gen.generate(ctx)[0]
+    assert (first.meta["tries"] == 5).all()  # never reached, escalation still ends
+    assert first.inputs.shape == (12, 1, 3, 16, 16)
+    k = gen.concepts.centroids.shape[0]
+    assert ((first.meta["cluster"] >= 0) & (first.meta["cluster"] < k)).all()
+    # the last try ablates units + 4 * units_step of the layer
+    want = round((opts.units + 4 * opts.units_step) * 32)
+    assert (first.meta["units"].sum(-1) == want).all()
+    again = GanTargetedEdits(opts, seed=4, task=task)
+    assert torch.equal(again.generate(ctx)[0].inputs, first.inputs)
+    restored = GanTargetedEdits(opts, seed=0, task=task)
+    restored.load_state_dict(gen.state_dict())
+    assert torch.equal(restored.concepts.ranking, gen.concepts.ranking)
