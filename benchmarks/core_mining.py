@@ -71,7 +71,8 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "benchmarks", "plugins", "negmine"],
+        measured = ["benchmarks/core_mining.py", "plugins/negmine_faiss", "plugins/negmine_hard_minibatch", "negmine"]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *measured],
                                capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
         return out + (" (with uncommitted changes)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
