@@ -9,3 +9,47 @@ def negmine_register_generators():
     from negmine_gan.targeted import GanTargetedEdits
 
     return [GanRandomEdits, GanTargetedEdits]
+
+
+@hookimpl
+def negmine_register_commands():
+    import click
+
+    @click.group("edits")
+    def edits() -> None:
+        """Inspect and export GAN-edited negatives."""
+
+    @edits.command("export")
+    @click.argument("run_dir", type=click.Path(file_okay=False, exists=True))
+    @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory to write")
+    @click.option("--generator", default="gan-targeted", show_default=True, help="gan-random or gan-targeted")
+    @click.option("--n", "n", default=100, show_default=True, type=click.IntRange(min=1), help="pairs to edit")
+    @click.option("--split", default="test", type=click.Choice(["val", "test"]), show_default=True)
+    @click.option("--checkpoint", default="best", show_default=True)
+    @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option (repeatable)")
+    @click.option("--seed", default=0, show_default=True, type=int)
+    @click.option("--device", default="cpu", show_default=True)
+    @click.pass_context
+    def export(ctx, run_dir, out, generator, n, split, checkpoint, options, seed, device):
+        """Edit held-out pairs with a trained run and write originals, edits, regions and provenance."""
+        from pathlib import Path
+
+        from negmine.cli import get_obj
+        from negmine.cli.commands import _parse_value
+        from negmine.errors import ConfigError
+        from negmine_gan.export import export_edits
+
+        opts = {}
+        for item in options:
+            if "=" not in item:
+                raise ConfigError([f"--option {item!r}: expected KEY=VALUE"])
+            key, value = item.split("=", 1)
+            opts[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        summary = export_edits(get_obj(ctx).pm, Path(run_dir), Path(out), generator, n, split, opts, checkpoint,
+                               device, seed=seed)
+        click.echo(f"{summary['count']} edits written to {out}; tries histogram {summary['tries_histogram']}")
+        if "changed" in summary:
+            click.echo(f"detected change: {100 * summary['changed']:.1f}% of edits; a single attribute of one "
+                       f"object: {100 * summary['single_attribute']:.1f}%")
+
+    return [edits]
