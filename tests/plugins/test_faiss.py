@@ -279,3 +279,11 @@ def test_cli_train_with_faiss_improves_recall(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 60
     assert summary["final"]["mean@5"] > summary["initial"]["mean@5"] + 0.05
+
+
+def test_shared_contract_checker_without_a_trainer():
+    """No lifecycle hooks: the index is built lazily on the first mine() and the shared contract holds."""
+    from negmine.testing import check_generator, make_task
+
+    out = check_generator(FaissNegatives, make_task())
+    assert set(out) == {0, 1} and all(n.kind == NegativeKind.DATASET for n in out.values())
