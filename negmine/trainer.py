@@ -337,7 +337,7 @@ class Trainer:
             batch=batch,
             embeddings=(emb_a.detach(), emb_b.detach()),
             candidates=(cand_a.detach(), cand_b.detach()),
-            scores=(scores_a.detach(), scores_b.detach()),
+            scores=(scores_a.detach().contiguous(), scores_b.detach()),  # contiguous: row-wise mining is faster
             positive=positive,
             exclude=exclude,
             candidate_ids=cand_ids,
@@ -355,7 +355,7 @@ class Trainer:
         for name, per_side in mined.items():
             rescored[name] = {}
             for side, negs in per_side.items():
-                rescored[name][side] = (self._rescore(side, negs, grad_scores, emb_a, emb_b), negs.valid)
+                rescored[name][side] = (self._rescore(side, negs, grad_scores, emb_a, emb_b), negs.valid.to(self.device))
 
         # 4. loss, update
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin)
@@ -554,7 +554,9 @@ class Trainer:
 
 @torch.no_grad()
 def encode_split(model: Any, data: PairedDataset, size: int, device: torch.device, batch_size: int = 128):
-    """Encode the first ``size`` pairs of a split: (Embedding a, Embedding b, groups Long[n])."""
+    """Encode the first ``size`` pairs of a split: (Embedding a, Embedding b, groups Long[n]); the model's
+    train/eval mode is restored afterwards."""
+    was_training = model.training
     model.eval()
     n = min(size, len(data))
     parts_a, parts_b, groups = [], [], []
@@ -563,6 +565,7 @@ def encode_split(model: Any, data: PairedDataset, size: int, device: torch.devic
         parts_a.append(model.encode(0, batch.a))
         parts_b.append(model.encode(1, batch.b))
         groups.append(batch.group_ids)
+    model.train(was_training)
     return Embedding.cat(parts_a), Embedding.cat(parts_b), torch.cat(groups)
 
 
@@ -579,7 +582,6 @@ def evaluate_retrieval(model: Any, data: PairedDataset, size: int, device: torch
     scores = score_all(model, a, b)
     out = recall_at_k(scores, (1, 5, 10), groups=groups)
     out["n"] = len(a)
-    model.train()
     return out
 
 

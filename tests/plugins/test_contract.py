@@ -9,7 +9,7 @@ PM = get_plugin_manager()
 TASK = make_task()
 RUNNABLE = sorted(
     name for name, cls in PM.generators().items()
-    if set(map(str, cls.requires)) <= set(TASK.provides) and name not in ("faiss",)  # faiss needs a trainer (own tests)
+    if set(map(str, cls.requires)) <= set(TASK.provides)
 )
 
 
