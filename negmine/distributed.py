@@ -38,8 +38,11 @@ def init_from_env(device: str = "cpu") -> DistInfo:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if str(device) in ("cuda", "auto") and torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)  # one GPU per process; "cuda" then means this rank's GPU
     if not dist.is_initialized():
-        backend = "nccl" if str(device).startswith("cuda") else "gloo"
+        backend = "nccl" if str(device).startswith("cuda") or (device == "auto" and torch.cuda.is_available()) else "gloo"
         dist.init_process_group(backend=backend)
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 

@@ -215,6 +215,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
             started = time.perf_counter()
             evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
             log(f"[eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
+    if only_seeds:
+        exp = attrs.evolve(exp, seeds=tuple(dict.fromkeys((*exp.seeds, *only_seeds))))
     results = collect(exp, out)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text(render_results(exp, results) + "\n")

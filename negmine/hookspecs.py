@@ -54,7 +54,9 @@ def negmine_register_tasks() -> list[Any]:
 def negmine_register_commands() -> list[Any]:
     """Return click commands to add to the ``negmine`` command line.
 
-    Called: once, when the ``negmine`` command group is built (before arguments are parsed).
+    Called: lazily, when the ``negmine`` command line first needs the list of commands (``--help``, or a name that
+    is not built in), and again by ``negmine plugins`` to list what each plugin adds; return the same objects each
+    time (module-level commands, or commands built inside the hook).
     Returns: a list of ``click.Command``. A ``click.Group`` whose name matches an existing group is merged into it, so
     several plugins can add subcommands to ``negmine data`` (e.g. ``negmine data build <task>``).
     """

@@ -239,7 +239,8 @@ class Task:
     resources: objects behind capabilities, e.g. ``{"gan": generator_network}``.
     defaults: training settings of the chosen profile (``steps``, ``batch_size``, ``lr``, ...), overridden by the
         user's config and flags.
-    evaluators: extra evaluations for ``negmine eval``: name -> ``fn(model, task, run_dir, device) -> dict``.
+    evaluators: extra evaluations for ``negmine eval``: name -> ``fn(model=, task=, run_dir=, device=, split=) -> dict``
+        (called with keywords; a ``"markdown"`` entry of the result is put into the report as is).
     """
 
     name: str
@@ -258,7 +259,8 @@ class TaskSpec:
     """A registered task: ``build(profile=..., seed=..., options=...)`` returns a :class:`Task`.
 
     profiles: profile name -> one-line description; the first is the default.
-    options: name -> (default, help) of task options settable with ``--task-option NAME=VALUE`` or ``[task]`` in TOML.
+    options: name -> (default, help) of task options settable with ``--task-option NAME=VALUE`` or the
+        ``[task_options]`` table of a config file.
     """
 
     name: str

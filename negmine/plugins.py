@@ -123,8 +123,20 @@ class PluginManager:
         self._generators = self._tasks = None
 
     def register(self, obj: Any, name: str | None = None) -> str:
-        """Register a live object (e.g. a generator instance) so it receives lifecycle hooks; returns its name."""
-        return self.pm.register(obj, name=name)
+        """Register a live object (e.g. a generator instance) so it receives lifecycle hooks; returns its name.
+
+        A method marked ``@hookimpl`` whose name is not a hook, or whose arguments a hook does not offer, is an
+        error here (pluggy alone would ignore a misspelt name until ``check_pending``).
+        """
+        label = name or type(obj).__name__
+        try:
+            registered = self.pm.register(obj, name=name)
+            self.pm.check_pending()
+        except (ValueError, pluggy.PluginValidationError) as exc:
+            if self.pm.is_registered(obj):
+                self.pm.unregister(obj)
+            raise PluginError(f"{label} cannot receive negmine hooks: {exc}") from exc
+        return registered
 
     def unregister(self, obj: Any) -> None:
         if self.pm.is_registered(obj):

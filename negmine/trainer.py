@@ -395,7 +395,7 @@ class Trainer:
     ) -> Tensor:
         """Float[B, K] scores of the negatives of one side, with gradient through the model."""
         if negs.kind == NegativeKind.BATCH:
-            index = negs.index.to(self.device).clamp_min(0).long()
+            index = negs.index.to(self.device).clamp(0, grad_scores[side].shape[1] - 1).long()  # invalid slots too
             return grad_scores[side].gather(1, index)
         b, k = negs.valid.shape
         valid = negs.valid.to(self.device)
@@ -442,7 +442,8 @@ class Trainer:
             raise ConfigError([f"task {self.task.name!r} has no {split} split"])
         metrics = evaluate_retrieval(self.model, data, size or self.config.eval_size, self.device,
                                      batch_size=self.config.batch_size)
-        metrics = {"split": split, "step": self.global_step, "stage": self.stage.name, **metrics}
+        stage = self.config.stages[min(self.stage_index, len(self.config.stages) - 1)].name
+        metrics = {"split": split, "step": self.global_step, "stage": stage, **metrics}
         if self.plugins:
             self.plugins.evaluate(self, split, metrics)
         return metrics
@@ -488,6 +489,7 @@ class Trainer:
             "rng": rng,
             "generators": {name: gen.state_dict() for name, gen in self.active.items()},
             "best": dict(self.best),
+            "initial": {k: v for k, v in self.initial.items() if isinstance(v, (int, float, str))},
             "history": [{k: v for k, v in h.items() if isinstance(v, (int, float, str))} for h in self.history],
             "config": json.dumps(self.config.to_dict(), default=str),
         }
@@ -498,6 +500,11 @@ class Trainer:
 
     def _load_resume_state(self) -> None:
         path = self.run_dir / "checkpoints" / "last.pt"
+        if not path.exists():
+            raise CheckpointError(
+                f"cannot resume {str(self.run_dir)!r}: it has no checkpoints/last.pt yet (the run stopped before its "
+                "first checkpoint); start it again without --resume, in a new --run-dir"
+            )
         state = ckpt.load(path, map_location="cpu")
         saved = json.loads(state["config"])
         mine = json.loads(json.dumps(self.config.to_dict(), default=str))
@@ -512,6 +519,7 @@ class Trainer:
         self.global_step = state["global_step"]
         self.data = _DataCursor(**state["data"])
         self.best = dict(state["best"])
+        self.initial = dict(state.get("initial", {}))
         self.history = list(state["history"])
         torch.set_rng_state(state["rng"]["torch"])
         if "cuda" in state["rng"] and torch.cuda.is_available():

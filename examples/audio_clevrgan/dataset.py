@@ -158,28 +158,56 @@ class RenderedSource:
         return SourceBatch(to_uint8(out.images), objects, pixels)
 
 
+def describe_images(segmenter: Any, images01: torch.Tensor) -> tuple[list[list[dict]], list[dict[str, int]]]:
+    """What the attribute segmenter sees in images Float[B, 3, S, S] in [0, 1]: per image its objects (dicts with
+    shape, color, material, size, x, y in [0, 1], pixels, confidence = the lowest attribute probability) and the
+    pixel count of every attribute value over foreground pixels."""
+    from .segmenter import segment_objects
+
+    pred = segmenter.predict(images01)
+    size = images01.shape[-1]
+    objects = [
+        [{**o.attributes, "x": round(o.centroid[0] / size, 4), "y": round(o.centroid[1] / size, 4),
+          "pixels": o.pixel_count, "confidence": round(o.min_confidence, 4)} for o in image_objects]
+        for image_objects in segment_objects(pred)
+    ]
+    fg = pred["foreground"][:, 1] > 0.5
+    pixels = []
+    for i in range(images01.shape[0]):
+        counts = {}
+        for attr in ATTRIBUTES:
+            labels = pred[attr][i].argmax(0)[fg[i]]
+            bins = torch.bincount(labels.flatten(), minlength=len(VALUES[attr]))
+            counts.update({value: int(bins[k]) for k, value in enumerate(VALUES[attr])})
+        pixels.append(counts)
+    return objects, pixels
+
+
 class GanSource:
-    """GAN samples G(z), described by the attribute segmenter (as in the paper's synthetic dataset)."""
+    """GAN samples G(z), described by the attribute segmenter (as in the paper's synthetic dataset). Latents whose
+    image shows no object are redrawn (from the same chunk generator, so the build stays deterministic)."""
 
     name = "gan"
 
-    def __init__(self, gan_path: str | Path, segmenter_path: str | Path, min_confidence: float = 0.0) -> None:
-        from . import gan as gan_module
-        from . import segmenter as seg_module
+    def __init__(self, gan_path: str | Path, segmenter_path: str | Path) -> None:
+        from .train_scripts import load_gan, load_segmenter
 
-        self.gan = gan_module.load_gan(gan_path)
-        self.segmenter = seg_module.load_segmenter(segmenter_path)
+        self.gan = load_gan(gan_path)
+        self.segmenter = load_segmenter(segmenter_path)
         self.z_dim = int(self.gan.z_dim)
+        self.image_size = int(self.gan.config.resolution)
         self.checkpoints = {"gan": str(gan_path), "segmenter": str(segmenter_path)}
-        self.seg_module = seg_module
 
     @torch.no_grad()
     def generate(self, rng: np.random.Generator, m: int) -> SourceBatch:
         latents = rng.standard_normal((m, self.z_dim)).astype(np.float32)
-        images = self.gan(torch.from_numpy(latents))  # [m, 3, H, W] in [-1, 1]
-        images01 = ((images + 1) / 2).clamp(0, 1)
-        instances, attributes = self.seg_module.label_maps(self.segmenter, images01)
-        objects, pixels = objects_from_labels(instances, attributes)
+        for _ in range(10):
+            images01 = (self.gan.generate(torch.from_numpy(latents)) + 1) / 2
+            objects, pixels = describe_images(self.segmenter, images01)
+            empty = [i for i, objs in enumerate(objects) if not objs]
+            if not empty:
+                break
+            latents[empty] = rng.standard_normal((len(empty), self.z_dim)).astype(np.float32)
         uint8 = (images01 * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return SourceBatch(uint8, objects, pixels, latents)
 
@@ -423,7 +451,8 @@ class Builder:
             self.out / "rendered" / "manifest.jsonl", json.loads((progress_dir / "rendered.json").read_text())
         )
         for name, ck in self.source.checkpoints.items():
-            shutil.copyfile(ck, self.out / f"{name}.pt") if not (self.out / f"{name}.pt").exists() else None
+            if not (self.out / f"{name}.pt").exists():
+                shutil.copyfile(ck, self.out / f"{name}.pt")
         header = dict(header, image_size=size)
         # dataset.json last: its presence marks a complete build
         (self.out / "dataset.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")

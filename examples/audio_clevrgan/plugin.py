@@ -51,7 +51,7 @@ def build_group() -> None:
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--source", type=click.Choice(["gan", "rendered"]), default="gan", show_default=True,
               help="gan: GAN samples captioned from the segmenter (the paper); rendered: ground-truth renders")
-@click.option("--gan", "gan_path", type=click.Path(dir_okay=False), default=str(CHECKPOINT_DIR / "gan.pt"),
+@click.option("--gan", "gan_path", type=click.Path(dir_okay=False), default=str(CHECKPOINT_DIR / "generator.pt"),
               show_default=True)
 @click.option("--segmenter", "segmenter_path", type=click.Path(dir_okay=False),
               default=str(CHECKPOINT_DIR / "segmenter.pt"), show_default=True)

@@ -134,6 +134,8 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
             provides.add("gan")
             resources["gan_path"] = root / "gan.pt"
             resources["gan_loader"] = lambda: _load_gan(root / "gan.pt")
+    if (root / "segmenter.pt").is_file():
+        resources["describe_images"] = _describer(root / "segmenter.pt")
     from .evaluate import attribute_test, rendered_test
     from .figures import figures
 
@@ -148,6 +150,21 @@ def _load_gan(path: Path):
     from .train_scripts import load_gan
 
     return load_gan(path)
+
+
+def _describer(path: Path):
+    """images Float[B, 3, S, S] in [0, 1] -> per image the objects the attribute segmenter sees (loaded lazily)."""
+    cache = {}
+
+    def describe(images):
+        from .dataset import describe_images
+        from .train_scripts import load_segmenter
+
+        if "seg" not in cache:
+            cache["seg"] = load_segmenter(path)
+        return describe_images(cache["seg"], images.float().cpu())[0]
+
+    return describe
 
 
 PROFILE_HELP = {

@@ -109,12 +109,23 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
     else:
         file_layer = read_config_file(config_file) if config_file else {}
         cli_layer = _cli_layer(kw, gen_flags, flag_map)
+        if file_layer.get("stages"):
+            single = [f"--{k.replace('_', '-')}" for k in ("steps", "negatives", "combine") if k in cli_layer]
+            if single:
+                raise ConfigError([f"{', '.join(single)} set(s) the single stage, but {config_file} defines "
+                                   "[[stages]]: change the stages in the file instead"])
+            # generator flags override the file everywhere, stage tables included
+            for stage in file_layer["stages"]:
+                if isinstance(stage, dict) and isinstance(stage.get("generators", {}), dict):
+                    stage["generators"] = merge({"generators": stage.get("generators", {})},
+                                                {"generators": cli_layer.get("generators", {})})["generators"]
     raw = merge(file_layer, cli_layer)
     task = _build_task(pm, raw)
     config = _build_config(pm, task, raw, source=config_file or "command line")
     from negmine.distributed import init_from_env
 
-    init_from_env(config.device)  # a no-op unless launched by torchrun
+    info = init_from_env(config.device)  # a no-op unless launched by torchrun
+    quiet = quiet or not info.is_main  # one console: rank 0's
     trainer = Trainer(task, config, plugins=pm, resume=bool(resume_dir), reporter=make_reporter(quiet))
     summary = trainer.fit()
     if not quiet:

@@ -4,6 +4,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
+
 from audio_clevrgan.captions import (
     ATTRIBUTE_VALUES,
     ATTRIBUTES,

@@ -11,7 +11,6 @@ import pytest
 pytest.importorskip("espeakng_loader")
 
 from audio_clevrgan import dataset as ds  # noqa: E402
-
 from negmine.errors import DataError  # noqa: E402
 
 

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import soundfile
 import torch
+
 from audio_clevrgan.features import (
     HOP_LENGTH,
     N_MELS,

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile
+
 from audio_clevrgan import speech
 from audio_clevrgan.speech import (
     NATIVE_SAMPLE_RATE,

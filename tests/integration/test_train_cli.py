@@ -274,3 +274,51 @@ def test_collapse_warning():
     assert len(trainer.reporter.warnings) == 1 and "collapsed" in trainer.reporter.warnings[0]
     trainer._watch_collapse(torch.randn(8, 8), metrics)
     assert trainer._collapse_count == 0 and metrics["score_std"] > 0.1
+
+
+MISSPELT = """
+from negmine import NegativeGenerator, hookimpl
+
+class Typo(NegativeGenerator):
+    '''A generator whose lifecycle method has a misspelt hook name.'''
+    name = "typo"
+
+    def mine(self, ctx):
+        return {}
+
+    @hookimpl
+    def negmine_step_ends(self, trainer, step, metrics):
+        pass
+
+@hookimpl
+def negmine_register_generators():
+    return [Typo]
+"""
+
+
+def test_misspelt_hook_method_on_a_generator_is_an_error(tmp_path, capsys):
+    path = tmp_path / "typo.py"
+    path.write_text(MISSPELT)
+    code = run_cli("-p", path, "train", "--task", "toy", "--profile", "small", "-n", "typo", "--steps", "2",
+                   "--run-dir", tmp_path / "r")
+    err = capsys.readouterr().err
+    assert code == 2 and "negmine_step_ends" in err and "Traceback" not in err
+
+
+def test_flags_override_stage_generator_options(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(textwrap.dedent("""
+        task = "toy"
+        profile = "small"
+        [[stages]]
+        name = "only"
+        steps = 3
+        negatives = ["hard-minibatch"]
+        [stages.generators.hard-minibatch]
+        k = 2
+    """))
+    run = tmp_path / "r"
+    assert run_cli("train", cfg, "--hard-minibatch-k", "3", "--run-dir", run, "-q") == 0
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["stages"][0]["generators"]["hard-minibatch"]["k"] == 3
+    assert run_cli("train", cfg, "--steps", "5", "--run-dir", tmp_path / "r2") == 2
