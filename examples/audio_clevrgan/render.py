@@ -218,14 +218,31 @@ SCENE_PROFILES: dict[str, SceneConfig] = {
 _FOOTPRINT = {"sphere": 1.0, "cylinder": 1.2, "cube": 1.35}
 
 
+@functools.lru_cache(maxsize=64)
+def _basis_floats(cam: Camera) -> tuple:
+    pos, fwd, right, up = cam.basis()
+    return tuple(pos), tuple(fwd), tuple(right), tuple(up), math.tan(math.radians(cam.fov) / 2)
+
+
+def _disc(o: SceneObject, camera: Camera) -> tuple[float, float, float, float]:
+    """One object as a disc on the image (plain floats): centre (u, v) in [0, 1], radius, depth."""
+    pos, fwd, right, up, half = _basis_floats(camera)
+    rad = _FOOTPRINT[o.shape] * o.radius
+    out = []
+    for dx in (0.0, rad):  # the centre, and a point rad further along the camera's right axis
+        rel = (o.x + dx * right[0] - pos[0], o.y + dx * right[1] - pos[1], o.radius + dx * right[2] - pos[2])
+        depth = rel[0] * fwd[0] + rel[1] * fwd[1] + rel[2] * fwd[2]
+        u = (rel[0] * right[0] + rel[1] * right[1] + rel[2] * right[2]) / depth / half
+        v = -(rel[0] * up[0] + rel[1] * up[1] + rel[2] * up[2]) / depth / half
+        out.append(((u + 1) / 2, (v + 1) / 2, depth))
+    (u0, v0, d0), (u1, v1, _) = out
+    return u0, v0, math.hypot(u1 - u0, v1 - v0), d0
+
+
 def _screen_discs(scene: Scene, camera: Camera) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Approximate every object by a disc on the image: centres ``(N, 2)``, radii ``(N,)``, depths ``(N,)``."""
-    pos, _, right, _ = camera.basis()
-    centres = np.array([[o.x, o.y, o.radius] for o in scene], dtype=np.float64)
-    uv, depth = camera.project(centres)
-    rad = np.array([_FOOTPRINT[o.shape] * o.radius for o in scene])
-    uv_r, _ = camera.project(centres + rad[:, None] * right[None])
-    return uv, np.linalg.norm(uv_r - uv, axis=-1), depth
+    d = np.array([_disc(o, camera) for o in scene], dtype=np.float64).reshape(-1, 4)
+    return d[:, :2], d[:, 2], d[:, 3]
 
 
 def _disc_overlap(d: float, r1: float, r2: float) -> float:
@@ -242,13 +259,13 @@ def _disc_overlap(d: float, r1: float, r2: float) -> float:
 
 def occlusion_fractions(scene: Scene, camera: Camera = DEFAULT_CAMERA) -> np.ndarray:
     """Approximate fraction of each object's screen footprint covered by nearer objects, shape ``(N,)``."""
-    uv, rad, depth = _screen_discs(scene, camera)
+    discs = [_disc(o, camera) for o in scene]
     occ = np.zeros(len(scene))
-    for i in range(len(scene)):
-        area = math.pi * rad[i] ** 2
-        for j in range(len(scene)):
-            if j != i and depth[j] < depth[i]:
-                occ[i] += _disc_overlap(float(np.linalg.norm(uv[i] - uv[j])), rad[i], rad[j]) / area
+    for i, (ui, vi, ri, di) in enumerate(discs):
+        area = math.pi * ri * ri
+        for j, (uj, vj, rj, dj) in enumerate(discs):
+            if j != i and dj < di:
+                occ[i] += _disc_overlap(math.hypot(ui - uj, vi - vj), ri, rj) / area
     return occ
 
 
@@ -264,9 +281,12 @@ def _pair_ok(a: SceneObject, b: SceneObject, cfg: SceneConfig, dirs: dict[str, n
 
 
 def _in_frame(scene: Scene, cfg: SceneConfig) -> np.ndarray:
-    uv, rad, _ = _screen_discs(scene, cfg.camera)
-    lo, hi = uv - rad[:, None], uv + rad[:, None]
-    return np.all((lo >= cfg.frame_margin) & (hi <= 1 - cfg.frame_margin), axis=-1)
+    m = cfg.frame_margin
+    ok = []
+    for o in scene:
+        u, v, r, _ = _disc(o, cfg.camera)
+        ok.append(u - r >= m and v - r >= m and u + r <= 1 - m and v + r <= 1 - m)
+    return np.array(ok, dtype=bool)
 
 
 def scene_is_valid(scene: Scene, cfg: SceneConfig = SCENE_PROFILES["cpu"]) -> bool:
@@ -784,7 +804,14 @@ def _render_chunk(
         img[bi, :, pi] = col
         inst[flat] = kk + 1
 
-    img = torch.nn.functional.avg_pool2d(img.view(B, 3, R, R), ss) if ss > 1 else img.view(B, 3, R, R)
+    img = img.view(B, 3, R, R)
+    if ss > 1:  # box filter: the mean of the ss x ss sub-pixels (strided sums beat avg_pool2d on the CPU)
+        acc = img[:, :, 0::ss, 0::ss].clone()
+        for i in range(ss):
+            for j in range(ss):
+                if i or j:
+                    acc += img[:, :, i::ss, j::ss]
+        img = acc / (ss * ss)
     inst = inst.view(B, P)
     if ss > 1:
         # majority instance over the ss x ss sub-pixels (ties go to the lower id, i.e. the ground)
