@@ -143,9 +143,10 @@ def load_gan(path: str | os.PathLike, device: str | torch.device = "cpu") -> gan
     return G.to(device).eval().requires_grad_(False)
 
 
-def _gan_state_dict(st: ganlib.GanState, seed: int, bank_size: int) -> dict:
+def _gan_state_dict(st: ganlib.GanState, seed: int, bank_size: int, profile: str) -> dict:
     return {
         "kind": "audio_clevrgan.gan_state",
+        "profile": profile,
         "config": st.config.to_dict(),
         "seed": seed,
         "bank_size": bank_size,
@@ -200,6 +201,7 @@ def train_gan(
         ck = torch.load(state_path, map_location=device, weights_only=False)
         config = ganlib.GanConfig.from_dict(ck["config"])
         seed, bank_size = ck["seed"], ck["bank_size"]
+        profile = ck.get("profile", profile)
     cfg = config or ganlib.GAN_PROFILES[profile]
     st = ganlib.build_gan(cfg, seed, device)
     if ck is not None:
@@ -219,7 +221,7 @@ def train_gan(
     meta = {"seed": seed, "profile": profile, "bank_size": bank_size, "device": str(device)}
 
     def checkpoint(final: bool = False) -> None:
-        atomic_save(_gan_state_dict(st, seed, bank_size), state_path)
+        atomic_save(_gan_state_dict(st, seed, bank_size, profile), state_path)
         save_generator(st.G_ema, out / "generator.pt", {**meta, "step": st.step})
         imgs = (st.G_ema.generate(z_grid) + 1) / 2
         save_grid(imgs, out / "samples.png", scale=2)
