@@ -217,6 +217,10 @@ class GanSource:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _worker_init() -> None:
+    torch.set_num_threads(1)
+
+
 def _speak(job: tuple[str, int]) -> np.ndarray:
     from .speech import synthesize
 
@@ -300,7 +304,9 @@ class Builder:
             _atomic_json(spec_path, header)
         n_chunks = -(-self.n // CHUNK)
         total = n_chunks + 2
-        pool = multiprocessing.get_context("fork").Pool(self.workers) if self.workers > 1 else None
+        # spawned (not forked) workers: a fork after torch has started its thread pool can deadlock the children
+        pool = (multiprocessing.get_context("spawn").Pool(self.workers, initializer=_worker_init)
+                if self.workers > 1 else None)
         try:
             done = 0
             for c in range(n_chunks):

@@ -74,7 +74,9 @@ def build_audio_clevrgan(out: str, n: int, seed: int, source: str, gan_path: str
 
     from .dataset import Builder, GanSource, RenderedSource, progress_printer
 
-    torch.set_num_threads(1)  # determinism across machines with different core counts, and room for the workers
+    # a fixed thread count: the same floats on every run (and on machines with more cores); the speech workers run
+    # after the GAN and segmenter of each chunk, so both phases use the two cores
+    torch.set_num_threads(2)
     if source == "gan":
         for label, path in (("GAN", gan_path), ("segmenter", segmenter_path)):
             if not Path(path).is_file():
