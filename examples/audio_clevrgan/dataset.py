@@ -308,16 +308,21 @@ class Builder:
         pool = (multiprocessing.get_context("spawn").Pool(self.workers, initializer=_worker_init)
                 if self.workers > 1 else None)
         try:
-            done = 0
-            for c in range(n_chunks):
-                marker = progress_dir / f"chunk-{c:05d}.json"
-                if not marker.exists():
-                    rows, latents, size = self._build_chunk(c, pool)
-                    if latents is not None:
-                        np.save(progress_dir / f"latents-{c:05d}.npy", latents)
-                    _atomic_json(marker, {"rows": rows, "image_size": size})
-                done += 1
-                self.progress(done, total)
+            # pipelined: the speech of chunk c is synthesized by the workers while this process draws and
+            # describes the images of chunk c + 1 (each chunk depends only on its own seed, so order is free)
+            done, pending = 0, None
+            todo = [c for c in range(n_chunks) if not (progress_dir / f"chunk-{c:05d}.json").exists()]
+            done = n_chunks - len(todo)
+            for c in todo + [None]:
+                prepared = self._prepare_chunk(c) if c is not None else None
+                if prepared is not None:
+                    prepared["speech"] = (pool.map_async(_speak, prepared["jobs"], chunksize=8) if pool is not None
+                                          else None)
+                if pending is not None:
+                    self._write_chunk(pending, progress_dir)
+                    done += 1
+                    self.progress(done, total)
+                pending = prepared
             if not (progress_dir / "semantic.json").exists():
                 _atomic_json(progress_dir / "semantic.json", self._build_semantic(pool))
             self.progress(done + 1, total)
@@ -334,9 +339,9 @@ class Builder:
     def _speak_all(self, jobs: list[tuple[str, int]], pool: Any) -> list[np.ndarray]:
         return list(pool.imap(_speak, jobs, chunksize=8)) if pool is not None else [_speak(j) for j in jobs]
 
-    def _build_chunk(self, c: int, pool: Any) -> tuple[list[dict], np.ndarray | None, int]:
+    def _prepare_chunk(self, c: int) -> dict[str, Any]:
+        """Images, captions and speech jobs of chunk ``c`` (everything but the audio)."""
         from .captions import make_caption
-        from .speech import write_wav
 
         start, stop = c * CHUNK, min(self.n, (c + 1) * CHUNK)
         rng = np.random.default_rng([self.seed, c])
@@ -345,33 +350,38 @@ class Builder:
         for k, index in enumerate(range(start, stop)):
             objects = batch.objects[k]
             if objects:
-                caption = make_caption(
-                    [{key: o[key] for key in (*ATTRIBUTES, "x", "y")} for o in objects],
-                    rng,
-                    compact=self.compact,
-                ).text
+                caption = make_caption([{key: o[key] for key in (*ATTRIBUTES, "x", "y")} for o in objects], rng,
+                                       compact=self.compact).text
             else:
                 caption = "there is nothing here"
             speaker = int(rng.integers(len(self.speakers)))
             jobs.append((caption, speaker))
-            rows.append(
-                {
-                    "id": index,
-                    "split": split_of(index, self.sizes),
-                    "image": f"images/{index:06d}.png",
-                    "audio": f"audio/{index:06d}.wav",
-                    "latent_row": index if batch.latents is not None else None,
-                    "speaker": self.speakers[speaker],
-                    "caption": caption,
-                    "objects": objects,
-                    "pixels": batch.pixels[k],
-                }
-            )
-        waves = self._speak_all(jobs, pool)
+            rows.append({
+                "id": index,
+                "split": split_of(index, self.sizes),
+                "image": f"images/{index:06d}.png",
+                "audio": f"audio/{index:06d}.wav",
+                "latent_row": index if batch.latents is not None else None,
+                "speaker": self.speakers[speaker],
+                "caption": caption,
+                "objects": objects,
+                "pixels": batch.pixels[k],
+            })
+        return {"chunk": c, "rows": rows, "jobs": jobs, "batch": batch}
+
+    def _write_chunk(self, prepared: dict[str, Any], progress_dir: Path) -> None:
+        """Wait for the chunk's speech, write its files, then its marker (the marker makes the chunk count as done)."""
+        from .speech import write_wav
+
+        speech = prepared["speech"]
+        waves = speech.get() if speech is not None else [_speak(j) for j in prepared["jobs"]]
+        batch, rows, c = prepared["batch"], prepared["rows"], prepared["chunk"]
         for k, row in enumerate(rows):
             _write_png(self.out / row["image"], batch.images[k])
             write_wav(self.out / row["audio"], waves[k], SAMPLE_RATE)
-        return rows, batch.latents, int(batch.images.shape[1])
+        if batch.latents is not None:
+            np.save(progress_dir / f"latents-{c:05d}.npy", batch.latents)
+        _atomic_json(progress_dir / f"chunk-{c:05d}.json", {"rows": rows, "image_size": int(batch.images.shape[1])})
 
     def _build_semantic(self, pool: Any) -> list[dict]:
         """Every attribute word spoken by every speaker (the isolated words of the paper's Table 1)."""
