@@ -108,7 +108,7 @@ def word_heatmaps(model: Any, task: Any, out: Path, words: tuple[str, ...] = ("c
             if k >= len(with_value):
                 continue
             image = load_image(root / with_value[k]["image"])
-            emb = model.encode(0, torch.from_numpy(image).permute(2, 0, 1)[None].to(device))
+            emb = model.encode(0, torch.from_numpy(image.copy()).permute(2, 0, 1)[None].to(device))
             mm = model.score.matchmap(emb, audio)[0]  # [8, 8, T']
             heat = mm[..., : int(audio.lengths[0])].amax(-1).cpu().numpy()
             heat = (heat - heat.min()) / (np.ptp(heat) + 1e-8)
