@@ -270,8 +270,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
         dist = f"{plugin['distribution']} {plugin['version']}" if plugin["distribution"] else plugin["origin"]
         console.print(f"[bold]{plugin['name']}[/]  ({dist}; module {plugin['module']})", soft_wrap=True)
         for gen in plugin["generators"]:
-            req = f"  requires: {', '.join(gen['requires'])}" if gen["requires"] else ""
-            console.print(f"  generator [cyan]{gen['name']}[/]: {gen['doc']}{req}")
+            console.print(f"  generator [cyan]{gen['name']}[/]: {gen['doc']}", soft_wrap=True)
+            if gen["requires"]:
+                console.print(f"    requires from the task: {', '.join(gen['requires'])}", soft_wrap=True)
             if gen["options"]:
                 table = Table(show_header=True, box=None, padding=(0, 2), pad_edge=False)
                 table.add_column("flag", no_wrap=True)
@@ -284,8 +285,8 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
                     table.add_row(flag, kind, str(opt["default"]), opt["help"])
                 console.print(table)
         for task in plugin["tasks"]:
-            console.print(f"  task [green]{task['name']}[/]: {task['description']}")
+            console.print(f"  task [green]{task['name']}[/]: {task['description']}", soft_wrap=True)
             for prof, desc in task["profiles"].items():
-                console.print(f"    profile {prof}: {desc}")
+                console.print(f"    profile {prof}: {desc}", soft_wrap=True)
         for cmd in plugin["commands"]:
             console.print(f"  command: negmine {cmd}")
