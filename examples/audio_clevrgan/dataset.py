@@ -201,13 +201,18 @@ class GanSource:
     @torch.no_grad()
     def generate(self, rng: np.random.Generator, m: int) -> SourceBatch:
         latents = rng.standard_normal((m, self.z_dim)).astype(np.float32)
-        for _ in range(10):
-            images01 = (self.gan.generate(torch.from_numpy(latents)) + 1) / 2
-            objects, pixels = describe_images(self.segmenter, images01)
+        images01 = (self.gan.generate(torch.from_numpy(latents)) + 1) / 2
+        objects, pixels = describe_images(self.segmenter, images01)
+        for _ in range(10):  # redraw only the latents whose image shows nothing
             empty = [i for i, objs in enumerate(objects) if not objs]
             if not empty:
                 break
             latents[empty] = rng.standard_normal((len(empty), self.z_dim)).astype(np.float32)
+            redrawn = (self.gan.generate(torch.from_numpy(latents[empty])) + 1) / 2
+            new_objects, new_pixels = describe_images(self.segmenter, redrawn)
+            images01[empty] = redrawn
+            for k, i in enumerate(empty):
+                objects[i], pixels[i] = new_objects[k], new_pixels[k]
         uint8 = (images01 * 255 + 0.5).to(torch.uint8).permute(0, 2, 3, 1).numpy()
         return SourceBatch(uint8, objects, pixels, latents)
 
