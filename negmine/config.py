@@ -39,10 +39,6 @@ import tomllib
 from negmine.errors import ConfigError, closest
 
 
-def _tuple_of_str(value: Any) -> tuple[str, ...]:
-    return tuple(value)
-
-
 @attrs.frozen
 class StageConfig:
     """One curriculum stage: which sources, how they combine, how long, and where its weights start."""

@@ -137,7 +137,6 @@ def load_experiment(path: str | Path) -> Experiment:
     exp = Experiment(raw.get("task", "toy"), raw.get("profile"), tuple(seeds), raw.get("total_steps"),
                      dict(raw.get("settings") or {}), tuple(fixed), raw.get("eval_split", "test"))
     if not problems:
-        seen: set[str] = set()
         for m in exp.methods:  # cycles
             chain, cur = [], m
             while cur.parent is not None:
@@ -146,7 +145,6 @@ def load_experiment(path: str | Path) -> Experiment:
                     break
                 chain.append(cur.name)
                 cur = by_name[cur.parent]
-            seen.add(m.name)
         if exp.total_steps is not None and not problems:
             for m in exp.methods:
                 if chain_steps(exp, m) != exp.total_steps:

@@ -184,10 +184,6 @@ class PluginManager:
             raise UnknownNameError("generator", name, gens, hint="`negmine plugins` lists what is installed.")
         return gens[name]
 
-    def generator_plugin(self, name: str) -> str:
-        self.generators()
-        return self._generators[name][1]  # type: ignore[index]
-
     def tasks(self) -> dict[str, Any]:
         """Registered :class:`negmine.TaskSpec` objects by name."""
         if self._tasks is None:
@@ -209,10 +205,6 @@ class PluginManager:
         if name not in tasks:
             raise UnknownNameError("task", name, tasks, hint="`negmine plugins` lists what is installed.")
         return tasks[name]
-
-    def task_plugin(self, name: str) -> str:
-        self.tasks()
-        return self._tasks[name][1]  # type: ignore[index]
 
     def commands(self) -> list[tuple[str, Any]]:
         """(plugin name, click command) pairs from every plugin."""

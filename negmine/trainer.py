@@ -145,7 +145,8 @@ class Trainer:
         self._collapse_warned = False
         self._pending_state: dict[str, Any] | None = None
         self.initial: dict[str, Any] = {}
-        self.keep_steps: set[int] = set()  # global steps whose weights are kept as checkpoints/step-N.pt
+        self.keep_steps: set[int] = set()
+        self._initialised_stage = -1  # the stage whose init weights were loaded last  # global steps whose weights are kept as checkpoints/step-N.pt
         self._check_stage_requirements()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -212,6 +213,7 @@ class Trainer:
         if self.plugins:
             self.plugins.train_start(self)
         if not self.resumed and self.config.stages:
+            self._apply_init()  # "before training" means the weights the first stage starts from
             self.initial = self.evaluate("val")
             self._append_metrics({"event": "eval", **self.initial})
             self.reporter.log(f"before training: {_recall_line(self.initial)}")
@@ -231,9 +233,7 @@ class Trainer:
         fresh = self._pending_state is None
         if fresh:
             self.step_in_stage = 0
-            if stage.init != "previous":
-                state = ckpt.load(ckpt.resolve_init(stage.init))
-                self.model.load_state_dict(state["model"])
+            self._apply_init()
         self.optimizer = self._make_optimizer(stage)
         self.active = self._build_generators(stage)
         if not fresh:
@@ -283,6 +283,13 @@ class Trainer:
         self.step_in_stage = 0
         # last.pt now points at the start of the next stage (or the end of training)
         self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+
+    def _apply_init(self) -> None:
+        """Load the current stage's ``init`` weights (once per stage; "previous" keeps the model as it is)."""
+        stage = self.stage
+        if stage.init != "previous" and self._initialised_stage != self.stage_index:
+            self.model.load_state_dict(ckpt.load(ckpt.resolve_init(stage.init))["model"])
+        self._initialised_stage = self.stage_index
 
     def _unregister_generators(self) -> None:
         if self.plugins:
@@ -404,7 +411,7 @@ class Trainer:
         if flat.numel() == 0:
             return out
         if negs.kind == NegativeKind.DATASET:
-            ids = negs.index.flatten()[flat.cpu() if negs.index.device.type == "cpu" else flat].cpu()
+            ids = negs.index.flatten()[flat.to(negs.index.device)].cpu()
             inputs = to_device(self.task.train.side_batch(side, ids), self.device)
         else:
             inputs = to_device(index_inputs(flatten_inputs(negs.inputs), flat), self.device)

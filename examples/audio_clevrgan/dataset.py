@@ -24,7 +24,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -583,6 +583,3 @@ def progress_printer(label: str) -> Callable[[int, int], None]:
 
     return report
 
-
-def iter_rows(rows: Sequence[dict], split: str) -> list[dict]:
-    return [r for r in rows if r["split"] == split]

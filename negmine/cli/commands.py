@@ -238,10 +238,9 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
     from negmine.experiment import load_experiment, run_experiment
 
     exp = load_experiment(experiment_file)
-    results = run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
+    run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                              log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None)
     click.echo((Path(out) / "results.md").read_text())
-    del results
 
 
 # --------------------------------------------------------------------------------------------------------------------

@@ -16,15 +16,12 @@ import attrs
 import torch
 from torch import Tensor
 
-from negmine import hookimpl
-from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
+from negmine.generator import MiningContext, Negatives, option
 from negmine.model import Embedding
-from negmine_gan.edit import GanEditor, edit_until_changed, geodesic_region, resolve_gan, upsample_mask
+from negmine_gan.base import GanEditGenerator, to_model_input
+from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 
-
-def to_model_input(images: Tensor) -> Tensor:
-    """GAN output Float[B, 3, R, R] in [-1, 1] -> Float[B, 3, R, R] in [0, 1]."""
-    return (images.clamp(-1, 1) + 1) / 2
+__all__ = ["GanRandomEdits", "salient", "to_model_input"]
 
 
 def salient(model: Any, image: Embedding, audio: Embedding) -> tuple[Tensor, Tensor]:
@@ -44,7 +41,7 @@ def salient(model: Any, image: Embedding, audio: Embedding) -> tuple[Tensor, Ten
     return (heat - lo) / (hi - lo + 1e-10), seeds
 
 
-class GanRandomEdits(NegativeGenerator):
+class GanRandomEdits(GanEditGenerator):
     """Edited GAN images: random units of one layer ablated in the most salient region (paper §5.4)."""
 
     name = "gan-random"
@@ -63,29 +60,6 @@ class GanRandomEdits(NegativeGenerator):
         accept_step: float = option(0.05, "subtracted from the acceptance threshold after each rejected try",
                                     min=0.0)
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
-
-    def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
-        super().__init__(options, seed=seed, task=task)
-        self.editor: GanEditor | None = None
-        self.last_stats: dict[str, float] = {}
-
-    def _editor(self) -> GanEditor:
-        if self.editor is None:
-            self.editor = GanEditor(resolve_gan(self.task), self.options.layer)
-        return self.editor
-
-    @hookimpl
-    def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
-        # positives are regenerated from their latents as floats, so quantisation cannot tell them from edits
-        data = trainer.task.train
-        if hasattr(data, "use_generated_positives"):
-            editor = self._editor()
-            data.use_generated_positives(lambda z: to_model_input(editor.generate(z)))
-
-    @hookimpl
-    def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
-        for key, value in self.last_stats.items():
-            metrics[f"{self.name}/{key}"] = value
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""

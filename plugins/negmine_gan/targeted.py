@@ -17,13 +17,14 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
-from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
+from negmine.generator import MiningContext, Negatives, option
+from negmine_gan.base import GanEditGenerator, to_model_input
 from negmine_gan.concepts import Concepts, compute_concepts, peak_datapoints
-from negmine_gan.edit import GanEditor, edit_until_changed, geodesic_region, resolve_gan, upsample_mask
-from negmine_gan.random_edit import salient, to_model_input
+from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
+from negmine_gan.random_edit import salient
 
 
-class GanTargetedEdits(NegativeGenerator):
+class GanTargetedEdits(GanEditGenerator):
     """Edited GAN images: the units of the concept the model sees at the salient spot, ablated there (§5.6)."""
 
     name = "gan-targeted"
@@ -54,20 +55,12 @@ class GanTargetedEdits(NegativeGenerator):
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
-        self.editor: GanEditor | None = None
         self.concepts: Concepts | None = None
-        self.last_stats: dict[str, float] = {}
-
-    def _editor(self) -> GanEditor:
-        if self.editor is None:
-            self.editor = GanEditor(resolve_gan(self.task), self.options.layer)
-        return self.editor
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def refresh(self, model: Any, data: Any, device: torch.device, step: int) -> None:
         o = self.options
-        dim = None
         with torch.no_grad():
             dim = int(model.encode(0, data.batch(torch.arange(1)).a.to(device)).values.shape[1])
         self.concepts = compute_concepts(
@@ -77,17 +70,13 @@ class GanTargetedEdits(NegativeGenerator):
 
     @hookimpl
     def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
-        data = trainer.task.train
-        if hasattr(data, "use_generated_positives"):
-            editor = self._editor()
-            data.use_generated_positives(lambda z: to_model_input(editor.generate(z)))
+        super().negmine_stage_start(trainer, stage)
         if self.concepts is None:  # a resumed stage keeps the concepts from its checkpoint
-            self.refresh(trainer.model, data, trainer.device, trainer.global_step)
+            self.refresh(trainer.model, trainer.task.train, trainer.device, trainer.global_step)
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
-        for key, value in self.last_stats.items():
-            metrics[f"{self.name}/{key}"] = value
+        super().negmine_step_end(trainer, step, metrics)
         every = self.options.recluster_every
         if every and trainer.step_in_stage % every == 0 and trainer.step_in_stage < trainer.stage.steps:
             self.refresh(trainer.model, trainer.task.train, trainer.device, step)

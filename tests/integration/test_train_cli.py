@@ -163,7 +163,9 @@ def test_curriculum_stages_and_init(tmp_path):
     """))
     run2 = tmp_path / "init"
     assert run_cli("train", cfg2, "--run-dir", run2, "-q") == 0
-    assert summary(run2)["initial"]["mean@5"] < summary(run2)["final"]["mean@5"] + 0.2
+    # "before training" is measured on the warm-started weights: the warm stage's own final evaluation
+    warm_final = [e for e in evals if e["stage"] == "warm"][-1]
+    assert summary(run2)["initial"]["mean@5"] == warm_final["mean@5"]
 
 
 def test_plugins_json_lists_generators_with_options(capsys):
