@@ -87,13 +87,16 @@ class SourceBatch:
     """m images with what was seen in them.
 
     images: UInt8[m, H, W, 3]; objects: per image a list of dicts (shape, color, material, size, x, y in [0, 1]
-    image coordinates, pixels); pixels: per image {attribute value: pixel count}; latents: Float32[m, Z] or None.
+    image coordinates, pixels); pixels: per image {attribute value: pixel count}; latents: Float32[m, Z] or None;
+    scenes: per image the renderer's scene as ``scene_to_dicts`` (rendered source only; lets the ``render-edit``
+    oracle re-render single-attribute edits).
     """
 
     images: np.ndarray
     objects: list[list[dict]]
     pixels: list[dict[str, int]]
     latents: np.ndarray | None = None
+    scenes: list[list[dict]] | None = None
 
 
 def objects_from_labels(
@@ -150,12 +153,12 @@ class RenderedSource:
         self.checkpoints: dict[str, str] = {}
 
     def generate(self, rng: np.random.Generator, m: int) -> SourceBatch:
-        from .render import render_scenes, sample_scenes, to_uint8
+        from .render import render_scenes, sample_scenes, scene_to_dicts, to_uint8
 
         scenes = sample_scenes(rng, m, self.scene_cfg)
         out = render_scenes(scenes, resolution=self.image_size)
         objects, pixels = objects_from_labels(out.instances, out.attributes)
-        return SourceBatch(to_uint8(out.images), objects, pixels)
+        return SourceBatch(to_uint8(out.images), objects, pixels, scenes=[scene_to_dicts(s) for s in scenes])
 
 
 def describe_images(segmenter: Any, images01: torch.Tensor) -> tuple[list[list[dict]], list[dict[str, int]]]:
@@ -371,6 +374,7 @@ class Builder:
                 "caption": caption,
                 "objects": objects,
                 "pixels": batch.pixels[k],
+                **({} if batch.scenes is None else {"scene": batch.scenes[k]}),
             })
         return {"chunk": c, "rows": rows, "jobs": jobs, "batch": batch}
 

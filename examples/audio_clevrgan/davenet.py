@@ -37,6 +37,7 @@ class DavenetConfig:
     image_size: int = 64
     batchnorm: bool = False
     aggregation: str = "misa"
+    image_relu: bool = True  # ReLU after the image tower's last conv (LBD); DaveNet's original has none
 
 
 PROFILES: dict[str, DavenetConfig] = {
@@ -89,7 +90,7 @@ class AudioEncoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    """VGG-style conv trunk from scratch + a 3x3 conv to D with ReLU: Float[B, 3, S, S] -> Float[B, D, 8, 8]."""
+    """VGG-style conv trunk from scratch + a 3x3 conv to D (ReLU optional): Float[B, 3, S, S] -> Float[B, D, 8, 8]."""
 
     def __init__(self, cfg: DavenetConfig) -> None:
         super().__init__()
@@ -108,7 +109,9 @@ class ImageEncoder(nn.Module):
                 size //= 2
         if size != 8:
             raise ValueError(f"image_size {cfg.image_size} with {len(cfg.image_blocks)} blocks does not reach 8x8")
-        layers += [nn.Conv2d(cin, cfg.dim, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(cin, cfg.dim, 3, padding=1))
+        if cfg.image_relu:
+            layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
@@ -150,3 +153,47 @@ def build_model(profile: str | DavenetConfig, image_size: int = 64, overrides: S
     cfg = PROFILES[profile] if isinstance(profile, str) else profile
     cfg = attrs.evolve(cfg, image_size=image_size, **dict(overrides))
     return Davenet(cfg)
+
+
+def parse_overrides(text: str) -> list[tuple[str, object]]:
+    """``"dim=256,image_relu=false,audio_widths=32/64/128/128"`` -> typed (field, value) pairs for ``DavenetConfig``.
+
+    Raises ValueError naming every unknown field (with the closest known one) and every unparsable value at once.
+    """
+    import difflib
+
+    fields = {f.name: f for f in attrs.fields(DavenetConfig)}
+    out: list[tuple[str, object]] = []
+    problems: list[str] = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields:
+            close = difflib.get_close_matches(key, list(fields), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known: {', '.join(fields)})"
+            problems.append(f"unknown DaveNet field {key!r}{hint}" if sep else f"{item!r} is not FIELD=VALUE")
+            continue
+        default = getattr(DavenetConfig(), key)
+        try:
+            out.append((key, _parse_value(raw.strip(), default)))
+        except ValueError:
+            problems.append(f"{key}={raw!r}: expected a value like {default!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+    return out
+
+
+def _parse_value(raw: str, default: object) -> object:
+    if isinstance(default, bool):
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(raw)
+    if isinstance(default, int):
+        return int(raw)
+    if isinstance(default, tuple):  # ints separated by '/', blocks as CxN
+        if default and isinstance(default[0], tuple):
+            return tuple(tuple(int(x) for x in part.split("x")) for part in raw.split("/"))
+        return tuple(int(x) for x in raw.split("/"))
+    return raw

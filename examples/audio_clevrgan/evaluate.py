@@ -39,10 +39,10 @@ def _encode_images(model: Any, paths: list[Path], device: torch.device, batch: i
     return Embedding.cat(parts)
 
 
-def _encode_audio(model: Any, paths: list[Path], device: torch.device) -> Embedding:
+def _encode_audio(model: Any, paths: list[Path], device: torch.device, pad: float = 0.0) -> Embedding:
     feats = [load_features(p) for p in paths]
     frames = max(f.shape[1] for f in feats)
-    x = torch.zeros(len(feats), 1, 40, frames)
+    x = torch.full((len(feats), 1, 40, frames), float(pad))
     n = torch.tensor([f.shape[1] for f in feats])
     for i, f in enumerate(feats):
         x[i, 0, :, : f.shape[1]] = f
@@ -51,12 +51,13 @@ def _encode_audio(model: Any, paths: list[Path], device: torch.device) -> Embedd
 
 @torch.no_grad()
 def attribute_test(model: Any, task: Any, run_dir: Path, device: torch.device, split: str = "test",
-                   per_side: int = 500, seed: int = 0) -> dict[str, Any]:
+                   per_side: int = 500, seed: int = 0, encode_word: Any = None) -> dict[str, Any]:
     """For each attribute word: AUC of the spoken word's score on images with the attribute vs without it.
 
     Images come from ``split``; an image "has" a value when the segmenter (or ground truth) labels between the
     scaled thresholds of pixels with it, and "lacks" it below the negative threshold. Each image's score is the mean
-    MISA over every speaker's recording of the isolated word.
+    MISA over every speaker's recording of the isolated word. ``encode_word(entries) -> Embedding`` replaces the
+    spoken recordings (``entries``: the word's rows of ``semantic/words.jsonl``), e.g. by the written word.
     """
     model.eval()
     root = Path(task.resources["data_dir"])
@@ -79,7 +80,11 @@ def attribute_test(model: Any, task: Any, run_dir: Path, device: torch.device, s
             continue
         pos_idx = sorted(rng.choice(pos_idx, min(per_side, len(pos_idx)), replace=False).tolist())
         neg_idx = sorted(rng.choice(neg_idx, min(per_side, len(neg_idx)), replace=False).tolist())
-        audio = _encode_audio(model, [root / e["audio"] for e in entries], device)
+        if encode_word is None:
+            audio = _encode_audio(model, [root / e["audio"] for e in entries], device,
+                                  task.resources.get("audio_pad", 0.0))
+        else:
+            audio = encode_word(entries)
         chosen = torch.tensor(pos_idx + neg_idx, device=device)
         scores = model.score_matrix(images[chosen], audio).mean(1).cpu()  # mean over speakers
         per_word[word] = {"attribute": attribute, "value": value, "auc": auc(scores[: len(pos_idx)],
@@ -114,7 +119,7 @@ def rendered_test(model: Any, task: Any, run_dir: Path, device: torch.device, sp
     correct: dict[str, list[float]] = {}
     for start in range(0, len(rows), 64):
         part = rows[start : start + 64]
-        audio = _encode_audio(model, [root / r["audio"] for r in part], device)
+        audio = _encode_audio(model, [root / r["audio"] for r in part], device, task.resources.get("audio_pad", 0.0))
         idx = slice(start, start + len(part))
         s_orig = model.score_pairs(originals[idx], audio)
         s_edit = model.score_pairs(edited[idx], audio)

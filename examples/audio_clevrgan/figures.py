@@ -100,7 +100,7 @@ def word_heatmaps(model: Any, task: Any, out: Path, words: tuple[str, ...] = ("c
     for w, word in enumerate(words):
         entry = next(e for e in entries if e["word"] == word)
         with_value = [r for r in rows if r["pixels"][entry["value"]] > 0][:n_images]
-        audio = _encode_audio(model, [root / entry["audio"]], device)
+        audio = _encode_audio(model, [root / entry["audio"]], device, task.resources.get("audio_pad", 0.0))
         for k in range(n_images):
             ax = axes[w, k]
             ax.set_xticks([])

@@ -35,6 +35,13 @@ def negmine_register_tasks():
     ]
 
 
+@hookimpl
+def negmine_register_generators():
+    from .oracle import RenderedEdits
+
+    return [RenderedEdits]
+
+
 @click.group("data")
 def data_group() -> None:
     """Build and prepare datasets of the installed tasks."""

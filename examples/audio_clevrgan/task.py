@@ -20,7 +20,7 @@ from negmine import Batch, PairedDataset, Task
 from negmine.errors import DataError
 
 from .dataset import load_features, load_image, read_dataset
-from .davenet import PROFILES, build_model
+from .davenet import PROFILES, build_model, parse_overrides
 
 DEFAULT_DATA = "data/audio-clevrgan"
 
@@ -28,6 +28,9 @@ OPTIONS = {
     "data_dir": (DEFAULT_DATA, "dataset directory built by `negmine data build audio-clevrgan`"),
     "audio_frames": (None, "frames per caption (crop/pad); default 1024 (paper), tiny profile 256"),
     "max_train": (0, "use at most this many training pairs (0: all)"),
+    "audio_pad": (None, "log-mel value (dB) of padded frames: 0 is the paper code's quirk (0 dB is the loudest level), "
+                        "-80 is silence; default 0 (paper profiles), -80 (cpu, tiny)"),
+    "davenet": ("", "DaveNet config overrides, e.g. 'dim=256,image_relu=false,audio_widths=32/64/128/128'"),
 }
 
 TASK_DEFAULTS = {
@@ -42,6 +45,14 @@ TASK_DEFAULTS = {
 }
 TASK_DEFAULTS["paper-large"] = TASK_DEFAULTS["paper"]
 
+# Per-profile defaults of task options left unset.
+PROFILE_OPTIONS = {
+    "paper": {"audio_frames": 1024, "audio_pad": 0.0},
+    "paper-large": {"audio_frames": 1024, "audio_pad": 0.0},
+    "cpu": {"audio_frames": 1024, "audio_pad": 0.0},
+    "tiny": {"audio_frames": 256, "audio_pad": -80.0},
+}
+
 
 def pad_or_crop_batch(feats: Tensor, frames: int) -> tuple[Tensor, Tensor]:
     """Float[40, T] list -> (Float[N, 40, frames] zero-padded or cut to the first frames, nframes Long[N])."""
@@ -54,19 +65,30 @@ def pad_or_crop_batch(feats: Tensor, frames: int) -> tuple[Tensor, Tensor]:
     return out, lengths
 
 
-class AudioClevrganSplit(PairedDataset):
-    """One split held in memory: images UInt8[N, 3, S, S], features Float16[N, 40, F], nframes Long[N]."""
+def fill_padding(feats: Tensor, nframes: Tensor, value: float) -> Tensor:
+    """Float[N, ..., F] features with every frame at index >= nframes[i] set to ``value`` (a new tensor)."""
+    if value == 0.0:
+        return feats
+    pad = torch.arange(feats.shape[-1], device=feats.device) >= nframes.to(feats.device)[:, None]
+    shape = (pad.shape[0],) + (1,) * (feats.dim() - 2) + (pad.shape[1],)
+    return feats.masked_fill(pad.view(shape), value)
 
-    def __init__(self, root: Path, rows: list[dict], split: str, frames: int, latents: np.ndarray | None) -> None:
-        self.root, self.split, self.frames = root, split, frames
+
+class ImageSplit(PairedDataset):
+    """One split of an Audio CLEVRGAN dataset held in memory, side a: images UInt8[N, 3, S, S] (and GAN latents
+    Float[N, Z] when the dataset has them). Subclasses provide side b through ``side_b(ids)``."""
+
+    def __init__(self, root: Path, rows: list[dict], split: str, latents: np.ndarray | None) -> None:
+        self.root, self.split = root, split
         self.rows = [r for r in rows if r["split"] == split]
         if not self.rows:
             raise DataError(f"{str(root)!r} has no {split} pairs")
         self.images = torch.from_numpy(np.stack([load_image(root / r["image"]) for r in self.rows])).permute(0, 3, 1, 2)
-        self.feats, self.nframes = self._features()
         self.latents = None
         if latents is not None:
             self.latents = torch.from_numpy(latents[[r["latent_row"] for r in self.rows]])
+        # the renderer's scenes (rendered datasets): what the ``render-edit`` oracle re-renders with one change
+        self.scenes = [r["scene"] for r in self.rows] if all("scene" in r for r in self.rows) else None
         self.groups = None
         self.positive_fn = None
 
@@ -76,6 +98,36 @@ class AudioClevrganSplit(PairedDataset):
         if self.latents is None:
             raise DataError(f"{str(self.root)!r} has no latents.npy: generated positives need a GAN-built dataset")
         self.positive_fn = fn
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def batch(self, ids: Tensor) -> Batch:
+        ids = ids.long().cpu()
+        extras = {} if self.latents is None else {"latent": self.latents[ids]}
+        return Batch(self.side_batch(0, ids), self.side_batch(1, ids), ids, None, extras)
+
+    def side_batch(self, side: int, ids: Tensor) -> Any:
+        ids = ids.long().cpu()
+        if side == 0:
+            if self.positive_fn is not None:
+                with torch.no_grad():
+                    return self.positive_fn(self.latents[ids]).float().cpu()
+            return self.images[ids]
+        return self.side_b(ids)
+
+    def side_b(self, ids: Tensor) -> Any:
+        raise NotImplementedError
+
+
+class AudioClevrganSplit(ImageSplit):
+    """Side b: log-mel features Float16[N, 40, F] (cropped or padded to F frames) and nframes Long[N]."""
+
+    def __init__(self, root: Path, rows: list[dict], split: str, frames: int, latents: np.ndarray | None,
+                 audio_pad: float = 0.0) -> None:
+        super().__init__(root, rows, split, latents)
+        self.frames, self.audio_pad = frames, audio_pad
+        self.feats, self.nframes = self._features()
 
     def _features(self) -> tuple[Tensor, Tensor]:
         key = hashlib.sha256(("|".join(r["audio"] for r in self.rows) + f"|{self.frames}").encode()).hexdigest()[:16]
@@ -93,40 +145,28 @@ class AudioClevrganSplit(PairedDataset):
         os.replace(tmp, cache)
         return feats, nframes
 
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def batch(self, ids: Tensor) -> Batch:
-        ids = ids.long().cpu()
-        extras = {} if self.latents is None else {"latent": self.latents[ids]}
-        return Batch(self.side_batch(0, ids), self.side_batch(1, ids), ids, None, extras)
-
-    def side_batch(self, side: int, ids: Tensor) -> Any:
-        ids = ids.long().cpu()
-        if side == 0:
-            if self.positive_fn is not None:
-                with torch.no_grad():
-                    return self.positive_fn(self.latents[ids]).float().cpu()
-            return self.images[ids]
-        return (self.feats[ids].unsqueeze(1).float(), self.nframes[ids])
+    def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
+        nframes = self.nframes[ids]
+        return (fill_padding(self.feats[ids].unsqueeze(1).float(), nframes, self.audio_pad), nframes)
 
 
-def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None) -> Task:
-    """Load the dataset and build DaveNet for a profile (``cpu``, ``paper``, ``paper-large``, ``tiny``)."""
-    opts = {k: v[0] for k, v in OPTIONS.items()}
-    opts.update(options or {})
-    root = Path(opts["data_dir"])
+def open_dataset(root: Path, max_train: int = 0) -> tuple[dict, list[dict], np.ndarray | None]:
+    """(dataset.json, manifest rows, latents Float[N_latents, Z] or None) of a built dataset, validated; with
+    ``max_train`` only the first that many training rows are kept."""
     meta, rows = read_dataset(root)
-    frames = int(opts["audio_frames"] or (256 if profile == "tiny" else 1024))
     latents = np.load(root / "latents.npy") if (root / "latents.npy").is_file() else None
-    max_train = int(opts["max_train"] or 0)
     if max_train:
         keep = {r["id"] for r in [r for r in rows if r["split"] == "train"][:max_train]}
         rows = [r for r in rows if r["split"] != "train" or r["id"] in keep]
-    splits = {s: AudioClevrganSplit(root, rows, s, frames, latents) for s in ("train", "val", "test")}
-    torch.manual_seed(seed)
-    model = build_model(profile, image_size=int(meta["image_size"]))
+    return meta, rows, latents
+
+
+def dataset_capabilities(root: Path, meta: dict, latents: np.ndarray | None) -> tuple[set[str], dict[str, Any]]:
+    """What a task over this dataset provides to generators (corpus, dense maps, latents, gan, scenes) and its
+    resources (data_dir, meta, the GAN loader, the segmenter's image describer)."""
     provides = {"corpus", "dense_maps"}
+    if meta.get("source") == "rendered":
+        provides.add("scenes")
     resources: dict[str, Any] = {"data_dir": root, "meta": meta}
     if latents is not None:
         provides.add("latents")
@@ -136,6 +176,26 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
             resources["gan_loader"] = lambda: _load_gan(root / "gan.pt")
     if (root / "segmenter.pt").is_file():
         resources["describe_images"] = _describer(root / "segmenter.pt")
+    return provides, resources
+
+
+def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None) -> Task:
+    """Load the dataset and build DaveNet for a profile (``cpu``, ``paper``, ``paper-large``, ``tiny``)."""
+    opts = {k: v[0] for k, v in OPTIONS.items()}
+    opts.update(options or {})
+    root = Path(opts["data_dir"])
+    frames = int(opts["audio_frames"] or PROFILE_OPTIONS[profile]["audio_frames"])
+    audio_pad = float(PROFILE_OPTIONS[profile]["audio_pad"] if opts["audio_pad"] is None else opts["audio_pad"])
+    try:
+        overrides = parse_overrides(str(opts["davenet"] or ""))
+    except ValueError as exc:
+        raise DataError(f"task option davenet: {exc}") from None
+    meta, rows, latents = open_dataset(root, int(opts["max_train"] or 0))
+    splits = {s: AudioClevrganSplit(root, rows, s, frames, latents, audio_pad) for s in ("train", "val", "test")}
+    torch.manual_seed(seed)
+    model = build_model(profile, image_size=int(meta["image_size"]), overrides=overrides)
+    provides, resources = dataset_capabilities(root, meta, latents)
+    resources["audio_pad"] = audio_pad
     from .evaluate import attribute_test, rendered_test
     from .figures import figures
 
