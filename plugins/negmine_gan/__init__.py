@@ -50,6 +50,9 @@ def negmine_register_commands():
         click.echo(f"{summary['count']} edits written to {out}; tries histogram {summary['tries_histogram']}")
         if "changed" in summary:
             click.echo(f"detected change: {100 * summary['changed']:.1f}% of edits; a single attribute of one "
-                       f"object: {100 * summary['single_attribute']:.1f}%")
+                       f"object: {100 * summary['single_attribute']:.1f}%; by attribute "
+                       f"{summary['changed_attributes']}")
+        click.echo(f"mean absolute pixel change inside the region {summary['mean_change_inside']:.4f}, outside "
+                   f"{summary['mean_change_outside']:.4f}; gallery: {Path(out) / summary['gallery']}")
 
     return [edits]

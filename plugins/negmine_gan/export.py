@@ -5,9 +5,11 @@ Format (one directory)::
     edits.json          format version, run directory, generator and its options, layer, counts
     edits.jsonl         one edit per line: id (dataset id), latent (list of floats), original, edited, region (file
                         names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null),
-                        tries, change_ratio, score_original, score_edited, and, when the task can describe images,
-                        objects_original / objects_edited / detected_change
+                        tries, change_ratio, score_original, score_edited, change_inside / change_outside (mean
+                        absolute pixel change in [0, 1] inside and outside the region), and, when the task can
+                        describe images, objects_original / objects_edited / detected_change
     NNNNNN-original.png, NNNNNN-edited.png, NNNNNN-region.png
+    gallery.png         the first 16 edits: original, edit, region, what changed
 
 The latents and unit indices are enough to regenerate any edit with :class:`negmine_gan.edit.GanEditor`.
 """
@@ -65,6 +67,62 @@ def describe_change(before: list[dict], after: list[dict]) -> dict[str, Any]:
     return {"changed": bool(changes), "single_attribute": single, "changes": changes}
 
 
+def pixel_change(original: torch.Tensor, edited: torch.Tensor, mask: torch.Tensor) -> dict[str, float]:
+    """Mean absolute pixel change (images Float[3, H, W] in [0, 1]) inside and outside the region mask Bool[H, W]:
+    how much an edit leaks out of the spot it was meant to change."""
+    diff = (edited - original).abs().mean(0)
+    inside = float(diff[mask].mean()) if mask.any() else 0.0
+    outside = float(diff[~mask].mean()) if (~mask).any() else 0.0
+    return {"change_inside": round(inside, 5), "change_outside": round(outside, 5)}
+
+
+def changed_attribute_counts(changes: list[dict[str, Any]]) -> dict[str, int]:
+    """How many edits changed each attribute of some object, removed an object or added one (an edit may count in
+    several), and how many changed nothing the segmenter can see."""
+    counts = {k: 0 for k in ("shape", "color", "material", "size", "removed", "added", "nothing")}
+    for c in changes:
+        kinds = {ch.get("attribute") or ch["change"] for ch in c["changes"]}
+        for kind in kinds:
+            counts[kind] += 1
+        counts["nothing"] += int(not c["changed"])
+    return counts
+
+
+def write_gallery(out: Path, rows: list[dict[str, Any]]) -> str:
+    """``gallery.png``: per edit the original, the edit and the region (paper figures 3, 5, 6), with what the
+    segmenter saw change."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from PIL import Image
+
+    cols = 4
+    rows_n = (len(rows) + cols - 1) // cols
+    fig, axes = plt.subplots(rows_n, 3 * cols, figsize=(1.6 * 3 * cols, 1.9 * rows_n), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, row in enumerate(rows):
+        r, c = divmod(i, cols)
+        original = np.asarray(Image.open(out / row["original"]))
+        edited = np.asarray(Image.open(out / row["edited"]))
+        region = np.asarray(Image.open(out / row["region"])) > 0
+        overlay = original.copy()
+        overlay[region] = (0.5 * overlay[region] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
+        change = row.get("detected_change")
+        label = "" if change is None else ", ".join(
+            ch.get("attribute", ch.get("change", "")) for ch in change["changes"]) or "no change seen"
+        for k, (img, title) in enumerate(((original, f"#{row['id']}"), (edited, f"tries {row['tries']}"),
+                                          (overlay, label[:22]))):
+            axes[r, 3 * c + k].imshow(img)
+            axes[r, 3 * c + k].set_title(title, fontsize=7)
+    fig.suptitle("original | edited | edited region (red), with the attributes the segmenter saw change", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "gallery.png", dpi=110)
+    plt.close(fig)
+    return "gallery.png"
+
+
 @torch.no_grad()
 def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, split: str = "test",
                  options: dict[str, Any] | None = None, checkpoint: str = "best", device: str = "cpu",
@@ -73,6 +131,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     from negmine.config import make_options
     from negmine.evaluate import load_run
     from negmine.generator import MiningContext
+    from negmine_gan.edit import upsample_mask
     from negmine_gan.random_edit import to_model_input
 
     task, config, _ = load_run(pm, run_dir, checkpoint, device)
@@ -120,6 +179,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 "change_ratio": round(float(negs.meta["change_ratio"][k, 0]), 5),
                 "score_original": round(float(scores[k, k]), 5),
                 "score_edited": round(float(negs.score[k, 0]), 5),
+                **pixel_change(originals[k], edited[k], upsample_mask(region[None], originals.shape[-1])[0]),
             }
             if before is not None:
                 row["objects_original"], row["objects_edited"] = before[k], after[k]
@@ -141,5 +201,9 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     if describe:
         summary["changed"] = float(np.mean([r["detected_change"]["changed"] for r in rows]))
         summary["single_attribute"] = float(np.mean([r["detected_change"]["single_attribute"] for r in rows]))
+        summary["changed_attributes"] = changed_attribute_counts([r["detected_change"] for r in rows])
+    for key in ("change_inside", "change_outside"):
+        summary[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
+    summary["gallery"] = write_gallery(out, rows[:16])
     (out / "edits.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary

@@ -1,5 +1,6 @@
 """GAN editing API and gan-random, on the toy task's fixed random GAN (seconds on a CPU)."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -129,7 +130,10 @@ def test_edits_export_writes_regenerable_edits(tmp_path, capsys):
                  "--option", "accept=0.0"]) == 0
     rows = [json.loads(line) for line in (out / "edits.jsonl").read_text().splitlines()]
     assert len(rows) == 4 and all((out / r["edited"]).exists() and (out / r["region"]).exists() for r in rows)
-    assert json.loads((out / "edits.json").read_text())["tries_histogram"] == [0, 4]
+    summary = json.loads((out / "edits.json").read_text())
+    assert summary["tries_histogram"] == [0, 4]
+    assert (out / summary["gallery"]).stat().st_size > 0
+    assert summary["mean_change_outside"] >= 0 and all("change_inside" in r for r in rows)
     # the latent, region and units regenerate the edit exactly
     task = build_toy("gan", seed=0)
     editor = GanEditor(task.resources["gan"], "layer4")
@@ -143,3 +147,33 @@ def test_edits_export_writes_regenerable_edits(tmp_path, capsys):
     regenerated = ((editor.generate(z, ablation=a).clamp(-1, 1) + 1) / 2 * 255 + 0.5).to(torch.uint8)[0]
     saved = torch.from_numpy(__import__("numpy").array(Image.open(out / r["edited"]))).permute(2, 0, 1)
     assert (regenerated.int() - saved.int()).abs().max() <= 1
+
+
+def test_pixel_change_inside_and_outside_the_region():
+    from negmine_gan.export import pixel_change
+
+    original = torch.zeros(3, 8, 8)
+    edited = original.clone()
+    edited[:, :2, :2] = 0.5  # a change inside the region
+    edited[0, 7, 7] = 0.3  # a leak outside it
+    mask = torch.zeros(8, 8, dtype=torch.bool)
+    mask[:4, :4] = True
+    out = pixel_change(original, edited, mask)
+    assert out["change_inside"] == pytest.approx(0.5 * 4 / 16, abs=1e-5)
+    assert out["change_outside"] == pytest.approx(0.1 / 48, abs=1e-5)
+
+
+def test_changed_attribute_counts():
+    from negmine_gan.export import changed_attribute_counts, describe_change
+
+    a = {"shape": "cube", "color": "red", "material": "rubber", "size": "large", "x": 0.2, "y": 0.5}
+    b = dict(a, x=0.8)
+    changes = [
+        describe_change([a, b], [dict(a, color="blue"), b]),  # one attribute of one object
+        describe_change([a, b], [dict(a, color="blue", shape="sphere"), b]),  # two attributes
+        describe_change([a, b], [a]),  # an object removed
+        describe_change([a], [a]),  # nothing
+    ]
+    assert [c["single_attribute"] for c in changes] == [True, False, False, False]
+    counts = changed_attribute_counts(changes)
+    assert counts == {"shape": 1, "color": 2, "material": 0, "size": 0, "removed": 1, "added": 0, "nothing": 1}
