@@ -10,6 +10,7 @@ A config file::
     steps = 400
     negatives = ["random", "hard-minibatch"]
     combine = [["random"], ["hard-minibatch"]]      # default: every source its own group
+    reduction = "hardest"                          # per anchor and group: hardest negative, or mean over all
 
     [generators.hard-minibatch]                    # options of one generator (also --hard-minibatch-<option>)
     strategy = "semihard"
@@ -63,6 +64,8 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "negatives": (list, ["random"], "negative sources of the single stage"),
     "combine": ((list, type(None)), None, "groups of sources; default: each source its own group"),
     "margin": (float, 1.0, "triplet margin (beta)"),
+    "reduction": (str, "hardest", "per anchor and group: hardest (the hinge of the hardest valid negative, the paper) "
+                                  "or mean (the mean hinge over all valid negatives: batch-all)"),
     "optimizer": (str, "sgd", "sgd, adam or adamw"),
     "lr": (float, 1e-3, "learning rate"),
     "momentum": (float, 0.9, "SGD momentum"),
@@ -109,6 +112,7 @@ class TrainConfig:
     generators: Mapping[str, Mapping[str, Any]]
     task_options: Mapping[str, Any]
     stages: tuple[StageConfig, ...]
+    reduction: str = "hardest"
 
     @property
     def total_steps(self) -> int:
@@ -265,6 +269,10 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
         problems.append(f"lr: must be > 0, got {values['lr']}")
     if values["margin"] < 0:
         problems.append(f"margin: must be >= 0, got {values['margin']}")
+    if values["reduction"] not in ("hardest", "mean"):
+        hint = closest(values["reduction"], ("hardest", "mean"))
+        problems.append(f"reduction: unknown {values['reduction']!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                        + "; choose hardest or mean")
     if values["optimizer"] not in ("sgd", "adam", "adamw"):
         hint = closest(values["optimizer"], ("sgd", "adam", "adamw"))
         problems.append(

@@ -31,12 +31,15 @@ def triplet_loss(
     negatives: Mapping[str, Mapping[int, tuple[Tensor, Tensor]]],
     combine: Sequence[Sequence[str]],
     margin: float = 1.0,
+    reduction: str = "hardest",
 ) -> tuple[Tensor, dict[str, float]]:
     """Sum over groups and sides of the mean hinge on each anchor's hardest negative.
 
     positive: Float[B] score of each positive pair (with gradient).
     negatives: source name -> side (0/1) -> (scores Float[B, K] with gradient, valid Bool[B, K]).
     combine: groups of source names; a source absent from ``negatives`` (or without a side) is skipped.
+    reduction: ``"hardest"`` (above) or ``"mean"``: each anchor's hinge is the mean over all its valid negatives
+        in the group (the batch-all triplet loss; with ``random`` at large k, every in-batch impostor counts).
     Returns the scalar loss and per-group statistics (``group{g}/side{s}/loss`` and ``.../active``: the fraction of
     anchors whose hinge is positive). Anchors without a valid negative in a group do not count in that group's mean.
     """
@@ -47,10 +50,18 @@ def triplet_loss(
             parts = [negatives[name][side] for name in group if name in negatives and side in negatives[name]]
             if not parts:
                 continue
-            top, has = hardest([p[0] for p in parts], [p[1] for p in parts])
-            if not has.any():
-                continue
-            hinge = (margin + top[has] - positive[has]).clamp_min(0)
+            if reduction == "mean":
+                s, v = torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
+                has = v.any(dim=1)
+                if not has.any():
+                    continue
+                per_neg = (margin + s - positive[:, None]).clamp_min(0) * v
+                hinge = per_neg.sum(1)[has] / v.sum(1)[has]
+            else:
+                top, has = hardest([p[0] for p in parts], [p[1] for p in parts])
+                if not has.any():
+                    continue
+                hinge = (margin + top[has] - positive[has]).clamp_min(0)
             term = hinge.mean()
             total = total + term
             stats[f"group{g}/side{side}/loss"] = float(term.detach())

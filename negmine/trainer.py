@@ -365,7 +365,7 @@ class Trainer:
                 rescored[name][side] = (self._rescore(side, negs, grad_scores, emb_a, emb_b), negs.valid.to(self.device))
 
         # 4. loss, update
-        loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin)
+        loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin, c.reduction)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the loss became {float(loss.detach())} at step {self.global_step + 1} (stage {self.stage.name!r}); "

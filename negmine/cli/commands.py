@@ -68,6 +68,8 @@ class TrainCommand(click.Command):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="learning rate")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]))
 @click.option("--margin", type=click.FloatRange(min=0))
+@click.option("--reduction", type=click.Choice(["hardest", "mean"]),
+              help="per anchor and group: the hardest negative's hinge (default) or the mean over all (batch-all)")
 @click.option("--seed", type=int)
 @click.option("--device", help="cpu, cuda, cuda:N or auto")
 @click.option("--eval-every", type=click.IntRange(min=0))
@@ -138,7 +140,8 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
 
 def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str, tuple[str, str]]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    for key in ("task", "profile", "steps", "batch_size", "lr", "optimizer", "margin", "seed", "device", "eval_every",
+    for key in ("task", "profile", "steps", "batch_size", "lr", "optimizer", "margin", "reduction", "seed", "device",
+                "eval_every",
                 "eval_size", "checkpoint_every", "log_every", "run_dir"):
         if kw.get(key) is not None:
             layer[key] = kw[key]

@@ -1,11 +1,13 @@
 """The grouped triplet loss against a per-anchor loop."""
 
+import pytest
 import torch
 
 from negmine.loss import source_telemetry, triplet_loss
 
 
-def test_grouped_loss_matches_loop():
+@pytest.mark.parametrize("reduction", ["hardest", "mean"])
+def test_grouped_loss_matches_loop(reduction):
     g = torch.Generator().manual_seed(0)
     b = 6
     pos = torch.randn(b, generator=g)
@@ -18,7 +20,7 @@ def test_grouped_loss_matches_loop():
     }
     combine = [["random"], ["hard", "edit"]]
     margin = 0.7
-    loss, stats = triplet_loss(pos, negs, combine, margin)
+    loss, stats = triplet_loss(pos, negs, combine, margin, reduction)
     want = 0.0
     for group in combine:
         for side in (0, 1):
@@ -26,8 +28,10 @@ def test_grouped_loss_matches_loop():
             for i in range(b):
                 cands = [float(negs[n][side][0][i, k]) for n in group if side in negs[n]
                          for k in range(negs[n][side][0].shape[1]) if negs[n][side][1][i, k]]
-                if cands:
+                if cands and reduction == "hardest":
                     hinges.append(max(0.0, margin + max(cands) - float(pos[i])))
+                elif cands:  # batch-all: every valid negative's hinge, averaged per anchor
+                    hinges.append(sum(max(0.0, margin + c - float(pos[i])) for c in cands) / len(cands))
             if hinges:
                 want += sum(hinges) / len(hinges)
     assert abs(float(loss) - want) < 1e-5
