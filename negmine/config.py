@@ -10,7 +10,7 @@ A config file::
     steps = 400
     negatives = ["random", "hard-minibatch"]
     combine = [["random"], ["hard-minibatch"]]      # default: every source its own group
-    reduction = "hardest"                          # per anchor and group: hardest negative, or mean over all
+    reduction = "hardest"                          # per group: hardest negative, or mean over all; or a list
 
     [generators.hard-minibatch]                    # options of one generator (also --hard-minibatch-<option>)
     strategy = "semihard"
@@ -51,6 +51,7 @@ class StageConfig:
     init: str = "previous"
     generators: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     lr: float | None = None
+    reduction: tuple[str, ...] = ()  # per group of ``combine``: "hardest" or "mean" (empty: hardest everywhere)
 
 
 _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
@@ -64,8 +65,9 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "negatives": (list, ["random"], "negative sources of the single stage"),
     "combine": ((list, type(None)), None, "groups of sources; default: each source its own group"),
     "margin": (float, 1.0, "triplet margin (beta)"),
-    "reduction": (str, "hardest", "per anchor and group: hardest (the hinge of the hardest valid negative, the paper) "
-                                  "or mean (the mean hinge over all valid negatives: batch-all)"),
+    "reduction": ((str, list), "hardest", "per anchor and group: hardest (the hinge of the hardest valid negative, "
+                  "the paper) or mean (the mean hinge over all valid negatives: batch-all); one word for every group "
+                  "or a list with one per group"),
     "optimizer": (str, "sgd", "sgd, adam or adamw"),
     "lr": (float, 1e-3, "learning rate"),
     "momentum": (float, 0.9, "SGD momentum"),
@@ -83,7 +85,7 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "task_options": (dict, {}, "task-specific options (see the task's docs)"),
     "stages": ((list, type(None)), None, "curriculum stages ([[stages]] tables)"),
 }
-_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr"}
+_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction"}
 
 
 @attrs.frozen
@@ -112,7 +114,6 @@ class TrainConfig:
     generators: Mapping[str, Mapping[str, Any]]
     task_options: Mapping[str, Any]
     stages: tuple[StageConfig, ...]
-    reduction: str = "hardest"
 
     @property
     def total_steps(self) -> int:
@@ -175,6 +176,23 @@ def _kind_name(kinds: Sequence[type]) -> str:
     names = {"str": "a string", "int": "an integer", "float": "a number", "list": "a list", "dict": "a table",
              "NoneType": "nothing"}
     return " or ".join(names.get(k.__name__, k.__name__) for k in kinds)
+
+
+REDUCTIONS = ("hardest", "mean")
+
+
+def _check_reduction(where: str, value: Any, groups: int, problems: list[str]) -> tuple[str, ...]:
+    """A reduction word or a list of one per group -> one per group (problems appended, never raised)."""
+    words = [value] * groups if isinstance(value, str) else value
+    if not isinstance(words, list) or len(words) != groups:
+        problems.append(f"{where}reduction: expected {' or '.join(REDUCTIONS)}, or a list of {groups} (one per group of "
+                        f"combine), got {value!r}")
+        return ("hardest",) * groups
+    for word in dict.fromkeys(w for w in words if w not in REDUCTIONS):
+        hint = closest(str(word), REDUCTIONS)
+        problems.append(f"{where}reduction: unknown {word!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                        + "; choose hardest or mean")
+    return tuple(w if w in REDUCTIONS else "hardest" for w in words)
 
 
 def _check_combine(where: str, negatives: Sequence[str], combine: Any, problems: list[str]) -> tuple:
@@ -269,10 +287,6 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
         problems.append(f"lr: must be > 0, got {values['lr']}")
     if values["margin"] < 0:
         problems.append(f"margin: must be >= 0, got {values['margin']}")
-    if values["reduction"] not in ("hardest", "mean"):
-        hint = closest(values["reduction"], ("hardest", "mean"))
-        problems.append(f"reduction: unknown {values['reduction']!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-                        + "; choose hardest or mean")
     if values["optimizer"] not in ("sgd", "adam", "adamw"):
         hint = closest(values["optimizer"], ("sgd", "adam", "adamw"))
         problems.append(
@@ -312,7 +326,8 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
         combine = _check_combine("", names, values["combine"], problems)
         if values["steps"] < 1:
             problems.append(f"steps: must be >= 1, got {values['steps']}")
-        stages.append(StageConfig("main", values["steps"], names, combine))
+        reduction = _check_reduction("", values["reduction"], len(combine), problems)
+        stages.append(StageConfig("main", values["steps"], names, combine, reduction=reduction))
     else:
         if not raw_stages:
             problems.append("stages: give at least one [[stages]] table")
@@ -359,12 +374,13 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
             if lr is not None and (not isinstance(lr, (int, float)) or lr <= 0):
                 problems.append(f"{where}lr: expected a number > 0, got {lr!r}")
                 lr = None
-            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr))
+            reduction = _check_reduction(where, st.get("reduction", values["reduction"]), len(combine), problems)
+            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction))
     if problems:
         raise ConfigError(problems, source=source)
     if raw_stages is None:
         stages = [attrs.evolve(stages[0], generators=dict(gen_opts))]
-    del values["steps"], values["negatives"], values["combine"]
+    del values["steps"], values["negatives"], values["combine"], values["reduction"]
     values["stages"] = tuple(stages)
     return TrainConfig(**values)
 

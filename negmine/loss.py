@@ -31,7 +31,7 @@ def triplet_loss(
     negatives: Mapping[str, Mapping[int, tuple[Tensor, Tensor]]],
     combine: Sequence[Sequence[str]],
     margin: float = 1.0,
-    reduction: str = "hardest",
+    reduction: str | Sequence[str] = "hardest",
 ) -> tuple[Tensor, dict[str, float]]:
     """Sum over groups and sides of the mean hinge on each anchor's hardest negative.
 
@@ -39,18 +39,20 @@ def triplet_loss(
     negatives: source name -> side (0/1) -> (scores Float[B, K] with gradient, valid Bool[B, K]).
     combine: groups of source names; a source absent from ``negatives`` (or without a side) is skipped.
     reduction: ``"hardest"`` (above) or ``"mean"``: each anchor's hinge is the mean over all its valid negatives
-        in the group (the batch-all triplet loss; with ``random`` at large k, every in-batch impostor counts).
+        in the group (the batch-all triplet loss; with ``random`` at large k, every in-batch impostor counts); one
+        word for every group or one per group.
     Returns the scalar loss and per-group statistics (``group{g}/side{s}/loss`` and ``.../active``: the fraction of
     anchors whose hinge is positive). Anchors without a valid negative in a group do not count in that group's mean.
     """
     total = positive.new_zeros(())
     stats: dict[str, float] = {}
     for g, group in enumerate(combine):
+        mode = reduction if isinstance(reduction, str) else reduction[g]
         for side in (0, 1):
             parts = [negatives[name][side] for name in group if name in negatives and side in negatives[name]]
             if not parts:
                 continue
-            if reduction == "mean":
+            if mode == "mean":
                 s, v = torch.cat([p[0] for p in parts], dim=1), torch.cat([p[1] for p in parts], dim=1)
                 has = v.any(dim=1)
                 if not has.any():

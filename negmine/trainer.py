@@ -251,6 +251,7 @@ class Trainer:
         self.reporter.log(
             f"stage {stage.name!r}: {stage.steps} steps, negatives {list(stage.negatives)}, "
             f"combine {[list(g) for g in stage.combine]}"
+            + (f", reduction {list(stage.reduction)}" if "mean" in stage.reduction else "")
         )
         c = self.config
         tick = time.perf_counter()
@@ -365,7 +366,8 @@ class Trainer:
                 rescored[name][side] = (self._rescore(side, negs, grad_scores, emb_a, emb_b), negs.valid.to(self.device))
 
         # 4. loss, update
-        loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin, c.reduction)
+        loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
+                                         self.stage.reduction or "hardest")
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the loss became {float(loss.detach())} at step {self.global_step + 1} (stage {self.stage.name!r}); "

@@ -95,3 +95,21 @@ def test_malformed_toml(tmp_path):
     path.write_text("steps = [1,\n")
     with pytest.raises(ConfigError, match="cannot parse"):
         read_config_file(path)
+
+
+def test_reduction_per_group(gens):
+    cfg = build_config({"negatives": ["random", "hard-minibatch"], "reduction": "mean"}, gens)
+    assert cfg.stages[0].reduction == ("mean", "mean")
+    cfg = build_config({"negatives": ["random", "hard-minibatch"], "reduction": ["mean", "hardest"]}, gens)
+    assert cfg.stages[0].reduction == ("mean", "hardest")
+    staged = build_config({"reduction": "mean", "stages": [
+        {"steps": 2, "negatives": ["random"]},
+        {"steps": 2, "negatives": ["random", "hard-minibatch"], "reduction": ["mean", "hardest"]}]}, gens)
+    assert [s.reduction for s in staged.stages] == [("mean",), ("mean", "hardest")]
+    with pytest.raises(ConfigError) as err:
+        build_config({"negatives": ["random", "hard-minibatch"], "reduction": ["mean"],
+                      "stages": [{"steps": 1, "reduction": "meen"}]}, gens)
+    text = str(err.value)
+    assert "did you mean 'mean'" in text and len(err.value.problems) == 1
+    with pytest.raises(ConfigError, match="one per group"):
+        build_config({"negatives": ["random", "hard-minibatch"], "reduction": ["mean"]}, gens)
