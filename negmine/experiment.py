@@ -40,7 +40,7 @@ from negmine.config import merge, read_config_file
 from negmine.errors import ConfigError, closest
 
 _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split"}
-_METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr"}
+_METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction"}
 
 
 @attrs.frozen
@@ -103,7 +103,7 @@ def load_experiment(path: str | Path) -> Experiment:
         if "stages" in m:
             stages = tuple(dict(s) for s in m["stages"])
         else:
-            stage = {k: m[k] for k in ("negatives", "combine", "generators", "lr") if k in m}
+            stage = {k: m[k] for k in ("negatives", "combine", "generators", "lr", "reduction") if k in m}
             stage.update(name="main", steps=m.get("steps", 0))
             stages = (stage,)
         steps = sum(int(s.get("steps", 0)) for s in stages)

@@ -68,8 +68,8 @@ class TrainCommand(click.Command):
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="learning rate")
 @click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw"]))
 @click.option("--margin", type=click.FloatRange(min=0))
-@click.option("--reduction", type=click.Choice(["hardest", "mean"]),
-              help="per anchor and group: the hardest negative's hinge (default) or the mean over all (batch-all)")
+@click.option("--reduction", help="per anchor and group: hardest (the hardest negative's hinge) or mean (the mean "
+              "over all: batch-all); one word, or one per --combine group, comma-separated")
 @click.option("--seed", type=int)
 @click.option("--device", help="cpu, cuda, cuda:N or auto")
 @click.option("--eval-every", type=click.IntRange(min=0))
@@ -140,8 +140,7 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
 
 def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str, tuple[str, str]]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
-    for key in ("task", "profile", "steps", "batch_size", "lr", "optimizer", "margin", "reduction", "seed", "device",
-                "eval_every",
+    for key in ("task", "profile", "steps", "batch_size", "lr", "optimizer", "margin", "seed", "device", "eval_every",
                 "eval_size", "checkpoint_every", "log_every", "run_dir"):
         if kw.get(key) is not None:
             layer[key] = kw[key]
@@ -149,6 +148,9 @@ def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str
         layer["negatives"] = list(kw["negatives"])
     if kw.get("combine"):
         layer["combine"] = [[s.strip() for s in group.split(",") if s.strip()] for group in kw["combine"]]
+    if kw.get("reduction"):
+        words = [w.strip() for w in kw["reduction"].split(",")]
+        layer["reduction"] = words[0] if len(words) == 1 else words
     options: dict[str, Any] = {}
     for item in kw.get("task_options") or ():
         if "=" not in item:

@@ -14,6 +14,14 @@ def to_model_input(images: Any) -> Any:
     return (images.clamp(-1, 1) + 1) / 2
 
 
+def tries_stats(tries: Any) -> dict[str, float]:
+    """Telemetry of one batch's edits: mean tries and the histogram (``tries_hist/<t>``: edits accepted at try t)."""
+    values, counts = tries.unique(return_counts=True)
+    stats = {"tries_mean": float(tries.float().mean())}
+    stats.update({f"tries_hist/{int(v)}": float(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)})
+    return stats
+
+
 class GanEditGenerator(NegativeGenerator):
     """Base of generators that draw negatives by editing ``options.layer`` of the task's GAN.
 

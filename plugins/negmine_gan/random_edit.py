@@ -18,7 +18,7 @@ from torch import Tensor
 
 from negmine.generator import MiningContext, Negatives, option
 from negmine.model import Embedding
-from negmine_gan.base import GanEditGenerator, to_model_input
+from negmine_gan.base import GanEditGenerator, to_model_input, tries_stats
 from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 
 __all__ = ["GanRandomEdits", "salient", "to_model_input"]
@@ -91,7 +91,7 @@ class GanRandomEdits(GanEditGenerator):
         inputs = to_model_input(edited)
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])
-        self.last_stats = {"tries_mean": float(tries.float().mean()), "change_ratio": float(ratios.mean()),
+        self.last_stats = {**tries_stats(tries), "change_ratio": float(ratios.mean()),
                            "units_ablated": float(units.float().sum(1).mean())}
         return {0: Negatives.from_inputs(inputs[:, None], score[:, None], source=self.name,
                                          region=region[:, None].cpu(), units=units[:, None], tries=tries[:, None],

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from negmine import hookimpl
 from negmine.generator import MiningContext, Negatives, option
-from negmine_gan.base import GanEditGenerator, to_model_input
+from negmine_gan.base import GanEditGenerator, to_model_input, tries_stats
 from negmine_gan.concepts import Concepts, compute_concepts, peak_datapoints
 from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 from negmine_gan.random_edit import salient
@@ -131,7 +131,7 @@ class GanTargetedEdits(GanEditGenerator):
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])
         tries = result["tries"]
-        self.last_stats = {"tries_mean": float(tries.float().mean()), "change_ratio": float(result["change_ratio"].mean()),
+        self.last_stats = {**tries_stats(tries), "change_ratio": float(result["change_ratio"].mean()),
                            "units_ablated": float(result["units"].float().sum(1).mean()),
                            "clusters": float(self.concepts.centroids.shape[0])}
         return {0: Negatives.from_inputs(inputs[:, None], score[:, None], source=self.name,

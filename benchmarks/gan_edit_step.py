@@ -1,0 +1,115 @@
+"""Training-step time of the GAN-edit generators against the random baseline, with the tries histogram.
+
+Usage::
+
+    python benchmarks/gan_edit_step.py --data DATA_DIR --init RUN_DIR [--steps 30] [--out FILE.md]
+
+DATA_DIR is an Audio CLEVRGAN dataset built from the GAN (``negmine data build audio-clevrgan``); RUN_DIR a trained
+``audio-clevrgan`` run whose best checkpoint initialises every method (edits need a model whose matchmaps point at
+objects). Each method trains ``--steps`` steps (cpu profile, batch 64) in the same process; the time of a step counts
+mining, editing, encoding the edits and the update. Stage start (for gan-targeted: concepts and dissection) is timed
+separately. Prints a Markdown table (and writes it with ``--out``) with the command, machine and commit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+import torch  # noqa: E402
+
+METHODS = {
+    "random (DaveNet)": {"negatives": ["random"]},
+    "random + gan-random": {"negatives": ["random", "gan-random"]},
+    "random + gan-targeted": {"negatives": ["random", "gan-targeted"]},
+}
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
+    except Exception:
+        return "unknown"
+
+
+def time_method(pm, data: str, init: Path, stage: dict, steps: int, seed: int) -> dict:
+    from negmine.cli.commands import _build_config, _build_task
+    from negmine.trainer import Trainer
+
+    run_dir = Path(tempfile.mkdtemp(prefix="bench-gan-step-"))
+    raw = {"task": "audio-clevrgan", "profile": "cpu", "seed": seed, "run_dir": str(run_dir), "eval_every": 0,
+           "checkpoint_every": 0, "log_every": 1, "eval_size": 16,
+           "task_options": {"data_dir": data},
+           "stages": [dict(stage, name="bench", steps=steps, init=str(init / "checkpoints" / "best.pt"))]}
+    task = _build_task(pm, raw)
+    config = _build_config(pm, task, raw, source="benchmark")
+    trainer = Trainer(task, config, plugins=pm, reporter=None)
+    started = time.perf_counter()
+    trainer.fit()
+    total = time.perf_counter() - started
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in rows if "loss" in r and r.get("event") != "eval"]
+    # steps_per_s is measured over each logging window; skip the first step (warm-up)
+    per_step = [1.0 / r["steps_per_s"] for r in train[1:] if r.get("steps_per_s")]
+    tries = [r[k] for r in train for k in r if k.endswith("/tries_mean")]
+    hist: dict[int, int] = {}
+    for r in train:
+        for k, v in r.items():
+            if "/tries_hist/" in k:
+                t = int(k.rsplit("/", 1)[1])
+                hist[t] = hist.get(t, 0) + int(v)
+    return {"step_s": sorted(per_step)[len(per_step) // 2], "total_s": total, "steps": steps,
+            "tries_mean": sum(tries) / len(tries) if tries else None, "tries_hist": hist}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", required=True)
+    ap.add_argument("--init", required=True, type=Path)
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    from negmine.plugins import get_plugin_manager
+
+    pm = get_plugin_manager()
+    results = {name: time_method(pm, args.data, args.init, stage, args.steps, args.seed)
+               for name, stage in METHODS.items()}
+    base = results["random (DaveNet)"]["step_s"]
+    lines = [
+        "# GAN-edit generators: training-step time",
+        "",
+        f"- command: `python benchmarks/gan_edit_step.py {' '.join(sys.argv[1:])}`",
+        f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, Python {platform.python_version()} (CPU only)",
+        f"- commit: {_git('rev-parse', '--short', 'HEAD')} ({_git('log', '-1', '--format=%cd', '--date=iso')})",
+        f"- audio-clevrgan cpu profile, batch 64, {args.steps} steps per method from the same checkpoint; median "
+        "seconds per step (the first step excluded); the whole run includes stage start (gan-targeted computes "
+        "concepts and dissects the GAN there)",
+        "",
+        "| method | s / step | ratio to random | whole run (s) | mean tries per edit | tries histogram (tries: edits) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        tries = "-" if r["tries_mean"] is None else f"{r['tries_mean']:.2f}"
+        hist = ", ".join(f"{t}: {c}" for t, c in sorted(r["tries_hist"].items()) if c) or "-"
+        lines.append(f"| {name} | {r['step_s']:.3f} | {r['step_s'] / base:.2f}x | {r['total_s']:.0f} | {tries} | "
+                     f"{hist} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.out:
+        args.out.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
