@@ -223,6 +223,9 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
         click.echo(json.dumps(results, indent=2))
     else:
         click.echo(report)
+        figures = sorted(p.name for p in Path(run_dir).glob("fig-*.png"))
+        click.echo(f"\nreport written to {Path(run_dir) / f'report-{split}.md'} (results: eval-{split}.json"
+                   + (f"; figures: {', '.join(figures)}" if figures else "") + ")")
 
 
 # --------------------------------------------------------------------------------------------------------------------
