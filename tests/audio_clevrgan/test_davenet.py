@@ -1,0 +1,58 @@
+"""DaveNet's shapes and lengths, architecture overrides, and the padding of audio features."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from audio_clevrgan.davenet import build_model, parse_overrides
+from audio_clevrgan.task import fill_padding
+
+
+def test_shapes_and_output_lengths_match_pooling():
+    model = build_model("tiny")
+    image = model.encode(0, torch.rand(2, 3, 64, 64))
+    assert image.values.shape == (2, 16, 8, 8)
+    feats = torch.randn(2, 1, 40, 100)
+    audio = model.encode(1, (feats, torch.tensor([100, 37])))
+    t = audio.values.shape[-1]
+    # every pool maps L -> floor((L - 1) / 2) + 1, applied to the true length of each caption
+    expected = []
+    for n in (100, 37):
+        for _ in range(model.audio.pools):
+            n = (n - 1) // 2 + 1
+        expected.append(min(n, t))
+    assert audio.lengths.tolist() == expected
+
+
+def test_overrides_are_typed_and_checked():
+    assert parse_overrides("dim=32, image_relu=false,audio_widths=8/16/16/16, image_blocks=8x1/16x1/16x2") == [
+        ("dim", 32), ("image_relu", False), ("audio_widths", (8, 16, 16, 16)),
+        ("image_blocks", ((8, 1), (16, 1), (16, 2)))]
+    assert parse_overrides("") == []
+    with pytest.raises(ValueError) as err:
+        parse_overrides("dimm=3,image_relu=maybe,batchnorm")
+    text = str(err.value)
+    assert "did you mean 'dim'" in text and "image_relu" in text and "'batchnorm' is not FIELD=VALUE" in text
+    model = build_model("tiny", overrides=parse_overrides("image_relu=false"))
+    assert not isinstance(model.image.net[-1], nn.ReLU)  # DaveNet's original: no ReLU after the last image conv
+    assert isinstance(build_model("tiny").image.net[-1], nn.ReLU)
+
+
+def test_fill_padding_only_touches_frames_past_each_length():
+    feats = torch.zeros(2, 1, 3, 5)
+    out = fill_padding(feats, torch.tensor([5, 2]), -80.0)
+    assert torch.equal(out[0], feats[0])
+    assert torch.equal(out[1, 0, :, :2], torch.zeros(3, 2)) and bool((out[1, 0, :, 2:] == -80).all())
+    assert fill_padding(feats, torch.tensor([1, 1]), 0.0) is feats  # the paper's 0 dB padding: nothing to do
+
+
+def test_unknown_davenet_option_is_a_clear_error(tmp_path, capsys):
+    from negmine.cli import main
+
+    # the option is checked before the dataset is read
+    code = main(["train", "--task", "audio-clevrgan", "--task-option", "davenet=dimm=4",
+                 "--task-option", f"data_dir={tmp_path}", "--run-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "did you mean 'dim'" in err and "Traceback" not in err
