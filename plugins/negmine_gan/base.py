@@ -33,6 +33,7 @@ class GanEditGenerator(NegativeGenerator):
         super().__init__(options, seed=seed, task=task)
         self.editor: GanEditor | None = None
         self.last_stats: dict[str, float] = {}
+        self._last_generated: tuple[Any, Any, Any] | None = None  # (z, layer features, images) of the positives
 
     def _editor(self) -> GanEditor:
         if self.editor is None:
@@ -44,8 +45,24 @@ class GanEditGenerator(NegativeGenerator):
         # positives are regenerated from their latents as floats, so quantisation cannot tell them from edits
         data = trainer.task.train
         if hasattr(data, "use_generated_positives"):
-            editor = self._editor()
-            data.use_generated_positives(lambda z: to_model_input(editor.generate(z)))
+            data.use_generated_positives(lambda z: to_model_input(self.generate_with_features(z)[1]))
+
+    def generate_with_features(self, z: Any) -> tuple[Any, Any]:
+        """(layer features Float[B, C, h, w], images Float[B, 3, R, R] in GAN space) of latents Float[B, Z].
+
+        The positives of a step are generated when the batch is loaded and again by ``mine`` for the same latents;
+        the last result is kept, so the GAN runs once per step for them (it dominates a step's time on a CPU)."""
+        import torch
+
+        last = self._last_generated
+        if last is not None and last[0].shape == z.shape and last[0].device == z.device and torch.equal(last[0], z):
+            return last[1], last[2]
+        editor = self._editor()
+        with torch.no_grad():
+            feats = editor.features(z)
+            images = editor.generate(z, features=feats)
+        self._last_generated = (z.detach().clone(), feats, images)
+        return feats, images
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:

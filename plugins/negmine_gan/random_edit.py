@@ -70,8 +70,7 @@ class GanRandomEdits(GanEditGenerator):
         editor = self._editor()
         z = ctx.batch.extras["latent"].to(ctx.device)
         b = z.shape[0]
-        feats = editor.features(z)  # [B, C, h, w]
-        original = editor.generate(z, features=feats)
+        feats, original = self.generate_with_features(z)  # [B, C, h, w], [B, 3, R, R]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         if heat.shape[-2:] != feats.shape[-2:]:
             heat = torch.nn.functional.adaptive_max_pool2d(heat[:, None], feats.shape[-2:])[:, 0]

@@ -102,9 +102,8 @@ class GanTargetedEdits(GanEditGenerator):
         editor = self._editor()
         z = ctx.batch.extras["latent"].to(ctx.device)
         b = z.shape[0]
-        feats = editor.features(z)
+        feats, original = self.generate_with_features(z)
         channels = feats.shape[1]
-        original = editor.generate(z, features=feats)
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         order, probs = self.cluster_order(vectors)

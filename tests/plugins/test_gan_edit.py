@@ -177,3 +177,20 @@ def test_changed_attribute_counts():
     assert [c["single_attribute"] for c in changes] == [True, False, False, False]
     counts = changed_attribute_counts(changes)
     assert counts == {"shape": 1, "color": 2, "material": 0, "size": 0, "removed": 1, "added": 0, "nothing": 1}
+
+
+def test_positives_are_generated_once_per_step():
+    """The batch's generated positives and the originals ``mine`` edits are one GAN pass, and are the same images."""
+    task = build_toy("gan", seed=0)
+    gen = GanRandomEdits(seed=0, task=task)
+    calls = []
+    editor = gen._editor()
+    generate = editor.generate
+    editor.generate = lambda *a, **k: calls.append(k.get("ablation") is None) or generate(*a, **k)
+    z = torch.randn(5, 8)  # the toy GAN draws 8-d latents
+    feats, images = gen.generate_with_features(z)
+    again = gen.generate_with_features(z.clone())
+    assert again[0] is feats and again[1] is images and calls == [True]
+    gen.generate_with_features(z + 1)  # other latents: generated anew
+    assert calls == [True, True]
+    assert torch.allclose(images, generate(z), atol=1e-6)  # the same images as a plain forward pass
