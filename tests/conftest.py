@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,3 +34,26 @@ def plugin_manager():
     from negmine.plugins import get_plugin_manager
 
     return get_plugin_manager()
+
+
+@pytest.fixture(scope="session")
+def acg_rendered(tmp_path_factory):
+    """A tiny Audio CLEVRGAN dataset of rendered scenes (40 pairs, 6 rendered edits), built once per test session.
+    Tests may add caches to it but must copy it before changing anything else."""
+    from audio_clevrgan import dataset as ds
+
+    root = tmp_path_factory.mktemp("acg-rendered") / "data"
+    ds.Builder(root, 40, 0, ds.RenderedSource(), workers=1, n_rendered=6).build()
+    return root
+
+
+@pytest.fixture(scope="session")
+def acg_gan(tmp_path_factory):
+    """A tiny Audio CLEVRGAN dataset from the committed GAN and segmenter (24 pairs), built once per test session."""
+    from audio_clevrgan import dataset as ds
+
+    checkpoints = Path(ds.__file__).parent / "checkpoints"
+    root = tmp_path_factory.mktemp("acg-gan") / "data"
+    ds.Builder(root, 24, 0, ds.GanSource(checkpoints / "generator.pt", checkpoints / "segmenter.pt"), workers=1,
+               n_rendered=2).build()
+    return root

@@ -117,7 +117,9 @@ class ImageEncoder(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, images: Tensor) -> Tensor:
-        """images: Float[B, 3, S, S] in [0, 1] -> Float[B, D, 8, 8]."""
+        """images: Float[B, 3, S, S] in [0, 1] or UInt8[B, 3, S, S] -> Float[B, D, 8, 8]."""
+        if images.dtype == torch.uint8:
+            images = images.float().div(255)
         return self.net((images - self.mean) / self.std)
 
 
@@ -135,8 +137,7 @@ class Davenet(DualEncoder):
     def encode(self, side: int, inputs) -> Embedding:
         """side 0: Float[B, 3, S, S] images in [0, 1] (or UInt8, converted); side 1: (Float[B, 1, 40, T], Long[B])."""
         if side == 0:
-            images = inputs.float().div(255) if inputs.dtype == torch.uint8 else inputs
-            return Embedding(self.image(images))
+            return Embedding(self.image(inputs))
         feats, nframes = inputs
         return self.audio(feats.float(), nframes)
 

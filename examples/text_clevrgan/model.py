@@ -85,7 +85,6 @@ class TextImageModel(DualEncoder):
     def encode(self, side: int, inputs) -> Embedding:
         """side 0: images Float[B, 3, S, S] in [0, 1] or UInt8; side 1: (ids Long[B, L], lengths Long[B])."""
         if side == 0:
-            images = inputs.float().div(255) if inputs.dtype == torch.uint8 else inputs
-            return Embedding(self.image(images))
+            return Embedding(self.image(inputs))
         ids, lengths = inputs
         return self.text(ids.long(), lengths)

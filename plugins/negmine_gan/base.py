@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
 from negmine import hookimpl
 from negmine.generator import NegativeGenerator
 from negmine_gan.edit import GanEditor, resolve_gan
@@ -52,8 +54,6 @@ class GanEditGenerator(NegativeGenerator):
 
         The positives of a step are generated when the batch is loaded and again by ``mine`` for the same latents;
         the last result is kept, so the GAN runs once per step for them (it dominates a step's time on a CPU)."""
-        import torch
-
         last = self._last_generated
         if last is not None and last[0].shape == z.shape and last[0].device == z.device and torch.equal(last[0], z):
             return last[1], last[2]

@@ -19,11 +19,9 @@ def tree_digest(root: Path) -> dict[str, str]:
             for p in sorted(root.rglob("*")) if p.is_file() and "cache" not in p.parts}
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    root = tmp_path_factory.mktemp("acg") / "data"
-    ds.Builder(root, 40, 0, ds.RenderedSource(), workers=1, n_rendered=6).build()
-    return root
+@pytest.fixture
+def built(acg_rendered):
+    return acg_rendered
 
 
 def test_layout_and_manifest(built):
@@ -117,18 +115,12 @@ def test_missing_dataset_message(tmp_path, capsys):
     assert code == 2 and "negmine data build audio-clevrgan" in err and "Traceback" not in err
 
 
-def test_gan_dataset_and_drawn_negatives(tmp_path):
+def test_gan_dataset_and_drawn_negatives(acg_gan, tmp_path):
     """The paper's path on the committed GAN and segmenter: GAN images captioned from the segmenter, then DaveNet
     trained with random + GAN-edited negatives (positives regenerated from latents)."""
-    import torch
-
     from negmine.cli import main
 
-    checkpoints = Path(ds.__file__).parent / "checkpoints"
-    root = tmp_path / "gan-data"
-    torch.set_num_threads(2)
-    ds.Builder(root, 24, 0, ds.GanSource(checkpoints / "generator.pt", checkpoints / "segmenter.pt"), workers=1,
-               n_rendered=2).build()
+    root = acg_gan
     meta, rows = ds.read_dataset(root)
     assert meta["source"] == "gan" and set(meta["checkpoints"]) == {"gan", "segmenter"}
     assert np.load(root / "latents.npy").shape == (24, 128)

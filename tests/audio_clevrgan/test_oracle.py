@@ -17,11 +17,9 @@ from negmine.errors import ConfigError, MissingCapabilityError
 from negmine.testing import check_generator, make_context, make_task
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory):
-    root = tmp_path_factory.mktemp("oracle") / "data"
-    ds.Builder(root, 30, 0, ds.RenderedSource(), workers=1, n_rendered=2).build()
-    return root
+@pytest.fixture
+def rendered(acg_rendered):
+    return acg_rendered
 
 
 def test_rendered_rows_keep_their_scene(rendered):

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
-import pytest
 import torch
 
-from audio_clevrgan import dataset as ds
 from text_clevrgan.model import PAD, UNK, TextEncoder, Vocabulary, words
 
 
@@ -40,16 +37,8 @@ def test_text_encoder_is_per_token_and_contextual():
     assert torch.allclose(far.values[0, :, 0], out.values[0, :, 0], atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def gan_data(tmp_path_factory):
-    checkpoints = Path(ds.__file__).parent / "checkpoints"
-    root = tmp_path_factory.mktemp("text") / "gan-data"
-    ds.Builder(root, 24, 0, ds.GanSource(checkpoints / "generator.pt", checkpoints / "segmenter.pt"), workers=1,
-               n_rendered=2).build()
-    return root
-
-
-def test_text_task_trains_with_gan_edits_and_evaluates(gan_data, tmp_path, capsys):
+def test_text_task_trains_with_gan_edits_and_evaluates(acg_gan, tmp_path, capsys):
+    gan_data = acg_gan
     from negmine.cli import main
 
     run = tmp_path / "run"
