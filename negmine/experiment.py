@@ -180,16 +180,40 @@ def order(exp: Experiment) -> list[Method]:
     return done
 
 
+def with_ancestors(exp: Experiment, names: list[str]) -> list[Method]:
+    """The named methods and every method their init chains start from, parents first (unknown names: one
+    :class:`ConfigError` listing each, with the closest name)."""
+    known = [m.name for m in exp.methods]
+    problems = []
+    for n in names:
+        if n not in known:
+            near = closest(n, known)
+            problems.append(f"unknown method {n!r}" + (f" (did you mean {near!r}?)" if near else ""))
+    if problems:
+        raise ConfigError(problems + [f"methods of this experiment: {', '.join(known)}"])
+    wanted: set[str] = set()
+    for name in names:
+        while name is not None and name not in wanted:
+            wanted.add(name)
+            name = exp.method(name).parent
+    return [m for m in order(exp) if m.name in wanted]
+
+
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
-                   only_seeds: list[int] | None = None) -> dict[str, Any]:
-    """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md."""
+                   only_seeds: list[int] | None = None, only_methods: list[str] | None = None,
+                   header: list[str] | None = None) -> dict[str, Any]:
+    """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md.
+
+    only_methods: run these methods and the methods their chains start from (default: all).
+    header: Markdown lines written above the tables of results.md (the command, commit and machine)."""
     from negmine.cli.commands import _build_config, _build_task
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
 
+    methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
     out.mkdir(parents=True, exist_ok=True)
     for seed in only_seeds or exp.seeds:
-        for method in order(exp):
+        for method in methods:
             run_dir = out / method.slug / f"seed-{seed}"
             if (run_dir / f"eval-{exp.eval_split}.json").exists():
                 log(f"[skip] {method.name} seed {seed}: finished")
@@ -217,7 +241,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
         exp = attrs.evolve(exp, seeds=tuple(dict.fromkeys((*exp.seeds, *only_seeds))))
     results = collect(exp, out)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text(render_results(exp, results) + "\n")
+    (out / "results.md").write_text("\n".join([*(header or []), render_results(exp, results)]) + "\n")
+    plot_results(results, out / "results.png")
     return results
 
 
@@ -256,16 +281,106 @@ def collect(exp: Experiment, out: Path) -> dict[str, Any]:
     return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
 
 
-def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
-    keys = []
-    for m in results["methods"].values():
-        keys += [k for k in m["stats"] if k not in keys]
-    head = "| method | steps | seeds | " + " | ".join(keys) + " |"
-    lines = [f"Task `{exp.task}` (profile `{exp.profile}`), split `{exp.eval_split}`; mean ± std over seeds, in %.",
-             "", head, "|" + "---|" * (len(keys) + 3)]
+def provenance(command: str) -> list[str]:
+    """Markdown lines naming the command, the git commit of the working directory and the machine."""
+    import os
+    import platform
+    import subprocess
+
+    import torch
+
+    try:
+        commit = subprocess.check_output(["git", "log", "-1", "--format=%h (%cd)", "--date=iso"], text=True,
+                                         stderr=subprocess.DEVNULL).strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit = "unknown (not a git checkout)"
+    device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
+              else f"CPU only, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+    return [f"- command: `{command}`", f"- commit: {commit}",
+            f"- machine: {platform.machine()}, {device}, torch {torch.__version__}, Python {platform.python_version()}",
+            ""]
+
+
+def _table(results: Mapping[str, Any], keys: list[str]) -> list[str]:
+    lines = ["| method | steps | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 3)]
     for name, m in results["methods"].items():
         n = max((s["n"] for s in m["stats"].values()), default=0)
         cells = [f"{100 * m['stats'][k]['mean']:.1f} ± {100 * m['stats'][k]['std']:.1f}" if k in m["stats"] else "-"
                  for k in keys]
         lines.append(f"| {name} | {m['chain_steps']} | {n} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
+    """Per method (the first method excluded): its metric minus the first method's on the same seeds
+    (``{"per_seed": {seed: diff}, "mean": float, "std": float}``); methods sharing no seed are left out."""
+    methods = list(results["methods"].items())
+    if not methods:
+        return {}
+    base = methods[0][1]["seeds"]
+    out = {}
+    for name, m in methods[1:]:
+        diffs = {seed: v[key] - base[seed][key] for seed, v in m["seeds"].items()
+                 if seed in base and key in v and key in base[seed]}
+        if diffs:
+            vals = list(diffs.values())
+            mean = sum(vals) / len(vals)
+            std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+            out[name] = {"per_seed": diffs, "mean": mean, "std": std}
+    return out
+
+
+def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
+    """Markdown: the retrieval table, the attribute table (when the task reports one) and paired differences against
+    the first method (same seeds), all in %."""
+    keys: list[str] = []
+    for m in results["methods"].values():
+        keys += [k for k in m["stats"] if k not in keys]
+    retrieval = [k for k in keys if k.startswith("R@")]
+    others = [k for k in keys if k not in retrieval]
+    lines = [f"Task `{exp.task}` (profile `{exp.profile}`), split `{exp.eval_split}`; mean ± std over seeds, in %.", ""]
+    if others and retrieval:
+        lines += ["Retrieval (recall@k, mean of both directions):", "", *_table(results, retrieval), "",
+                  "Attributes (AUC per group and mean) and other metrics:", "", *_table(results, others)]
+    else:
+        lines += _table(results, keys)
+    names = list(results["methods"])
+    for key in [k for k in ("R@10", "attr:mean") if k in keys]:
+        diffs = paired_differences(results, key)
+        if not diffs:
+            continue
+        lines += ["", f"Paired differences in {key} against {names[0]} (same seed), in points:", "",
+                  "| method | mean ± std | per seed |", "|---|---|---|"]
+        for name, d in diffs.items():
+            per = ", ".join(f"{seed}: {100 * v:+.1f}" for seed, v in sorted(d["per_seed"].items()))
+            lines.append(f"| {name} | {100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {per} |")
     return "\n".join(lines)
+
+
+def plot_results(results: Mapping[str, Any], path: Path, keys: tuple[str, ...] = ("R@10", "attr:mean")) -> Path | None:
+    """A bar chart per metric (mean over seeds, one dot per seed) of every method; None when no method has the keys."""
+    keys = tuple(k for k in keys if any(k in m["stats"] for m in results["methods"].values()))
+    if not keys:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(results["methods"])
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys, strict=True):
+        for x, name in enumerate(names):
+            m = results["methods"][name]
+            if key not in m["stats"]:
+                continue
+            ax.bar(x, 100 * m["stats"][key]["mean"], color="#9ab", width=0.7)
+            seeds = [100 * v[key] for v in m["seeds"].values() if key in v]
+            ax.scatter([x] * len(seeds), seeds, color="#234", s=12, zorder=3)
+        ax.set_xticks(range(len(names)), names, rotation=30, ha="right", fontsize=8)
+        ax.set_ylabel(f"{key} (%)")
+        ax.set_title(key)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

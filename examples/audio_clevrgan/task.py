@@ -17,7 +17,7 @@ import torch
 from torch import Tensor
 
 from negmine import Batch, PairedDataset, Task
-from negmine.errors import DataError
+from negmine.errors import DataError, UnknownNameError
 
 from .dataset import load_features, load_image, read_dataset
 from .davenet import PROFILES, build_model, parse_overrides
@@ -31,7 +31,10 @@ OPTIONS = {
     "audio_pad": (None, "log-mel value (dB) of padded frames: 0 is the paper code's quirk (0 dB is the loudest level), "
                         "-80 is silence; default 0 (paper profiles), -80 (cpu, tiny)"),
     "davenet": ("", "DaveNet config overrides, e.g. 'dim=256,image_relu=false,audio_widths=32/64/128/128'"),
+    "group_by": ("none", "training pairs that are never negatives of each other: none (only the pair itself), or "
+                         "content (captions naming the same objects: same multiset of size, colour, material, shape)"),
 }
+GROUP_BY_CHOICES = ("none", "content")
 
 TASK_DEFAULTS = {
     "paper": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-7, "batch_size": 32,
@@ -94,12 +97,30 @@ class ImageSplit(PairedDataset):
         self.groups = None
         self.positive_fn = None
 
-    def use_generated_positives(self, fn) -> None:
+    def use_generated_positives(self, fn, cache_bytes: int = 2 << 30) -> None:
         """Serve side-a images as ``fn(latents)`` (Float[B, 3, S, S] in [0, 1]) instead of the stored PNGs, so that
-        edited negatives and their positives both skip quantisation."""
+        edited negatives and their positives both skip quantisation.
+
+        The generator is fixed during training, so each item's image is computed once and kept (Float32, in memory;
+        10k items of 64 x 64 take 0.5 GB) when the whole split fits in ``cache_bytes``: on a CPU one generator pass
+        over a batch costs about twice a DaveNet step."""
         if self.latents is None:
             raise DataError(f"{str(self.root)!r} has no latents.npy: generated positives need a GAN-built dataset")
         self.positive_fn = fn
+        fits = self.images.numel() * 4 <= cache_bytes  # Float32 copies of every image of the split
+        self._positive_cache = torch.zeros(self.images.shape) if fits else None
+        self._positive_cached = torch.zeros(len(self.rows), dtype=torch.bool)
+
+    def _generated_positives(self, ids: Tensor) -> Tensor:
+        if self._positive_cache is None:
+            with torch.no_grad():
+                return self.positive_fn(self.latents[ids]).float().cpu()
+        missing = ids[~self._positive_cached[ids]].unique()
+        if missing.numel():
+            with torch.no_grad():
+                self._positive_cache[missing] = self.positive_fn(self.latents[missing]).float().cpu()
+            self._positive_cached[missing] = True
+        return self._positive_cache[ids]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -107,14 +128,25 @@ class ImageSplit(PairedDataset):
     def batch(self, ids: Tensor) -> Batch:
         ids = ids.long().cpu()
         extras = {} if self.latents is None else {"latent": self.latents[ids]}
-        return Batch(self.side_batch(0, ids), self.side_batch(1, ids), ids, None, extras)
+        groups = None if self.groups is None else self.groups[ids]
+        return Batch(self.side_batch(0, ids), self.side_batch(1, ids), ids, groups, extras)
+
+    def group_by_content(self) -> None:
+        """Give pairs whose captions name the same objects one group id, so that no generator draws them as each
+        other's negatives (a false negative: the caption describes both images equally well). Relations and object
+        order are ignored: the content key is the sorted multiset of (size, colour, material, shape)."""
+        keys: dict[tuple, int] = {}
+        groups = []
+        for row in self.rows:
+            key = tuple(sorted((o["size"], o["color"], o["material"], o["shape"]) for o in row["objects"]))
+            groups.append(keys.setdefault(key, len(keys)))
+        self.groups = torch.tensor(groups, dtype=torch.long)
 
     def side_batch(self, side: int, ids: Tensor) -> Any:
         ids = ids.long().cpu()
         if side == 0:
             if self.positive_fn is not None:
-                with torch.no_grad():
-                    return self.positive_fn(self.latents[ids]).float().cpu()
+                return self._generated_positives(ids)
             return self.images[ids]
         return self.side_b(ids)
 
@@ -192,8 +224,13 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         overrides = parse_overrides(str(opts["davenet"] or ""))
     except ValueError as exc:
         raise DataError(f"task option davenet: {exc}") from None
+    group_by = str(opts["group_by"] or "none")
+    if group_by not in GROUP_BY_CHOICES:
+        raise UnknownNameError("group_by value", group_by, GROUP_BY_CHOICES)
     meta, rows, latents = open_dataset(root, int(opts["max_train"] or 0))
     splits = {s: AudioClevrganSplit(root, rows, s, frames, latents, audio_pad) for s in ("train", "val", "test")}
+    if group_by == "content":  # training only: evaluation keeps the paper's protocol (one correct item per query)
+        splits["train"].group_by_content()
     torch.manual_seed(seed)
     model = build_model(profile, image_size=int(meta["image_size"]), overrides=overrides)
     provides, resources = dataset_capabilities(root, meta, latents)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import shlex
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -237,17 +239,22 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
 @click.argument("experiment_file", type=click.Path(dir_okay=False))
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory of the runs and results")
 @click.option("--seed", "seeds", multiple=True, type=int, help="only these seeds (repeatable; default: the file's)")
+@click.option("--method", "methods", multiple=True,
+              help="only this method and the methods its init chain starts from (repeatable; default: all)")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
-def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...], quiet: bool) -> None:
+def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...],
+                       methods: tuple[str, ...], quiet: bool) -> None:
     """Train and evaluate several methods x seeds (init chains, equal budgets); resumable; writes results.md."""
     from negmine.cli import get_obj
     from negmine.console import make_reporter
-    from negmine.experiment import load_experiment, run_experiment
+    from negmine.experiment import load_experiment, provenance, run_experiment
 
     exp = load_experiment(experiment_file)
+    command = " ".join(["negmine", *(shlex.quote(a) for a in sys.argv[1:])])
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
-                             log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None)
+                   log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
+                   only_methods=list(methods) or None, header=provenance(command))
     click.echo((Path(out) / "results.md").read_text())
 
 

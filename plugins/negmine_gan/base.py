@@ -5,15 +5,29 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from negmine import hookimpl
-from negmine.generator import NegativeGenerator
+from negmine.generator import NegativeGenerator, option
 from negmine_gan.edit import GanEditor, resolve_gan
 
 
 def to_model_input(images: Any) -> Any:
     """GAN output Float[B, 3, R, R] in [-1, 1] -> Float[B, 3, R, R] in [0, 1]."""
     return (images.clamp(-1, 1) + 1) / 2
+
+
+def warm_start_option() -> Any:
+    """The ``warm_start`` option shared by the edit generators."""
+    return option(0.0, "0: each step's edits start at the first level of the schedule (the paper); q in (0, 1]: start "
+                  "at the level where about q of the edits are accepted on their first try (fewer tries, same "
+                  "schedule)", min=0.0, max=1.0)
+
+
+def edit_fraction_option() -> Any:
+    """The ``edit_fraction`` option shared by the edit generators."""
+    return option(1.0, "fraction of the batch's anchors given an edited negative each step (1: every anchor, the "
+                  "paper)", min=0.01, max=1.0)
 
 
 def tries_stats(tries: Any) -> dict[str, float]:
@@ -36,6 +50,8 @@ class GanEditGenerator(NegativeGenerator):
         self.editor: GanEditor | None = None
         self.last_stats: dict[str, float] = {}
         self._last_generated: tuple[Any, Any, Any] | None = None  # (z, layer features, images) of the positives
+        self.start_level = 0  # escalation level of the first try (moves only with options.warm_start > 0)
+        self._positives_in_batch = False  # the training split serves G(z) as side a (set at stage start)
 
     def _editor(self) -> GanEditor:
         if self.editor is None:
@@ -48,6 +64,7 @@ class GanEditGenerator(NegativeGenerator):
         data = trainer.task.train
         if hasattr(data, "use_generated_positives"):
             data.use_generated_positives(lambda z: to_model_input(self.generate_with_features(z)[1]))
+            self._positives_in_batch = True
 
     def generate_with_features(self, z: Any) -> tuple[Any, Any]:
         """(layer features Float[B, C, h, w], images Float[B, 3, R, R] in GAN space) of latents Float[B, Z].
@@ -63,6 +80,51 @@ class GanEditGenerator(NegativeGenerator):
             images = editor.generate(z, features=feats)
         self._last_generated = (z.detach().clone(), feats, images)
         return feats, images
+
+    def originals(self, ctx: Any, z: Tensor) -> tuple[Tensor, Tensor]:
+        """(layer features Float[B, C, h, w], unedited images Float[B, 3, R, R] in GAN space) of the batch's latents.
+
+        When the training split already serves G(z) as side a (set up at stage start; the split may cache them by
+        id), the images come from the batch and only the cheap layers up to the edited one run here."""
+        if self._positives_in_batch and torch.is_tensor(ctx.batch.a) and ctx.batch.a.is_floating_point():
+            return self._editor().features(z), ctx.batch.a.to(z.device) * 2 - 1
+        return self.generate_with_features(z)
+
+    def edit_items(self, b: int) -> Tensor:
+        """Long[M]: the batch items edited this step, ascending (all of them unless ``options.edit_fraction`` < 1)."""
+        fraction = getattr(self.options, "edit_fraction", 1.0)
+        if fraction >= 1.0:
+            return torch.arange(b)
+        m = max(1, round(fraction * b))
+        return torch.randperm(b, generator=self.rng)[:m].sort().values
+
+    def escalation_start(self) -> int:
+        """The escalation level of this step's first try: 0 (the paper), or the warm-start level."""
+        return self.start_level if getattr(self.options, "warm_start", 0.0) > 0 else 0
+
+    def update_start(self, tries: Tensor) -> None:
+        """Warm start: move the first try's level one up when fewer than ``warm_start`` of this step's edits were
+        accepted at the first try, one down otherwise, so it settles where that fraction succeeds at once."""
+        target = getattr(self.options, "warm_start", 0.0)
+        if target <= 0 or tries.numel() == 0:
+            return
+        first = float((tries == 1).float().mean())
+        level = self.start_level + (1 if first < target else -1)
+        self.start_level = max(0, min(int(self.options.max_tries) - 1, level))
+
+    @staticmethod
+    def scatter_items(items: Tensor, values: Tensor, b: int, fill: Any = 0) -> Tensor:
+        """[B, ...] with ``values`` ([M, ...]) at rows ``items`` and ``fill`` elsewhere."""
+        out = torch.full((b, *values.shape[1:]), fill, dtype=values.dtype, device=values.device)
+        out[items.to(values.device)] = values
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "start_level": self.start_level}
+
+    def load_state_dict(self, state: Any) -> None:
+        super().load_state_dict(state)
+        self.start_level = int(state.get("start_level", 0))
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:

@@ -165,24 +165,28 @@ def edit_until_changed(
     accept: float,
     accept_step: float,
     max_tries: int,
+    start: int = 0,
 ) -> dict[str, Tensor]:
     """The shared escalation loop of the edit generators, batched over the items not accepted yet.
 
-    choose(pending Long[P], attempt) -> (units Bool[P, C], region Bool[P, h, w]) for this try. An edit is accepted
-    when its change ratio inside ``pixels`` (Bool[B, R, R]) reaches the threshold, which falls by ``accept_step``
-    per try; the last try accepts whatever it made, so the loop always ends.
-    Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], region Bool[B, h, w], tries Long[B],
-    change_ratio Float[B].
+    choose(pending Long[P], attempt) -> (units Bool[P, C], region Bool[P, h, w]) for this try; ``attempt`` is the
+    escalation level, starting at ``start`` (0: the paper's schedule; a warm start skips levels that rarely accept).
+    An edit is accepted when its change ratio inside ``pixels`` (Bool[B, R, R]) reaches the threshold
+    ``accept - attempt * accept_step``; the last level (``max_tries - 1``) accepts whatever it made, so the loop
+    always ends.
+    Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], region Bool[B, h, w], tries Long[B] (tries
+    made in this call), change_ratio Float[B].
     """
+    start = max(0, min(int(start), max_tries - 1))
     b, c = features.shape[:2]
     edited = original.clone()
     units = torch.zeros(b, c, dtype=torch.bool)
     regions = torch.zeros(b, *features.shape[-2:], dtype=torch.bool)
     tries = torch.zeros(b, dtype=torch.long)
     ratios = torch.zeros(b)
-    thresholds = torch.full((b,), float(accept))
+    thresholds = torch.full((b,), max(0.0, float(accept) - start * accept_step))
     pending = torch.arange(b)
-    for attempt in range(max_tries):
+    for attempt in range(start, max_tries):
         unit_mask, region = choose(pending, attempt)
         a = unit_mask.to(features)[:, :, None, None] * region.to(features)[:, None]
         dev = features.device

@@ -5,7 +5,8 @@ Format (one directory)::
     edits.json          format version, run directory, generator and its options, layer, counts
     edits.jsonl         one edit per line: id (dataset id), latent (list of floats), original, edited, region (file
                         names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null),
-                        tries, change_ratio, score_original, score_edited, change_inside / change_outside (mean
+                        tries (made for this edit), level (the escalation level that was accepted: 0 is the
+                        schedule's first), change_ratio, score_original, score_edited, change_inside / change_outside (mean
                         absolute pixel change in [0, 1] inside and outside the region), and, when the task can
                         describe images, objects_original / objects_edited / detected_change
     NNNNNN-original.png, NNNNNN-edited.png, NNNNNN-region.png
@@ -161,6 +162,8 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         before = describe(originals) if describe else None
         after = describe(edited) if describe else None
         for k, index in enumerate(ids.tolist()):
+            if not bool(negs.valid[k, 0]):  # not edited this batch (options.edit_fraction < 1)
+                continue
             stem = f"{index:06d}"
             _png(out / f"{stem}-original.png", originals[k])
             _png(out / f"{stem}-edited.png", edited[k])
@@ -176,6 +179,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 "units": negs.meta["units"][k, 0].nonzero().flatten().tolist(),
                 "cluster": int(negs.meta["cluster"][k, 0]) if "cluster" in negs.meta else None,
                 "tries": int(negs.meta["tries"][k, 0]),
+                "level": int(negs.meta["level"][k, 0]),
                 "change_ratio": round(float(negs.meta["change_ratio"][k, 0]), 5),
                 "score_original": round(float(scores[k, k]), 5),
                 "score_edited": round(float(negs.score[k, 0]), 5),

@@ -18,7 +18,13 @@ from torch import Tensor
 
 from negmine.generator import MiningContext, Negatives, option
 from negmine.model import Embedding
-from negmine_gan.base import GanEditGenerator, to_model_input, tries_stats
+from negmine_gan.base import (
+    GanEditGenerator,
+    edit_fraction_option,
+    to_model_input,
+    tries_stats,
+    warm_start_option,
+)
 from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 
 __all__ = ["GanRandomEdits", "salient", "to_model_input"]
@@ -60,6 +66,8 @@ class GanRandomEdits(GanEditGenerator):
         accept_step: float = option(0.05, "subtracted from the acceptance threshold after each rejected try",
                                     min=0.0)
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
+        warm_start: float = warm_start_option()
+        edit_fraction: float = edit_fraction_option()
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""
@@ -68,30 +76,43 @@ class GanRandomEdits(GanEditGenerator):
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
         o = self.options
         editor = self._editor()
-        z = ctx.batch.extras["latent"].to(ctx.device)
-        b = z.shape[0]
-        feats, original = self.generate_with_features(z)  # [B, C, h, w], [B, 3, R, R]
+        z_all = ctx.batch.extras["latent"].to(ctx.device)
+        b = z_all.shape[0]
+        feats, original = self.originals(ctx, z_all)  # [B, C, h, w], [B, 3, R, R]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         if heat.shape[-2:] != feats.shape[-2:]:
             heat = torch.nn.functional.adaptive_max_pool2d(heat[:, None], feats.shape[-2:])[:, 0]
             seeds = (seeds.float() * feats.shape[-1] / ctx.embeddings[0].values.shape[-1]).long()
-        region = geodesic_region(heat, seeds, torch.full((b,), o.region_threshold, device=heat.device)).cpu()
+        items = self.edit_items(b)  # the anchors edited this step
+        dev_items = items.to(ctx.device)
+        z, feats, edit_original = z_all[dev_items], feats[dev_items], original[dev_items]
+        m = items.shape[0]
+        region = geodesic_region(heat[dev_items], seeds[dev_items],
+                                 torch.full((m,), o.region_threshold, device=heat.device)).cpu()
         pixels = upsample_mask(region, original.shape[-1]).to(original.device)
-        p = torch.full((b,), o.p)
 
         def choose(pending: Tensor, attempt: int) -> tuple[Tensor, Tensor]:
-            if attempt:  # a rejected try: ablate more units
-                p[pending] = (p[pending] + o.p_step).clamp(max=1.0)
-            return self.unit_ablation(p[pending], feats.shape[1]).bool(), region[pending]
+            # escalation level `attempt`: each unit ablated with probability p + attempt * p_step
+            p = torch.full((pending.shape[0],), min(1.0, o.p + attempt * o.p_step))
+            return self.unit_ablation(p, feats.shape[1]).bool(), region[pending]
 
-        result = edit_until_changed(editor, z, feats, original, pixels, choose, to_model_input, o.accept,
-                                    o.accept_step, o.max_tries)
+        start = self.escalation_start()
+        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, to_model_input, o.accept,
+                                    o.accept_step, o.max_tries, start=start)
         edited, units, tries, ratios = result["edited"], result["units"], result["tries"], result["change_ratio"]
-        inputs = to_model_input(edited)
+        self.update_start(tries)
+        inputs = to_model_input(original).clone()
+        inputs[dev_items] = to_model_input(edited)
         with torch.no_grad():
-            score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])
+            score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
         self.last_stats = {**tries_stats(tries), "change_ratio": float(ratios.mean()),
-                           "units_ablated": float(units.float().sum(1).mean())}
-        return {0: Negatives.from_inputs(inputs[:, None], score[:, None], source=self.name,
-                                         region=region[:, None].cpu(), units=units[:, None], tries=tries[:, None],
-                                         change_ratio=ratios[:, None])}
+                           "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
+        full = self.scatter_items
+        valid = full(items, torch.ones(m, 1, dtype=torch.bool), b, False)
+        return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
+                                         source=self.name,
+                                         region=full(items, region, b, False)[:, None],
+                                         units=full(items, units, b, False)[:, None],
+                                         tries=full(items, tries, b)[:, None],
+                                         level=full(items, tries + start - 1, b)[:, None],
+                                         change_ratio=full(items, ratios, b)[:, None])}

@@ -18,7 +18,13 @@ from torch import Tensor
 
 from negmine import hookimpl
 from negmine.generator import MiningContext, Negatives, option
-from negmine_gan.base import GanEditGenerator, to_model_input, tries_stats
+from negmine_gan.base import (
+    GanEditGenerator,
+    edit_fraction_option,
+    to_model_input,
+    tries_stats,
+    warm_start_option,
+)
 from negmine_gan.concepts import Concepts, compute_concepts, peak_datapoints
 from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 from negmine_gan.random_edit import salient
@@ -44,6 +50,8 @@ class GanTargetedEdits(GanEditGenerator):
         accept: float = option(0.95, "initial change ratio needed to accept an edit", min=0.0)
         accept_step: float = option(0.05, "acceptance decrease after each rejected try", min=0.0)
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
+        warm_start: float = warm_start_option()
+        edit_fraction: float = edit_fraction_option()
         score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
                                    min=0.0)
         recluster_every: int = option(1000, "recompute concepts and dissection every N steps (0: stage start only)",
@@ -100,21 +108,26 @@ class GanTargetedEdits(GanEditGenerator):
         if self.concepts is None:  # used without a trainer's hooks (tests, scripts)
             self.refresh(ctx.model, self.task.train, ctx.device, ctx.step)
         editor = self._editor()
-        z = ctx.batch.extras["latent"].to(ctx.device)
-        b = z.shape[0]
-        feats, original = self.generate_with_features(z)
-        channels = feats.shape[1]
+        z_all = ctx.batch.extras["latent"].to(ctx.device)
+        b = z_all.shape[0]
+        feats_all, original = self.originals(ctx, z_all)
+        channels = feats_all.shape[1]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
-        order, probs = self.cluster_order(vectors)
-        heat, seeds = heat.cpu(), seeds.cpu()
-        first_region = geodesic_region(heat, seeds, torch.full((b,), o.region_threshold))
+        items = self.edit_items(b)  # the anchors edited this step
+        dev_items = items.to(ctx.device)
+        z, feats, edit_original = z_all[dev_items], feats_all[dev_items], original[dev_items]
+        m = items.shape[0]
+        order, probs = self.cluster_order(vectors[dev_items])
+        heat, seeds = heat[dev_items].cpu(), seeds[dev_items].cpu()
+        first_region = geodesic_region(heat, seeds, torch.full((m,), o.region_threshold))
         pixels = upsample_mask(first_region, original.shape[-1]).to(original.device)
         chosen = order[:, 0].clone()  # cluster per item (first try: the top cluster)
         ranking = self.concepts.ranking  # [K, C]
+        start = self.escalation_start()
 
         def choose(pending: Tensor, attempt: int) -> tuple[Tensor, Tensor]:
-            if attempt:  # a rejected try: another cluster drawn by score, more units, a wider region
+            if attempt > start:  # a rejected try: another cluster drawn by score, more units, a wider region
                 draws = torch.multinomial(probs[pending], 1, generator=self.rng)[:, 0]
                 chosen[pending] = order[pending, draws]
             count = min(channels, round((o.units + attempt * o.units_step) * channels))
@@ -124,19 +137,27 @@ class GanTargetedEdits(GanEditGenerator):
             tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
             return units, geodesic_region(heat[pending], seeds[pending], tau)
 
-        result = edit_until_changed(editor, z, feats, original, pixels, choose, to_model_input, o.accept,
-                                    o.accept_step, o.max_tries)
-        inputs = to_model_input(result["edited"])
-        with torch.no_grad():
-            score = ctx.model.score_pairs(ctx.model.encode(0, inputs), ctx.embeddings[1])
+        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, to_model_input, o.accept,
+                                    o.accept_step, o.max_tries, start=start)
         tries = result["tries"]
+        self.update_start(tries)
+        inputs = to_model_input(original).clone()
+        inputs[dev_items] = to_model_input(result["edited"])
+        with torch.no_grad():
+            score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
         self.last_stats = {**tries_stats(tries), "change_ratio": float(result["change_ratio"].mean()),
                            "units_ablated": float(result["units"].float().sum(1).mean()),
-                           "clusters": float(self.concepts.centroids.shape[0])}
-        return {0: Negatives.from_inputs(inputs[:, None], score[:, None], source=self.name,
-                                         region=result["region"][:, None], units=result["units"][:, None],
-                                         cluster=chosen[:, None], tries=tries[:, None],
-                                         change_ratio=result["change_ratio"][:, None])}
+                           "clusters": float(self.concepts.centroids.shape[0]), "start_level": float(start)}
+        full = self.scatter_items
+        valid = full(items, torch.ones(m, 1, dtype=torch.bool), b, False)
+        return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
+                                         source=self.name,
+                                         region=full(items, result["region"], b, False)[:, None],
+                                         units=full(items, result["units"], b, False)[:, None],
+                                         cluster=full(items, chosen, b, -1)[:, None],
+                                         tries=full(items, tries, b)[:, None],
+                                         level=full(items, tries + start - 1, b)[:, None],
+                                         change_ratio=full(items, result["change_ratio"], b)[:, None])}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

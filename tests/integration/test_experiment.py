@@ -67,3 +67,16 @@ def test_runs_chains_and_skips_finished(tmp_path, capsys):
     assert set(results["methods"]) == {"Random", "Hard Neg", "Semi"}
     assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "-q"]) == 0
     assert capsys.readouterr().err.count("[skip]") == 3
+
+
+def test_method_filter_runs_the_chain_it_needs(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--method", "Hard Neg", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "[train] Random seed 0" in err and "[train] Hard Neg seed 0" in err and "Semi" not in err
+    assert not (out / "semi").exists()
+    code = main(["experiment", str(path), "--out", str(out), "--method", "Hard neg", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "did you mean 'Hard Neg'" in err and "Traceback" not in err

@@ -194,3 +194,60 @@ def test_positives_are_generated_once_per_step():
     gen.generate_with_features(z + 1)  # other latents: generated anew
     assert calls == [True, True]
     assert torch.allclose(images, generate(z), atol=1e-6)  # the same images as a plain forward pass
+
+
+def test_edit_loop_can_start_at_a_later_level():
+    """``start`` skips the first levels: the first try is made at that level, with its lower threshold."""
+    from negmine_gan.edit import edit_until_changed
+
+    g = gan()
+    editor = GanEditor(g, "layer4")
+    z = torch.randn(4, 8)
+    feats, original = editor.features(z), editor.generate(z)
+    pixels = torch.ones(4, 16, 16, dtype=torch.bool)
+    attempts = []
+
+    def choose(pending, attempt):
+        attempts.append(attempt)
+        return torch.ones(len(pending), 32, dtype=torch.bool), torch.ones(len(pending), 8, 8, dtype=torch.bool)
+
+    # level 2 of accept 0.95 - 0.5 per level is a threshold of 0: everything is accepted on its first try
+    out = edit_until_changed(editor, z, feats, original, pixels, choose, lambda x: x, 0.95, 0.5, 6, start=2)
+    assert attempts == [2] and out["tries"].tolist() == [1, 1, 1, 1]
+    attempts.clear()
+    out = edit_until_changed(editor, z, feats, original, pixels, choose, lambda x: x, 50.0, 0.0, 3, start=9)
+    assert attempts == [2] and out["tries"].tolist() == [1, 1, 1, 1]  # a start past the end is the last level
+
+
+def test_warm_start_climbs_to_the_level_that_accepts_and_resumes():
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    opts = GanRandomEdits.Options(max_tries=4, accept=5.0, warm_start=0.5)  # only the last level accepts
+    gen = GanRandomEdits(opts, seed=0, task=task)
+    levels, tries = [], []
+    for _ in range(5):
+        negs = gen.generate(ctx)[0]
+        levels.append(int(negs.meta["level"].min()))
+        tries.append(int(negs.meta["tries"].max()))
+    assert levels == [3, 3, 3, 3, 3]  # the edits themselves: always the only accepting level
+    # the first try climbs 0 -> 1 -> 2 -> 3; a step accepted at once probes one level lower, and climbs back
+    assert tries == [4, 3, 2, 1, 2] and gen.start_level == 3
+    restored = GanRandomEdits(opts, seed=0, task=task)
+    restored.load_state_dict(gen.state_dict())
+    assert restored.start_level == 3
+    gen.update_start(torch.ones(8, dtype=torch.long))  # every edit accepted at once: one level down
+    assert gen.start_level == 2
+    cold = GanRandomEdits(GanRandomEdits.Options(max_tries=4, accept=5.0), seed=0, task=task)
+    cold.generate(ctx)
+    assert cold.start_level == 0  # warm_start = 0 (the paper): every step starts at level 0
+
+
+def test_edit_fraction_edits_only_some_anchors():
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    negs = GanRandomEdits(GanRandomEdits.Options(accept=0.0, edit_fraction=0.25), seed=1, task=task).generate(ctx)[0]
+    valid = negs.valid[:, 0]
+    assert int(valid.sum()) == 3  # a quarter of 12 anchors
+    changed = (negs.inputs[:, 0] - ctx.batch.a).flatten(1).abs().amax(1) > 0
+    assert torch.equal(changed, valid)  # exactly the chosen anchors were edited
+    assert (negs.meta["tries"][~valid] == 0).all() and (negs.meta["units"][~valid] == 0).all()
