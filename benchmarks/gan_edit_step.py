@@ -35,6 +35,8 @@ METHODS = {
     "random + gan-targeted": {"negatives": ["random", "gan-targeted"]},
     "random + gan-targeted, warm start": {"negatives": ["random", "gan-targeted"],
                                           "generators": {"gan-targeted": WARM}},
+    "random + gan-targeted, warm start 0.8": {"negatives": ["random", "gan-targeted"],
+                                              "generators": {"gan-targeted": {"warm_start": 0.8}}},
     "random + gan-targeted, warm start, half the anchors": {
         "negatives": ["random", "gan-targeted"], "generators": {"gan-targeted": {**WARM, "edit_fraction": 0.5}}},
 }
@@ -112,7 +114,8 @@ def main() -> None:
         f"- audio-clevrgan cpu profile, batch 64, {args.steps} steps per method from the same checkpoint on the "
         f"first {args.max_train} training pairs (an epoch is {args.max_train // 64} steps); median seconds per step "
         "in the first epoch (the first step excluded) and after it (every generated positive cached: the steady "
-        "state of a long run); tries and their histogram after the first epoch; warm start = 0.5; the whole run "
+        "state of a long run); tries and their histogram after the first epoch; warm start = 0.5 unless named; "
+        "the whole run "
         "includes stage start (gan-targeted computes concepts and dissects the GAN there)",
         "",
         "| method | s / step, first epoch | s / step, steady | ratio to random (steady) | whole run (s) | "

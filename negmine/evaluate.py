@@ -14,9 +14,11 @@ from negmine.errors import NegmineError, UnknownNameError
 from negmine.trainer import _resolve_device, evaluate_retrieval
 
 
-def load_run(pm: Any, run_dir: Path, checkpoint: str = "best", device: str = "cpu") -> tuple[Any, dict, dict]:
+def load_run(pm: Any, run_dir: Path, checkpoint: str = "best", device: str = "cpu",
+             task_options: dict[str, Any] | None = None) -> tuple[Any, dict, dict]:
     """Rebuild a run's task from its config.json and load a checkpoint into its model.
 
+    task_options: overrides of the run's task options (e.g. ``data_dir`` after the data moved).
     Returns (task, config dict, checkpoint state).
     """
     cfg_path = run_dir / "config.json"
@@ -24,8 +26,11 @@ def load_run(pm: Any, run_dir: Path, checkpoint: str = "best", device: str = "cp
         raise NegmineError(f"{str(run_dir)!r} is not a run directory: {str(cfg_path)!r} is missing")
     config = json.loads(cfg_path.read_text())
     spec = pm.task(config["task"])
-    task = spec.build(profile=config["profile"] or spec.default_profile, seed=config["seed"],
-                      options=config.get("task_options") or {})
+    for key in task_options or {}:
+        if key not in spec.options:
+            raise UnknownNameError(f"option of task {spec.name!r}", key, spec.options)
+    options = {**(config.get("task_options") or {}), **(task_options or {})}
+    task = spec.build(profile=config["profile"] or spec.default_profile, seed=config["seed"], options=options)
     if checkpoint.endswith(".pt"):
         path = Path(checkpoint)
     else:
@@ -40,10 +45,11 @@ def load_run(pm: Any, run_dir: Path, checkpoint: str = "best", device: str = "cp
 
 
 def evaluate_run(pm: Any, run_dir: Path, split: str = "test", checkpoint: str = "best", size: int | None = None,
-                 device: str = "auto") -> tuple[dict[str, Any], str]:
-    """Evaluate ``run_dir`` on ``split``; writes ``eval-<split>.json`` and ``report-<split>.md``; returns both."""
+                 device: str = "auto", task_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """Evaluate ``run_dir`` on ``split``; writes ``eval-<split>.json`` and ``report-<split>.md``; returns both.
+    ``task_options`` override the run's (see :func:`load_run`)."""
     dev = torch.device(_resolve_device(device))
-    task, config, state = load_run(pm, run_dir, checkpoint, dev)
+    task, config, state = load_run(pm, run_dir, checkpoint, dev, task_options)
     data = task.test if split == "test" else task.val
     if data is None:
         raise NegmineError(f"task {task.name!r} has no {split} split")

@@ -153,12 +153,7 @@ def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str
     if kw.get("reduction"):
         words = [w.strip() for w in kw["reduction"].split(",")]
         layer["reduction"] = words[0] if len(words) == 1 else words
-    options: dict[str, Any] = {}
-    for item in kw.get("task_options") or ():
-        if "=" not in item:
-            raise ConfigError([f"--task-option {item!r}: expected KEY=VALUE"])
-        key, value = item.split("=", 1)
-        options[key.strip()] = _parse_value(value.strip())
+    options = parse_key_values(kw.get("task_options") or (), "--task-option")
     if options:
         layer["task_options"] = options
     gens: dict[str, dict[str, Any]] = {}
@@ -169,6 +164,22 @@ def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str
     if gens:
         layer["generators"] = gens
     return layer
+
+
+def parse_key_values(items: Any, flag: str, dashes_to_underscores: bool = False) -> dict[str, Any]:
+    """``KEY=VALUE`` flag values -> {key: typed value}; every malformed item is reported at once."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        if "=" not in item:
+            problems.append(f"{flag} {item!r}: expected KEY=VALUE")
+            continue
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_") if dashes_to_underscores else key.strip()
+        out[key] = _parse_value(value.strip())
+    if problems:
+        raise ConfigError(problems)
+    return out
 
 
 def _build_task(pm: Any, raw: dict[str, Any]) -> Any:
@@ -208,10 +219,12 @@ def _build_config(pm: Any, task: Any, raw: dict[str, Any], source: str) -> Any:
 @click.option("--checkpoint", default="best", show_default=True, help="best, last, stage-<name>, or a .pt path")
 @click.option("--size", type=click.IntRange(min=1), help="pairs to evaluate (default: the whole split, capped by eval_size)")
 @click.option("--device", default="auto", show_default=True)
+@click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+              help="override a task option of the run (repeatable), e.g. data_dir=... after moving the data")
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
 @click.pass_context
 def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, size: int | None, device: str,
-                 as_json: bool) -> None:
+                 task_options: tuple[str, ...], as_json: bool) -> None:
     """Evaluate a run: recall@1/5/10 both ways, then every evaluation the task provides.
 
     Writes RUN_DIR/eval-<split>.json and RUN_DIR/report-<split>.md.
@@ -220,7 +233,7 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
     from negmine.evaluate import evaluate_run
 
     results, report = evaluate_run(get_obj(ctx).pm, Path(run_dir), split=split, checkpoint=checkpoint, size=size,
-                                   device=device)
+                                   device=device, task_options=parse_key_values(task_options, "--task-option"))
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:

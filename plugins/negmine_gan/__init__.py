@@ -29,24 +29,20 @@ def negmine_register_commands():
     @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option (repeatable)")
     @click.option("--seed", default=0, show_default=True, type=int)
     @click.option("--device", default="cpu", show_default=True)
+    @click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
+                  help="override a task option of the run (repeatable), e.g. data_dir=... after moving the data")
     @click.pass_context
-    def export(ctx, run_dir, out, generator, n, split, checkpoint, options, seed, device):
+    def export(ctx, run_dir, out, generator, n, split, checkpoint, options, seed, device, task_options):
         """Edit held-out pairs with a trained run and write originals, edits, regions and provenance."""
         from pathlib import Path
 
         from negmine.cli import get_obj
-        from negmine.cli.commands import _parse_value
-        from negmine.errors import ConfigError
+        from negmine.cli.commands import parse_key_values
         from negmine_gan.export import export_edits
 
-        opts = {}
-        for item in options:
-            if "=" not in item:
-                raise ConfigError([f"--option {item!r}: expected KEY=VALUE"])
-            key, value = item.split("=", 1)
-            opts[key.strip().replace("-", "_")] = _parse_value(value.strip())
+        opts = parse_key_values(options, "--option", dashes_to_underscores=True)
         summary = export_edits(get_obj(ctx).pm, Path(run_dir), Path(out), generator, n, split, opts, checkpoint,
-                               device, seed=seed)
+                               device, seed=seed, task_options=parse_key_values(task_options, "--task-option"))
         click.echo(f"{summary['count']} edits written to {out}; tries histogram {summary['tries_histogram']}")
         if "changed" in summary:
             click.echo(f"detected change: {100 * summary['changed']:.1f}% of edits; a single attribute of one "

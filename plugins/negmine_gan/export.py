@@ -127,15 +127,16 @@ def write_gallery(out: Path, rows: list[dict[str, Any]]) -> str:
 @torch.no_grad()
 def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, split: str = "test",
                  options: dict[str, Any] | None = None, checkpoint: str = "best", device: str = "cpu",
-                 batch_size: int = 32, seed: int = 0) -> dict[str, Any]:
-    """Edit the first ``n`` pairs of ``split`` with a trained run's model and write them to ``out``."""
+                 batch_size: int = 32, seed: int = 0, task_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Edit the first ``n`` pairs of ``split`` with a trained run's model and write them to ``out``
+    (``task_options`` override the run's, e.g. its ``data_dir``)."""
     from negmine.config import make_options
     from negmine.evaluate import load_run
     from negmine.generator import MiningContext
     from negmine_gan.edit import upsample_mask
     from negmine_gan.random_edit import to_model_input
 
-    task, config, _ = load_run(pm, run_dir, checkpoint, device)
+    task, config, _ = load_run(pm, run_dir, checkpoint, device, task_options)
     cls = pm.generator(generator)
     cls.check_requirements(task)
     gen = cls(make_options(cls, options or {}), seed=seed, task=task)
@@ -206,6 +207,11 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         summary["changed"] = float(np.mean([r["detected_change"]["changed"] for r in rows]))
         summary["single_attribute"] = float(np.mean([r["detected_change"]["single_attribute"] for r in rows]))
         summary["changed_attributes"] = changed_attribute_counts([r["detected_change"] for r in rows])
+        levels = sorted({r["level"] for r in rows})
+        summary["changed_by_level"] = {  # level of the accepted try -> how many edits, what fraction changed
+            str(lv): {"edits": sum(r["level"] == lv for r in rows),
+                      "changed": float(np.mean([r["detected_change"]["changed"] for r in rows if r["level"] == lv]))}
+            for lv in levels}
     for key in ("change_inside", "change_outside"):
         summary[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
     summary["gallery"] = write_gallery(out, rows[:16])
