@@ -36,6 +36,13 @@ def test_train_improves_recall_and_eval_writes_report(tmp_path, capsys):
     assert run_cli("eval", run, "--json") == 0
     out = json.loads(capsys.readouterr().out)
     assert out["retrieval"]["n"] == 200 and (run / "report-test.md").exists()
+    # task options can be overridden at evaluation (data moved); other data gives other (lower) recall
+    assert run_cli("eval", run, "--json", "--task-option", "data_seed=99") == 0
+    moved = json.loads(capsys.readouterr().out)
+    assert moved["retrieval"]["mean@10"] != out["retrieval"]["mean@10"]
+    assert run_cli("eval", run, "--task-option", "data_sed=99") == 2
+    err = capsys.readouterr().err
+    assert "Did you mean 'data_seed'" in err and "Traceback" not in err
 
 
 def test_unknown_generator_gives_suggestion_and_no_traceback(tmp_path, capsys):
