@@ -255,6 +255,8 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
             if v is not None:
                 rows[f"attr:{g}"] = v
         rows["attr:mean"] = attributes["mean"]
+        if attributes.get("mean_normalised") is not None:
+            rows["attr:mean-norm"] = attributes["mean_normalised"]
     rendered = result.get("rendered")
     if isinstance(rendered, Mapping) and rendered.get("accuracy") is not None:
         rows["rendered"] = rendered["accuracy"]
@@ -345,7 +347,7 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     else:
         lines += _table(results, keys)
     names = list(results["methods"])
-    for key in [k for k in ("R@10", "attr:mean") if k in keys]:
+    for key in [k for k in ("R@10", "attr:mean", "attr:mean-norm") if k in keys]:
         diffs = paired_differences(results, key)
         if not diffs:
             continue
@@ -357,7 +359,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def plot_results(results: Mapping[str, Any], path: Path, keys: tuple[str, ...] = ("R@10", "attr:mean")) -> Path | None:
+def plot_results(results: Mapping[str, Any], path: Path,
+                 keys: tuple[str, ...] = ("R@10", "attr:mean", "attr:mean-norm")) -> Path | None:
     """A bar chart per metric (mean over seeds, one dot per seed) of every method; None when no method has the keys."""
     keys = tuple(k for k in keys if any(k in m["stats"] for m in results["methods"].values()))
     if not keys:
