@@ -74,6 +74,8 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "weight_decay": (float, 5e-7, "weight decay"),
     "lr_decay": (float, 0.1, "multiply the lr by this every lr_decay_every steps"),
     "lr_decay_every": (int, 0, "step-decay period in steps (0: constant lr)"),
+    "lr_schedule_start": (int, 0, "the first stage's step decay counts from this step, not 0: a run initialised from "
+                          "another run's step N continues that run's schedule (experiments set it for init chains)"),
     "warmup_steps": (int, 0, "linear lr warm-up steps at the start of each stage"),
     "grad_clip": (float, 0.0, "clip the gradient norm to this (0: off)"),
     "eval_every": (int, 0, "evaluate every N steps (0: only at stage ends)"),
@@ -104,6 +106,7 @@ class TrainConfig:
     weight_decay: float
     lr_decay: float
     lr_decay_every: int
+    lr_schedule_start: int
     warmup_steps: int
     grad_clip: float
     eval_every: int
@@ -280,7 +283,7 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
     for key in ("batch_size", "log_every", "eval_size"):
         if isinstance(values[key], int) and values[key] < 1:
             problems.append(f"{key}: must be >= 1, got {values[key]}")
-    for key in ("lr_decay_every", "warmup_steps", "eval_every", "checkpoint_every"):
+    for key in ("lr_decay_every", "lr_schedule_start", "warmup_steps", "eval_every", "checkpoint_every"):
         if isinstance(values[key], int) and values[key] < 0:
             problems.append(f"{key}: must be >= 0, got {values[key]}")
     if values["lr"] <= 0:

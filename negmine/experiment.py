@@ -39,7 +39,8 @@ import attrs
 from negmine.config import merge, read_config_file
 from negmine.errors import ConfigError, closest
 
-_TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split"}
+_TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule"}
+LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction"}
 
 
@@ -65,6 +66,9 @@ class Experiment:
     settings: Mapping[str, Any]
     methods: tuple[Method, ...]
     eval_split: str = "test"
+    # continue: a method initialised from its parent's step N continues the parent's lr schedule from chain step N,
+    # so at every chain step every row trains with the same lr; restart: each method starts the schedule anew
+    lr_schedule: str = "continue"
 
     def method(self, name: str) -> Method:
         for m in self.methods:
@@ -134,8 +138,14 @@ def load_experiment(path: str | Path) -> Experiment:
                     problems.append(f"method {m.name!r}: init step {ps} is outside {m.parent!r}'s 1..{by_name[m.parent].steps}")
                 m = attrs.evolve(m, parent_step=ps)
         fixed.append(m)
+    lr_schedule = raw.get("lr_schedule", "continue")
+    if lr_schedule not in LR_SCHEDULES:
+        hint = closest(str(lr_schedule), LR_SCHEDULES)
+        problems.append(f"lr_schedule: expected one of {', '.join(LR_SCHEDULES)}, got {lr_schedule!r}"
+                        + (f" (did you mean {hint!r}?)" if hint else ""))
+        lr_schedule = "continue"
     exp = Experiment(raw.get("task", "toy"), raw.get("profile"), tuple(seeds), raw.get("total_steps"),
-                     dict(raw.get("settings") or {}), tuple(fixed), raw.get("eval_split", "test"))
+                     dict(raw.get("settings") or {}), tuple(fixed), raw.get("eval_split", "test"), lr_schedule)
     if not problems:
         for m in exp.methods:  # cycles
             chain, cur = [], m
@@ -226,6 +236,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 raw = merge(exp.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
                                            "stages": stages, "run_dir": str(run_dir),
                                            "keep_steps": keep_steps(exp, method)})
+                if method.parent is not None and exp.lr_schedule == "continue":
+                    raw["lr_schedule_start"] = chain_steps(exp, method) - method.steps
                 keep = raw.pop("keep_steps")
                 task = _build_task(pm, raw)
                 config = _build_config(pm, task, raw, source=f"experiment method {method.name!r}")

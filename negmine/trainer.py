@@ -192,7 +192,8 @@ class Trainer:
         if c.warmup_steps and step_in_stage < c.warmup_steps:
             return lr * (step_in_stage + 1) / c.warmup_steps
         if c.lr_decay_every:
-            lr *= c.lr_decay ** (step_in_stage // c.lr_decay_every)
+            start = c.lr_schedule_start if self.stage_index == 0 else 0
+            lr *= c.lr_decay ** ((start + step_in_stage) // c.lr_decay_every)
         return lr
 
     # ------------------------------------------------------------------------------------------------------------

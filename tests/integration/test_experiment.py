@@ -63,6 +63,10 @@ def test_runs_chains_and_skips_finished(tmp_path, capsys):
     assert "| Hard Neg | 30 | 1 |" in captured.out
     hard = json.loads((out / "hard-neg" / "seed-0" / "config.json").read_text())
     assert hard["stages"][0]["init"].endswith("random/seed-0/checkpoints/step-10.pt")
+    # every child continues the lr schedule where its weights left the chain (Random@10, then Hard Neg@10)
+    assert hard["lr_schedule_start"] == 10
+    assert json.loads((out / "semi" / "seed-0" / "config.json").read_text())["lr_schedule_start"] == 20
+    assert json.loads((out / "random" / "seed-0" / "config.json").read_text())["lr_schedule_start"] == 0
     results = json.loads((out / "results.json").read_text())
     assert set(results["methods"]) == {"Random", "Hard Neg", "Semi"}
     assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "-q"]) == 0
@@ -80,3 +84,12 @@ def test_method_filter_runs_the_chain_it_needs(tmp_path, capsys):
     code = main(["experiment", str(path), "--out", str(out), "--method", "Hard neg", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "did you mean 'Hard Neg'" in err and "Traceback" not in err
+
+
+def test_lr_schedule_choice_is_checked(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text('lr_schedule = "restrat"\n' + EXPERIMENT)
+    with pytest.raises(ConfigError, match="did you mean 'restart'"):
+        load_experiment(path)
+    path.write_text('lr_schedule = "restart"\n' + EXPERIMENT)
+    assert load_experiment(path).lr_schedule == "restart"

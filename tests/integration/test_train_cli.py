@@ -331,3 +331,22 @@ def test_flags_override_stage_generator_options(tmp_path):
     saved = json.loads((run / "config.json").read_text())
     assert saved["stages"][0]["generators"]["hard-minibatch"]["k"] == 3
     assert run_cli("train", cfg, "--steps", "5", "--run-dir", tmp_path / "r2") == 2
+
+
+def test_lr_schedule_warmup_decay_and_continued_start(tmp_path):
+    """lr_at against the closed form: warm-up, step decay, and a first stage that continues a schedule at step 15."""
+    from negmine.plugins import get_plugin_manager
+    from negmine.trainer import Trainer
+    from negmine_toy.task import build_toy
+
+    def trainer(**cfg):
+        return Trainer(build_toy("small", seed=0), {"steps": 5, "negatives": ["random"], "lr": 0.1, "lr_decay": 0.5,
+                                                    "lr_decay_every": 10, "run_dir": str(tmp_path / str(len(cfg))),
+                                                    **cfg}, plugins=get_plugin_manager(), reporter=None)
+
+    plain = trainer()
+    assert [plain.lr_at(s) for s in (0, 9, 10, 25)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
+    continued = trainer(lr_schedule_start=15)
+    assert [continued.lr_at(s) for s in (0, 4, 5, 15)] == pytest.approx([0.05, 0.05, 0.025, 0.0125])
+    warm = trainer(warmup_steps=4, lr_schedule_start=15)
+    assert warm.lr_at(1) == pytest.approx(0.05) and warm.lr_at(4) == pytest.approx(0.05)
