@@ -50,3 +50,31 @@ def test_generated_positives_are_computed_once_per_item(acg_gan):
     split.side_batch(0, ids)
     split.side_batch(0, ids)
     assert calls == [3, 3]
+
+
+def test_edit_generators_take_the_batch_positives_and_decode_them_once(acg_gan):
+    """In training, the originals an edit starts from are the batch's generated positives: the GAN's upper layers run
+    once per item over the whole run for them (then only for the edits' tries)."""
+    import attrs
+
+    from negmine.testing import make_context
+    from negmine_gan.random_edit import GanRandomEdits
+
+    task = build_task("tiny", 0, {"data_dir": str(acg_gan)})
+    gen = GanRandomEdits(GanRandomEdits.Options(accept=0.0), seed=0, task=task)
+    gen.negmine_stage_start(trainer=type("T", (), {"task": task})(), stage=None)
+    editor = gen._editor()
+    unedited = []
+    generate = editor.generate
+    editor.generate = lambda *a, **k: unedited.append(k.get("ablation") is None) or generate(*a, **k)
+    ids = torch.arange(8)
+    for _ in range(2):
+        batch = task.train.batch(ids)
+        with torch.no_grad():
+            emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+            ctx = attrs.evolve(make_context(task.model.score_matrix(*emb), task=task, embeddings=emb), batch=batch)
+        negs = gen.generate(ctx)[0]
+    assert unedited.count(True) == 1  # the positives of the first batch; the second batch came from the cache
+    assert unedited.count(False) == 2  # one try per step (accept = 0)
+    changed = (negs.inputs[:, 0] - batch.a).flatten(1).abs().amax(1)
+    assert (changed > 0).any() and negs.valid.all()
