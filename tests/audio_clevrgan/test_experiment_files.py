@@ -26,8 +26,8 @@ def test_experiment_file_is_valid(path, plugin_manager):
 
 def test_paper_experiment_has_the_six_methods():
     exp = load_experiment(next(p for p in FILES if p.stem == "paper-cpu"))
-    assert [m.name for m in exp.methods] == ["DaveNet", "Random Edits", "Targeted Edits", "Hard Neg", "HN+Random",
-                                             "HN+Targeted"]
+    assert [m.name for m in exp.methods][:6] == ["DaveNet", "Random Edits", "Targeted Edits", "Hard Neg", "HN+Random",
+                                                 "HN+Targeted"]
     parents = {m.name: m.parent for m in exp.methods}
     assert parents["Targeted Edits"] == "Random Edits" and parents["HN+Targeted"] == "HN+Random"
     assert len(exp.seeds) >= 3
