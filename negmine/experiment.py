@@ -319,10 +319,15 @@ def _table(results: Mapping[str, Any], keys: list[str]) -> list[str]:
     lines = ["| method | steps | seeds | " + " | ".join(keys) + " |", "|" + "---|" * (len(keys) + 3)]
     for name, m in results["methods"].items():
         n = max((s["n"] for s in m["stats"].values()), default=0)
-        cells = [f"{100 * m['stats'][k]['mean']:.1f} ± {100 * m['stats'][k]['std']:.1f}" if k in m["stats"] else "-"
-                 for k in keys]
+        cells = [_mean_std(m["stats"][k]) if k in m["stats"] else "-" for k in keys]
         lines.append(f"| {name} | {m['chain_steps']} | {n} | " + " | ".join(cells) + " |")
     return lines
+
+
+def _mean_std(stat: Mapping[str, Any], scale: float = 100.0, sign: str = "") -> str:
+    """``mean ± std`` in %, or the mean alone for a single seed (no spread to show)."""
+    mean = f"{scale * stat['mean']:{sign}.1f}"
+    return mean if stat.get("n", 2) < 2 else f"{mean} ± {scale * stat['std']:.1f}"
 
 
 def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -367,7 +372,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
                   "| method | mean ± std | per seed |", "|---|---|---|"]
         for name, d in diffs.items():
             per = ", ".join(f"{seed}: {100 * v:+.1f}" for seed, v in sorted(d["per_seed"].items()))
-            lines.append(f"| {name} | {100 * d['mean']:+.1f} ± {100 * d['std']:.1f} | {per} |")
+            summary = _mean_std({**d, "n": len(d["per_seed"])}, sign="+")
+            lines.append(f"| {name} | {summary} | {per} |")
     return "\n".join(lines)
 
 
