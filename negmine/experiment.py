@@ -364,7 +364,7 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     else:
         lines += _table(results, keys)
     names = list(results["methods"])
-    for key in [k for k in ("R@10", "attr:mean", "attr:mean-norm") if k in keys]:
+    for key in [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm") if k in keys]:
         diffs = paired_differences(results, key)
         if not diffs:
             continue
