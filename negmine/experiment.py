@@ -23,6 +23,11 @@ An experiment file (TOML)::
 A method's chain budget is its own steps plus its parent's steps at the init point. ``DaveNet@1500`` needs a
 checkpoint of DaveNet at step 1500: the runner asks the parent run to keep one (``keep_steps``). Runs are resumable:
 a finished run (``summary.json`` present) is skipped, an interrupted one resumes from ``last.pt``.
+
+A *ledger* (a directory that may be committed: a few small JSON files per run, no checkpoints) lets an experiment
+span machines or sessions whose run directories are lost: every finished run copies its evaluation, summary and
+config there; a run found in the ledger is not trained again unless a child that has not finished needs its
+checkpoint, and then the retrained run's numbers are compared with the ledger's (a reproducibility check).
 """
 
 from __future__ import annotations
@@ -209,24 +214,76 @@ def with_ancestors(exp: Experiment, names: list[str]) -> list[Method]:
     return [m for m in order(exp) if m.name in wanted]
 
 
+LEDGER_FILES = ("eval-{split}.json", "summary.json", "config.json")
+
+
+def ledger_runs_needed(exp: Experiment, methods: list[Method], finished: Mapping[str, bool],
+                       in_out: Mapping[str, bool]) -> set[str]:
+    """Names of the methods (of one seed) that must be trained in the run directory: those not finished anywhere,
+    and the ancestors whose checkpoints they start from (unless those already sit finished in the run directory).
+
+    methods: parents before children (:func:`order`); finished: evaluated in the run directory or the ledger;
+    in_out: evaluated in the run directory."""
+    must = set()
+    for m in reversed(methods):  # children first, so a retrained child marks its parent in turn
+        if not finished[m.name] or m.name in must:
+            must.add(m.name)
+            if m.parent is not None and not in_out.get(m.parent, False):
+                must.add(m.parent)
+    return must
+
+
+def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str) -> None:
+    """Copy a finished run's small files into the ledger; when the ledger already has this run, compare instead."""
+    import shutil
+
+    previous = ledger_dir / f"eval-{split}.json"
+    if previous.exists():
+        old = _metric_rows(json.loads(previous.read_text()))
+        new = _metric_rows(json.loads((run_dir / f"eval-{split}.json").read_text()))
+        diffs = {k: 100 * (new[k] - old[k]) for k in old if k in new}
+        worst = max(diffs.items(), key=lambda kv: abs(kv[1]), default=("-", 0.0))
+        log(f"[ledger] {label}: retrained; largest difference from the ledger {worst[0]} {worst[1]:+.2f} points "
+            "(the ledger keeps its record)")
+        return
+    ledger_dir.mkdir(parents=True, exist_ok=True)
+    for name in LEDGER_FILES:
+        src = run_dir / name.format(split=split)
+        if src.exists():
+            tmp = ledger_dir / (src.name + ".tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(ledger_dir / src.name)
+
+
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
                    only_seeds: list[int] | None = None, only_methods: list[str] | None = None,
-                   header: list[str] | None = None) -> dict[str, Any]:
+                   header: list[str] | None = None, ledger: Path | None = None) -> dict[str, Any]:
     """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md.
 
     only_methods: run these methods and the methods their chains start from (default: all).
-    header: Markdown lines written above the tables of results.md (the command, commit and machine)."""
+    header: Markdown lines written above the tables of results.md (the command, commit and machine).
+    ledger: a directory that records every finished run (see the module docstring); results include its runs."""
     from negmine.cli.commands import _build_config, _build_task
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
 
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
     out.mkdir(parents=True, exist_ok=True)
+    eval_name = f"eval-{exp.eval_split}.json"
     for seed in only_seeds or exp.seeds:
+        in_out = {m.name: (out / m.slug / f"seed-{seed}" / eval_name).exists() for m in methods}
+        in_ledger = {m.name: ledger is not None and (ledger / m.slug / f"seed-{seed}" / eval_name).exists()
+                     for m in methods}
+        must = ledger_runs_needed(exp, methods, {k: in_out[k] or in_ledger[k] for k in in_out}, in_out)
         for method in methods:
             run_dir = out / method.slug / f"seed-{seed}"
-            if (run_dir / f"eval-{exp.eval_split}.json").exists():
+            if in_out[method.name]:
                 log(f"[skip] {method.name} seed {seed}: finished")
+                if ledger is not None and not in_ledger[method.name]:
+                    _to_ledger(run_dir, ledger / method.slug / f"seed-{seed}", exp.eval_split, log, method.name)
+                continue
+            if method.name not in must:
+                log(f"[skip] {method.name} seed {seed}: finished (ledger)")
                 continue
             if not (run_dir / "summary.json").exists():
                 stages = [dict(s) for s in method.stages]
@@ -249,9 +306,12 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
             started = time.perf_counter()
             evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
             log(f"[eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
+            if ledger is not None:
+                _to_ledger(run_dir, ledger / method.slug / f"seed-{seed}", exp.eval_split, log,
+                           f"{method.name} seed {seed}")
     if only_seeds:
         exp = attrs.evolve(exp, seeds=tuple(dict.fromkeys((*exp.seeds, *only_seeds))))
-    results = collect(exp, out)
+    results = collect(exp, out, ledger)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "results.md").write_text("\n".join([*(header or []), render_results(exp, results)]) + "\n")
     plot_results(results, out / "results.png")
@@ -275,15 +335,18 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
     return rows
 
 
-def collect(exp: Experiment, out: Path) -> dict[str, Any]:
-    """Mean and std over seeds of every metric of every method (finished runs only)."""
+def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str, Any]:
+    """Mean and std over seeds of every metric of every method (finished runs only): a run's own evaluation in
+    ``out``, else the ledger's record of it."""
     methods = {}
     for method in exp.methods:
         per_seed = {}
         for seed in exp.seeds:
-            path = out / method.slug / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
-            if path.exists():
-                per_seed[seed] = _metric_rows(json.loads(path.read_text()))
+            for root in (out, ledger):
+                path = root / method.slug / f"seed-{seed}" / f"eval-{exp.eval_split}.json" if root else None
+                if path is not None and path.exists():
+                    per_seed[seed] = _metric_rows(json.loads(path.read_text()))
+                    break
         keys = list(dict.fromkeys(k for v in per_seed.values() for k in v))
         stats = {}
         for k in keys:

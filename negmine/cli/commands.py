@@ -254,10 +254,13 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
 @click.option("--seed", "seeds", multiple=True, type=int, help="only these seeds (repeatable; default: the file's)")
 @click.option("--method", "methods", multiple=True,
               help="only this method and the methods its init chain starts from (repeatable; default: all)")
+@click.option("--ledger", type=click.Path(file_okay=False),
+              help="a directory (small JSON files, fit to commit) that records every finished run; runs found there "
+                   "are not trained again and count in the results")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...],
-                       methods: tuple[str, ...], quiet: bool) -> None:
+                       methods: tuple[str, ...], ledger: str | None, quiet: bool) -> None:
     """Train and evaluate several methods x seeds (init chains, equal budgets); resumable; writes results.md."""
     from negmine.cli import get_obj
     from negmine.console import make_reporter
@@ -267,7 +270,8 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
     command = " ".join(["negmine", *(shlex.quote(a) for a in sys.argv[1:])])
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
-                   only_methods=list(methods) or None, header=provenance(command))
+                   only_methods=list(methods) or None, header=provenance(command),
+                   ledger=Path(ledger) if ledger else None)
     click.echo((Path(out) / "results.md").read_text())
 
 

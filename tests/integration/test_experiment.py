@@ -93,3 +93,53 @@ def test_lr_schedule_choice_is_checked(tmp_path):
         load_experiment(path)
     path.write_text('lr_schedule = "restart"\n' + EXPERIMENT)
     assert load_experiment(path).lr_schedule == "restart"
+
+
+def test_ledger_runs_needed_marks_the_ancestors_of_unfinished_runs(tmp_path):
+    from negmine.experiment import ledger_runs_needed, order
+
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT)
+    exp = load_experiment(path)
+    methods = order(exp)
+    everything = {"Random": True, "Hard Neg": True, "Semi": True}
+    nothing_here = dict.fromkeys(everything, False)
+    assert ledger_runs_needed(exp, methods, everything, nothing_here) == set()
+    # Semi not finished: its parent's checkpoint is needed, and the grandparent's for the parent
+    assert ledger_runs_needed(exp, methods, {**everything, "Semi": False}, nothing_here) == {"Random", "Hard Neg",
+                                                                                              "Semi"}
+    # ... unless the parent run sits finished (with its checkpoints) in the run directory
+    assert ledger_runs_needed(exp, methods, {**everything, "Semi": False},
+                              {**nothing_here, "Hard Neg": True}) == {"Semi"}
+
+
+def test_ledger_spans_lost_run_directories(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    ledger = tmp_path / "ledger"
+    first = tmp_path / "first"
+    assert main(["experiment", str(path), "--out", str(first), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    capsys.readouterr()
+    recorded = sorted(p.relative_to(ledger).as_posix() for p in ledger.rglob("*.json"))
+    assert recorded == [f"{m}/seed-0/{f}" for m in ("hard-neg", "random", "semi")
+                        for f in ("config.json", "eval-test.json", "summary.json")]
+    expected = json.loads((first / "results.json").read_text())["methods"]
+
+    # a new session: the run directory is gone, the ledger is not; nothing trains and the results are the same
+    second = tmp_path / "second"
+    assert main(["experiment", str(path), "--out", str(second), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("finished (ledger)") == 3 and "[train]" not in err
+    assert json.loads((second / "results.json").read_text())["methods"] == expected
+
+    # a lost record of the last child: it and the chain it starts from train again; the ledger keeps its records
+    # and reports how far the retrained runs are from them (the toy task is deterministic: no difference)
+    for f in (ledger / "semi" / "seed-0").iterdir():
+        f.unlink()
+    third = tmp_path / "third"
+    assert main(["experiment", str(path), "--out", str(third), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert all(f"[train] {m} seed 0" in err for m in ("Random", "Hard Neg", "Semi"))
+    assert err.count("largest difference from the ledger") == 2 and "+0.00 points" in err
+    assert (ledger / "semi" / "seed-0" / "eval-test.json").exists()
+    assert json.loads((third / "results.json").read_text())["methods"] == expected
