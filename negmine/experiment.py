@@ -257,12 +257,14 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
 
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
                    only_seeds: list[int] | None = None, only_methods: list[str] | None = None,
-                   header: list[str] | None = None, ledger: Path | None = None) -> dict[str, Any]:
+                   header: list[str] | None = None, ledger: Path | None = None,
+                   train: bool = True) -> dict[str, Any]:
     """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md.
 
     only_methods: run these methods and the methods their chains start from (default: all).
     header: Markdown lines written above the tables of results.md (the command, commit and machine).
-    ledger: a directory that records every finished run (see the module docstring); results include its runs."""
+    ledger: a directory that records every finished run (see the module docstring); results include its runs.
+    train: False writes the results of the finished runs only (nothing trains or evaluates)."""
     from negmine.cli.commands import _build_config, _build_task
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
@@ -270,7 +272,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
     out.mkdir(parents=True, exist_ok=True)
     eval_name = f"eval-{exp.eval_split}.json"
-    for seed in only_seeds or exp.seeds:
+    for seed in (only_seeds or exp.seeds) if train else ():
         in_out = {m.name: (out / m.slug / f"seed-{seed}" / eval_name).exists() for m in methods}
         in_ledger = {m.name: ledger is not None and (ledger / m.slug / f"seed-{seed}" / eval_name).exists()
                      for m in methods}

@@ -257,10 +257,11 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
 @click.option("--ledger", type=click.Path(file_okay=False),
               help="a directory (small JSON files, fit to commit) that records every finished run; runs found there "
                    "are not trained again and count in the results")
+@click.option("--report-only", is_flag=True, help="write the tables of the finished runs; train nothing")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...],
-                       methods: tuple[str, ...], ledger: str | None, quiet: bool) -> None:
+                       methods: tuple[str, ...], ledger: str | None, report_only: bool, quiet: bool) -> None:
     """Train and evaluate several methods x seeds (init chains, equal budgets); resumable; writes results.md."""
     from negmine.cli import get_obj
     from negmine.console import make_reporter
@@ -271,7 +272,7 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
                    only_methods=list(methods) or None, header=provenance(command),
-                   ledger=Path(ledger) if ledger else None)
+                   ledger=Path(ledger) if ledger else None, train=not report_only)
     click.echo((Path(out) / "results.md").read_text())
 
 

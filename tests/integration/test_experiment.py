@@ -131,6 +131,10 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("finished (ledger)") == 3 and "[train]" not in err
     assert json.loads((second / "results.json").read_text())["methods"] == expected
+    report = tmp_path / "report"
+    assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
+    assert "[train]" not in capsys.readouterr().err and not (report / "random").exists()
+    assert json.loads((report / "results.json").read_text())["methods"] == expected
 
     # a lost record of the last child: it and the chain it starts from train again; the ledger keeps its records
     # and reports how far the retrained runs are from them (the toy task is deterministic: no difference)
