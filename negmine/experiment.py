@@ -247,6 +247,9 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
             "(the ledger keeps its record)")
         return
     ledger_dir.mkdir(parents=True, exist_ok=True)
+    tmp = ledger_dir / "provenance.json.tmp"
+    tmp.write_text(json.dumps(machine_record(), indent=2) + "\n")
+    tmp.replace(ledger_dir / "provenance.json")
     for name in LEDGER_FILES:
         src = run_dir / name.format(split=split)
         if src.exists():
@@ -360,8 +363,8 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
     return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
 
 
-def provenance(command: str) -> list[str]:
-    """Markdown lines naming the command, the git commit of the working directory and the machine."""
+def machine_record() -> dict[str, str]:
+    """The git commit of the working directory and the machine, as short strings."""
     import os
     import platform
     import subprocess
@@ -375,9 +378,24 @@ def provenance(command: str) -> list[str]:
         commit = "unknown (not a git checkout)"
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
               else f"CPU only, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
-    return [f"- command: `{command}`", f"- commit: {commit}",
-            f"- machine: {platform.machine()}, {device}, torch {torch.__version__}, Python {platform.python_version()}",
-            ""]
+    return {"commit": commit,
+            "machine": f"{platform.machine()}, {device}, torch {torch.__version__}, Python {platform.python_version()}"}
+
+
+def provenance(command: str, ledger: Path | None = None) -> list[str]:
+    """Markdown lines naming the command, the git commit of the working directory and the machine, and, with a
+    ledger, the commits and machines its runs were recorded with."""
+    here = machine_record()
+    lines = [f"- command: `{command}`", f"- commit: {here['commit']}", f"- machine: {here['machine']}"]
+    if ledger is not None and ledger.is_dir():
+        seen: dict[tuple[str, str], int] = {}
+        for path in sorted(ledger.glob("*/seed-*/provenance.json")):
+            record = json.loads(path.read_text())
+            key = (record.get("commit", "?"), record.get("machine", "?"))
+            seen[key] = seen.get(key, 0) + 1
+        for (commit, machine), n in seen.items():
+            lines.append(f"- {n} run(s) of the ledger recorded at commit {commit} on {machine}")
+    return [*lines, ""]
 
 
 def _table(results: Mapping[str, Any], keys: list[str]) -> list[str]:

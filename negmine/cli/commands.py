@@ -271,7 +271,7 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
     command = " ".join(["negmine", *(shlex.quote(a) for a in sys.argv[1:])])
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
-                   only_methods=list(methods) or None, header=provenance(command),
+                   only_methods=list(methods) or None, header=provenance(command, Path(ledger) if ledger else None),
                    ledger=Path(ledger) if ledger else None, train=not report_only)
     click.echo((Path(out) / "results.md").read_text())
 

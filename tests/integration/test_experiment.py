@@ -122,7 +122,7 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     capsys.readouterr()
     recorded = sorted(p.relative_to(ledger).as_posix() for p in ledger.rglob("*.json"))
     assert recorded == [f"{m}/seed-0/{f}" for m in ("hard-neg", "random", "semi")
-                        for f in ("config.json", "eval-test.json", "summary.json")]
+                        for f in ("config.json", "eval-test.json", "provenance.json", "summary.json")]
     expected = json.loads((first / "results.json").read_text())["methods"]
 
     # a new session: the run directory is gone, the ledger is not; nothing trains and the results are the same
@@ -135,6 +135,7 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
     assert "[train]" not in capsys.readouterr().err and not (report / "random").exists()
     assert json.loads((report / "results.json").read_text())["methods"] == expected
+    assert "3 run(s) of the ledger recorded at commit" in (report / "results.md").read_text()
 
     # a lost record of the last child: it and the chain it starts from train again; the ledger keeps its records
     # and reports how far the retrained runs are from them (the toy task is deterministic: no difference)
