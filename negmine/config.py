@@ -52,6 +52,7 @@ class StageConfig:
     generators: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
     lr: float | None = None
     reduction: tuple[str, ...] = ()  # per group of ``combine``: "hardest" or "mean" (empty: hardest everywhere)
+    group_weights: tuple[float, ...] = ()  # per group of ``combine``: the factor of its loss terms (empty: all 1)
 
 
 _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
@@ -68,6 +69,8 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "reduction": ((str, list), "hardest", "per anchor and group: hardest (the hinge of the hardest valid negative, "
                   "the paper) or mean (the mean hinge over all valid negatives: batch-all); one word for every group "
                   "or a list with one per group"),
+    "group_weights": ((int, float, list), 1.0, "per group of combine: the factor of its loss terms; one number for "
+                      "every group or a list with one per group (e.g. [1.0, 0.5])"),
     "optimizer": (str, "sgd", "sgd, adam or adamw"),
     "lr": (float, 1e-3, "learning rate"),
     "momentum": (float, 0.9, "SGD momentum"),
@@ -87,7 +90,7 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "task_options": (dict, {}, "task-specific options (see the task's docs)"),
     "stages": ((list, type(None)), None, "curriculum stages ([[stages]] tables)"),
 }
-_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction"}
+_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction", "group_weights"}
 
 
 @attrs.frozen
@@ -196,6 +199,17 @@ def _check_reduction(where: str, value: Any, groups: int, problems: list[str]) -
         problems.append(f"{where}reduction: unknown {word!r}" + (f" (did you mean {hint!r}?)" if hint else "")
                         + "; choose hardest or mean")
     return tuple(w if w in REDUCTIONS else "hardest" for w in words)
+
+
+def _check_group_weights(where: str, value: Any, groups: int, problems: list[str]) -> tuple[float, ...]:
+    """A number or a list of one per group (each >= 0) -> one per group (problems appended, never raised)."""
+    numbers = [value] * groups if isinstance(value, (int, float)) and not isinstance(value, bool) else value
+    if (not isinstance(numbers, list) or len(numbers) != groups
+            or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in numbers)):
+        problems.append(f"{where}group_weights: expected a number >= 0, or a list of {groups} (one per group of "
+                        f"combine), got {value!r}")
+        return (1.0,) * groups
+    return tuple(float(x) for x in numbers)
 
 
 def _check_combine(where: str, negatives: Sequence[str], combine: Any, problems: list[str]) -> tuple:
@@ -330,7 +344,8 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
         if values["steps"] < 1:
             problems.append(f"steps: must be >= 1, got {values['steps']}")
         reduction = _check_reduction("", values["reduction"], len(combine), problems)
-        stages.append(StageConfig("main", values["steps"], names, combine, reduction=reduction))
+        weights = _check_group_weights("", values["group_weights"], len(combine), problems)
+        stages.append(StageConfig("main", values["steps"], names, combine, reduction=reduction, group_weights=weights))
     else:
         if not raw_stages:
             problems.append("stages: give at least one [[stages]] table")
@@ -378,12 +393,14 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
                 problems.append(f"{where}lr: expected a number > 0, got {lr!r}")
                 lr = None
             reduction = _check_reduction(where, st.get("reduction", values["reduction"]), len(combine), problems)
-            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction))
+            weights = _check_group_weights(where, st.get("group_weights", values["group_weights"]), len(combine),
+                                           problems)
+            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction, weights))
     if problems:
         raise ConfigError(problems, source=source)
     if raw_stages is None:
         stages = [attrs.evolve(stages[0], generators=dict(gen_opts))]
-    del values["steps"], values["negatives"], values["combine"], values["reduction"]
+    del values["steps"], values["negatives"], values["combine"], values["reduction"], values["group_weights"]
     values["stages"] = tuple(stages)
     return TrainConfig(**values)
 

@@ -32,6 +32,7 @@ def triplet_loss(
     combine: Sequence[Sequence[str]],
     margin: float = 1.0,
     reduction: str | Sequence[str] = "hardest",
+    weights: Sequence[float] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Sum over groups and sides of the mean hinge on each anchor's hardest negative.
 
@@ -41,8 +42,10 @@ def triplet_loss(
     reduction: ``"hardest"`` (above) or ``"mean"``: each anchor's hinge is the mean over all its valid negatives
         in the group (the batch-all triplet loss; with ``random`` at large k, every in-batch impostor counts); one
         word for every group or one per group.
-    Returns the scalar loss and per-group statistics (``group{g}/side{s}/loss`` and ``.../active``: the fraction of
-    anchors whose hinge is positive). Anchors without a valid negative in a group do not count in that group's mean.
+    weights: one factor per group multiplying its terms (default: 1 for every group); e.g. ``[1.0, 0.5]`` halves
+        the pull of the second group's negatives against the first's.
+    Returns the scalar loss and per-group statistics (``group{g}/side{s}/loss``, before the group's weight, and
+    ``.../active``: the fraction of anchors whose hinge is positive). Anchors without a valid negative in a group do not count in that group's mean.
     """
     total = positive.new_zeros(())
     stats: dict[str, float] = {}
@@ -65,7 +68,7 @@ def triplet_loss(
                     continue
                 hinge = (margin + top[has] - positive[has]).clamp_min(0)
             term = hinge.mean()
-            total = total + term
+            total = total + (term if weights is None else weights[g] * term)
             stats[f"group{g}/side{side}/loss"] = float(term.detach())
             stats[f"group{g}/side{side}/active"] = float((hinge.detach() > 0).float().mean())
     return total, stats

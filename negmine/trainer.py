@@ -253,6 +253,7 @@ class Trainer:
             f"stage {stage.name!r}: {stage.steps} steps, negatives {list(stage.negatives)}, "
             f"combine {[list(g) for g in stage.combine]}"
             + (f", reduction {list(stage.reduction)}" if "mean" in stage.reduction else "")
+            + (f", group weights {list(stage.group_weights)}" if any(w != 1 for w in stage.group_weights) else "")
         )
         c = self.config
         tick = time.perf_counter()
@@ -368,7 +369,7 @@ class Trainer:
 
         # 4. loss, update
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
-                                         self.stage.reduction or "hardest")
+                                         self.stage.reduction or "hardest", self.stage.group_weights or None)
         if not torch.isfinite(loss):
             raise NonFiniteLossError(
                 f"the loss became {float(loss.detach())} at step {self.global_step + 1} (stage {self.stage.name!r}); "
@@ -517,6 +518,8 @@ class Trainer:
             )
         state = ckpt.load(path, map_location="cpu")
         saved = json.loads(state["config"])
+        for stage in saved.get("stages") or ():  # checkpoints written before stages had group weights
+            stage.setdefault("group_weights", [1.0] * len(stage.get("combine") or ()))
         mine = json.loads(json.dumps(self.config.to_dict(), default=str))
         differs = sorted(k for k in saved if k not in ("device", "run_dir") and saved.get(k) != mine.get(k))
         if differs:

@@ -72,6 +72,8 @@ class TrainCommand(click.Command):
 @click.option("--margin", type=click.FloatRange(min=0))
 @click.option("--reduction", help="per anchor and group: hardest (the hardest negative's hinge) or mean (the mean "
               "over all: batch-all); one word, or one per --combine group, comma-separated")
+@click.option("--group-weights", help="per --combine group: the factor of its loss terms; one number, or one per "
+              "group, comma-separated (e.g. 1,0.5)")
 @click.option("--seed", type=int)
 @click.option("--device", help="cpu, cuda, cuda:N or auto")
 @click.option("--eval-every", type=click.IntRange(min=0))
@@ -153,6 +155,13 @@ def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str
     if kw.get("reduction"):
         words = [w.strip() for w in kw["reduction"].split(",")]
         layer["reduction"] = words[0] if len(words) == 1 else words
+    if kw.get("group_weights"):
+        try:
+            numbers = [float(w) for w in kw["group_weights"].split(",")]
+        except ValueError:
+            raise click.BadParameter(f"expected numbers separated by commas, got {kw['group_weights']!r}",
+                                     param_hint="--group-weights") from None
+        layer["group_weights"] = numbers[0] if len(numbers) == 1 else numbers
     options = parse_key_values(kw.get("task_options") or (), "--task-option")
     if options:
         layer["task_options"] = options

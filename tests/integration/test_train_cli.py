@@ -59,6 +59,22 @@ def test_unknown_task_and_option_flag(tmp_path, capsys):
     assert "--hard-minibatch-strategy" in capsys.readouterr().err
 
 
+def test_group_weights_flag_scales_the_group_and_checks_its_input(tmp_path, capsys):
+    losses = {}
+    for weights in ("1,1", "1,0"):
+        run = tmp_path / weights.replace(",", "-")
+        assert run_cli("train", "--task", "toy", "--profile", "small", "--steps", "1", "-n", "random",
+                       "-n", "hard-minibatch", "--group-weights", weights, "--run-dir", run, "-q") == 0
+        first = [m for m in read_metrics(run) if "loss" in m][0]
+        losses[weights] = (first["loss"], first["group0/side0/loss"] + first["group0/side1/loss"])
+    assert losses["1,0"][0] == pytest.approx(losses["1,0"][1])  # the second group weighs nothing
+    assert losses["1,1"][0] > losses["1,0"][0]
+    capsys.readouterr()
+    assert run_cli("train", "--task", "toy", "--group-weights", "1,x", "--run-dir", tmp_path / "bad") == 2
+    err = capsys.readouterr().err
+    assert "--group-weights" in err and "Traceback" not in err
+
+
 def test_option_flag_changes_behaviour(tmp_path):
     counts = {}
     for k in (1, 3):

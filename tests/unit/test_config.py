@@ -113,3 +113,18 @@ def test_reduction_per_group(gens):
     assert "did you mean 'mean'" in text and len(err.value.problems) == 1
     with pytest.raises(ConfigError, match="one per group"):
         build_config({"negatives": ["random", "hard-minibatch"], "reduction": ["mean"]}, gens)
+
+
+def test_group_weights_per_group(gens):
+    cfg = build_config({"negatives": ["random", "hard-minibatch"]}, gens)
+    assert cfg.stages[0].group_weights == (1.0, 1.0)
+    cfg = build_config({"negatives": ["random", "hard-minibatch"], "group_weights": [1, 0.5]}, gens)
+    assert cfg.stages[0].group_weights == (1.0, 0.5)
+    staged = build_config({"group_weights": 0.5, "stages": [
+        {"steps": 1, "negatives": ["random"]},
+        {"steps": 2, "negatives": ["random", "hard-minibatch"], "group_weights": [1.0, 0.25]}]}, gens)
+    assert [s.group_weights for s in staged.stages] == [(0.5,), (1.0, 0.25)]
+    with pytest.raises(ConfigError) as err:
+        build_config({"negatives": ["random", "hard-minibatch"], "group_weights": [1.0],
+                      "stages": [{"steps": 1, "group_weights": -1}]}, gens)
+    assert "stages[0].group_weights: expected a number >= 0, or a list of 2" in str(err.value)

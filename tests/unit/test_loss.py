@@ -6,8 +6,9 @@ import torch
 from negmine.loss import source_telemetry, triplet_loss
 
 
-@pytest.mark.parametrize("reduction", ["hardest", "mean"])
-def test_grouped_loss_matches_loop(reduction):
+@pytest.mark.parametrize("reduction,weights", [("hardest", None), ("mean", None), ("hardest", [1.0, 0.25]),
+                                               ("mean", [0.5, 2.0])])
+def test_grouped_loss_matches_loop(reduction, weights):
     g = torch.Generator().manual_seed(0)
     b = 6
     pos = torch.randn(b, generator=g)
@@ -20,9 +21,9 @@ def test_grouped_loss_matches_loop(reduction):
     }
     combine = [["random"], ["hard", "edit"]]
     margin = 0.7
-    loss, stats = triplet_loss(pos, negs, combine, margin, reduction)
+    loss, stats = triplet_loss(pos, negs, combine, margin, reduction, weights)
     want = 0.0
-    for group in combine:
+    for g, group in enumerate(combine):
         for side in (0, 1):
             hinges = []
             for i in range(b):
@@ -33,7 +34,7 @@ def test_grouped_loss_matches_loop(reduction):
                 elif cands:  # batch-all: every valid negative's hinge, averaged per anchor
                     hinges.append(sum(max(0.0, margin + c - float(pos[i])) for c in cands) / len(cands))
             if hinges:
-                want += sum(hinges) / len(hinges)
+                want += (1.0 if weights is None else weights[g]) * sum(hinges) / len(hinges)
     assert abs(float(loss) - want) < 1e-5
     assert "group1/side0/loss" in stats and "group0/side1/active" in stats
 
