@@ -27,7 +27,9 @@ a finished run (``summary.json`` present) is skipped, an interrupted one resumes
 A *ledger* (a directory that may be committed: a few small JSON files per run, no checkpoints) lets an experiment
 span machines or sessions whose run directories are lost: every finished run copies its evaluation, summary and
 config there; a run found in the ledger is not trained again unless a child that has not finished needs its
-checkpoint, and then the retrained run's numbers are compared with the ledger's (a reproducibility check).
+checkpoint, and then the retrained run's numbers are compared with the ledger's (a reproducibility check). Each
+record keeps the run's spec (:func:`run_spec`); a record whose spec no longer matches the experiment file is stale:
+it does not count and is replaced when the run is trained again.
 """
 
 from __future__ import annotations
@@ -235,12 +237,47 @@ def ledger_runs_needed(exp: Experiment, methods: list[Method], finished: Mapping
     return must
 
 
-def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str) -> None:
-    """Copy a finished run's small files into the ledger; when the ledger already has this run, compare instead."""
+def run_spec(exp: Experiment, method: Method, seed: int) -> dict[str, Any]:
+    """What defines one run of an experiment (plain JSON): the shared settings, the method's stages, the seed, and
+    the spec of the run it starts from with the step. A ledger record made under another spec is stale."""
+    spec: dict[str, Any] = merge(exp.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
+                                                "stages": [dict(st) for st in method.stages]})
+    if method.parent is not None:
+        spec["init"] = {"step": method.parent_step, "lr_schedule": exp.lr_schedule,
+                        "from": run_spec(exp, exp.method(method.parent), seed)}
+    return json.loads(json.dumps(spec, sort_keys=True, default=str))
+
+
+def ledger_state(ledger: Path | None, exp: Experiment, method: Method, seed: int) -> str:
+    """"missing", "stale" (recorded under another spec, see :func:`run_spec`) or "ok" (also a record without a
+    spec, written before records had one)."""
+    if ledger is None:
+        return "missing"
+    record = ledger / method.slug / f"seed-{seed}"
+    if not (record / f"eval-{exp.eval_split}.json").exists():
+        return "missing"
+    spec_path = record / "spec.json"
+    if spec_path.exists() and json.loads(spec_path.read_text()) != run_spec(exp, method, seed):
+        return "stale"
+    return "ok"
+
+
+def _spec_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two specs differ."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new))
+                for d in _spec_differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [prefix.rstrip(".") or "(all)"]
+
+
+def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str,
+               spec: Mapping[str, Any] | None = None, replace: bool = False) -> None:
+    """Copy a finished run's small files into the ledger; when the ledger already has this run, compare instead
+    (``replace``: overwrite a stale record)."""
     import shutil
 
     previous = ledger_dir / f"eval-{split}.json"
-    if previous.exists():
+    if previous.exists() and not replace:
         old = _metric_rows(json.loads(previous.read_text()))
         new = _metric_rows(json.loads((run_dir / f"eval-{split}.json").read_text()))
         diffs = {k: 100 * (new[k] - old[k]) for k in old if k in new}
@@ -249,9 +286,13 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
             "(the ledger keeps its record)")
         return
     ledger_dir.mkdir(parents=True, exist_ok=True)
-    tmp = ledger_dir / "provenance.json.tmp"
-    tmp.write_text(json.dumps(machine_record(), indent=2) + "\n")
-    tmp.replace(ledger_dir / "provenance.json")
+    written = {"provenance.json": machine_record()}
+    if spec is not None:
+        written["spec.json"] = dict(spec)
+    for name, value in written.items():
+        tmp = ledger_dir / (name + ".tmp")
+        tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
+        tmp.replace(ledger_dir / name)
     for name in LEDGER_FILES:
         src = run_dir / name.format(split=split)
         if src.exists():
@@ -279,15 +320,22 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     eval_name = f"eval-{exp.eval_split}.json"
     for seed in (only_seeds or exp.seeds) if train else ():
         in_out = {m.name: (out / m.slug / f"seed-{seed}" / eval_name).exists() for m in methods}
-        in_ledger = {m.name: ledger is not None and (ledger / m.slug / f"seed-{seed}" / eval_name).exists()
-                     for m in methods}
+        states = {m.name: ledger_state(ledger, exp, m, seed) for m in methods}
+        in_ledger = {name: state == "ok" for name, state in states.items()}
         must = ledger_runs_needed(exp, methods, {k: in_out[k] or in_ledger[k] for k in in_out}, in_out)
         for method in methods:
             run_dir = out / method.slug / f"seed-{seed}"
+            record = None if ledger is None else ledger / method.slug / f"seed-{seed}"
+            spec = run_spec(exp, method, seed)
+            if states[method.name] == "stale":
+                recorded = json.loads((record / "spec.json").read_text())
+                log(f"[ledger] {method.name} seed {seed}: the record was made with another configuration (differs in "
+                    f"{', '.join(_spec_differences(recorded, spec))}); it is replaced when this run finishes")
             if in_out[method.name]:
                 log(f"[skip] {method.name} seed {seed}: finished")
-                if ledger is not None and not in_ledger[method.name]:
-                    _to_ledger(run_dir, ledger / method.slug / f"seed-{seed}", exp.eval_split, log, method.name)
+                if record is not None and not in_ledger[method.name]:
+                    _to_ledger(run_dir, record, exp.eval_split, log, method.name, spec,
+                               replace=states[method.name] == "stale")
                 continue
             if method.name not in must:
                 log(f"[skip] {method.name} seed {seed}: finished (ledger)")
@@ -313,9 +361,9 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
             started = time.perf_counter()
             evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
             log(f"[eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
-            if ledger is not None:
-                _to_ledger(run_dir, ledger / method.slug / f"seed-{seed}", exp.eval_split, log,
-                           f"{method.name} seed {seed}")
+            if record is not None:
+                _to_ledger(run_dir, record, exp.eval_split, log, f"{method.name} seed {seed}", spec,
+                           replace=states[method.name] == "stale")
     if only_seeds:
         exp = attrs.evolve(exp, seeds=tuple(dict.fromkeys((*exp.seeds, *only_seeds))))
     results = collect(exp, out, ledger)
@@ -344,13 +392,15 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
 
 def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str, Any]:
     """Mean and std over seeds of every metric of every method (finished runs only): a run's own evaluation in
-    ``out``, else the ledger's record of it."""
+    ``out``, else the ledger's record of it (when not stale)."""
     methods = {}
     for method in exp.methods:
         per_seed = {}
         for seed in exp.seeds:
             for root in (out, ledger):
                 path = root / method.slug / f"seed-{seed}" / f"eval-{exp.eval_split}.json" if root else None
+                if root is ledger and ledger_state(ledger, exp, method, seed) != "ok":
+                    continue
                 if path is not None and path.exists():
                     per_seed[seed] = _metric_rows(json.loads(path.read_text()))
                     break

@@ -122,7 +122,7 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     capsys.readouterr()
     recorded = sorted(p.relative_to(ledger).as_posix() for p in ledger.rglob("*.json"))
     assert recorded == [f"{m}/seed-0/{f}" for m in ("hard-neg", "random", "semi")
-                        for f in ("config.json", "eval-test.json", "provenance.json", "summary.json")]
+                        for f in ("config.json", "eval-test.json", "provenance.json", "spec.json", "summary.json")]
     expected = json.loads((first / "results.json").read_text())["methods"]
 
     # a new session: the run directory is gone, the ledger is not; nothing trains and the results are the same
@@ -148,3 +148,28 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     assert err.count("largest difference from the ledger") == 2 and "+0.00 points" in err
     assert (ledger / "semi" / "seed-0" / "eval-test.json").exists()
     assert json.loads((third / "results.json").read_text())["methods"] == expected
+
+
+def test_ledger_record_of_another_configuration_is_stale(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    ledger = tmp_path / "ledger"
+    assert main(["experiment", str(path), "--out", str(tmp_path / "a"), "--seed", "0", "--method", "Hard Neg",
+                 "--ledger", str(ledger), "-q"]) == 0
+    before = json.loads((ledger / "hard-neg" / "seed-0" / "eval-test.json").read_text())
+    capsys.readouterr()
+    # the parent's margin changes: both records are stale (the child's spec holds its parent's)
+    path.write_text(textwrap.dedent(EXPERIMENT).replace('[[methods]]\nname = "Random"',
+                                                        '[settings]\nmargin = 0.5\n\n[[methods]]\nname = "Random"', 1))
+    report = tmp_path / "report"
+    assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
+    assert json.loads((report / "results.json").read_text())["methods"]["Hard Neg"]["seeds"] == {}
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(tmp_path / "b"), "--seed", "0", "--method", "Hard Neg",
+                 "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "[ledger] Hard Neg seed 0: the record was made with another configuration (differs in init.from.margin, margin)" \
+        in err and "[train] Random seed 0" in err and "[train] Hard Neg seed 0" in err
+    spec = json.loads((ledger / "hard-neg" / "seed-0" / "spec.json").read_text())
+    assert spec["init"]["from"]["margin"] == 0.5 and spec["margin"] == 0.5
+    assert json.loads((ledger / "hard-neg" / "seed-0" / "eval-test.json").read_text()) != before
