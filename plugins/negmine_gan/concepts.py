@@ -2,8 +2,8 @@
 
 1. Datapoints: for training pairs, d = A[:, t*] * I[:, h*, w*] (Float[D]) at the matchmap's 3-D argmax.
 2. Units of the embedding are binarised per unit at their 99th percentile; unit-unit Jaccard co-activation;
-   average-linkage agglomerative clustering (scipy) of the D units into K clusters; clusters of more than 3 units kept,
-   each a centroid c_k = 1[units of k] / |k|.
+   average-linkage agglomerative clustering (scipy, cut at exactly K clusters) of the units that ever fire; clusters
+   of more than 3 units kept, each a centroid c_k = 1[units of k] / |k|.
 3. Dissection: the cluster segmentation s_k(I) = c_k . (F - mu) / sigma > 0.5 on the model's image map F of GAN
    images, against every GAN unit's binarised activation of the edited layer; units are ranked per cluster by IoU.
 
@@ -55,25 +55,32 @@ def cluster_units(datapoints: Tensor, n_clusters: int, quantile: float = 0.99, m
     """Centroids Float[K', D] (rows sum to 1) of the unit clusters with at least ``min_size`` units.
 
     datapoints: Float[N, D]. Units are binarised at their ``quantile``, compared by Jaccard distance and clustered
-    with average linkage into ``n_clusters``.
+    with average linkage into exactly ``n_clusters`` (fewer when fewer units ever fire), like the reference's
+    agglomerative clustering: the tree is cut after a number of merges, not at a distance. A cut at a distance
+    (scipy's ``fcluster(..., "maxclust")``) cannot separate ties, and units that never fire together are all at
+    distance 1 from each other, so it returned one cluster of every unit on a model with sparse datapoints. Units
+    that never pass their threshold are left out: they co-activate with nothing, and would only be merged by tie
+    order into clusters of silent units.
     """
-    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.cluster.hierarchy import cut_tree, linkage
     from scipy.spatial.distance import squareform
 
     d = datapoints.float().cpu()
     thresholds = torch.quantile(d, quantile, dim=0) + 1e-7
     binary = d > thresholds
-    dist = (1 - jaccard(binary)).clamp_min(0).numpy().astype(np.float64)
-    np.fill_diagonal(dist, 0.0)
-    tree = linkage(squareform(dist, checks=False), method="average")
-    labels = fcluster(tree, t=min(n_clusters, d.shape[1]), criterion="maxclust")
+    active = binary.any(0).nonzero().flatten()
     centroids = []
-    for k in np.unique(labels):
-        members = labels == k
-        if members.sum() >= min_size:
-            c = torch.zeros(d.shape[1])
-            c[torch.from_numpy(members)] = 1.0 / members.sum()
-            centroids.append(c)
+    if active.numel() >= 2:
+        dist = (1 - jaccard(binary[:, active])).clamp_min(0).numpy().astype(np.float64)
+        np.fill_diagonal(dist, 0.0)
+        tree = linkage(squareform(dist, checks=False), method="average")
+        labels = cut_tree(tree, n_clusters=min(n_clusters, active.numel())).flatten()
+        for k in np.unique(labels):
+            members = active[torch.from_numpy(labels == k)]
+            if members.numel() >= min_size:
+                c = torch.zeros(d.shape[1])
+                c[members] = 1.0 / members.numel()
+                centroids.append(c)
     if not centroids:  # degenerate (e.g. an untrained model): one cluster of every unit
         centroids.append(torch.full((d.shape[1],), 1.0 / d.shape[1]))
     return torch.stack(centroids)

@@ -34,6 +34,26 @@ def test_clustering_recovers_planted_unit_groups():
     assert torch.allclose(centroids.sum(1), torch.ones(3))
 
 
+def test_clustering_cuts_at_k_clusters_despite_ties_and_skips_silent_units():
+    # sparse datapoints, as from a model whose embedding fires in few units: two planted groups of 5 units, every
+    # other pair of units never co-active (Jaccard distance exactly 1, a tie), and 20 units that never fire
+    g = torch.Generator().manual_seed(3)
+    n, d = 3000, 40
+    data = torch.zeros(n, d)
+    groups = [list(range(0, 5)), list(range(5, 10))]
+    concept = torch.randint(0, 4, (n,), generator=g)
+    for k, units in enumerate(groups):
+        rows = (concept == k).nonzero().flatten()
+        data[rows[:, None], torch.tensor(units)[None, :]] = 1.0 + torch.rand(len(rows), 1, generator=g)
+    for u in range(10, 20):  # units that fire alone
+        rows = torch.randperm(n, generator=g)[:100]
+        data[rows, u] = 2.0 + torch.rand(100, generator=g)
+    centroids = cluster_units(data, n_clusters=12, quantile=0.9)
+    found = sorted(sorted(c.nonzero().flatten().tolist()) for c in centroids)
+    assert found == groups  # a distance cut would give one cluster of all 40 units here
+    assert not any(c[20:].any() for c in centroids)
+
+
 def test_unit_ranking_iou_matches_brute_force():
     g = torch.Generator().manual_seed(2)
     acts = torch.rand(10, 5, 4, 4, generator=g)
