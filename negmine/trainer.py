@@ -38,6 +38,7 @@ from negmine.model import Embedding, PairedDataset, Task, flatten_inputs, index_
 
 BEST_METRIC = "mean@5"
 COLLAPSE_PATIENCE = 20
+DEAD_UNITS_FRACTION = 0.25  # warn when fewer of an embedding's units than this are ever non-zero in a batch
 
 
 class PlainReporter:
@@ -143,6 +144,8 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self._collapse_count = 0
         self._collapse_warned = False
+        self._dead_units_count = [0, 0]
+        self._dead_units_warned = [False, False]
         self._pending_state: dict[str, Any] | None = None
         self.initial: dict[str, Any] = {}
         self.keep_steps: set[int] = set()
@@ -399,6 +402,7 @@ class Trainer:
                 for key, value in source_telemetry(pos_scores, negs.score, negs.valid, c.margin).items():
                     metrics[f"{name}/side{side}/{key}"] = value
         self._watch_collapse(scores_b.detach(), metrics)
+        self._watch_dead_units((emb_a, emb_b), metrics)
         return metrics
 
     def _rescore(
@@ -440,6 +444,26 @@ class Trainer:
                 f"{self.stage.name!r}): hardest-only negatives from scratch often do this. Add a random group "
                 "(combine = [[\"random\"], [\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init)."
             )
+
+    def _watch_dead_units(self, embeddings: tuple[Embedding, Embedding], metrics: dict[str, Any]) -> None:
+        """Log ``side{s}/live_units`` (the fraction of the D embedding units non-zero for some item and position of
+        the batch) and warn when it stays below DEAD_UNITS_FRACTION: ReLU units that died (typically a ReLU after
+        the last layer) leave the model a few dimensions to embed with."""
+        for side, emb in enumerate(embeddings):
+            values = emb.values.detach()
+            live = values.transpose(0, 1).reshape(values.shape[1], -1).ne(0).any(1).float().mean()
+            fraction = float(live)
+            metrics[f"side{side}/live_units"] = fraction
+            self._dead_units_count[side] = self._dead_units_count[side] + 1 if fraction < DEAD_UNITS_FRACTION else 0
+            if self._dead_units_count[side] >= COLLAPSE_PATIENCE and not self._dead_units_warned[side]:
+                self._dead_units_warned[side] = True
+                d = values.shape[1]
+                self.reporter.warn(
+                    f"only {round(fraction * d)} of the {d} units of side {side}'s embedding were non-zero over a "
+                    f"whole batch for {COLLAPSE_PATIENCE} steps (stage {self.stage.name!r}): dead ReLUs. A ReLU after "
+                    "the tower's last layer, a high learning rate or a negative bias drift cause it; the model then "
+                    "embeds with a few dimensions."
+                )
 
     # ------------------------------------------------------------------------------------------------------------
     # Evaluation

@@ -301,6 +301,37 @@ def test_collapse_warning():
     assert trainer._collapse_count == 0 and metrics["score_std"] > 0.1
 
 
+def test_dead_units_warning():
+    from negmine.model import Embedding
+    from negmine.trainer import COLLAPSE_PATIENCE, Trainer
+
+    class Recorder:
+        def __init__(self):
+            self.warnings = []
+
+        def warn(self, message):
+            self.warnings.append(message)
+
+    trainer = Trainer.__new__(Trainer)
+    trainer.reporter = Recorder()
+    trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
+    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()]})()
+    trainer.stage_index = 0
+    image = torch.zeros(8, 16, 4, 4)
+    image[:, :3] = torch.rand(8, 3, 4, 4)  # 3 of 16 units alive, as after ReLUs died
+    image[0, 3, 1, 2] = 1.0  # a fourth unit fires once, for one item at one position: it counts as live
+    audio = torch.randn(8, 16, 10)
+    metrics = {}
+    for _ in range(COLLAPSE_PATIENCE):
+        trainer._watch_dead_units((Embedding(image), Embedding(audio)), metrics)
+    assert metrics["side0/live_units"] == 4 / 16 and metrics["side1/live_units"] == 1.0
+    assert not trainer.reporter.warnings  # 25% is the limit, not below it
+    image[0, 3, 1, 2] = 0.0
+    for _ in range(COLLAPSE_PATIENCE):
+        trainer._watch_dead_units((Embedding(image), Embedding(audio)), metrics)
+    assert len(trainer.reporter.warnings) == 1 and "only 3 of the 16 units of side 0" in trainer.reporter.warnings[0]
+
+
 MISSPELT = """
 from negmine import NegativeGenerator, hookimpl
 
