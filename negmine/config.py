@@ -53,6 +53,7 @@ class StageConfig:
     lr: float | None = None
     reduction: tuple[str, ...] = ()  # per group of ``combine``: "hardest" or "mean" (empty: hardest everywhere)
     group_weights: tuple[float, ...] = ()  # per group of ``combine``: the factor of its loss terms (empty: all 1)
+    init_optimizer: bool = False  # with init = a checkpoint: also load its optimizer state (moments, step counts)
 
 
 _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
@@ -90,7 +91,8 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "task_options": (dict, {}, "task-specific options (see the task's docs)"),
     "stages": ((list, type(None)), None, "curriculum stages ([[stages]] tables)"),
 }
-_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction", "group_weights"}
+_STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction", "group_weights",
+               "init_optimizer"}
 
 
 @attrs.frozen
@@ -395,7 +397,16 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
             reduction = _check_reduction(where, st.get("reduction", values["reduction"]), len(combine), problems)
             weights = _check_group_weights(where, st.get("group_weights", values["group_weights"]), len(combine),
                                            problems)
-            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction, weights))
+            init_optimizer = st.get("init_optimizer", False)
+            if not isinstance(init_optimizer, bool):
+                problems.append(f"{where}init_optimizer: expected true or false, got {init_optimizer!r}")
+                init_optimizer = False
+            elif init_optimizer and init == "previous":
+                problems.append(f"{where}init_optimizer: needs init = a checkpoint or run directory (the optimizer "
+                                "state of the previous stage is kept anyway)")
+                init_optimizer = False
+            stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction, weights,
+                                      init_optimizer))
     if problems:
         raise ConfigError(problems, source=source)
     if raw_stages is None:

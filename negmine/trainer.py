@@ -239,6 +239,8 @@ class Trainer:
             self.step_in_stage = 0
             self._apply_init()
         self.optimizer = self._make_optimizer(stage)
+        if fresh and stage.init_optimizer:
+            self._apply_init_optimizer()
         self.active = self._build_generators(stage)
         if not fresh:
             state = self._pending_state
@@ -296,6 +298,20 @@ class Trainer:
         if stage.init != "previous" and self._initialised_stage != self.stage_index:
             self.model.load_state_dict(ckpt.load(ckpt.resolve_init(stage.init))["model"])
         self._initialised_stage = self.stage_index
+
+    def _apply_init_optimizer(self) -> None:
+        """Continue the init checkpoint's optimizer state (Adam moments and step counts, SGD momentum): a stage that
+        branches from another run then trains on as that run would have, except for what the stage changes."""
+        path = ckpt.resolve_init(self.stage.init)
+        saved = ckpt.load(path).get("optimizer") or {}
+        if not saved.get("state"):
+            raise CheckpointError(f"stage {self.stage.name!r}: init_optimizer is set but {str(path)!r} holds no "
+                                  "optimizer state")
+        try:
+            self.optimizer.load_state_dict(saved)
+        except (ValueError, KeyError) as err:
+            raise CheckpointError(f"stage {self.stage.name!r}: the optimizer state of {str(path)!r} does not fit "
+                                  f"this model or optimizer ({err})") from None
 
     def _unregister_generators(self) -> None:
         if self.plugins:

@@ -173,3 +173,32 @@ def test_ledger_record_of_another_configuration_is_stale(tmp_path, capsys):
     spec = json.loads((ledger / "hard-neg" / "seed-0" / "spec.json").read_text())
     assert spec["init"]["from"]["margin"] == 0.5 and spec["margin"] == 0.5
     assert json.loads((ledger / "hard-neg" / "seed-0" / "eval-test.json").read_text()) != before
+
+
+def test_children_can_continue_the_parents_optimizer_state(tmp_path, capsys):
+    import torch
+
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT).replace('init = "Random@10"', 'init = "Random@10"\ninit_optimizer = true'))
+    out = tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--method", "Hard Neg", "-q"]) == 0
+    parent = torch.load(out / "random" / "seed-0" / "checkpoints" / "step-10.pt", weights_only=False)["optimizer"]
+    child = torch.load(out / "hard-neg" / "seed-0" / "checkpoints" / "best.pt", weights_only=False)
+    steps = {int(s["step"]) for s in child["optimizer"]["state"].values()}
+    # Adam's step count went on from the parent's 10 (a fresh optimizer would count from 0)
+    assert {int(s["step"]) for s in parent["state"].values()} == {10}
+    assert min(steps) == 10 + child["step_in_stage"] > 10
+    config = json.loads((out / "hard-neg" / "seed-0" / "config.json").read_text())
+    assert config["stages"][0]["init_optimizer"] is True
+
+
+def test_init_optimizer_needs_a_checkpoint_with_optimizer_state(tmp_path):
+    from negmine.config import build_config
+    from negmine.plugins import get_plugin_manager
+
+    gens = get_plugin_manager().generators()
+    with pytest.raises(ConfigError, match="init_optimizer: needs init = a checkpoint"):
+        build_config({"stages": [{"steps": 1, "negatives": ["random"], "init_optimizer": True}]}, gens)
+    with pytest.raises(ConfigError, match="init_optimizer: expected true or false"):
+        build_config({"stages": [{"steps": 1, "negatives": ["random"], "init": str(tmp_path),
+                                  "init_optimizer": "yes"}]}, gens)
