@@ -397,13 +397,11 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
     for method in exp.methods:
         per_seed = {}
         for seed in exp.seeds:
-            for root in (out, ledger):
-                path = root / method.slug / f"seed-{seed}" / f"eval-{exp.eval_split}.json" if root else None
-                if root is ledger and ledger_state(ledger, exp, method, seed) != "ok":
-                    continue
-                if path is not None and path.exists():
-                    per_seed[seed] = _metric_rows(json.loads(path.read_text()))
-                    break
+            run = Path(method.slug) / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
+            roots = [out] + ([ledger] if ledger_state(ledger, exp, method, seed) == "ok" else [])
+            path = next((root / run for root in roots if (root / run).exists()), None)
+            if path is not None:
+                per_seed[seed] = _metric_rows(json.loads(path.read_text()))
         keys = list(dict.fromkeys(k for v in per_seed.values() for k in v))
         stats = {}
         for k in keys:

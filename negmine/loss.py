@@ -45,7 +45,8 @@ def triplet_loss(
     weights: one factor per group multiplying its terms (default: 1 for every group); e.g. ``[1.0, 0.5]`` halves
         the pull of the second group's negatives against the first's.
     Returns the scalar loss and per-group statistics (``group{g}/side{s}/loss``, before the group's weight, and
-    ``.../active``: the fraction of anchors whose hinge is positive). Anchors without a valid negative in a group do not count in that group's mean.
+    ``.../active``: the fraction of anchors whose hinge is positive). Anchors without a valid negative in a group
+    do not count in that group's mean.
     """
     total = positive.new_zeros(())
     stats: dict[str, float] = {}

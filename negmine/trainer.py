@@ -558,8 +558,9 @@ class Trainer:
             )
         state = ckpt.load(path, map_location="cpu")
         saved = json.loads(state["config"])
-        for stage in saved.get("stages") or ():  # checkpoints written before stages had group weights
+        for stage in saved.get("stages") or ():  # stage keys added later take their defaults in older checkpoints
             stage.setdefault("group_weights", [1.0] * len(stage.get("combine") or ()))
+            stage.setdefault("init_optimizer", False)
         mine = json.loads(json.dumps(self.config.to_dict(), default=str))
         differs = sorted(k for k in saved if k not in ("device", "run_dir") and saved.get(k) != mine.get(k))
         if differs:

@@ -278,10 +278,11 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
 
     exp = load_experiment(experiment_file)
     command = " ".join(["negmine", *(shlex.quote(a) for a in sys.argv[1:])])
+    ledger_dir = Path(ledger) if ledger else None
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
-                   only_methods=list(methods) or None, header=provenance(command, Path(ledger) if ledger else None),
-                   ledger=Path(ledger) if ledger else None, train=not report_only)
+                   only_methods=list(methods) or None, header=provenance(command, ledger_dir),
+                   ledger=ledger_dir, train=not report_only)
     click.echo((Path(out) / "results.md").read_text())
 
 

@@ -127,6 +127,24 @@ def test_resume_matches_uninterrupted_run(tmp_path, capsys):
     assert summary(full)["final"]["mean@5"] == summary(cut)["final"]["mean@5"]
 
 
+def test_resume_accepts_a_checkpoint_written_before_later_stage_keys(tmp_path, capsys):
+    common = ["--task", "toy", "--profile", "small", "--steps", "30", "--checkpoint-every", "10", "-q"]
+    stopper = tmp_path / "stopper.py"
+    stopper.write_text(STOPPER.format(at=15, action="raise KeyboardInterrupt"))
+    cut = tmp_path / "cut"
+    assert run_cli("-p", stopper, "train", *common, "--run-dir", cut) == 130
+    last = cut / "checkpoints" / "last.pt"
+    state = torch.load(last, weights_only=False)
+    config = json.loads(state["config"])
+    for stage in config["stages"]:  # as written before stages had these keys
+        del stage["group_weights"], stage["init_optimizer"]
+    state["config"] = json.dumps(config)
+    torch.save(state, last)
+    capsys.readouterr()
+    assert run_cli("train", "--resume", cut, "-q") == 0, capsys.readouterr().err
+    assert summary(cut)["steps"] == 30
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     poison = tmp_path / "poison.py"
     poison.write_text(STOPPER.format(at=15, action=textwrap.dedent("""\
@@ -276,21 +294,31 @@ def test_missing_capability_fails_at_start(tmp_path, capsys):
     assert not (run / "checkpoints").exists()  # nothing ran
 
 
-def test_collapse_warning():
-    from negmine.trainer import COLLAPSE_PATIENCE, Trainer
+class _Recorder:
+    def __init__(self):
+        self.warnings = []
 
-    class Recorder:
-        def __init__(self):
-            self.warnings = []
+    def warn(self, message):
+        self.warnings.append(message)
 
-        def warn(self, message):
-            self.warnings.append(message)
+
+def _bare_trainer():
+    """A Trainer with only what its watchers need: a recording reporter and one stage named 'main'."""
+    from negmine.trainer import Trainer
 
     trainer = Trainer.__new__(Trainer)
-    trainer.reporter = Recorder()
+    trainer.reporter = _Recorder()
     trainer._collapse_count, trainer._collapse_warned = 0, False
+    trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
     trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()]})()
     trainer.stage_index = 0
+    return trainer
+
+
+def test_collapse_warning():
+    from negmine.trainer import COLLAPSE_PATIENCE
+
+    trainer = _bare_trainer()
     metrics = {}
     for _ in range(COLLAPSE_PATIENCE - 1):
         trainer._watch_collapse(torch.full((8, 8), 0.3), metrics)
@@ -303,20 +331,9 @@ def test_collapse_warning():
 
 def test_dead_units_warning():
     from negmine.model import Embedding
-    from negmine.trainer import COLLAPSE_PATIENCE, Trainer
+    from negmine.trainer import COLLAPSE_PATIENCE
 
-    class Recorder:
-        def __init__(self):
-            self.warnings = []
-
-        def warn(self, message):
-            self.warnings.append(message)
-
-    trainer = Trainer.__new__(Trainer)
-    trainer.reporter = Recorder()
-    trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
-    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()]})()
-    trainer.stage_index = 0
+    trainer = _bare_trainer()
     image = torch.zeros(8, 16, 4, 4)
     image[:, :3] = torch.rand(8, 3, 4, 4)  # 3 of 16 units alive, as after ReLUs died
     image[0, 3, 1, 2] = 1.0  # a fourth unit fires once, for one item at one position: it counts as live
