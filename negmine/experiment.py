@@ -301,16 +301,35 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
             tmp.replace(ledger_dir / src.name)
 
 
+def _re_evaluated_to_ledger(run_dir: Path, ledger_dir: Path, split: str, spec: Mapping[str, Any],
+                            replace: bool) -> None:
+    """Replace a ledger record's evaluation by a new one of the same run; its provenance keeps where the run was
+    trained and adds where it was evaluated. A missing or stale record is written whole instead."""
+    if replace or not (ledger_dir / f"eval-{split}.json").exists():
+        _to_ledger(run_dir, ledger_dir, split, lambda _m: None, "", spec, replace=True)
+        return
+    provenance_path = ledger_dir / "provenance.json"
+    record = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
+    record["evaluated"] = machine_record()
+    for name, text in ((f"eval-{split}.json", (run_dir / f"eval-{split}.json").read_text()),
+                       ("provenance.json", json.dumps(record, indent=2, sort_keys=True) + "\n")):
+        tmp = ledger_dir / (name + ".tmp")
+        tmp.write_text(text)
+        tmp.replace(ledger_dir / name)
+
+
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
                    only_seeds: list[int] | None = None, only_methods: list[str] | None = None,
                    header: list[str] | None = None, ledger: Path | None = None,
-                   train: bool = True) -> dict[str, Any]:
+                   train: bool = True, re_evaluate: bool = False) -> dict[str, Any]:
     """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md.
 
     only_methods: run these methods and the methods their chains start from (default: all).
     header: Markdown lines written above the tables of results.md (the command, commit and machine).
     ledger: a directory that records every finished run (see the module docstring); results include its runs.
-    train: False writes the results of the finished runs only (nothing trains or evaluates)."""
+    train: False writes the results of the finished runs only (nothing trains or evaluates).
+    re_evaluate: evaluate the finished runs of ``out`` again (from their best checkpoints, e.g. after an evaluation
+    changed) and replace their ledger evaluations; runs recorded only in the ledger cannot be and are reported."""
     from negmine.cli.commands import _build_config, _build_task
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
@@ -331,6 +350,14 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 recorded = json.loads((record / "spec.json").read_text())
                 log(f"[ledger] {method.name} seed {seed}: the record was made with another configuration (differs in "
                     f"{', '.join(_spec_differences(recorded, spec))}); it is replaced when this run finishes")
+            if in_out[method.name] and re_evaluate:
+                started = time.perf_counter()
+                evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
+                log(f"[re-eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
+                if record is not None:
+                    _re_evaluated_to_ledger(run_dir, record, exp.eval_split, spec,
+                                            replace=states[method.name] == "stale")
+                continue
             if in_out[method.name]:
                 log(f"[skip] {method.name} seed {seed}: finished")
                 if record is not None and not in_ledger[method.name]:
@@ -338,7 +365,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                                replace=states[method.name] == "stale")
                 continue
             if method.name not in must:
-                log(f"[skip] {method.name} seed {seed}: finished (ledger)")
+                note = " (not re-evaluated: its run directory is not in --out)" if re_evaluate else ""
+                log(f"[skip] {method.name} seed {seed}: finished (ledger){note}")
                 continue
             if not (run_dir / "summary.json").exists():
                 stages = [dict(s) for s in method.stages]
@@ -384,6 +412,11 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
         rows["attr:mean"] = attributes["mean"]
         if attributes.get("mean_normalised") is not None:
             rows["attr:mean-norm"] = attributes["mean_normalised"]
+        context = attributes.get("context")
+        if isinstance(context, Mapping) and context.get("mean") is not None:
+            rows["attr:context"] = context["mean"]
+            if context.get("mean_normalised") is not None:
+                rows["attr:context-norm"] = context["mean_normalised"]
     rendered = result.get("rendered")
     if isinstance(rendered, Mapping) and rendered.get("accuracy") is not None:
         rows["rendered"] = rendered["accuracy"]
@@ -497,7 +530,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     else:
         lines += _table(results, keys)
     names = list(results["methods"])
-    for key in [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm") if k in keys]:
+    for key in [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm")
+                if k in keys]:
         diffs = paired_differences(results, key)
         if not diffs:
             continue
@@ -511,7 +545,7 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
 
 
 def plot_results(results: Mapping[str, Any], path: Path,
-                 keys: tuple[str, ...] = ("R@10", "attr:mean", "attr:mean-norm")) -> Path | None:
+                 keys: tuple[str, ...] = ("R@10", "attr:mean", "attr:mean-norm", "attr:context-norm")) -> Path | None:
     """A bar chart per metric (mean over seeds, one dot per seed) of every method; None when no method has the keys."""
     keys = tuple(k for k in keys if any(k in m["stats"] for m in results["methods"].values()))
     if not keys:

@@ -69,15 +69,22 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
     model = TextImageModel(len(vocab), image_cfg, text_width=TEXT_WIDTH[profile])
     provides, resources = dataset_capabilities(root, meta, latents)
     resources["vocab"] = vocab
-    from audio_clevrgan.evaluate import attribute_test
+    from audio_clevrgan.evaluate import CONTEXT_PREFIX, attribute_test, word_frames
 
     def encode_word(entries: list[dict]) -> Embedding:
         ids, lengths = vocab.encode([entries[0]["word"]], max_tokens=1)
         device = next(model.parameters()).device
         return model.encode(1, (ids.to(device), lengths.to(device)))
 
+    def encode_context(entries: list[dict]) -> Embedding:
+        # the written word after the same carrier as the spoken test, scored on the word's own token map
+        ids, lengths = vocab.encode([f"{CONTEXT_PREFIX} {entries[0]['word']}"], max_tokens=max_tokens)
+        device = next(model.parameters()).device
+        emb = model.encode(1, (ids.to(device), lengths.to(device)))
+        return word_frames(emb, torch.tensor([len(CONTEXT_PREFIX.split())]))
+
     return Task(
         "text-clevrgan", model, splits["train"], splits["val"], splits["test"], frozenset(provides), resources,
         defaults=dict(TASK_DEFAULTS[profile]),
-        evaluators={"attributes": partial(attribute_test, encode_word=encode_word)},
+        evaluators={"attributes": partial(attribute_test, encode_word=encode_word, encode_context=encode_context)},
     )

@@ -267,22 +267,28 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
               help="a directory (small JSON files, fit to commit) that records every finished run; runs found there "
                    "are not trained again and count in the results")
 @click.option("--report-only", is_flag=True, help="write the tables of the finished runs; train nothing")
+@click.option("--re-evaluate", is_flag=True,
+              help="evaluate the finished runs in --out again (e.g. after an evaluation changed) and replace their "
+                   "ledger evaluations; nothing finished is retrained")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...],
-                       methods: tuple[str, ...], ledger: str | None, report_only: bool, quiet: bool) -> None:
+                       methods: tuple[str, ...], ledger: str | None, report_only: bool, re_evaluate: bool,
+                       quiet: bool) -> None:
     """Train and evaluate several methods x seeds (init chains, equal budgets); resumable; writes results.md."""
     from negmine.cli import get_obj
     from negmine.console import make_reporter
     from negmine.experiment import load_experiment, provenance, run_experiment
 
+    if report_only and re_evaluate:
+        raise click.UsageError("--report-only and --re-evaluate exclude each other (--report-only evaluates nothing)")
     exp = load_experiment(experiment_file)
     command = " ".join(["negmine", *(shlex.quote(a) for a in sys.argv[1:])])
     ledger_dir = Path(ledger) if ledger else None
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
                    only_methods=list(methods) or None, header=provenance(command, ledger_dir),
-                   ledger=ledger_dir, train=not report_only)
+                   ledger=ledger_dir, train=not report_only, re_evaluate=re_evaluate)
     click.echo((Path(out) / "results.md").read_text())
 
 

@@ -107,6 +107,46 @@ def test_tiny_davenet_trains_and_evaluates(built, tmp_path, capsys):
     for w in out["attributes"]["per_word"].values():
         assert (w["auc"] is None) == (w["auc_normalised"] is None)
     assert 0.0 <= out["rendered"]["accuracy"] <= 1.0 and out["rendered"]["n"] == 6
+    # the in-context variant: same words and images, its recordings synthesized once and cached in the dataset
+    context = out["attributes"]["context"]
+    assert set(context["per_word"]) == set(out["attributes"]["per_word"])
+    assert [w["n_pos"] for w in context["per_word"].values()] == [
+        w["n_pos"] for w in out["attributes"]["per_word"].values()]
+    stamps = {p: p.stat().st_mtime_ns for p in (built / "cache").glob("context-words-*.pt")}
+    assert stamps
+    assert main(["eval", str(run), "--json"]) == 0
+    again = json.loads(capsys.readouterr().out)["attributes"]["context"]
+    assert again["per_word"] == context["per_word"]
+    assert {p: p.stat().st_mtime_ns for p in (built / "cache").glob("context-words-*.pt")} == stamps
+
+
+def test_context_recordings_start_after_the_carrier(built):
+    from audio_clevrgan.evaluate import CONTEXT_PREFIX, context_recordings
+    from audio_clevrgan.features import log_mel
+    from audio_clevrgan.speech import synthesize
+
+    words = [json.loads(line) for line in (built / "semantic" / "words.jsonl").read_text().splitlines()][:3]
+    for entry, (feats, start) in zip(words, context_recordings(built, words), strict=True):
+        alone = ds.load_features(built / entry["audio"])
+        assert feats.shape[0] == 40 and start == log_mel(synthesize(CONTEXT_PREFIX, entry["speaker"])).shape[1]
+        # the carrier phrase is longer than the word alone and the word's frames follow the prefix
+        assert feats.shape[1] > start and feats.shape[1] > alone.shape[1]
+
+
+def test_word_frames_matches_slicing():
+    import torch
+
+    from audio_clevrgan.evaluate import word_frames
+    from negmine import Embedding
+
+    values = torch.randn(3, 4, 7)
+    lengths = torch.tensor([7, 5, 2])
+    starts = torch.tensor([2, 0, 5])  # the last start is past the sequence: its final frame is kept
+    out = word_frames(Embedding(values, lengths), starts)
+    assert out.lengths.tolist() == [5, 5, 1]
+    for i, (n, s) in enumerate([(7, 2), (5, 0), (2, 1)]):
+        assert torch.equal(out.values[i, :, : n - s], values[i, :, s:n])
+        assert not out.values[i, :, n - s :].any()
 
 
 def test_missing_dataset_message(tmp_path, capsys):

@@ -202,3 +202,33 @@ def test_init_optimizer_needs_a_checkpoint_with_optimizer_state(tmp_path):
     with pytest.raises(ConfigError, match="init_optimizer: expected true or false"):
         build_config({"stages": [{"steps": 1, "negatives": ["random"], "init": str(tmp_path),
                                   "init_optimizer": "yes"}]}, gens)
+
+
+def test_re_evaluate_replaces_ledger_evaluations_without_training(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    ledger, out = tmp_path / "ledger", tmp_path / "out"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--method", "Hard Neg",
+                 "--ledger", str(ledger), "-q"]) == 0
+    record = ledger / "hard-neg" / "seed-0"
+    trained_at = json.loads((record / "provenance.json").read_text())
+    # an evaluation that changed since: the ledger holds an older one (here: tampered)
+    old = json.loads((record / "eval-test.json").read_text())
+    old["retrieval"]["mean@1"] = -1.0
+    (record / "eval-test.json").write_text(json.dumps(old))
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--method", "Hard Neg",
+                 "--ledger", str(ledger), "--re-evaluate", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "[train]" not in err and err.count("[re-eval]") == 2
+    assert json.loads((record / "eval-test.json").read_text()) == json.loads((out / "hard-neg" / "seed-0" /
+                                                                               "eval-test.json").read_text())
+    provenance = json.loads((record / "provenance.json").read_text())
+    assert provenance["commit"] == trained_at["commit"] and set(provenance["evaluated"]) == {"commit", "machine"}
+    # runs recorded only in the ledger cannot be evaluated again, and say so
+    assert main(["experiment", str(path), "--out", str(tmp_path / "elsewhere"), "--seed", "0", "--method", "Hard Neg",
+                 "--ledger", str(ledger), "--re-evaluate", "-q"]) == 0
+    assert capsys.readouterr().err.count("not re-evaluated: its run directory is not in --out") == 2
+    code = main(["experiment", str(path), "--out", str(out), "--report-only", "--re-evaluate", "-q"])
+    err = capsys.readouterr().err
+    assert code == 2 and "exclude each other" in err and "Traceback" not in err

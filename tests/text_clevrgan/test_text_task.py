@@ -51,3 +51,5 @@ def test_text_task_trains_with_gan_edits_and_evaluates(acg_gan, tmp_path, capsys
     out = json.loads(capsys.readouterr().out)
     assert out["retrieval"]["n"] == 2
     assert set(out["attributes"]["per_group"]) == {"shape", "material", "color", "size"}
+    # the written word after the carrier, scored on its own token map
+    assert set(out["attributes"]["context"]["per_word"]) == set(out["attributes"]["per_word"])
