@@ -47,8 +47,10 @@ PROFILES: dict[str, DavenetConfig] = {
     "paper-large": DavenetConfig(audio_widths=(128, 256, 512, 512, 512, 512), audio_kernels=(11, 17, 17, 17, 17, 17),
                                  audio_pools=5),
     # Narrow towers that learn within minutes on 2 CPU cores (chosen by measurement: see docs/audio-clevrgan.md).
+    # No ReLU after the image tower's last conv: at this width it left about 10 of 128 image units alive (test R@10
+    # 60.1% at 1,600 steps, 87.3% without; benchmarks/results/embedding_usage.md); the default until commit 829be0f.
     "cpu": DavenetConfig(dim=128, audio_widths=(32, 64, 128, 128), audio_pool_first=True,
-                         image_blocks=((32, 1), (64, 1), (128, 1)), batchnorm=True),
+                         image_blocks=((32, 1), (64, 1), (128, 1)), batchnorm=True, image_relu=False),
     # Tiny towers for tests.
     "tiny": DavenetConfig(dim=16, audio_widths=(8, 16, 16, 16), image_blocks=((8, 1), (16, 1), (16, 1)),
                           batchnorm=True),
