@@ -48,7 +48,7 @@ PROFILES: dict[str, DavenetConfig] = {
                                  audio_pools=5),
     # Narrow towers that learn within minutes on 2 CPU cores (chosen by measurement: see docs/audio-clevrgan.md).
     # No ReLU after the image tower's last conv: at this width it left about 10 of 128 image units alive (test R@10
-    # 60.1% at 1,600 steps, 87.3% without; benchmarks/results/embedding_usage.md); the default until commit 829be0f.
+    # 60.1% at 1,600 steps, 87.3% without; benchmarks/results/embedding_usage.md); the default up to commit 829be0f.
     "cpu": DavenetConfig(dim=128, audio_widths=(32, 64, 128, 128), audio_pool_first=True,
                          image_blocks=((32, 1), (64, 1), (128, 1)), batchnorm=True, image_relu=False),
     # Tiny towers for tests.
