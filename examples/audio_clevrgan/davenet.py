@@ -94,7 +94,9 @@ class AudioEncoder(nn.Module):
 class ImageEncoder(nn.Module):
     """VGG-style conv trunk from scratch + a 3x3 conv to D (ReLU optional): Float[B, 3, S, S] -> Float[B, D, 8, 8]."""
 
-    def __init__(self, cfg: DavenetConfig) -> None:
+    def __init__(self, cfg: DavenetConfig, image_relu_given: bool = False) -> None:
+        """image_relu_given: ``cfg.image_relu`` was set by the user (not a profile default), so a checkpoint that
+        disagrees is an error rather than the truth (see ``_load_from_state_dict``)."""
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
@@ -112,17 +114,37 @@ class ImageEncoder(nn.Module):
         if size != 8:
             raise ValueError(f"image_size {cfg.image_size} with {len(cfg.image_blocks)} blocks does not reach 8x8")
         layers.append(nn.Conv2d(cin, cfg.dim, 3, padding=1))
-        if cfg.image_relu:
-            layers.append(nn.ReLU(inplace=True))
         self.net = nn.Sequential(*layers)
+        self.final_relu = cfg.image_relu
+        self.image_relu_given = image_relu_given
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # recorded in checkpoints: the ReLU has no weights, so without this a checkpoint could not say whether it
+        # was trained with one (the cpu profile's default changed)
+        self.register_buffer("arch_image_relu", torch.tensor(cfg.image_relu))
 
     def forward(self, images: Tensor) -> Tensor:
         """images: Float[B, 3, S, S] in [0, 1] or UInt8[B, 3, S, S] -> Float[B, D, 8, 8]."""
         if images.dtype == torch.uint8:
             images = images.float().div(255)
-        return self.net((images - self.mean) / self.std)
+        out = self.net((images - self.mean) / self.std)
+        return torch.relu(out) if self.final_relu else out
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """A checkpoint's recorded ``image_relu`` wins over the profile default. A checkpoint from before it was
+        recorded was trained with the ReLU (every profile's default up to commit 829be0f), unless the user gives
+        ``image_relu`` explicitly."""
+        key = prefix + "arch_image_relu"
+        if key not in state_dict:
+            state_dict[key] = torch.tensor(self.final_relu if self.image_relu_given else True)
+        saved = bool(state_dict[key])
+        if self.image_relu_given and saved != self.final_relu:
+            error_msgs.append(f"the checkpoint's image tower was trained with image_relu={str(saved).lower()}, but "
+                              f"image_relu={str(self.final_relu).lower()} was given")
+        self.final_relu = saved
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
 
 class Davenet(DualEncoder):
@@ -130,10 +152,10 @@ class Davenet(DualEncoder):
 
     sides = ("image", "audio")
 
-    def __init__(self, cfg: DavenetConfig) -> None:
+    def __init__(self, cfg: DavenetConfig, image_relu_given: bool = False) -> None:
         super().__init__(MatchmapScore(cfg.aggregation))
         self.cfg = cfg
-        self.image = ImageEncoder(cfg)
+        self.image = ImageEncoder(cfg, image_relu_given)
         self.audio = AudioEncoder(cfg)
 
     def encode(self, side: int, inputs) -> Embedding:
@@ -155,7 +177,7 @@ def count_parameters(module: nn.Module) -> int:
 def build_model(profile: str | DavenetConfig, image_size: int = 64, overrides: Sequence[tuple[str, object]] = ()) -> Davenet:
     cfg = PROFILES[profile] if isinstance(profile, str) else profile
     cfg = attrs.evolve(cfg, image_size=image_size, **dict(overrides))
-    return Davenet(cfg)
+    return Davenet(cfg, image_relu_given="image_relu" in dict(overrides))
 
 
 def parse_overrides(text: str) -> list[tuple[str, object]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch import nn
 
 from audio_clevrgan.davenet import build_model, parse_overrides
 from audio_clevrgan.task import fill_padding
@@ -36,8 +35,10 @@ def test_overrides_are_typed_and_checked():
     text = str(err.value)
     assert "did you mean 'dim'" in text and "image_relu" in text and "'batchnorm' is not FIELD=VALUE" in text
     model = build_model("tiny", overrides=parse_overrides("image_relu=false"))
-    assert not isinstance(model.image.net[-1], nn.ReLU)  # DaveNet's original: no ReLU after the last image conv
-    assert isinstance(build_model("tiny").image.net[-1], nn.ReLU)
+    assert model.image.final_relu is False  # DaveNet's original: no ReLU after the last image conv
+    assert build_model("tiny").image.final_relu is True and build_model("cpu").image.final_relu is False
+    images = torch.rand(2, 3, 64, 64)
+    assert (model.encode(0, images).values < 0).any() and (build_model("tiny").encode(0, images).values >= 0).all()
 
 
 def test_fill_padding_only_touches_frames_past_each_length():
@@ -56,3 +57,29 @@ def test_unknown_davenet_option_is_a_clear_error(tmp_path, capsys):
                  "--task-option", f"data_dir={tmp_path}", "--run-dir", str(tmp_path / "r")])
     err = capsys.readouterr().err
     assert code == 2 and "did you mean 'dim'" in err and "Traceback" not in err
+
+
+def test_checkpoints_record_the_image_relu():
+    with_relu = build_model("tiny", overrides=parse_overrides("image_relu=true"))
+    images = torch.rand(2, 3, 64, 64)
+    state = with_relu.state_dict()
+    assert bool(state["image.arch_image_relu"]) is True
+    # a model built without the ReLU (e.g. a later profile default) takes the checkpoint's word for it
+    plain = build_model("tiny", overrides=())
+    plain.image.final_relu = False
+    plain.load_state_dict(state)
+    assert plain.image.final_relu is True
+    assert torch.equal(plain.encode(0, images).values, with_relu.encode(0, images).values)
+    # a checkpoint from before the flag was recorded was trained with the ReLU (every profile's old default) ...
+    old = {k: v for k, v in state.items() if k != "image.arch_image_relu"}
+    plain = build_model("tiny", overrides=parse_overrides("dim=16"))
+    plain.image.final_relu = False
+    plain.load_state_dict(old)
+    assert plain.image.final_relu is True
+    # ... unless the user says otherwise explicitly
+    given = build_model("tiny", overrides=parse_overrides("image_relu=false"))
+    given.load_state_dict(old)
+    assert given.image.final_relu is False and (given.encode(0, images).values < 0).any()
+    # and a recorded flag that contradicts an explicit one is an error naming both
+    with pytest.raises(RuntimeError, match="trained with image_relu=true, but image_relu=false was given"):
+        given.load_state_dict(state)
