@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -320,12 +320,13 @@ def _re_evaluated_to_ledger(run_dir: Path, ledger_dir: Path, split: str, spec: M
 
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
                    only_seeds: list[int] | None = None, only_methods: list[str] | None = None,
-                   header: list[str] | None = None, ledger: Path | None = None,
+                   header: list[str] | Callable[[], list[str]] | None = None, ledger: Path | None = None,
                    train: bool = True, re_evaluate: bool = False) -> dict[str, Any]:
     """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md.
 
     only_methods: run these methods and the methods their chains start from (default: all).
-    header: Markdown lines written above the tables of results.md (the command, commit and machine).
+    header: Markdown lines written above the tables of results.md (the command, commit and machine), or a function
+    called for them once the runs are done (so that they can describe the ledger as it is then).
     ledger: a directory that records every finished run (see the module docstring); results include its runs.
     train: False writes the results of the finished runs only (nothing trains or evaluates).
     re_evaluate: evaluate the finished runs of ``out`` again (from their best checkpoints, e.g. after an evaluation
@@ -396,7 +397,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
         exp = attrs.evolve(exp, seeds=tuple(dict.fromkeys((*exp.seeds, *only_seeds))))
     results = collect(exp, out, ledger)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "results.md").write_text("\n".join([*(header or []), render_results(exp, results)]) + "\n")
+    lines = header() if callable(header) else (header or [])
+    (out / "results.md").write_text("\n".join([*lines, render_results(exp, results)]) + "\n")
     plot_results(results, out / "results.png")
     return results
 
@@ -471,13 +473,15 @@ def provenance(command: str, ledger: Path | None = None) -> list[str]:
     here = machine_record()
     lines = [f"- command: `{command}`", f"- commit: {here['commit']}", f"- machine: {here['machine']}"]
     if ledger is not None and ledger.is_dir():
-        seen: dict[tuple[str, str], int] = {}
+        seen: dict[tuple[str, str, str], int] = {}
         for path in sorted(ledger.glob("*/seed-*/provenance.json")):
             record = json.loads(path.read_text())
-            key = (record.get("commit", "?"), record.get("machine", "?"))
-            seen[key] = seen.get(key, 0) + 1
-        for (commit, machine), n in seen.items():
-            lines.append(f"- {n} run(s) of the ledger recorded at commit {commit} on {machine}")
+            for what, entry in (("recorded", record), ("re-evaluated", record.get("evaluated"))):
+                if entry:
+                    key = (what, entry.get("commit", "?"), entry.get("machine", "?"))
+                    seen[key] = seen.get(key, 0) + 1
+        for (what, commit, machine), n in seen.items():
+            lines.append(f"- {n} run(s) of the ledger {what} at commit {commit} on {machine}")
     return [*lines, ""]
 
 

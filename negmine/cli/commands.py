@@ -287,7 +287,7 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
     ledger_dir = Path(ledger) if ledger else None
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
-                   only_methods=list(methods) or None, header=provenance(command, ledger_dir),
+                   only_methods=list(methods) or None, header=lambda: provenance(command, ledger_dir),
                    ledger=ledger_dir, train=not report_only, re_evaluate=re_evaluate)
     click.echo((Path(out) / "results.md").read_text())
 

@@ -225,6 +225,8 @@ def test_re_evaluate_replaces_ledger_evaluations_without_training(tmp_path, caps
                                                                                "eval-test.json").read_text())
     provenance = json.loads((record / "provenance.json").read_text())
     assert provenance["commit"] == trained_at["commit"] and set(provenance["evaluated"]) == {"commit", "machine"}
+    header = (out / "results.md").read_text()
+    assert "2 run(s) of the ledger recorded at commit" in header and "2 run(s) of the ledger re-evaluated at" in header
     # runs recorded only in the ledger cannot be evaluated again, and say so
     assert main(["experiment", str(path), "--out", str(tmp_path / "elsewhere"), "--seed", "0", "--method", "Hard Neg",
                  "--ledger", str(ledger), "--re-evaluate", "-q"]) == 0
