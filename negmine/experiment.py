@@ -34,6 +34,7 @@ it does not count and is replaced when the run is trained again.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import time
@@ -335,6 +336,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
 
+    machine_record()  # the commit this process starts with is the one its records name
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
     out.mkdir(parents=True, exist_ok=True)
     eval_name = f"eval-{exp.eval_split}.json"
@@ -449,7 +451,15 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
 
 
 def machine_record() -> dict[str, str]:
-    """The git commit of the working directory and the machine, as short strings."""
+    """The git commit of the working directory and the machine, as short strings.
+
+    Read once per process (:func:`run_experiment` reads it first): a long experiment records the code it started
+    with, not commits made while it ran; tracked files changed since the commit are flagged."""
+    return dict(_machine_record_once())
+
+
+@functools.cache
+def _machine_record_once() -> dict[str, str]:
     import os
     import platform
     import subprocess
@@ -459,6 +469,8 @@ def machine_record() -> dict[str, str]:
     try:
         commit = subprocess.check_output(["git", "log", "-1", "--format=%h (%cd)", "--date=iso"], text=True,
                                          stderr=subprocess.DEVNULL).strip()
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], stderr=subprocess.DEVNULL).returncode != 0
+        commit += " + uncommitted changes" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()

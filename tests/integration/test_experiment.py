@@ -234,3 +234,18 @@ def test_re_evaluate_replaces_ledger_evaluations_without_training(tmp_path, caps
     code = main(["experiment", str(path), "--out", str(out), "--report-only", "--re-evaluate", "-q"])
     err = capsys.readouterr().err
     assert code == 2 and "exclude each other" in err and "Traceback" not in err
+
+
+def test_machine_record_is_read_once_per_process(monkeypatch):
+    import subprocess
+
+    from negmine import experiment
+
+    experiment._machine_record_once.cache_clear()
+    first = experiment.machine_record()
+    # a commit made while an experiment runs does not change what its later records name
+    monkeypatch.setattr(subprocess, "check_output", lambda *a, **k: "abc1234 (later)")
+    assert experiment.machine_record() == first and experiment.machine_record() is not first
+    experiment._machine_record_once.cache_clear()
+    assert experiment.machine_record()["commit"].startswith("abc1234 (later)")
+    experiment._machine_record_once.cache_clear()
