@@ -469,8 +469,10 @@ def _machine_record_once() -> dict[str, str]:
     try:
         commit = subprocess.check_output(["git", "log", "-1", "--format=%h (%cd)", "--date=iso"], text=True,
                                          stderr=subprocess.DEVNULL).strip()
-        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--"], stderr=subprocess.DEVNULL).returncode != 0
-        commit += " + uncommitted changes" if dirty else ""
+        # code and configuration only: results written while experiments run are not the code that made them
+        dirty = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "*.py", "*.toml"],
+                               stderr=subprocess.DEVNULL).returncode != 0
+        commit += " + uncommitted code changes" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
