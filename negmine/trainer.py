@@ -448,11 +448,15 @@ class Trainer:
         return out.flatten().index_put((flat,), s).view(b, k)
 
     def _watch_collapse(self, scores: Tensor, metrics: dict[str, Any]) -> None:
-        """Warn when every score in the batch converges to one value (embedding collapse)."""
+        """Warn when every score in the batch converges to one value (embedding collapse): a spread below 5% of the
+        margin, where the hinge sees every pair alike (each term ~ margin) and recall falls to chance; a run of
+        Hard Neg on Audio CLEVRGAN collapsed to a spread of 0.002-0.06 with margin 1 within 20 steps, healthy runs
+        stay above 0.4 from the first steps."""
         std = float(scores.std()) if scores.numel() > 1 else 0.0
         metrics["score_std"] = std
         scale = max(1.0, float(scores.abs().mean()))
-        self._collapse_count = self._collapse_count + 1 if std < 1e-3 * scale else 0
+        margin = float(getattr(self.config, "margin", 0.0) or 0.0)
+        self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * margin) else 0
         if self._collapse_count >= COLLAPSE_PATIENCE and not self._collapse_warned:
             self._collapse_warned = True
             self.reporter.warn(

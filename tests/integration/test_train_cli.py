@@ -310,7 +310,7 @@ def _bare_trainer():
     trainer.reporter = _Recorder()
     trainer._collapse_count, trainer._collapse_warned = 0, False
     trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
-    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()]})()
+    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()], "margin": 1.0})()
     trainer.stage_index = 0
     return trainer
 
@@ -327,6 +327,23 @@ def test_collapse_warning():
     assert len(trainer.reporter.warnings) == 1 and "collapsed" in trainer.reporter.warnings[0]
     trainer._watch_collapse(torch.randn(8, 8), metrics)
     assert trainer._collapse_count == 0 and metrics["score_std"] > 0.1
+
+
+def test_collapse_warning_counts_spreads_small_against_the_margin():
+    from negmine.trainer import COLLAPSE_PATIENCE
+
+    # scores that still differ a little (std ~0.02, as a collapsed Hard Neg run) but not on the margin's scale
+    trainer = _bare_trainer()
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(COLLAPSE_PATIENCE):
+        trainer._watch_collapse(0.5 + 0.02 * torch.randn(8, 8, generator=generator), {})
+    assert len(trainer.reporter.warnings) == 1
+    # the same spread with a margin of 0.2 (e.g. cosine scores) is a working model
+    trainer = _bare_trainer()
+    trainer.config.margin = 0.2
+    for _ in range(COLLAPSE_PATIENCE):
+        trainer._watch_collapse(0.5 + 0.02 * torch.randn(8, 8, generator=generator), {})
+    assert not trainer.reporter.warnings
 
 
 def test_dead_units_warning():
