@@ -53,9 +53,6 @@ def probe(loaded: tuple, run: str, checkpoint: str) -> None:
     names = list(dict.fromkeys(w["word"] for w in words))
     thresholds = ev.pixel_thresholds(int(task.resources["meta"]["image_size"]))
 
-    def isolated(entries: list[dict]) -> object:
-        return ev._encode_audio(model, [root / e["audio"] for e in entries], device, pad)
-
     def padded(entries: list[dict]) -> object:
         feats = [load_features(root / e["audio"]) for e in entries]
         long = [torch.cat([f, torch.full((40, frames - f.shape[1]), pad)], 1) if f.shape[1] < frames else f
@@ -67,17 +64,14 @@ def probe(loaded: tuple, run: str, checkpoint: str) -> None:
     def phrase(entries: list[dict]) -> object:
         return ev._encode_audio_features(model, [f for f, _ in ev.context_recordings(root, entries)], device, pad)
 
-    variants = {"isolated (Table 1 protocol)": isolated, "isolated, padded to the training length": padded,
+    variants = {"isolated (Table 1 protocol)": ev._spoken_word_encoder(model, root, device, pad), "isolated, padded to the training length": padded,
                 "'there is a <word>.', all frames": phrase,
                 "'there is a <word>.', the word's frames (context)": ev._spoken_context_encoder(model, root, device,
                                                                                               pad)}
     with torch.no_grad():
         images = ev._encode_images(model, [root / r["image"] for r in rows], device)
         for label, encode in variants.items():
-            scores = torch.zeros(len(rows), len(names))
-            for j, word in enumerate(names):
-                entries = [w for w in words if w["word"] == word]
-                scores[:, j] = model.score_matrix(images, encode(entries)).mean(1)
+            scores = ev.word_scores(model, images, words, encode)
             s = ev._auc_summary(scores, names, words, rows, thresholds, per_side=500, seed=0)
             groups = " / ".join(f"{100 * s['per_group_normalised'][g]:.1f}" for g in ev.GROUP_ORDER)
             print(f"| {run} | {checkpoint} ({state.get('global_step')}) | {label} | {100 * s['mean']:.1f} | "

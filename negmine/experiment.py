@@ -275,8 +275,6 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
                spec: Mapping[str, Any] | None = None, replace: bool = False) -> None:
     """Copy a finished run's small files into the ledger; when the ledger already has this run, compare instead
     (``replace``: overwrite a stale record)."""
-    import shutil
-
     previous = ledger_dir / f"eval-{split}.json"
     if previous.exists() and not replace:
         old = _metric_rows(json.loads(previous.read_text()))
@@ -291,15 +289,22 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
     if spec is not None:
         written["spec.json"] = dict(spec)
     for name, value in written.items():
-        tmp = ledger_dir / (name + ".tmp")
-        tmp.write_text(json.dumps(value, indent=2, sort_keys=True) + "\n")
-        tmp.replace(ledger_dir / name)
+        _write_atomic(ledger_dir / name, _json_text(value))
     for name in LEDGER_FILES:
         src = run_dir / name.format(split=split)
         if src.exists():
-            tmp = ledger_dir / (src.name + ".tmp")
-            shutil.copyfile(src, tmp)
-            tmp.replace(ledger_dir / src.name)
+            _write_atomic(ledger_dir / src.name, src.read_text())
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True) + "\n"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write through a temporary file and a rename, so that an interrupted write leaves the old file or none."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 def _re_evaluated_to_ledger(run_dir: Path, ledger_dir: Path, split: str, spec: Mapping[str, Any],
@@ -312,11 +317,8 @@ def _re_evaluated_to_ledger(run_dir: Path, ledger_dir: Path, split: str, spec: M
     provenance_path = ledger_dir / "provenance.json"
     record = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
     record["evaluated"] = machine_record()
-    for name, text in ((f"eval-{split}.json", (run_dir / f"eval-{split}.json").read_text()),
-                       ("provenance.json", json.dumps(record, indent=2, sort_keys=True) + "\n")):
-        tmp = ledger_dir / (name + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(ledger_dir / name)
+    _write_atomic(ledger_dir / f"eval-{split}.json", (run_dir / f"eval-{split}.json").read_text())
+    _write_atomic(provenance_path, _json_text(record))
 
 
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,

@@ -455,8 +455,7 @@ class Trainer:
         std = float(scores.std()) if scores.numel() > 1 else 0.0
         metrics["score_std"] = std
         scale = max(1.0, float(scores.abs().mean()))
-        margin = float(getattr(self.config, "margin", 0.0) or 0.0)
-        self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * margin) else 0
+        self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * self.config.margin) else 0
         if self._collapse_count >= COLLAPSE_PATIENCE and not self._collapse_warned:
             self._collapse_warned = True
             self.reporter.warn(

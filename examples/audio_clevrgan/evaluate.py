@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any
@@ -77,17 +78,22 @@ def context_recordings(root: Path, entries: list[dict]) -> list[tuple[torch.Tens
     if path.exists():
         cached = torch.load(path, weights_only=True)
         return [(cached["features"][i], int(cached["starts"][i])) for i in range(len(keys))]
-    prefix_frames = {}
-    out = []
-    for e in entries:
-        if e["speaker"] not in prefix_frames:
-            prefix_frames[e["speaker"]] = int(log_mel(synthesize(CONTEXT_PREFIX, e["speaker"])).shape[1])
-        out.append((log_mel(synthesize(f"{CONTEXT_PREFIX} {e['word']}.", e["speaker"])), prefix_frames[e["speaker"]]))
+    out = [(log_mel(synthesize(f"{CONTEXT_PREFIX} {e['word']}.", e["speaker"])), _prefix_frames(e["speaker"]))
+           for e in entries]
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
     torch.save({"features": [f for f, _ in out], "starts": [s for _, s in out]}, tmp)
     tmp.replace(path)
     return out
+
+
+@functools.cache
+def _prefix_frames(speaker: str) -> int:
+    """Log-mel frames of the carrier prefix spoken alone by ``speaker`` (where its word starts)."""
+    from .features import log_mel
+    from .speech import synthesize
+
+    return int(log_mel(synthesize(CONTEXT_PREFIX, speaker)).shape[1])
 
 
 def word_frames(emb: Embedding, starts: torch.Tensor) -> Embedding:
@@ -106,6 +112,14 @@ def word_frames(emb: Embedding, starts: torch.Tensor) -> Embedding:
     return Embedding(kept, new_lengths)
 
 
+def _spoken_word_encoder(model: Any, root: Path, device: torch.device, pad: float) -> Any:
+    """``entries -> Embedding`` of the isolated recordings of ``semantic/words.jsonl`` rows."""
+    def encode(entries: list[dict]) -> Embedding:
+        return _encode_audio(model, [root / e["audio"] for e in entries], device, pad)
+
+    return encode
+
+
 def _spoken_context_encoder(model: Any, root: Path, device: torch.device, pad: float) -> Any:
     def encode(entries: list[dict]) -> Embedding:
         recordings = context_recordings(root, entries)
@@ -117,6 +131,17 @@ def _spoken_context_encoder(model: Any, root: Path, device: torch.device, pad: f
         return word_frames(emb, starts)
 
     return encode
+
+
+def word_scores(model: Any, images: Embedding, words: list[dict], encode: Any) -> torch.Tensor:
+    """Float[N images, W words]: each word's mean score over its recordings (rows of ``words`` sharing ``"word"``,
+    in order of first appearance), ``encode(entries) -> Embedding`` giving the recordings' encodings."""
+    names = list(dict.fromkeys(w["word"] for w in words))
+    scores = torch.zeros(len(images), len(names))
+    for j, word in enumerate(names):
+        entries = [w for w in words if w["word"] == word]
+        scores[:, j] = model.score_matrix(images, encode(entries)).mean(1).cpu()
+    return scores
 
 
 def _auc_summary(scores: torch.Tensor, names: list[str], words: list[dict], rows: list[dict],
@@ -184,21 +209,15 @@ def attribute_test(model: Any, task: Any, run_dir: Path, device: torch.device, s
     images = _encode_images(model, [root / r["image"] for r in rows], device)
     names = list(dict.fromkeys(w["word"] for w in words))
     if encode_word is None:
-        def encode_word(entries: list[dict]) -> Embedding:
-            return _encode_audio(model, [root / e["audio"] for e in entries], device, pad)
+        encode_word = _spoken_word_encoder(model, root, device, pad)
     if encode_context == "spoken":
         encode_context = _spoken_context_encoder(model, root, device, pad)
     variants = {"isolated": encode_word, "context": encode_context}
     summaries = {}
     for variant, encode in variants.items():
-        if encode is None:
-            continue
-        # scores of every word (mean over its recordings) against every image: Float[N, W]
-        scores = torch.zeros(len(rows), len(names))
-        for j, word in enumerate(names):
-            entries = [w for w in words if w["word"] == word]
-            scores[:, j] = model.score_matrix(images, encode(entries)).mean(1).cpu()
-        summaries[variant] = _auc_summary(scores, names, words, rows, thresholds, per_side, seed)
+        if encode is not None:
+            scores = word_scores(model, images, words, encode)
+            summaries[variant] = _auc_summary(scores, names, words, rows, thresholds, per_side, seed)
     result: dict[str, Any] = dict(summaries["isolated"])
     if "context" in summaries:
         result["context"] = summaries["context"]
