@@ -1,0 +1,108 @@
+"""Do trained models tell GAN edits from originals by their content or by how they look?
+
+Usage::
+
+    negmine edits export RUN_DIR --checkpoint step-800 --generator gan-random --n 300 --out EDITS
+    python benchmarks/edit_artefacts.py --edits EDITS RUN_DIR [RUN_DIR ...] [--checkpoint best]
+
+EDITS is an export (``negmine edits export``: original and edited PNGs of held-out pairs, both quantised the same
+way). Each run scores every exported image, original and edited, against the captions of all exported pairs. An edit
+is a good negative for its own caption when that caption scores the original higher; it teaches a word only if the
+other captions do not also prefer the original, because then the model has learnt to spot edits (ablation
+artefacts, a blurred region) rather than what the caption says. Columns:
+
+- own prefers original: P(s(c_i, orig_i) > s(c_i, edit_i)).
+- others prefer original: P(s(c_j, orig_i) > s(c_j, edit_i)) over j != i (50% if edits look like any image).
+- own drop / other drop: mean s(c, orig) - s(c, edit) for the own caption / the others, in units of the standard
+  deviation of the original images' scores with other captions (so that models of different score scales compare).
+- content share: (own drop - other drop) / own drop, the part of the own caption's preference that the other
+  captions do not share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
+    except Exception:
+        return "unknown"
+
+
+def artefact_stats(s_orig: torch.Tensor, s_edit: torch.Tensor) -> dict[str, float]:
+    """Statistics of two score matrices Float[N images, N captions] (row i: image i, original or edited; column j:
+    caption j; the diagonal pairs an image with its own caption)."""
+    n = s_orig.shape[0]
+    own = torch.eye(n, dtype=torch.bool)
+    diff = s_orig - s_edit
+    scale = s_orig[~own].std().clamp_min(1e-12)
+    own_drop = diff[own].mean() / scale
+    other_drop = diff[~own].mean() / scale
+    return {"own_prefers": (diff[own] > 0).float().mean().item(),
+            "others_prefer": (diff[~own] > 0).float().mean().item(),
+            "own_drop": own_drop.item(), "other_drop": other_drop.item(),
+            "content_share": ((own_drop - other_drop) / own_drop).item() if own_drop.abs() > 1e-9 else float("nan")}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+")
+    parser.add_argument("--edits", required=True, type=Path, help="a `negmine edits export` directory")
+    parser.add_argument("--checkpoint", default="best", help="checkpoint name or .pt path (per run)")
+    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from audio_clevrgan import evaluate as ev
+
+    from negmine.evaluate import load_run
+    from negmine.plugins import get_plugin_manager
+
+    meta = json.loads((args.edits / "edits.json").read_text())
+    edits = [json.loads(line) for line in (args.edits / "edits.jsonl").read_text().splitlines()]
+    pm = get_plugin_manager()
+    lines = ["| run | checkpoint (step) | own prefers original | others prefer original | own drop | other drop | "
+             "content share |", "|---|---|---:|---:|---:|---:|---:|"]
+    print("\n".join(lines), flush=True)
+    device = torch.device("cpu")
+    for run in args.runs:
+        task, _config, state = load_run(pm, Path(run), args.checkpoint, "cpu")
+        model = task.model.eval()
+        root = Path(task.resources["data_dir"])
+        by_id = {r["id"]: r for r in task.test.rows + task.val.rows}
+        missing = [e["id"] for e in edits if e["id"] not in by_id]
+        if missing:
+            raise SystemExit(f"{run}: edits of ids not in its dataset's val/test splits: {missing[:5]}")
+        with torch.no_grad():
+            audio = ev._encode_audio(model, [root / by_id[e["id"]]["audio"] for e in edits], device,
+                                     float(task.resources.get("audio_pad", 0.0)))
+            orig = ev._encode_images(model, [args.edits / e["original"] for e in edits], device)
+            edit = ev._encode_images(model, [args.edits / e["edited"] for e in edits], device)
+            stats = artefact_stats(model.score_matrix(orig, audio).cpu(), model.score_matrix(edit, audio).cpu())
+        line = (f"| {run} | {args.checkpoint} ({state.get('global_step')}) | {100 * stats['own_prefers']:.1f}% | "
+                f"{100 * stats['others_prefer']:.1f}% | {stats['own_drop']:.2f} | {stats['other_drop']:.2f} | "
+                f"{100 * stats['content_share']:.0f}% |")
+        lines.append(line)
+        print(line, flush=True)
+    if args.out:
+        header = (f"Edits: {args.edits} ({len(edits)} {meta.get('generator')} edits of the {meta.get('split', 'test')} "
+                  f"split, made by {meta.get('run_dir')} at {meta.get('checkpoint')}).\n\n"
+                  f"Command: `python benchmarks/edit_artefacts.py --edits {args.edits} {' '.join(args.runs)} "
+                  f"--checkpoint {args.checkpoint}`  \nMachine: {platform.machine()}, torch {torch.__version__}; "
+                  f"commit {_git('rev-parse', '--short', 'HEAD')}\n\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(header + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
