@@ -64,7 +64,6 @@ def main() -> None:
     torch.set_num_threads(1)
 
     from audio_clevrgan import evaluate as ev
-
     from negmine.evaluate import load_run
     from negmine.plugins import get_plugin_manager
 
