@@ -458,11 +458,15 @@ class Trainer:
         self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * self.config.margin) else 0
         if self._collapse_count >= COLLAPSE_PATIENCE and not self._collapse_warned:
             self._collapse_warned = True
-            self.reporter.warn(
-                f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
-                f"{self.stage.name!r}): hardest-only negatives from scratch often do this. Add a random group "
-                "(combine = [[\"random\"], [\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init)."
-            )
+            if any("hard" in name for name in self.stage.negatives):
+                advice = ("hardest negatives often do this. Add a random group (combine = [[\"random\"], "
+                          "[\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init).")
+            else:
+                advice = ("every pair scores alike, so the loss cannot tell positives from negatives. From scratch "
+                          "this can be a plateau that training leaves later (a higher learning rate or Adam shortens "
+                          "it); after a warm start it is a collapse.")
+            self.reporter.warn(f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
+                               f"{self.stage.name!r}): {advice}")
 
     def _watch_dead_units(self, embeddings: tuple[Embedding, Embedding], metrics: dict[str, Any]) -> None:
         """Log ``side{s}/live_units`` (the fraction of the D embedding units non-zero for some item and position of

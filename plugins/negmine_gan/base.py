@@ -63,7 +63,9 @@ class GanEditGenerator(NegativeGenerator):
         # positives are regenerated from their latents as floats, so quantisation cannot tell them from edits
         data = trainer.task.train
         if hasattr(data, "use_generated_positives"):
-            data.use_generated_positives(lambda z: to_model_input(self.generate_with_features(z)[1]))
+            device = trainer.device  # the split hands CPU latents; generate where the model trains
+            data.use_generated_positives(
+                lambda z: to_model_input(self.generate_with_features(z.to(device))[1]))
             self._positives_in_batch = True
 
     def generate_with_features(self, z: Any) -> tuple[Any, Any]:

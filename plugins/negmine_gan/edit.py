@@ -56,9 +56,17 @@ class GanEditor:
         self.call = call or (lambda g, z: g(z))
         self.fast = callable(getattr(gan, "features", None)) and callable(getattr(gan, "decode", None))
 
+    def _follow(self, z: Tensor) -> None:
+        """Move the generator to the latents' device (once: a task loads its GAN on the CPU, training may run on a
+        GPU)."""
+        param = next(self.gan.parameters(), None)
+        if param is not None and param.device != z.device:
+            self.gan.to(z.device)
+
     @torch.no_grad()
     def features(self, z: Tensor) -> Tensor:
         """Float[B, C, H, W]: the layer's output for latents z (the rest of the generator is skipped)."""
+        self._follow(z)
         if self.fast:
             return self.gan.features(z, upto=self.layer)
         store: dict[str, Tensor] = {}
@@ -90,6 +98,7 @@ class GanEditor:
             v = torch.zeros_like(h) if replacement is None else match_shape(replacement, h)
             return h * (1 - a) + v * a
 
+        self._follow(z)
         if self.fast:
             h = features if features is not None else self.gan.features(z, upto=self.layer)
             return self.gan.decode(edit(h), after=self.layer)

@@ -62,7 +62,7 @@ def test_edit_generators_take_the_batch_positives_and_decode_them_once(acg_gan):
 
     task = build_task("tiny", 0, {"data_dir": str(acg_gan)})
     gen = GanRandomEdits(GanRandomEdits.Options(accept=0.0), seed=0, task=task)
-    gen.negmine_stage_start(trainer=type("T", (), {"task": task})(), stage=None)
+    gen.negmine_stage_start(trainer=type("T", (), {"task": task, "device": torch.device("cpu")})(), stage=None)
     editor = gen._editor()
     unedited = []
     generate = editor.generate

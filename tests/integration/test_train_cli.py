@@ -302,7 +302,7 @@ class _Recorder:
         self.warnings.append(message)
 
 
-def _bare_trainer():
+def _bare_trainer(negatives=("random",)):
     """A Trainer with only what its watchers need: a recording reporter and one stage named 'main'."""
     from negmine.trainer import Trainer
 
@@ -310,7 +310,8 @@ def _bare_trainer():
     trainer.reporter = _Recorder()
     trainer._collapse_count, trainer._collapse_warned = 0, False
     trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
-    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main"})()], "margin": 1.0})()
+    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main", "negatives": negatives})()],
+                                  "margin": 1.0})()
     trainer.stage_index = 0
     return trainer
 
@@ -327,6 +328,19 @@ def test_collapse_warning():
     assert len(trainer.reporter.warnings) == 1 and "collapsed" in trainer.reporter.warnings[0]
     trainer._watch_collapse(torch.randn(8, 8), metrics)
     assert trainer._collapse_count == 0 and metrics["score_std"] > 0.1
+
+
+def test_collapse_advice_depends_on_the_negatives():
+    from negmine.trainer import COLLAPSE_PATIENCE
+
+    warnings = {}
+    for negatives in (("random",), ("random", "hard-minibatch")):
+        trainer = _bare_trainer(negatives)
+        for _ in range(COLLAPSE_PATIENCE):
+            trainer._watch_collapse(torch.full((8, 8), 0.3), {})
+        warnings[negatives] = trainer.reporter.warnings[0]
+    assert "semihard" in warnings[("random", "hard-minibatch")]
+    assert "semihard" not in warnings[("random",)] and "plateau" in warnings[("random",)]
 
 
 def test_collapse_warning_counts_spreads_small_against_the_margin():

@@ -45,6 +45,16 @@ def test_fast_path_matches_hooks():
     torch.testing.assert_close(fast.generate(z, ablation=a.float()), slow.generate(z, ablation=a.float()))
 
 
+def test_editor_moves_the_generator_to_the_latents_device():
+    # a task loads its GAN on the CPU while training may run on a GPU; the "meta" device stands in for one here
+    g = gan()
+    editor = GanEditor(g, "layer4")
+    z = torch.randn(2, 8, device="meta")
+    assert editor.features(z).device.type == "meta"
+    assert editor.generate(z).device.type == "meta"
+    assert next(g.parameters()).device.type == "meta"
+
+
 def test_edit_leaves_pixels_outside_the_region_alone():
     g = gan()
     editor = GanEditor(g, "layer4")
