@@ -17,6 +17,8 @@ artefacts, a blurred region) rather than what the caption says. Columns:
   deviation of the original images' scores with other captions (so that models of different score scales compare).
 - content share: (own drop - other drop) / own drop, the part of the own caption's preference that the other
   captions do not share.
+- within margin: P(s(c_i, orig_i) - s(c_i, edit_i) < margin), the edits whose hinge term would be non-zero in
+  training (the run's margin): an edit the model already puts a margin below the original teaches nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ def _git(*args: str) -> str:
         return "unknown"
 
 
-def artefact_stats(s_orig: torch.Tensor, s_edit: torch.Tensor) -> dict[str, float]:
+def artefact_stats(s_orig: torch.Tensor, s_edit: torch.Tensor, margin: float = 1.0) -> dict[str, float]:
     """Statistics of two score matrices Float[N images, N captions] (row i: image i, original or edited; column j:
     caption j; the diagonal pairs an image with its own caption)."""
     n = s_orig.shape[0]
@@ -51,7 +53,8 @@ def artefact_stats(s_orig: torch.Tensor, s_edit: torch.Tensor) -> dict[str, floa
     return {"own_prefers": (diff[own] > 0).float().mean().item(),
             "others_prefer": (diff[~own] > 0).float().mean().item(),
             "own_drop": own_drop.item(), "other_drop": other_drop.item(),
-            "content_share": ((own_drop - other_drop) / own_drop).item() if own_drop.abs() > 1e-9 else float("nan")}
+            "content_share": ((own_drop - other_drop) / own_drop).item() if own_drop.abs() > 1e-9 else float("nan"),
+            "within_margin": (diff[own] < margin).float().mean().item()}
 
 
 def main() -> None:
@@ -71,26 +74,27 @@ def main() -> None:
     edits = [json.loads(line) for line in (args.edits / "edits.jsonl").read_text().splitlines()]
     pm = get_plugin_manager()
     lines = ["| run | checkpoint (step) | own prefers original | others prefer original | own drop | other drop | "
-             "content share |", "|---|---|---:|---:|---:|---:|---:|"]
+             "content share | within margin |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     device = torch.device("cpu")
     for run in args.runs:
-        task, _config, state = load_run(pm, Path(run), args.checkpoint, "cpu")
+        task, config, state = load_run(pm, Path(run), args.checkpoint, "cpu")
         model = task.model.eval()
         root = Path(task.resources["data_dir"])
-        by_id = {r["id"]: r for r in task.test.rows + task.val.rows}
-        missing = [e["id"] for e in edits if e["id"] not in by_id]
-        if missing:
-            raise SystemExit(f"{run}: edits of ids not in its dataset's val/test splits: {missing[:5]}")
+        split = getattr(task, meta.get("split", "test"))  # exports before the split was recorded edited the test split
+        if max(e["id"] for e in edits) >= len(split.rows):
+            raise SystemExit(f"{run}: the edits index pairs beyond its {meta.get('split', 'test')} split")
+        by_id = {e["id"]: split.rows[e["id"]] for e in edits}
         with torch.no_grad():
             audio = ev._encode_audio(model, [root / by_id[e["id"]]["audio"] for e in edits], device,
                                      float(task.resources.get("audio_pad", 0.0)))
             orig = ev._encode_images(model, [args.edits / e["original"] for e in edits], device)
             edit = ev._encode_images(model, [args.edits / e["edited"] for e in edits], device)
-            stats = artefact_stats(model.score_matrix(orig, audio).cpu(), model.score_matrix(edit, audio).cpu())
+            stats = artefact_stats(model.score_matrix(orig, audio).cpu(), model.score_matrix(edit, audio).cpu(),
+                                   float(config["margin"]))
         line = (f"| {run} | {args.checkpoint} ({state.get('global_step')}) | {100 * stats['own_prefers']:.1f}% | "
                 f"{100 * stats['others_prefer']:.1f}% | {stats['own_drop']:.2f} | {stats['other_drop']:.2f} | "
-                f"{100 * stats['content_share']:.0f}% |")
+                f"{100 * stats['content_share']:.0f}% | {100 * stats['within_margin']:.1f}% |")
         lines.append(line)
         print(line, flush=True)
     if args.out:

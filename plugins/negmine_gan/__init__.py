@@ -24,7 +24,7 @@ def negmine_register_commands():
     @click.option("--out", required=True, type=click.Path(file_okay=False), help="directory to write")
     @click.option("--generator", default="gan-targeted", show_default=True, help="gan-random or gan-targeted")
     @click.option("--n", "n", default=100, show_default=True, type=click.IntRange(min=1), help="pairs to edit")
-    @click.option("--split", default="test", type=click.Choice(["val", "test"]), show_default=True)
+    @click.option("--split", default="test", type=click.Choice(["train", "val", "test"]), show_default=True)
     @click.option("--checkpoint", default="best", show_default=True)
     @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option (repeatable)")
     @click.option("--seed", default=0, show_default=True, type=int)

@@ -2,8 +2,8 @@
 
 Format (one directory)::
 
-    edits.json          format version, run directory, generator and its options, layer, counts
-    edits.jsonl         one edit per line: id (dataset id), latent (list of floats), original, edited, region (file
+    edits.json          format version, run directory, checkpoint, split, generator and its options, layer, counts
+    edits.jsonl         one edit per line: id (the pair's index in the split), latent (list of floats), original, edited, region (file
                         names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null),
                         tries (made for this edit), level (the escalation level that was accepted: 0 is the
                         schedule's first), change_ratio, score_original, score_edited, change_inside / change_outside (mean
@@ -140,7 +140,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     cls = pm.generator(generator)
     cls.check_requirements(task)
     gen = cls(make_options(cls, options or {}), seed=seed, task=task)
-    data = task.test if split == "test" else task.val
+    data = {"train": task.train, "val": task.val, "test": task.test}[split]
     model = task.model.eval()
     if hasattr(gen, "refresh"):
         gen.refresh(model, task.train, torch.device(device), 0)
@@ -197,6 +197,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         "format_version": FORMAT_VERSION,
         "run_dir": str(run_dir),
         "checkpoint": checkpoint,
+        "split": split,
         "generator": generator,
         "options": attrs.asdict(gen.options),
         "layer": gen.options.layer,

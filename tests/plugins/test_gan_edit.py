@@ -144,6 +144,14 @@ def test_edits_export_writes_regenerable_edits(tmp_path, capsys):
     assert summary["tries_histogram"] == [0, 4]
     assert (out / summary["gallery"]).stat().st_size > 0
     assert summary["mean_change_outside"] >= 0 and all("change_inside" in r for r in rows)
+    assert summary["split"] == "test"
+    train_out = tmp_path / "edits-train"
+    assert main(["edits", "export", str(run), "--out", str(train_out), "--n", "2", "--generator", "gan-random",
+                 "--option", "accept=0.0", "--split", "train"]) == 0
+    train_rows = [json.loads(line) for line in (train_out / "edits.jsonl").read_text().splitlines()]
+    assert json.loads((train_out / "edits.json").read_text())["split"] == "train"
+    assert [r["id"] for r in train_rows] == [0, 1]  # positions in the split
+    assert all(t["latent"] != r["latent"] for t, r in zip(train_rows, rows[:2], strict=True))  # not the held-out pairs
     # the latent, region and units regenerate the edit exactly
     task = build_toy("gan", seed=0)
     editor = GanEditor(task.resources["gan"], "layer4")
