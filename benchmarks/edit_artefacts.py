@@ -19,11 +19,18 @@ artefacts, a blurred region) rather than what the caption says. Columns:
   captions do not share.
 - within margin: P(s(c_i, orig_i) - s(c_i, edit_i) < margin), the edits whose hinge term would be non-zero in
   training (the run's margin): an edit the model already puts a margin below the original teaches nothing.
+
+``--batchnorm train`` encodes as the trainer does instead of as evaluation does: BatchNorm layers normalise with the
+statistics of the batch at hand, captions and originals in batches of 64 and the edits in batches of their own
+(``--edit-batch``, 32: half the anchors of a 64-pair batch are edited in paper-cpu.toml). A model that separates edits
+far better this way than in evaluation mode tells them apart by their batch's statistics, which exist only in
+training.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import subprocess
@@ -63,11 +70,15 @@ def main() -> None:
     parser.add_argument("--edits", required=True, type=Path, help="a `negmine edits export` directory")
     parser.add_argument("--checkpoint", default="best", help="checkpoint name or .pt path (per run)")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--batchnorm", choices=("eval", "train"), default="eval",
+                        help="BatchNorm with running statistics (eval) or each batch's own (train, as in training)")
+    parser.add_argument("--edit-batch", type=int, default=32, help="edits per forward pass with --batchnorm train")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
     from audio_clevrgan import evaluate as ev
     from negmine.evaluate import load_run
+    from negmine.model import Embedding
     from negmine.plugins import get_plugin_manager
 
     meta = json.loads((args.edits / "edits.json").read_text())
@@ -85,11 +96,16 @@ def main() -> None:
         if max(e["id"] for e in edits) >= len(split.rows):
             raise SystemExit(f"{run}: the edits index pairs beyond its {meta.get('split', 'test')} split")
         by_id = {e["id"]: split.rows[e["id"]] for e in edits}
+        if args.batchnorm == "train":  # on a copy: a forward pass in training mode moves the running statistics
+            model = copy.deepcopy(model).train()
+        pad = float(task.resources.get("audio_pad", 0.0))
+        captions = [root / by_id[e["id"]]["audio"] for e in edits]
         with torch.no_grad():
-            audio = ev._encode_audio(model, [root / by_id[e["id"]]["audio"] for e in edits], device,
-                                     float(task.resources.get("audio_pad", 0.0)))
-            orig = ev._encode_images(model, [args.edits / e["original"] for e in edits], device)
-            edit = ev._encode_images(model, [args.edits / e["edited"] for e in edits], device)
+            audio = Embedding.cat([ev._encode_audio(model, captions[i : i + 64], device, pad)
+                                   for i in range(0, len(captions), 64)])
+            orig = ev._encode_images(model, [args.edits / e["original"] for e in edits], device, batch=64)
+            edit = ev._encode_images(model, [args.edits / e["edited"] for e in edits], device,
+                                     batch=args.edit_batch if args.batchnorm == "train" else 64)
             stats = artefact_stats(model.score_matrix(orig, audio).cpu(), model.score_matrix(edit, audio).cpu(),
                                    float(config["margin"]))
         line = (f"| {run} | {args.checkpoint} ({state.get('global_step')}) | {100 * stats['own_prefers']:.1f}% | "
@@ -101,7 +117,7 @@ def main() -> None:
         header = (f"Edits: {args.edits} ({len(edits)} {meta.get('generator')} edits of the {meta.get('split', 'test')} "
                   f"split, made by {meta.get('run_dir')} at {meta.get('checkpoint')}).\n\n"
                   f"Command: `python benchmarks/edit_artefacts.py --edits {args.edits} {' '.join(args.runs)} "
-                  f"--checkpoint {args.checkpoint}`  \nMachine: {platform.machine()}, torch {torch.__version__}; "
+                  f"--checkpoint {args.checkpoint} --batchnorm {args.batchnorm}`  \nMachine: {platform.machine()}, torch {torch.__version__}; "
                   f"commit {_git('rev-parse', '--short', 'HEAD')}\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(header + "\n".join(lines) + "\n")

@@ -54,6 +54,7 @@ class StageConfig:
     reduction: tuple[str, ...] = ()  # per group of ``combine``: "hardest" or "mean" (empty: hardest everywhere)
     group_weights: tuple[float, ...] = ()  # per group of ``combine``: the factor of its loss terms (empty: all 1)
     init_optimizer: bool = False  # with init = a checkpoint: also load its optimizer state (moments, step counts)
+    negative_encoding: str = "joint"  # see _TOP_FIELDS["negative_encoding"]
 
 
 _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
@@ -72,6 +73,11 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
                   "or a list with one per group"),
     "group_weights": ((int, float, list), 1.0, "per group of combine: the factor of its loss terms; one number for "
                       "every group or a list with one per group (e.g. [1.0, 0.5])"),
+    "negative_encoding": (str, "joint", "how negatives given as inputs or dataset ids (GAN edits, corpus negatives) go "
+                          "through the encoder: joint (in one forward pass with the batch's side they replace, so "
+                          "BatchNorm normalises positives and negatives alike) or separate (a pass of their own: a "
+                          "BatchNorm model can then tell them apart by their batch's statistics, which exist only in "
+                          "training, and the hinge falls to zero without learning their content)"),
     "optimizer": (str, "sgd", "sgd, adam or adamw"),
     "lr": (float, 1e-3, "learning rate"),
     "momentum": (float, 0.9, "SGD momentum"),
@@ -92,7 +98,17 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "stages": ((list, type(None)), None, "curriculum stages ([[stages]] tables)"),
 }
 _STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction", "group_weights",
-               "init_optimizer"}
+               "init_optimizer", "negative_encoding"}
+NEGATIVE_ENCODINGS = ("joint", "separate")
+
+
+def _check_negative_encoding(where: str, value: Any, problems: list[str]) -> str:
+    if value in NEGATIVE_ENCODINGS:
+        return value
+    hint = closest(str(value), NEGATIVE_ENCODINGS)
+    problems.append(f"{where}negative_encoding: expected one of {', '.join(NEGATIVE_ENCODINGS)}, got {value!r}"
+                    + (f" (did you mean {hint!r}?)" if hint else ""))
+    return "joint"
 
 
 @attrs.frozen
@@ -347,7 +363,9 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
             problems.append(f"steps: must be >= 1, got {values['steps']}")
         reduction = _check_reduction("", values["reduction"], len(combine), problems)
         weights = _check_group_weights("", values["group_weights"], len(combine), problems)
-        stages.append(StageConfig("main", values["steps"], names, combine, reduction=reduction, group_weights=weights))
+        encoding = _check_negative_encoding("", values["negative_encoding"], problems)
+        stages.append(StageConfig("main", values["steps"], names, combine, reduction=reduction, group_weights=weights,
+                                  negative_encoding=encoding))
     else:
         if not raw_stages:
             problems.append("stages: give at least one [[stages]] table")
@@ -405,13 +423,16 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
                 problems.append(f"{where}init_optimizer: needs init = a checkpoint or run directory (the optimizer "
                                 "state of the previous stage is kept anyway)")
                 init_optimizer = False
+            encoding = _check_negative_encoding(where, st.get("negative_encoding", values["negative_encoding"]),
+                                                problems)
             stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction, weights,
-                                      init_optimizer))
+                                      init_optimizer, encoding))
     if problems:
         raise ConfigError(problems, source=source)
     if raw_stages is None:
         stages = [attrs.evolve(stages[0], generators=dict(gen_opts))]
     del values["steps"], values["negatives"], values["combine"], values["reduction"], values["group_weights"]
+    del values["negative_encoding"]
     values["stages"] = tuple(stages)
     return TrainConfig(**values)
 

@@ -50,7 +50,7 @@ from negmine.errors import ConfigError, closest
 _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule"}
 LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction",
-           "group_weights", "init_optimizer"}
+           "group_weights", "init_optimizer", "negative_encoding"}
 
 
 @attrs.frozen
@@ -117,7 +117,7 @@ def load_experiment(path: str | Path) -> Experiment:
             stages = tuple(dict(s) for s in m["stages"])
         else:
             stage = {k: m[k] for k in ("negatives", "combine", "generators", "lr", "reduction", "group_weights",
-                                       "init_optimizer") if k in m}
+                                       "init_optimizer", "negative_encoding") if k in m}
             stage.update(name="main", steps=m.get("steps", 0))
             stages = (stage,)
         steps = sum(int(s.get("steps", 0)) for s in stages)

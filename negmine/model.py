@@ -142,6 +142,40 @@ def index_inputs(obj: Any, index: Tensor) -> Any:
     return obj
 
 
+def input_rows(obj: Any) -> int:
+    """The number of items in a model-input structure (the first axis of its first tensor)."""
+    if isinstance(obj, Tensor):
+        return obj.shape[0]
+    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (tuple, list)) else ()
+    for value in values:
+        rows = input_rows(value)
+        if rows >= 0:
+            return rows
+    return -1
+
+
+def concat_inputs(parts: Sequence[Any]) -> Any | None:
+    """Concatenate model-input structures of the same form along the first axis (tensors, and tuples, lists and
+    dicts of them); None when their forms, dtypes or trailing shapes differ."""
+    first = parts[0]
+    if isinstance(first, Tensor):
+        if not all(isinstance(p, Tensor) and p.dtype == first.dtype and p.shape[1:] == first.shape[1:]
+                   and p.device == first.device for p in parts):
+            return None
+        return torch.cat(list(parts))
+    if isinstance(first, (tuple, list)):
+        if not all(type(p) is type(first) and len(p) == len(first) for p in parts):
+            return None
+        joined = [concat_inputs([p[i] for p in parts]) for i in range(len(first))]
+        return None if any(j is None for j in joined) else type(first)(joined)
+    if isinstance(first, dict):
+        if not all(isinstance(p, dict) and p.keys() == first.keys() for p in parts):
+            return None
+        joined = {k: concat_inputs([p[k] for p in parts]) for k in first}
+        return None if any(v is None for v in joined.values()) else joined
+    return None
+
+
 def flatten_inputs(obj: Any, leading: int = 2) -> Any:
     """Merge the first ``leading`` axes of every tensor: [B, K, ...] -> [B*K, ...]."""
     if isinstance(obj, Tensor):

@@ -34,7 +34,16 @@ from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError
 from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives
 from negmine.loss import source_telemetry, triplet_loss
 from negmine.metrics import recall_at_k
-from negmine.model import Embedding, PairedDataset, Task, flatten_inputs, index_inputs, to_device
+from negmine.model import (
+    Embedding,
+    PairedDataset,
+    Task,
+    concat_inputs,
+    flatten_inputs,
+    index_inputs,
+    input_rows,
+    to_device,
+)
 
 BEST_METRIC = "mean@5"
 COLLAPSE_PATIENCE = 20
@@ -144,6 +153,7 @@ class Trainer:
         self.optimizer: torch.optim.Optimizer | None = None
         self._collapse_count = 0
         self._collapse_warned = False
+        self._joint_warned = False
         self._dead_units_count = [0, 0]
         self._dead_units_warned = [False, False]
         self._pending_state: dict[str, Any] | None = None
@@ -346,18 +356,13 @@ class Trainer:
         emb_a = model.encode(0, batch.a)
         emb_b = model.encode(1, batch.b)
         if self.dist.enabled:
-            cand_a, cand_b = dist_utils.gather_embedding(emb_a), dist_utils.gather_embedding(emb_b)
             cand_ids = dist_utils.all_gather_no_grad(batch.ids)
             cand_groups = dist_utils.all_gather_no_grad(batch.group_ids)
-            # scores[s][i, j]: pair i with its side-s member replaced by candidate j
-            scores_b = model.score_matrix(emb_a, cand_b)  # [B, N]
-            scores_a = model.score_matrix(cand_a, emb_b).T  # [B, N]
         else:
-            cand_a, cand_b, cand_ids, cand_groups = emb_a, emb_b, batch.ids, batch.group_ids
-            matrix = model.score_matrix(emb_a, emb_b)  # [B, B], the one score matrix of this step
-            scores_b, scores_a = matrix, matrix.T
+            cand_ids, cand_groups = batch.ids, batch.group_ids
         rows = torch.arange(b, device=self.device)
         positive = rows + self.dist.rank * b
+        cand_a, cand_b, scores_a, scores_b = self._batch_scores(emb_a, emb_b)
         pos_scores = scores_b[rows, positive]
         exclude = (batch.ids[:, None] == cand_ids[None, :]) | (batch.group_ids[:, None] == cand_groups[None, :])
 
@@ -378,13 +383,27 @@ class Trainer:
         )
         mined = {name: gen.generate(ctx) for name, gen in self.active.items()}
 
-        # 3. re-score every negative with gradient
+        # 3. re-score every negative with gradient. Joint encoding: the side that input or dataset-id negatives
+        # replace is encoded again together with them, and the scores come from that pass, so that BatchNorm
+        # normalises a positive and its negatives with the same statistics (in a pass of their own, a batch of GAN
+        # edits has statistics of its own, and a model learns to score it low by them rather than by its content).
+        joint: dict[tuple[str, int], Embedding] = {}
+        if self.stage.negative_encoding == "joint":
+            for side in (0, 1):
+                own, encoded = self._encode_with_negatives(side, batch, mined)
+                if own is not None:
+                    emb_a, emb_b = (own, emb_b) if side == 0 else (emb_a, own)
+                    joint.update(encoded)
+            if joint:
+                cand_a, cand_b, scores_a, scores_b = self._batch_scores(emb_a, emb_b)
+                pos_scores = scores_b[rows, positive]
         grad_scores = (scores_a, scores_b)
         rescored: dict[str, dict[int, tuple[Tensor, Tensor]]] = {}
         for name, per_side in mined.items():
             rescored[name] = {}
             for side, negs in per_side.items():
-                rescored[name][side] = (self._rescore(side, negs, grad_scores, emb_a, emb_b), negs.valid.to(self.device))
+                scores = self._rescore(side, negs, grad_scores, emb_a, emb_b, joint.get((name, side)))
+                rescored[name][side] = (scores, negs.valid.to(self.device))
 
         # 4. loss, update
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
@@ -415,36 +434,84 @@ class Trainer:
         metrics.update(group_stats)
         for name, per_side in mined.items():
             for side, negs in per_side.items():
-                for key, value in source_telemetry(pos_scores, negs.score, negs.valid, c.margin).items():
+                # the scores the loss saw (a generator's own no-grad score may come from another forward pass)
+                seen = rescored[name][side][0].detach()
+                for key, value in source_telemetry(pos_scores, seen, negs.valid.to(seen.device), c.margin).items():
                     metrics[f"{name}/side{side}/{key}"] = value
         self._watch_collapse(scores_b.detach(), metrics)
         self._watch_dead_units((emb_a, emb_b), metrics)
         return metrics
 
+    def _batch_scores(self, emb_a: Embedding, emb_b: Embedding) -> tuple[Embedding, Embedding, Tensor, Tensor]:
+        """(candidates a, candidates b, scores_a Float[B, N], scores_b Float[B, N]): scores[s][i, j] scores pair i
+        with its side-s member replaced by candidate j; the candidates are the global batch (this rank's batch in
+        one process), and with one process there is one score matrix."""
+        if self.dist.enabled:
+            cand_a, cand_b = dist_utils.gather_embedding(emb_a), dist_utils.gather_embedding(emb_b)
+            return cand_a, cand_b, self.model.score_matrix(cand_a, emb_b).T, self.model.score_matrix(emb_a, cand_b)
+        matrix = self.model.score_matrix(emb_a, emb_b)  # [B, B]
+        return emb_a, emb_b, matrix.T, matrix
+
+    def _negative_inputs(self, side: int, negs: Negatives) -> tuple[Tensor, Any]:
+        """(flat slots Long[M], model inputs of the M valid negatives) of input or dataset-id negatives."""
+        flat = negs.valid.to(self.device).flatten().nonzero().squeeze(1)  # only valid slots are loaded and encoded
+        if negs.kind == NegativeKind.DATASET:
+            ids = negs.index.flatten()[flat.to(negs.index.device)].cpu()
+            return flat, to_device(self.task.train.side_batch(side, ids), self.device)
+        return flat, to_device(index_inputs(flatten_inputs(negs.inputs), flat), self.device)
+
+    def _encode_with_negatives(self, side: int, batch: Any, mined: dict[str, dict[int, Negatives]]
+                               ) -> tuple[Embedding | None, dict[tuple[str, int], Embedding]]:
+        """Encode the batch's side ``side`` and every input or dataset-id negative of that side in one forward
+        pass: (the batch's embeddings, {(generator, side): the valid negatives' embeddings}), or (None, {}) when
+        there are none, or when their inputs cannot be concatenated with the batch's (they are then encoded in a
+        pass of their own, and a warning says so once)."""
+        names, parts = [], []
+        for name, per_side in mined.items():
+            negs = per_side.get(side)
+            if negs is not None and negs.kind != NegativeKind.BATCH and bool(negs.valid.any()):
+                names.append(name)
+                parts.append(self._negative_inputs(side, negs)[1])
+        if not parts:
+            return None, {}
+        own_inputs = batch.a if side == 0 else batch.b
+        joined = concat_inputs([own_inputs, *parts])
+        if joined is None:
+            if not self._joint_warned:
+                self._joint_warned = True
+                self.reporter.warn(f"negatives of side {side} ({', '.join(names)}) cannot be concatenated with the "
+                                   "batch's inputs (other shapes or types); they are encoded in a pass of their own")
+            return None, {}
+        emb = self.model.encode(side, joined)
+        b = len(batch)
+        sizes = [input_rows(p) for p in parts]
+        encoded, start = {}, b
+        for name, n in zip(names, sizes, strict=True):
+            encoded[(name, side)] = emb[start : start + n]
+            start += n
+        return emb[0:b], encoded
+
     def _rescore(
-        self, side: int, negs: Negatives, grad_scores: tuple[Tensor, Tensor], emb_a: Embedding, emb_b: Embedding
+        self, side: int, negs: Negatives, grad_scores: tuple[Tensor, Tensor], emb_a: Embedding, emb_b: Embedding,
+        encoded: Embedding | None = None,
     ) -> Tensor:
-        """Float[B, K] scores of the negatives of one side, with gradient through the model."""
+        """Float[B, K] scores of the negatives of one side, with gradient through the model (``encoded``: the valid
+        negatives' embeddings from a joint pass, else they are encoded here)."""
         if negs.kind == NegativeKind.BATCH:
             index = negs.index.to(self.device).clamp(0, grad_scores[side].shape[1] - 1).long()  # invalid slots too
             return grad_scores[side].gather(1, index)
         b, k = negs.valid.shape
-        valid = negs.valid.to(self.device)
-        flat = valid.flatten().nonzero().squeeze(1)  # only valid slots are loaded and encoded
         out = torch.full((b, k), float("-inf"), device=self.device)
+        flat = negs.valid.to(self.device).flatten().nonzero().squeeze(1)
         if flat.numel() == 0:
             return out
-        if negs.kind == NegativeKind.DATASET:
-            ids = negs.index.flatten()[flat.to(negs.index.device)].cpu()
-            inputs = to_device(self.task.train.side_batch(side, ids), self.device)
-        else:
-            inputs = to_device(index_inputs(flatten_inputs(negs.inputs), flat), self.device)
-        neg_emb = self.model.encode(side, inputs)
+        if encoded is None:
+            encoded = self.model.encode(side, self._negative_inputs(side, negs)[1])
         anchor_rows = flat // k
         if side == 0:
-            s = self.model.score_pairs(neg_emb, emb_b[anchor_rows])
+            s = self.model.score_pairs(encoded, emb_b[anchor_rows])
         else:
-            s = self.model.score_pairs(emb_a[anchor_rows], neg_emb)
+            s = self.model.score_pairs(emb_a[anchor_rows], encoded)
         return out.flatten().index_put((flat,), s).view(b, k)
 
     def _watch_collapse(self, scores: Tensor, metrics: dict[str, Any]) -> None:

@@ -74,6 +74,9 @@ class TrainCommand(click.Command):
               "over all: batch-all); one word, or one per --combine group, comma-separated")
 @click.option("--group-weights", help="per --combine group: the factor of its loss terms; one number, or one per "
               "group, comma-separated (e.g. 1,0.5)")
+@click.option("--negative-encoding", type=click.Choice(["joint", "separate"]),
+              help="encode input and dataset-id negatives in one pass with the batch (joint, the default: BatchNorm "
+              "cannot tell them apart) or in a pass of their own")
 @click.option("--seed", type=int)
 @click.option("--device", help="cpu, cuda, cuda:N or auto")
 @click.option("--eval-every", type=click.IntRange(min=0))
@@ -145,7 +148,7 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
 def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str, tuple[str, str]]) -> dict[str, Any]:
     layer: dict[str, Any] = {}
     for key in ("task", "profile", "steps", "batch_size", "lr", "optimizer", "margin", "seed", "device", "eval_every",
-                "eval_size", "checkpoint_every", "log_every", "run_dir"):
+                "eval_size", "checkpoint_every", "log_every", "run_dir", "negative_encoding"):
         if kw.get(key) is not None:
             layer[key] = kw[key]
     if kw.get("negatives"):
