@@ -82,6 +82,7 @@ def main() -> None:
     from negmine.plugins import get_plugin_manager
 
     meta = json.loads((args.edits / "edits.json").read_text())
+    split_name = meta.get("split", "test")  # exports before the split was recorded edited the test split
     edits = [json.loads(line) for line in (args.edits / "edits.jsonl").read_text().splitlines()]
     pm = get_plugin_manager()
     lines = ["| run | checkpoint (step) | own prefers original | others prefer original | own drop | other drop | "
@@ -92,9 +93,9 @@ def main() -> None:
         task, config, state = load_run(pm, Path(run), args.checkpoint, "cpu")
         model = task.model.eval()
         root = Path(task.resources["data_dir"])
-        split = getattr(task, meta.get("split", "test"))  # exports before the split was recorded edited the test split
+        split = getattr(task, split_name)
         if max(e["id"] for e in edits) >= len(split.rows):
-            raise SystemExit(f"{run}: the edits index pairs beyond its {meta.get('split', 'test')} split")
+            raise SystemExit(f"{run}: the edits index pairs beyond its {split_name} split")
         by_id = {e["id"]: split.rows[e["id"]] for e in edits}
         if args.batchnorm == "train":  # on a copy: a forward pass in training mode moves the running statistics
             model = copy.deepcopy(model).train()
@@ -114,7 +115,7 @@ def main() -> None:
         lines.append(line)
         print(line, flush=True)
     if args.out:
-        header = (f"Edits: {args.edits} ({len(edits)} {meta.get('generator')} edits of the {meta.get('split', 'test')} "
+        header = (f"Edits: {args.edits} ({len(edits)} {meta.get('generator')} edits of the {split_name} "
                   f"split, made by {meta.get('run_dir')} at {meta.get('checkpoint')}).\n\n"
                   f"Command: `python benchmarks/edit_artefacts.py --edits {args.edits} {' '.join(args.runs)} "
                   f"--checkpoint {args.checkpoint} --batchnorm {args.batchnorm}`  \nMachine: {platform.machine()}, torch {torch.__version__}; "

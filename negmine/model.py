@@ -142,18 +142,6 @@ def index_inputs(obj: Any, index: Tensor) -> Any:
     return obj
 
 
-def input_rows(obj: Any) -> int:
-    """The number of items in a model-input structure (the first axis of its first tensor)."""
-    if isinstance(obj, Tensor):
-        return obj.shape[0]
-    values = obj.values() if isinstance(obj, dict) else obj if isinstance(obj, (tuple, list)) else ()
-    for value in values:
-        rows = input_rows(value)
-        if rows >= 0:
-            return rows
-    return -1
-
-
 def concat_inputs(parts: Sequence[Any]) -> Any | None:
     """Concatenate model-input structures of the same form along the first axis (tensors, and tuples, lists and
     dicts of them); None when their forms, dtypes or trailing shapes differ."""

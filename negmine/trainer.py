@@ -41,7 +41,6 @@ from negmine.model import (
     concat_inputs,
     flatten_inputs,
     index_inputs,
-    input_rows,
     to_device,
 )
 
@@ -452,13 +451,13 @@ class Trainer:
         matrix = self.model.score_matrix(emb_a, emb_b)  # [B, B]
         return emb_a, emb_b, matrix.T, matrix
 
-    def _negative_inputs(self, side: int, negs: Negatives) -> tuple[Tensor, Any]:
-        """(flat slots Long[M], model inputs of the M valid negatives) of input or dataset-id negatives."""
+    def _negative_inputs(self, side: int, negs: Negatives) -> Any:
+        """Model inputs of the valid input or dataset-id negatives, in the order of their flattened [B, K] slots."""
         flat = negs.valid.to(self.device).flatten().nonzero().squeeze(1)  # only valid slots are loaded and encoded
         if negs.kind == NegativeKind.DATASET:
             ids = negs.index.flatten()[flat.to(negs.index.device)].cpu()
-            return flat, to_device(self.task.train.side_batch(side, ids), self.device)
-        return flat, to_device(index_inputs(flatten_inputs(negs.inputs), flat), self.device)
+            return to_device(self.task.train.side_batch(side, ids), self.device)
+        return to_device(index_inputs(flatten_inputs(negs.inputs), flat), self.device)
 
     def _encode_with_negatives(self, side: int, batch: Any, mined: dict[str, dict[int, Negatives]]
                                ) -> tuple[Embedding | None, dict[tuple[str, int], Embedding]]:
@@ -466,12 +465,13 @@ class Trainer:
         pass: (the batch's embeddings, {(generator, side): the valid negatives' embeddings}), or (None, {}) when
         there are none, or when their inputs cannot be concatenated with the batch's (they are then encoded in a
         pass of their own, and a warning says so once)."""
-        names, parts = [], []
+        names, parts, sizes = [], [], []
         for name, per_side in mined.items():
             negs = per_side.get(side)
             if negs is not None and negs.kind != NegativeKind.BATCH and bool(negs.valid.any()):
                 names.append(name)
-                parts.append(self._negative_inputs(side, negs)[1])
+                parts.append(self._negative_inputs(side, negs))
+                sizes.append(int(negs.valid.sum()))
         if not parts:
             return None, {}
         own_inputs = batch.a if side == 0 else batch.b
@@ -484,7 +484,6 @@ class Trainer:
             return None, {}
         emb = self.model.encode(side, joined)
         b = len(batch)
-        sizes = [input_rows(p) for p in parts]
         encoded, start = {}, b
         for name, n in zip(names, sizes, strict=True):
             encoded[(name, side)] = emb[start : start + n]
@@ -506,7 +505,7 @@ class Trainer:
         if flat.numel() == 0:
             return out
         if encoded is None:
-            encoded = self.model.encode(side, self._negative_inputs(side, negs)[1])
+            encoded = self.model.encode(side, self._negative_inputs(side, negs))
         anchor_rows = flat // k
         if side == 0:
             s = self.model.score_pairs(encoded, emb_b[anchor_rows])

@@ -7,7 +7,7 @@ import torch
 
 from negmine import Trainer
 from negmine.generator import NegativeGenerator, Negatives
-from negmine.model import concat_inputs, input_rows
+from negmine.model import concat_inputs
 from negmine.testing import make_task
 
 
@@ -55,7 +55,6 @@ def test_concat_inputs():
     assert concat_inputs([a, torch.zeros(2, 4)]) is None  # trailing shapes differ
     assert concat_inputs([a, b.long()]) is None  # dtypes differ
     assert concat_inputs([(a,), b]) is None  # forms differ
-    assert input_rows((torch.zeros(5, 2), torch.zeros(5))) == 5 and input_rows({"x": b}) == 4
 
 
 def test_negative_encoding_is_validated():
