@@ -36,6 +36,7 @@ _EXPORTS = {
     "Task": "negmine.model",
     "TaskSpec": "negmine.model",
     "Capability": "negmine.model",
+    "running_stats_kept": "negmine.model",
     "DotScore": "negmine.scoring",
     "CosineScore": "negmine.scoring",
     "MatchmapScore": "negmine.scoring",
@@ -66,6 +67,7 @@ if TYPE_CHECKING:  # pragma: no cover
         Task,
         TaskSpec,
         TensorPairs,
+        running_stats_kept,
     )
     from negmine.plugins import PluginManager, get_plugin_manager  # noqa: F401
     from negmine.scoring import CosineScore, DotScore, MatchmapScore  # noqa: F401

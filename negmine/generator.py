@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from negmine.errors import MissingCapabilityError, PluginError
+from negmine.model import running_stats_kept
 
 SIDE_CHOICES = ("both", "a", "b")
 
@@ -217,8 +218,9 @@ class NegativeGenerator:
     # -- the template method ------------------------------------------------------------------------------------------
 
     def generate(self, ctx: MiningContext) -> dict[int, Negatives]:
-        """Mine without gradient, label with the source name, and validate the result."""
-        with torch.no_grad():
+        """Mine without gradient and without moving the model's running statistics (a generator may encode its own
+        candidates in training mode), label with the source name, and validate the result."""
+        with torch.no_grad(), running_stats_kept(ctx.model):
             out = self.mine(ctx)
         checked = {}
         for side, negs in out.items():

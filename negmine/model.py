@@ -8,8 +8,9 @@ an impostor audio for image ``i``.
 
 from __future__ import annotations
 
+import contextlib
 import enum
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -248,6 +249,34 @@ class DualEncoder(nn.Module):
     def score_pairs(self, a: Embedding, b: Embedding) -> Tensor:
         """Float[N]: score of (a_i, b_i) for each i."""
         return self.score.paired(a, b)
+
+
+@contextlib.contextmanager
+def running_stats_kept(module: Any) -> Iterator[None]:
+    """Run the block with ``module`` as it is (training mode included), then put back the running statistics of
+    every layer that tracks them (BatchNorm's running mean, variance and batch count; InstanceNorm with
+    ``track_running_stats``).
+
+    A forward pass in training mode normalises with the batch's own statistics *and* moves the running ones that
+    evaluation uses. A generator that encodes its own candidates to score them (a batch made only of GAN edits, say)
+    would otherwise shift the statistics the model is evaluated with towards batches it never trains on. Anything
+    that is not an ``nn.Module`` passes through untouched."""
+    if not isinstance(module, nn.Module):
+        yield
+        return
+    # The block works on copies and the original tensors are put back untouched: copying the old values back in
+    # place would bump their autograd version, and a training-mode forward pass of the step saved them for backward.
+    kept = [(layer, dict(layer.named_buffers(recurse=False)))
+            for layer in module.modules() if getattr(layer, "track_running_stats", False)]
+    for layer, buffers in kept:
+        for name, value in buffers.items():
+            setattr(layer, name, value.clone())
+    try:
+        yield
+    finally:
+        for layer, buffers in kept:
+            for name, value in buffers.items():
+                setattr(layer, name, value)
 
 
 TaskBuilder = Callable[..., "Task"]

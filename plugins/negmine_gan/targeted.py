@@ -18,6 +18,7 @@ from torch import Tensor
 
 from negmine import hookimpl
 from negmine.generator import MiningContext, Negatives, option
+from negmine.model import running_stats_kept
 from negmine_gan.base import (
     GanEditGenerator,
     edit_fraction_option,
@@ -69,7 +70,7 @@ class GanTargetedEdits(GanEditGenerator):
 
     def refresh(self, model: Any, data: Any, device: torch.device, step: int) -> None:
         o = self.options
-        with torch.no_grad():
+        with torch.no_grad(), running_stats_kept(model):  # a one-image probe must not move BatchNorm's statistics
             dim = int(model.encode(0, data.batch(torch.arange(1)).a.to(device)).values.shape[1])
         self.concepts = compute_concepts(
             model, data, self._editor(), to_model_input, n_clusters=max(2, round(o.clusters * dim)),

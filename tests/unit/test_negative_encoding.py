@@ -62,3 +62,59 @@ def test_negative_encoding_is_validated():
 
     with pytest.raises(ConfigError, match="did you mean 'joint'"):
         Trainer(make_task(), {"negative_encoding": "jiont"}, generators=[HalfCopies], run_dir=None, reporter=None)
+
+
+class ShiftedEncoder(NegativeGenerator):
+    """Encodes shifted copies of the batch's side a in training mode, as an edit generator scores its edits."""
+
+    name = "shifted-encoder"
+
+    def mine(self, ctx):
+        shifted = ctx.batch.a + 5.0  # a batch with statistics far from the training batches'
+        score = ctx.model.score_pairs(ctx.model.encode(0, shifted), ctx.embeddings[1])
+        return {0: Negatives.from_inputs(shifted[:, None], score[:, None])}
+
+
+def _bn_task():
+    task = make_task(n=64, seed=0)
+    task.model.proj_a = torch.nn.Sequential(task.model.proj_a, torch.nn.BatchNorm1d(4))
+    return task
+
+
+def test_running_stats_kept_restores_batchnorm_buffers():
+    from negmine import running_stats_kept
+
+    task = _bn_task()
+    bn = task.model.proj_a[1]
+    x = torch.randn(16, task.model.proj_a[0].in_features) + 3.0
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    with running_stats_kept(task.model):
+        task.model.proj_a(x)  # training mode: batch statistics are used and running ones move
+        assert not torch.equal(bn.running_mean, before["running_mean"])
+    for key, value in bn.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    task.model.proj_a(x)  # outside the block the statistics move again: the helper does not freeze the layer
+    assert not torch.equal(bn.running_mean, before["running_mean"])
+    with running_stats_kept(object()):  # not a module: nothing to keep, no error
+        pass
+
+
+def test_mining_does_not_move_the_models_running_statistics(tmp_path):
+    from negmine.generator import MiningContext
+
+    task = _bn_task()
+    model = task.model.train()
+    bn = task.model.proj_a[1]
+    batch = task.train.batch(torch.arange(16))
+    with torch.no_grad():
+        emb = (model.encode(0, batch.a), model.encode(1, batch.b))
+    scores = model.score_matrix(*emb)
+    ctx = MiningContext(batch=batch, embeddings=emb, candidates=emb, scores=(scores.T, scores),
+                        positive=torch.arange(16), exclude=torch.eye(16, dtype=torch.bool), candidate_ids=batch.ids,
+                        model=model, task=task, step=0, margin=1.0, device=torch.device("cpu"))
+    before = bn.running_mean.clone()
+    negs = ShiftedEncoder().generate(ctx)[0]
+    assert torch.equal(bn.running_mean, before)
+    assert negs.score.shape == (16, 1) and torch.isfinite(negs.score).all()
+    ShiftedEncoder().mine(ctx)  # the same generator called bare (no template method) does move them
+    assert not torch.equal(bn.running_mean, before)
