@@ -37,8 +37,14 @@ METHODS = {
                                           "generators": {"gan-targeted": WARM}},
     "random + gan-targeted, warm start 0.8": {"negatives": ["random", "gan-targeted"],
                                               "generators": {"gan-targeted": {"warm_start": 0.8}}},
+    "random + gan-random, warm start, half the anchors": {
+        "negatives": ["random", "gan-random"], "generators": {"gan-random": {**WARM, "edit_fraction": 0.5}}},
     "random + gan-targeted, warm start, half the anchors": {
         "negatives": ["random", "gan-targeted"], "generators": {"gan-targeted": {**WARM, "edit_fraction": 0.5}}},
+    # the edits in a forward pass of their own (the only encoding before commit 9435cb4): what joint encoding costs
+    "random + gan-targeted, warm start, half the anchors, separate encoding": {
+        "negatives": ["random", "gan-targeted"], "generators": {"gan-targeted": {**WARM, "edit_fraction": 0.5}},
+        "negative_encoding": "separate"},
 }
 
 
@@ -115,6 +121,7 @@ def main() -> None:
         f"first {args.max_train} training pairs (an epoch is {args.max_train // 64} steps); median seconds per step "
         "in the first epoch (the first step excluded) and after it (every generated positive cached: the steady "
         "state of a long run); tries and their histogram after the first epoch; warm start = 0.5 unless named; "
+        "edits encoded in one pass with the batch's images (negative_encoding = joint, the default) unless named; "
         "the whole run "
         "includes stage start (gan-targeted computes concepts and dissects the GAN there)",
         "",

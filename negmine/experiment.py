@@ -20,6 +20,12 @@ An experiment file (TOML)::
     negatives = ["random", "hard-minibatch"]
     steps = 1500
 
+    [[methods]]
+    name = "HN+Edits"
+    init = "Hard Neg@750"
+    baseline = "Hard Neg"              # results.md adds its paired differences against Hard Neg (same seeds)
+    ...
+
 A method's chain budget is its own steps plus its parent's steps at the init point. ``DaveNet@1500`` needs a
 checkpoint of DaveNet at step 1500: the runner asks the parent run to keep one (``keep_steps``). Runs are resumable:
 a finished run (``summary.json`` present) is skipped, an interrupted one resumes from ``last.pt``.
@@ -50,7 +56,7 @@ from negmine.errors import ConfigError, closest
 _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule"}
 LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction",
-           "group_weights", "init_optimizer", "negative_encoding"}
+           "group_weights", "init_optimizer", "negative_encoding", "baseline"}
 
 
 @attrs.frozen
@@ -60,6 +66,7 @@ class Method:
     stages: tuple[dict[str, Any], ...]
     parent: str | None = None
     parent_step: int | None = None
+    baseline: str | None = None  # results compare this method with the named one on the same seeds
 
     @property
     def slug(self) -> str:
@@ -131,7 +138,11 @@ def load_experiment(path: str | Path) -> Experiment:
                 parent_step = int(at) if at else None
             except ValueError:
                 problems.append(f"{where} ({name}): init {init!r} must be METHOD or METHOD@STEP")
-        methods.append(Method(name, steps, stages, parent, parent_step))
+        baseline = m.get("baseline")
+        if baseline is not None and not isinstance(baseline, str):
+            problems.append(f"{where} ({name}): baseline must be a method name, got {baseline!r}")
+            baseline = None
+        methods.append(Method(name, steps, stages, parent, parent_step, baseline))
     if not methods:
         problems.append("methods: give at least one [[methods]] table")
     by_name = {m.name: m for m in methods}
@@ -147,6 +158,10 @@ def load_experiment(path: str | Path) -> Experiment:
                 if not 0 < ps <= by_name[m.parent].steps:
                     problems.append(f"method {m.name!r}: init step {ps} is outside {m.parent!r}'s 1..{by_name[m.parent].steps}")
                 m = attrs.evolve(m, parent_step=ps)
+        if m.baseline is not None and (m.baseline not in by_name or m.baseline == m.name):
+            hint = closest(m.baseline, [n for n in by_name if n != m.name])
+            problems.append(f"method {m.name!r}: baseline names " + ("the method itself" if m.baseline == m.name
+                            else f"unknown method {m.baseline!r}") + (f" (did you mean {hint!r}?)" if hint else ""))
         fixed.append(m)
     lr_schedule = raw.get("lr_schedule", "continue")
     if lr_schedule not in LR_SCHEDULES:
@@ -516,23 +531,32 @@ def _mean_std(stat: Mapping[str, Any], scale: float = 100.0, sign: str = "") -> 
     return mean if stat.get("n", 2) < 2 else f"{mean} ± {scale * stat['std']:.1f}"
 
 
+def paired_difference(results: Mapping[str, Any], method: str, baseline: str, key: str) -> dict[str, Any] | None:
+    """``method``'s metric minus ``baseline``'s on the seeds both have (``{"per_seed": {seed: diff}, "mean": float,
+    "std": float}``), or None when they share no seed with the metric."""
+    ours, base = results["methods"][method]["seeds"], results["methods"][baseline]["seeds"]
+    diffs = {seed: v[key] - base[seed][key] for seed, v in ours.items()
+             if seed in base and key in v and key in base[seed]}
+    if not diffs:
+        return None
+    vals = list(diffs.values())
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return {"per_seed": diffs, "mean": mean, "std": std}
+
+
 def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
-    """Per method (the first method excluded): its metric minus the first method's on the same seeds
-    (``{"per_seed": {seed: diff}, "mean": float, "std": float}``); methods sharing no seed are left out."""
-    methods = list(results["methods"].items())
-    if not methods:
-        return {}
-    base = methods[0][1]["seeds"]
-    out = {}
-    for name, m in methods[1:]:
-        diffs = {seed: v[key] - base[seed][key] for seed, v in m["seeds"].items()
-                 if seed in base and key in v and key in base[seed]}
-        if diffs:
-            vals = list(diffs.values())
-            mean = sum(vals) / len(vals)
-            std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-            out[name] = {"per_seed": diffs, "mean": mean, "std": std}
-    return out
+    """Per method (the first method excluded): :func:`paired_difference` against the first method; methods sharing
+    no seed with it are left out."""
+    names = list(results["methods"])
+    pairs = ((name, paired_difference(results, name, names[0], key)) for name in names[1:])
+    return {name: d for name, d in pairs if d is not None}
+
+
+def _difference_text(d: Mapping[str, Any]) -> tuple[str, str]:
+    """(``mean ± std`` in points, the per-seed differences) of a :func:`paired_difference`."""
+    per = ", ".join(f"{seed}: {100 * v:+.1f}" for seed, v in sorted(d["per_seed"].items()))
+    return _mean_std({**d, "n": len(d["per_seed"])}, sign="+"), per
 
 
 def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
@@ -550,17 +574,28 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     else:
         lines += _table(results, keys)
     names = list(results["methods"])
-    for key in [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm")
-                if k in keys]:
+    compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm")
+                if k in keys]
+    for key in compared:
         diffs = paired_differences(results, key)
         if not diffs:
             continue
         lines += ["", f"Paired differences in {key} against {names[0]} (same seed), in points:", "",
                   "| method | mean ± std | per seed |", "|---|---|---|"]
         for name, d in diffs.items():
-            per = ", ".join(f"{seed}: {100 * v:+.1f}" for seed, v in sorted(d["per_seed"].items()))
-            summary = _mean_std({**d, "n": len(d["per_seed"])}, sign="+")
-            lines.append(f"| {name} | {summary} | {per} |")
+            lines.append(f"| {name} | {' | '.join(_difference_text(d))} |")
+    rows = []
+    for m in exp.methods:
+        if m.baseline is None or m.name not in results["methods"] or m.baseline not in results["methods"]:
+            continue
+        cells = [paired_difference(results, m.name, m.baseline, key) for key in compared]
+        if any(cells):
+            rows.append(f"| {m.name} | {m.baseline} | " + " | ".join("{} ({})".format(*_difference_text(d)) if d else "-" for d in cells)
+                        + " |")
+    if rows:
+        lines += ["", "Paired differences against each method's `baseline` (same seeds), in points: mean ± std "
+                  "(per seed):", "", "| method | baseline | " + " | ".join(compared) + " |",
+                  "|" + "---|" * (len(compared) + 2), *rows]
     return "\n".join(lines)
 
 
