@@ -560,8 +560,8 @@ def _difference_text(d: Mapping[str, Any]) -> tuple[str, str]:
 
 
 def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
-    """Markdown: the retrieval table, the attribute table (when the task reports one) and paired differences against
-    the first method (same seeds), all in %."""
+    """Markdown: the retrieval table, the attribute table (when the task reports one), paired differences against
+    the first method (same seeds), and one table of each method with a ``baseline`` against it, all in %."""
     keys: list[str] = []
     for m in results["methods"].values():
         keys += [k for k in m["stats"] if k not in keys]
