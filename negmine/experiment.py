@@ -26,6 +26,13 @@ An experiment file (TOML)::
     baseline = "Hard Neg"              # results.md adds its paired differences against Hard Neg (same seeds)
     ...
 
+    [[methods]]
+    name = "Hard Neg (warm-up)"
+    init = "DaveNet@1500"
+    negatives = ["random", "hard-minibatch"]
+    steps = 1500
+    settings = { warmup_steps = 100 }  # config keys of this method's runs only, over [settings]
+
 A method's chain budget is its own steps plus its parent's steps at the init point. ``DaveNet@1500`` needs a
 checkpoint of DaveNet at step 1500: the runner asks the parent run to keep one (``keep_steps``). Runs are resumable:
 a finished run (``summary.json`` present) is skipped, an interrupted one resumes from ``last.pt``.
@@ -50,13 +57,16 @@ from typing import Any
 
 import attrs
 
-from negmine.config import merge, read_config_file
+from negmine.config import config_help, merge, read_config_file
 from negmine.errors import ConfigError, closest
 
 _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule"}
 LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction",
-           "group_weights", "init_optimizer", "negative_encoding", "baseline"}
+           "group_weights", "init_optimizer", "negative_encoding", "baseline", "settings"}
+# config keys that the runner sets itself for every run, so a method's settings cannot
+_RUNNER_KEYS = {"task", "profile", "seed", "stages", "run_dir", "steps", "negatives", "combine", "reduction",
+                "group_weights", "negative_encoding", "lr_schedule_start"}
 
 
 @attrs.frozen
@@ -67,6 +77,8 @@ class Method:
     parent: str | None = None
     parent_step: int | None = None
     baseline: str | None = None  # results compare this method with the named one on the same seeds
+    # config keys of this method's runs (not its children's), merged over the experiment's [settings]
+    settings: Mapping[str, Any] = attrs.field(factory=dict)
 
     @property
     def slug(self) -> str:
@@ -142,7 +154,19 @@ def load_experiment(path: str | Path) -> Experiment:
         if baseline is not None and not isinstance(baseline, str):
             problems.append(f"{where} ({name}): baseline must be a method name, got {baseline!r}")
             baseline = None
-        methods.append(Method(name, steps, stages, parent, parent_step, baseline))
+        own_settings = m.get("settings", {})
+        if not isinstance(own_settings, Mapping):
+            problems.append(f"{where} ({name}): settings must be a table of config keys, got {own_settings!r}")
+            own_settings = {}
+        for key in own_settings:
+            if key in _RUNNER_KEYS:
+                problems.append(f"{where} ({name}): settings cannot set {key!r} (the method's own keys and the "
+                                "runner set it)")
+            elif key not in config_help():
+                hint = closest(key, [k for k in config_help() if k not in _RUNNER_KEYS])
+                problems.append(f"{where} ({name}): settings: unknown config key {key!r}"
+                                + (f" (did you mean {hint!r}?)" if hint else ""))
+        methods.append(Method(name, steps, stages, parent, parent_step, baseline, dict(own_settings)))
     if not methods:
         problems.append("methods: give at least one [[methods]] table")
     by_name = {m.name: m for m in methods}
@@ -256,7 +280,7 @@ def ledger_runs_needed(exp: Experiment, methods: list[Method], finished: Mapping
 def run_spec(exp: Experiment, method: Method, seed: int) -> dict[str, Any]:
     """What defines one run of an experiment (plain JSON): the shared settings, the method's stages, the seed, and
     the spec of the run it starts from with the step. A ledger record made under another spec is stale."""
-    spec: dict[str, Any] = merge(exp.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
+    spec: dict[str, Any] = merge(exp.settings, method.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
                                                 "stages": [dict(st) for st in method.stages]})
     if method.parent is not None:
         spec["init"] = {"step": method.parent_step, "lr_schedule": exp.lr_schedule,
@@ -393,7 +417,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 if method.parent is not None:
                     parent_dir = out / exp.method(method.parent).slug / f"seed-{seed}"
                     stages[0]["init"] = str(parent_dir / "checkpoints" / f"step-{method.parent_step}.pt")
-                raw = merge(exp.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
+                raw = merge(exp.settings, method.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
                                            "stages": stages, "run_dir": str(run_dir),
                                            "keep_steps": keep_steps(exp, method)})
                 if method.parent is not None and exp.lr_schedule == "continue":

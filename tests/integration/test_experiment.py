@@ -283,3 +283,31 @@ def test_results_show_paired_differences_against_each_baseline(tmp_path):
     assert "| Semi | Hard Neg | +0.0 ± 7.1 (0: +5.0, 1: -5.0) |" in text
     # and against the first method, as before: Semi - Random = +25.0, +0.0
     assert "| Semi | +12.5 ± 17.7 | 0: +25.0, 1: +0.0 |" in text
+
+
+def test_method_settings_reach_its_runs_only(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.replace('name = "Semi"\n', 'name = "Semi"\nsettings = { warmup_steps = 4, grad_clip = 2.0 }\n'))
+    out, ledger = tmp_path / "out", tmp_path / "ledger"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    semi = json.loads((out / "semi" / "seed-0" / "config.json").read_text())
+    hard = json.loads((out / "hard-neg" / "seed-0" / "config.json").read_text())
+    assert (semi["warmup_steps"], semi["grad_clip"]) == (4, 2.0)
+    assert (hard["warmup_steps"], hard["grad_clip"]) == (0, 0.0)
+    spec = json.loads((ledger / "semi" / "seed-0" / "spec.json").read_text())
+    assert spec["warmup_steps"] == 4 and "warmup_steps" not in spec["init"]["from"]
+    # a method without settings keeps the spec it had before methods could have settings (ledgers stay valid)
+    assert "warmup_steps" not in json.loads((ledger / "hard-neg" / "seed-0" / "spec.json").read_text())
+
+
+def test_method_settings_are_checked(tmp_path):
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.replace('name = "Semi"\n', 'name = "Semi"\nsettings = { warmup_step = 4, seed = 3 }\n'))
+    with pytest.raises(ConfigError) as err:
+        load_experiment(path)
+    text = str(err.value)
+    assert "unknown config key 'warmup_step' (did you mean 'warmup_steps'?)" in text
+    assert "settings cannot set 'seed'" in text
+    path.write_text(EXPERIMENT.replace('name = "Semi"\n', 'name = "Semi"\nsettings = 3\n'))
+    with pytest.raises(ConfigError, match="settings must be a table"):
+        load_experiment(path)
