@@ -312,10 +312,21 @@ class Trainer:
         """Continue the init checkpoint's optimizer state (Adam moments and step counts, SGD momentum): a stage that
         branches from another run then trains on as that run would have, except for what the stage changes."""
         path = ckpt.resolve_init(self.stage.init)
-        saved = ckpt.load(path).get("optimizer") or {}
+        state = ckpt.load(path)
+        saved = state.get("optimizer") or {}
+        # torch loads another optimizer's state without complaint and fails at the first step (SGD: KeyError
+        # 'momentum'), so the checkpoint's own config decides
+        theirs = json.loads(state["config"]).get("optimizer") if isinstance(state.get("config"), str) else None
+        if theirs is not None and theirs != self.config.optimizer:
+            raise CheckpointError(f"stage {self.stage.name!r}: the optimizer state of {str(path)!r} does not fit "
+                                  f"this model or optimizer (it is {theirs}'s, this run uses {self.config.optimizer}); "
+                                  "set optimizer to match, or init_optimizer = false")
         if not saved.get("state"):
+            # a finished run's last.pt points at the start of a stage that does not exist: no optimizer yet
+            hint = ("; a finished run's last.pt has none, its checkpoints/stage-NAME.pt (the end of stage NAME) "
+                    "and step-N.pt do") if path.name == "last.pt" else ""
             raise CheckpointError(f"stage {self.stage.name!r}: init_optimizer is set but {str(path)!r} holds no "
-                                  "optimizer state")
+                                  f"optimizer state{hint}")
         try:
             self.optimizer.load_state_dict(saved)
         except (ValueError, KeyError) as err:

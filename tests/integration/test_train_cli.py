@@ -170,7 +170,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
     assert "--resume" in capsys.readouterr().err
 
 
-def test_curriculum_stages_and_init(tmp_path):
+def test_curriculum_stages_and_init(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(textwrap.dedent("""
         task = "toy"
@@ -207,6 +207,25 @@ def test_curriculum_stages_and_init(tmp_path):
     # "before training" is measured on the warm-started weights: the warm stage's own final evaluation
     warm_final = [e for e in evals if e["stage"] == "warm"][-1]
     assert summary(run2)["initial"]["mean@5"] == warm_final["mean@5"]
+    # the optimizer state: a finished run's last.pt has none (the error names the checkpoints that do), stage-*.pt has
+    for name, code in (("last.pt", 2), ("stage-hard.pt", 0)):
+        cfg2.write_text(textwrap.dedent(f"""
+            task = "toy"
+            profile = "small"
+            optimizer = "adam"
+            [[stages]]
+            name = "cont"
+            steps = 5
+            negatives = ["hard-minibatch"]
+            init = "{run / 'checkpoints' / name}"
+            init_optimizer = true
+        """))
+        assert run_cli("train", cfg2, "--run-dir", tmp_path / f"opt-{name}", "-q") == code
+    assert "a finished run's last.pt has none, its checkpoints/stage-NAME.pt" in capsys.readouterr().err
+    # another optimizer's state is refused at the start, not at the first step
+    cfg2.write_text(cfg2.read_text().replace('optimizer = "adam"', 'optimizer = "sgd"'))
+    assert run_cli("train", cfg2, "--run-dir", tmp_path / "opt-sgd", "-q") == 2
+    assert "does not fit this model or optimizer" in capsys.readouterr().err
 
 
 def test_plugins_json_lists_generators_with_options(capsys):
