@@ -425,12 +425,17 @@ class Trainer:
                 "lower the learning rate or enable grad_clip, then resume."
             )
         self.optimizer.zero_grad(set_to_none=True)
+        update: dict[str, float] = {}
         if loss.requires_grad:
             loss.backward()
             dist_utils.average_gradients(self.model.parameters())
             if c.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
+            logged = (self.global_step + 1) % c.log_every == 0 or self.step_in_stage + 1 == self.stage.steps
+            before = [p.detach().clone() for p in self.model.parameters()] if logged else None
             self.optimizer.step()
+            if before is not None:
+                update = self._update_size(before)
 
         # 5. telemetry
         metrics: dict[str, Any] = {
@@ -442,6 +447,7 @@ class Trainer:
             "positive_score": float(pos_scores.detach().mean()),
         }
         metrics.update(group_stats)
+        metrics.update(update)
         for name, per_side in mined.items():
             for side, negs in per_side.items():
                 # the scores the loss saw (a generator's own no-grad score may come from another forward pass)
@@ -451,6 +457,20 @@ class Trainer:
         self._watch_collapse(scores_b.detach(), metrics)
         self._watch_dead_units((emb_a, emb_b), metrics)
         return metrics
+
+    def _update_size(self, before: list[Tensor]) -> dict[str, float]:
+        """How far this step moved the weights (on log lines only: it needs a copy of them): ``update_ratio`` =
+        ||delta|| / ||weights||, and ``update_per_lr`` = RMS(delta) / lr. A steady Adam step moves each weight by
+        about lr or less; several lr at once means stale second moments, e.g. a stage that continues another run's
+        optimizer state with a loss whose gradients are much larger (the Hard Neg collapse, docs/concepts.md)."""
+        delta_sq = weight_sq = count = 0.0
+        for p, old in zip(self.model.parameters(), before, strict=True):
+            delta_sq += float((p.detach() - old).pow(2).sum())
+            weight_sq += float(old.pow(2).sum())
+            count += old.numel()
+        lr = self.optimizer.param_groups[0]["lr"]
+        return {"update_ratio": math.sqrt(delta_sq / max(weight_sq, 1e-30)),
+                "update_per_lr": math.sqrt(delta_sq / max(count, 1)) / lr if lr > 0 else 0.0}
 
     def _batch_scores(self, emb_a: Embedding, emb_b: Embedding) -> tuple[Embedding, Embedding, Tensor, Tensor]:
         """(candidates a, candidates b, scores_a Float[B, N], scores_b Float[B, N]): scores[s][i, j] scores pair i
