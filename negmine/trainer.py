@@ -555,7 +555,14 @@ class Trainer:
         self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * self.config.margin) else 0
         if self._collapse_count >= COLLAPSE_PATIENCE and not self._collapse_warned:
             self._collapse_warned = True
-            if any("hard" in name for name in self.stage.negatives):
+            if any("hard" in name for name in self.stage.negatives) and getattr(self.stage, "init_optimizer", False):
+                # measured on Audio CLEVRGAN: Hard Neg from DaveNet's step 800 with its Adam state collapsed in 2 of
+                # 4 seeds, with a fresh Adam in none (docs/concepts.md)
+                advice = ("this stage continues its init checkpoint's optimizer state (init_optimizer), whose Adam "
+                          "second moments were shaped by a gentler loss: the hard negatives' larger gradients then "
+                          "move each weight several lr per step (update_per_lr). Set init_optimizer = false, or "
+                          "warm the lr up (warmup_steps).")
+            elif any("hard" in name for name in self.stage.negatives):
                 advice = ("hardest negatives often do this. Add a random group (combine = [[\"random\"], "
                           "[\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init).")
             else:

@@ -321,7 +321,7 @@ class _Recorder:
         self.warnings.append(message)
 
 
-def _bare_trainer(negatives=("random",)):
+def _bare_trainer(negatives=("random",), init_optimizer=False):
     """A Trainer with only what its watchers need: a recording reporter and one stage named 'main'."""
     from negmine.trainer import Trainer
 
@@ -329,8 +329,8 @@ def _bare_trainer(negatives=("random",)):
     trainer.reporter = _Recorder()
     trainer._collapse_count, trainer._collapse_warned = 0, False
     trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
-    trainer.config = type("C", (), {"stages": [type("S", (), {"name": "main", "negatives": negatives})()],
-                                  "margin": 1.0})()
+    stage = type("S", (), {"name": "main", "negatives": negatives, "init_optimizer": init_optimizer})()
+    trainer.config = type("C", (), {"stages": [stage], "margin": 1.0})()
     trainer.stage_index = 0
     return trainer
 
@@ -353,13 +353,16 @@ def test_collapse_advice_depends_on_the_negatives():
     from negmine.trainer import COLLAPSE_PATIENCE
 
     warnings = {}
-    for negatives in (("random",), ("random", "hard-minibatch")):
-        trainer = _bare_trainer(negatives)
+    for negatives, init_optimizer in ((("random",), False), (("random", "hard-minibatch"), False),
+                                      (("random", "hard-minibatch"), True)):
+        trainer = _bare_trainer(negatives, init_optimizer)
         for _ in range(COLLAPSE_PATIENCE):
             trainer._watch_collapse(torch.full((8, 8), 0.3), {})
-        warnings[negatives] = trainer.reporter.warnings[0]
-    assert "semihard" in warnings[("random", "hard-minibatch")]
-    assert "semihard" not in warnings[("random",)] and "plateau" in warnings[("random",)]
+        warnings[negatives, init_optimizer] = trainer.reporter.warnings[0]
+    assert "semihard" in warnings[("random", "hard-minibatch"), False]
+    assert "semihard" not in warnings[("random",), False] and "plateau" in warnings[("random",), False]
+    # a hard stage that continues its init's optimizer state is told about it first
+    assert "init_optimizer = false" in warnings[("random", "hard-minibatch"), True]
 
 
 def test_collapse_warning_counts_spreads_small_against_the_margin():
