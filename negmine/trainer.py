@@ -460,9 +460,10 @@ class Trainer:
 
     def _update_size(self, before: list[Tensor]) -> dict[str, float]:
         """How far this step moved the weights (on log lines only: it needs a copy of them): ``update_ratio`` =
-        ||delta|| / ||weights||, and ``update_per_lr`` = RMS(delta) / lr. A steady Adam step moves each weight by
-        about lr or less; several lr at once means stale second moments, e.g. a stage that continues another run's
-        optimizer state with a loss whose gradients are much larger (the Hard Neg collapse, docs/concepts.md)."""
+        ||delta|| / ||weights||, and ``update_per_lr`` = RMS(delta) / lr. Adam's first step from a fresh state moves
+        every weight with a gradient by lr (1.0), later steps less. A jump between stages means that the optimizer
+        state continued into the new stage does not fit its loss: Hard Neg branching from DaveNet's step 800 with
+        DaveNet's Adam state, 0.045 -> 0.8 (the Hard Neg collapse, docs/concepts.md)."""
         delta_sq = weight_sq = count = 0.0
         for p, old in zip(self.model.parameters(), before, strict=True):
             delta_sq += float((p.detach() - old).pow(2).sum())
@@ -560,8 +561,8 @@ class Trainer:
                 # 4 seeds, with a fresh Adam in none (docs/concepts.md)
                 advice = ("this stage continues its init checkpoint's optimizer state (init_optimizer), whose Adam "
                           "second moments were shaped by a gentler loss: the hard negatives' larger gradients then "
-                          "move each weight several lr per step (update_per_lr). Set init_optimizer = false, or "
-                          "warm the lr up (warmup_steps).")
+                          "move many weights by more than lr per step, the same way, for many steps (update_per_lr "
+                          "jumps). Set init_optimizer = false, or warm the lr up (warmup_steps).")
             elif any("hard" in name for name in self.stage.negatives):
                 advice = ("hardest negatives often do this. Add a random group (combine = [[\"random\"], "
                           "[\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init).")
