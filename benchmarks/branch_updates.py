@@ -3,10 +3,12 @@ each parameter tensor moved (RMS(delta) / lr and max |delta| / lr) and the quant
 weights, then writes ``branch_updates.json`` in the run directory and prints a table.
 
 Used to look at the Hard Neg collapse (examples/audio_clevrgan/results/paper-cpu.md): the same branch from DaveNet's
-step 800, with DaveNet's Adam state continued or a fresh Adam::
+step 800 (seed 1, which collapses), with DaveNet's Adam state continued or a fresh Adam; results in
+benchmarks/results/branch_updates.md::
 
-    negmine -p benchmarks/branch_updates.py train runs/collapse/upd-s1-w0.toml
-    negmine -p benchmarks/branch_updates.py train runs/collapse/upd-s1-fresh.toml
+    negmine train benchmarks/branch_updates/davenet-s1.toml -q       # DaveNet seed 1 to step 800 (about 13 min)
+    negmine -p benchmarks/branch_updates.py train benchmarks/branch_updates/hardneg-s1-continued.toml -q
+    negmine -p benchmarks/branch_updates.py train benchmarks/branch_updates/hardneg-s1-fresh.toml -q
 
 NEGMINE_BRANCH_STEPS (default 10) sets N.
 """
