@@ -119,6 +119,7 @@ def load_experiment(path: str | Path) -> Experiment:
         seeds = [0]
     methods: list[Method] = []
     names: set[str] = set()
+    config_keys = config_help()
     for i, m in enumerate(raw.get("methods") or []):
         where = f"methods[{i}]"
         for key in m:
@@ -160,10 +161,10 @@ def load_experiment(path: str | Path) -> Experiment:
             own_settings = {}
         for key in own_settings:
             if key in _RUNNER_KEYS:
-                problems.append(f"{where} ({name}): settings cannot set {key!r} (the method's own keys and the "
-                                "runner set it)")
-            elif key not in config_help():
-                hint = closest(key, [k for k in config_help() if k not in _RUNNER_KEYS])
+                problems.append(f"{where} ({name}): settings cannot set {key!r} (the runner or the method's own "
+                                "keys set it)")
+            elif key not in config_keys:
+                hint = closest(key, sorted(set(config_keys) - _RUNNER_KEYS))
                 problems.append(f"{where} ({name}): settings: unknown config key {key!r}"
                                 + (f" (did you mean {hint!r}?)" if hint else ""))
         methods.append(Method(name, steps, stages, parent, parent_step, baseline, dict(own_settings)))
@@ -280,8 +281,9 @@ def ledger_runs_needed(exp: Experiment, methods: list[Method], finished: Mapping
 def run_spec(exp: Experiment, method: Method, seed: int) -> dict[str, Any]:
     """What defines one run of an experiment (plain JSON): the shared settings, the method's stages, the seed, and
     the spec of the run it starts from with the step. A ledger record made under another spec is stale."""
-    spec: dict[str, Any] = merge(exp.settings, method.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
-                                                "stages": [dict(st) for st in method.stages]})
+    spec: dict[str, Any] = merge(exp.settings, method.settings,
+                                 {"task": exp.task, "profile": exp.profile, "seed": seed,
+                                  "stages": [dict(st) for st in method.stages]})
     if method.parent is not None:
         spec["init"] = {"step": method.parent_step, "lr_schedule": exp.lr_schedule,
                         "from": run_spec(exp, exp.method(method.parent), seed)}
@@ -417,9 +419,9 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 if method.parent is not None:
                     parent_dir = out / exp.method(method.parent).slug / f"seed-{seed}"
                     stages[0]["init"] = str(parent_dir / "checkpoints" / f"step-{method.parent_step}.pt")
-                raw = merge(exp.settings, method.settings, {"task": exp.task, "profile": exp.profile, "seed": seed,
-                                           "stages": stages, "run_dir": str(run_dir),
-                                           "keep_steps": keep_steps(exp, method)})
+                raw = merge(exp.settings, method.settings,
+                            {"task": exp.task, "profile": exp.profile, "seed": seed, "stages": stages,
+                             "run_dir": str(run_dir), "keep_steps": keep_steps(exp, method)})
                 if method.parent is not None and exp.lr_schedule == "continue":
                     raw["lr_schedule_start"] = chain_steps(exp, method) - method.steps
                 keep = raw.pop("keep_steps")

@@ -464,11 +464,11 @@ class Trainer:
         every weight with a gradient by lr (1.0), later steps less. A jump between stages means that the optimizer
         state continued into the new stage does not fit its loss: Hard Neg branching from DaveNet's step 800 with
         DaveNet's Adam state, 0.045 -> 0.8 (the Hard Neg collapse, docs/concepts.md)."""
-        delta_sq = weight_sq = count = 0.0
-        for p, old in zip(self.model.parameters(), before, strict=True):
-            delta_sq += float((p.detach() - old).pow(2).sum())
-            weight_sq += float(old.pow(2).sum())
-            count += old.numel()
+        params = [p.detach() for p in self.model.parameters()]
+        # one device-to-host copy for all tensors, not two per tensor
+        delta_sq, weight_sq = torch.stack([torch.stack([(p - old).pow(2).sum(), old.pow(2).sum()])
+                                           for p, old in zip(params, before, strict=True)]).sum(0).tolist()
+        count = sum(old.numel() for old in before)
         lr = self.optimizer.param_groups[0]["lr"]
         return {"update_ratio": math.sqrt(delta_sq / max(weight_sq, 1e-30)),
                 "update_per_lr": math.sqrt(delta_sq / max(count, 1)) / lr if lr > 0 else 0.0}
