@@ -36,13 +36,17 @@ def _train(run_dir, batch_size, profile="small", steps=2):
 def _worker(rank, world, port, run_dir, profile, out, steps):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world))
     torch.set_num_threads(1)
+    from negmine.distributed import shutdown
+
     dist.init_process_group("gloo", rank=rank, world_size=world)
+    finished = False
     try:
         state = _train(run_dir, batch_size=8, profile=profile, steps=steps)
         if rank == 0:
             torch.save(state, out)
+        finished = True
     finally:
-        dist.destroy_process_group()
+        shutdown(clean=finished)  # the barrier: rank 1 leaving while rank 0 saves aborted 1 run in 30
 
 
 def _free_port():
@@ -70,3 +74,13 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
 
 def test_two_gloo_processes_equal_one_process_dense_maps(tmp_path):
     _check(tmp_path, "dense")
+
+
+def test_shutdown_is_a_no_op_without_a_group_and_destroys_one():
+    from negmine.distributed import shutdown
+
+    shutdown()  # nothing initialised: nothing to do
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+    dist.init_process_group("gloo", rank=0, world_size=1)
+    shutdown()
+    assert not dist.is_initialized()
