@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import zlib
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,22 @@ class _DataCursor:
 
     epoch: int = 0
     cursor: int = 0
+
+
+def _same_init_files_as(saved: dict[str, Any], mine: dict[str, Any]) -> None:
+    """Let a stage's ``init`` spelled differently (relative then absolute, through a symlink) still match on resume.
+
+    The paths are compared by the file they name, from the current directory; a stored path that names no file here
+    stays as it was, so the mismatch is reported.
+    """
+    for old, new in zip(saved.get("stages") or (), mine.get("stages") or ()):
+        a, b = old.get("init"), new.get("init")
+        if isinstance(a, str) and isinstance(b, str) and a != b:
+            try:
+                if os.path.samefile(a, b):
+                    old["init"] = b
+            except OSError:  # either file missing: not provably the same
+                pass
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -674,7 +691,13 @@ class Trainer:
             stage.setdefault("group_weights", [1.0] * len(stage.get("combine") or ()))
             stage.setdefault("init_optimizer", False)
         mine = json.loads(json.dumps(self.config.to_dict(), default=str))
+        _same_init_files_as(saved, mine)
         differs = sorted(k for k in saved if k not in ("device", "run_dir") and saved.get(k) != mine.get(k))
+        if "stages" in differs and len(saved.get("stages") or ()) == len(mine.get("stages") or ()):
+            differs.remove("stages")  # name the stage keys instead
+            for i, (old, new) in enumerate(zip(saved["stages"], mine["stages"])):
+                differs += [f"stages[{i}].{k} ({old.get(k)!r}, now {new.get(k)!r})"
+                            for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if differs:
             raise CheckpointError(
                 f"cannot resume {str(self.run_dir)!r}: the configuration differs from the run's in {', '.join(differs)}"

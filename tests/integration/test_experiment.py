@@ -311,3 +311,32 @@ def test_method_settings_are_checked(tmp_path):
     path.write_text(EXPERIMENT.replace('name = "Semi"\n', 'name = "Semi"\nsettings = 3\n'))
     with pytest.raises(ConfigError, match="settings must be a table"):
         load_experiment(path)
+
+
+STOP_IN_HARD_NEG = """
+from negmine import hookimpl
+
+
+@hookimpl
+def negmine_step_end(trainer, step, metrics):
+    if step == 15 and "hard-neg" in str(trainer.run_dir):
+        raise KeyboardInterrupt
+"""
+
+
+def test_interrupted_child_resumes_with_out_spelled_another_way(tmp_path, capsys, monkeypatch):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT).replace('total_steps = 30', 'total_steps = 30\n[settings]\ncheckpoint_every = 5'))
+    stopper = tmp_path / "stopper.py"
+    stopper.write_text(STOP_IN_HARD_NEG)
+    monkeypatch.chdir(tmp_path)
+    args = ["experiment", "e.toml", "--seed", "0", "--method", "Hard Neg", "-q"]
+    assert main(["-p", str(stopper), *args, "--out", "out"]) == 130
+    hard = tmp_path / "out" / "hard-neg" / "seed-0"
+    assert json.loads((hard / "config.json").read_text())["stages"][0]["init"].startswith("out/")
+    capsys.readouterr()
+    # the child's init checkpoint is now spelled absolute; it is the same file, so the run resumes
+    assert main([*args, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "[resume] Hard Neg seed 0" in err
+    assert json.loads((hard / "summary.json").read_text())["steps"] == 20
