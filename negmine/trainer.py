@@ -96,7 +96,7 @@ def _same_init_files_as(saved: dict[str, Any], mine: dict[str, Any]) -> None:
     The paths are compared by the file they name, from the current directory; a stored path that names no file here
     stays as it was, so the mismatch is reported.
     """
-    for old, new in zip(saved.get("stages") or (), mine.get("stages") or ()):
+    for old, new in zip(saved.get("stages") or (), mine.get("stages") or (), strict=False):
         a, b = old.get("init"), new.get("init")
         if isinstance(a, str) and isinstance(b, str) and a != b:
             try:
@@ -695,7 +695,7 @@ class Trainer:
         differs = sorted(k for k in saved if k not in ("device", "run_dir") and saved.get(k) != mine.get(k))
         if "stages" in differs and len(saved.get("stages") or ()) == len(mine.get("stages") or ()):
             differs.remove("stages")  # name the stage keys instead
-            for i, (old, new) in enumerate(zip(saved["stages"], mine["stages"])):
+            for i, (old, new) in enumerate(zip(saved["stages"], mine["stages"], strict=True)):
                 differs += [f"stages[{i}].{k} ({old.get(k)!r}, now {new.get(k)!r})"
                             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
         if differs:
