@@ -600,7 +600,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     else:
         lines += _table(results, keys)
     names = list(results["methods"])
-    compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm")
+    compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm",
+                            "rendered")
                 if k in keys]
     for key in compared:
         diffs = paired_differences(results, key)

@@ -273,14 +273,16 @@ def test_results_show_paired_differences_against_each_baseline(tmp_path):
     def method(per_seed):  # {seed: R@1}
         vals = list(per_seed.values())
         mean = sum(vals) / len(vals)
-        return {"chain_steps": 30, "seeds": {s: {"R@1": v} for s, v in per_seed.items()},
-                "stats": {"R@1": {"mean": mean, "std": 0.0, "n": len(vals)}}}
+        return {"chain_steps": 30, "seeds": {s: {"R@1": v, "rendered": 1 - v} for s, v in per_seed.items()},
+                "stats": {"R@1": {"mean": mean, "std": 0.0, "n": len(vals)},
+                          "rendered": {"mean": 1 - mean, "std": 0.0, "n": len(vals)}}}
 
     results = {"methods": {"Random": method({0: 0.10, 1: 0.20}), "Hard Neg": method({0: 0.30, 1: 0.25}),
                            "Semi": method({0: 0.35, 1: 0.20, 2: 0.9})}}
     text = render_results(exp, results)
     # Semi - Hard Neg on the shared seeds 0 and 1: +5.0 and -5.0 points, mean 0.0, std 7.1 (seed 2 has no pair)
-    assert "| Semi | Hard Neg | +0.0 ± 7.1 (0: +5.0, 1: -5.0) |" in text
+    assert "| Semi | Hard Neg | +0.0 ± 7.1 (0: +5.0, 1: -5.0) | +0.0 ± 7.1 (0: -5.0, 1: +5.0) |" in text
+    assert "| method | baseline | R@1 | rendered |" in text  # the rendered-scene test is compared too
     # and against the first method, as before: Semi - Random = +25.0, +0.0
     assert "| Semi | +12.5 ± 17.7 | 0: +25.0, 1: +0.0 |" in text
 
