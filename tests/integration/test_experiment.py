@@ -337,6 +337,14 @@ def test_interrupted_child_resumes_with_out_spelled_another_way(tmp_path, capsys
     hard = tmp_path / "out" / "hard-neg" / "seed-0"
     assert json.loads((hard / "config.json").read_text())["stages"][0]["init"].startswith("out/")
     capsys.readouterr()
+    # from another directory the stored relative path names no file: the mismatch is reported, key and both values
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["experiment", str(path), "--seed", "0", "--method", "Hard Neg", "-q", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "stages[0].init ('out/random/seed-0/checkpoints/step-10.pt', now '" in err and "Traceback" not in err
+    monkeypatch.chdir(tmp_path)
     # the child's init checkpoint is now spelled absolute; it is the same file, so the run resumes
     assert main([*args, "--out", str(tmp_path / "out")]) == 0, capsys.readouterr().err
     err = capsys.readouterr().err
