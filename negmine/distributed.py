@@ -8,7 +8,9 @@ computed for a slice into the rank that owns it), and the trainer averages param
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 
 import attrs
 import torch
@@ -51,8 +53,8 @@ def shutdown(clean: bool = True) -> None:
     """Tear the default process group down (no-op without one).
 
     ``clean`` first waits at a barrier so that no rank destroys its group while a peer is still working (rank 0
-    writing files, say): a gloo rank that left early aborted at interpreter exit in about one run of thirty ("terminate
-    called without an active exception"), and none did in a hundred with the barrier. After an error the peers may
+    writing files, say): without it a gloo rank that left early aborted at interpreter exit in 2 of 70 two-process
+    runs ("terminate called without an active exception"), with it in none of 144. After an error the peers may
     never arrive, so ``clean=False`` skips the barrier.
     """
     if not (dist.is_available() and dist.is_initialized()):
@@ -62,6 +64,17 @@ def shutdown(clean: bool = True) -> None:
             dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+@contextlib.contextmanager
+def shut_down_when_done() -> Iterator[None]:
+    """Run the block, then :func:`shutdown` the process group: at the barrier when it finished, at once when it raised."""
+    try:
+        yield
+    except BaseException:
+        shutdown(clean=False)
+        raise
+    shutdown(clean=True)
 
 
 def current() -> DistInfo:

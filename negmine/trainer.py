@@ -573,7 +573,7 @@ class Trainer:
         self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * self.config.margin) else 0
         if self._collapse_count >= COLLAPSE_PATIENCE and not self._collapse_warned:
             self._collapse_warned = True
-            if any("hard" in name for name in self.stage.negatives) and getattr(self.stage, "init_optimizer", False):
+            if any("hard" in name for name in self.stage.negatives) and self.stage.init_optimizer:
                 # measured on Audio CLEVRGAN: Hard Neg from DaveNet's step 800 with its Adam state collapsed in 2 of
                 # 4 seeds, with a fresh Adam in none (docs/concepts.md)
                 advice = ("this stage continues its init checkpoint's optimizer state (init_optimizer), whose Adam "

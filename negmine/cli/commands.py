@@ -131,17 +131,13 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
     raw = merge(file_layer, cli_layer)
     task = _build_task(pm, raw)
     config = _build_config(pm, task, raw, source=config_file or "command line")
-    from negmine.distributed import init_from_env, shutdown
+    from negmine.distributed import init_from_env, shut_down_when_done
 
     info = init_from_env(config.device)  # a no-op unless launched by torchrun
     quiet = quiet or not info.is_main  # one console: rank 0's
-    finished = False
-    try:
+    with shut_down_when_done():
         trainer = Trainer(task, config, plugins=pm, resume=bool(resume_dir), reporter=make_reporter(quiet))
         summary = trainer.fit()
-        finished = True
-    finally:
-        shutdown(clean=finished)
     if not quiet:
         init, final = summary.get("initial") or {}, summary.get("final") or {}
         click.echo(f"done: {summary['steps']} steps; results in {summary['run_dir']}")
