@@ -57,6 +57,14 @@ class GanConfig:
     betas: tuple[float, float] = (0.0, 0.99)
     ema_decay: float = 0.999
     mbstd: bool = True  # minibatch standard deviation feature in the discriminator
+    #: resolutions above this get one convolution (the upsampling one) instead of two; 0 = two everywhere.
+    #: The 4x4 and 8x8 blocks always have two, so ``layer4`` stays the ``C x 8 x 8`` map that edits ablate.
+    g_double_upto: int = 0
+    #: "residual" (a pixel discriminator, :class:`Discriminator`) or "projected"
+    #: (:class:`audio_clevrgan.projected.ProjectedDiscriminator` on the frozen feature network ``d_features``)
+    d_arch: str = "residual"
+    d_features: str = ""  # path of the feature network's checkpoint (``segmenter.pt`` of an "encoder" reader)
+    augment: bool = False  # random translation of real and fake images before the projected discriminator
 
     def __post_init__(self) -> None:
         n = int(round(math.log2(self.resolution))) - 1
@@ -71,6 +79,12 @@ class GanConfig:
             raise ValueError(f"d_norm must be 'spectral' or 'equalized', got {self.d_norm!r}")
         if self.loss not in ("hinge", "nonsat"):
             raise ValueError(f"loss must be 'hinge' or 'nonsat', got {self.loss!r}")
+        if self.d_arch not in ("residual", "projected"):
+            raise ValueError(f"d_arch must be 'residual' or 'projected', got {self.d_arch!r}")
+        if self.d_arch == "projected" and not self.d_features:
+            raise ValueError("d_arch 'projected' needs d_features: the path of a trained feature network")
+        if self.g_double_upto and self.g_double_upto < 8:
+            raise ValueError(f"g_double_upto must be 0 or >= 8 (layer4 is the 8x8 map), got {self.g_double_upto}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,6 +108,16 @@ GAN_PROFILES: dict[str, GanConfig] = {
 _R1 = dict(d_norm="equalized", loss="nonsat", r1_gamma=0.1, lr_g=2e-3, lr_d=2e-3)
 GAN_PROFILES["cpu-r1"] = dataclasses.replace(GAN_PROFILES["cpu"], **_R1)
 GAN_PROFILES["gpu-r1"] = dataclasses.replace(GAN_PROFILES["gpu"], **_R1)
+# the CPU recipe search (benchmarks/gan_recipes.py): one convolution at 32 and 64 px, a lighter pixel discriminator
+GAN_PROFILES["cpu-lite-r1"] = dataclasses.replace(
+    GAN_PROFILES["cpu-r1"], g_double_upto=16, d_channels=(8, 16, 64, 128, 128), batch_size=32
+)
+#: the projected discriminator on the feature network trained by
+#: ``python -m audio_clevrgan.train_scripts segmenter --profile features`` (path set by ``--features``)
+GAN_PROFILES["cpu-projected"] = dataclasses.replace(
+    GAN_PROFILES["cpu"], g_double_upto=16, d_arch="projected", d_features="runs/gan15/features/segmenter.pt",
+    loss="hinge", batch_size=32, lr_g=1e-3, lr_d=2e-4, augment=True,
+)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -180,8 +204,8 @@ class OutputBlock(nn.Module):
 class Generator(nn.Sequential):
     """z ``(B, z_dim)`` -> image ``(B, 3, R, R)`` (unclamped; ``generate`` clamps to [-1, 1]).
 
-    Children are ``layer1 ... layer{2 log2(R) - 2}`` and ``output_{R}x{R}``; ``layer4`` outputs ``(B, C, 8, 8)``
-    with ``C = config.g_channels[1]``.
+    Children are ``layer1 ... layerN`` and ``output_{R}x{R}`` (``N = 2 log2(R) - 2``, fewer with
+    ``config.g_double_upto``); ``layer4`` outputs ``(B, C, 8, 8)`` with ``C = config.g_channels[1]``.
     """
 
     def __init__(self, config: GanConfig = GAN_PROFILES["gpu"]):
@@ -192,8 +216,10 @@ class Generator(nn.Sequential):
         n = 3
         for i in range(1, len(ch)):
             mods[f"layer{n}"] = GBlock(ch[i - 1], ch[i], upsample=True)
-            mods[f"layer{n + 1}"] = GBlock(ch[i], ch[i])
-            n += 2
+            n += 1
+            if not config.g_double_upto or 4 * 2**i <= config.g_double_upto:
+                mods[f"layer{n}"] = GBlock(ch[i], ch[i])
+                n += 1
         mods[f"output_{config.resolution}x{config.resolution}"] = OutputBlock(ch[-1])
         super().__init__(mods)
         self.config = config
@@ -306,18 +332,42 @@ class Discriminator(nn.Module):
         return self.out(x).squeeze(1)
 
 
+def build_discriminator(config: GanConfig) -> nn.Module:
+    """The discriminator of ``config.d_arch``; a projected one loads its frozen feature network from disk."""
+    if config.d_arch == "residual":
+        return Discriminator(config)
+    from .projected import ProjectedDiscriminator
+    from .segmenter import load_segmenter
+
+    return ProjectedDiscriminator(load_segmenter(config.d_features), config.resolution, augment=config.augment)
+
+
+def discriminate(D: nn.Module, x: torch.Tensor, g: torch.Generator | None = None) -> list[torch.Tensor]:
+    """Logits of either discriminator as a list of tensors (one ``(B,)`` for the residual one, one map per scale
+    for the projected one); ``g`` draws the projected discriminator's augmentation."""
+    if isinstance(D, Discriminator):
+        return [D(x)]
+    return D(x, g)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Losses and EMA
 # --------------------------------------------------------------------------------------------------------------
 
 
-def d_loss(config: GanConfig, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def d_loss(config: GanConfig, real_logits, fake_logits) -> torch.Tensor:
+    """Discriminator loss; logits are tensors or lists of tensors (one per scale, summed)."""
+    if isinstance(real_logits, list):
+        return sum(d_loss(config, r, f) for r, f in zip(real_logits, fake_logits, strict=True))
     if config.loss == "hinge":
         return F.relu(1 - real_logits).mean() + F.relu(1 + fake_logits).mean()
     return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
 
 
-def g_loss(config: GanConfig, fake_logits: torch.Tensor) -> torch.Tensor:
+def g_loss(config: GanConfig, fake_logits) -> torch.Tensor:
+    """Generator loss; logits are a tensor or a list of tensors (one per scale, summed)."""
+    if isinstance(fake_logits, list):
+        return sum(g_loss(config, f) for f in fake_logits)
     if config.loss == "hinge":
         return -fake_logits.mean()
     return F.softplus(-fake_logits).mean()
@@ -338,35 +388,38 @@ class GanState:
 
     config: GanConfig
     G: Generator
-    D: Discriminator
+    D: nn.Module  # Discriminator or ProjectedDiscriminator
     G_ema: Generator
     opt_g: torch.optim.Optimizer
     opt_d: torch.optim.Optimizer
     step: int = 0
     history: list = field(default_factory=list)
+    cpu_seconds: float = 0.0  # process CPU time spent in training steps, over all resumed parts
 
 
 def build_gan(config: GanConfig, seed: int, device: str | torch.device = "cpu") -> GanState:
     """Fresh generator, discriminator, EMA copy and optimisers, initialised from ``seed``."""
     torch.manual_seed(seed)
     G = Generator(config).to(device)
-    D = Discriminator(config).to(device)
+    D = build_discriminator(config).to(device)
     G_ema = Generator(config).to(device)
     G_ema.load_state_dict(G.state_dict())
     G_ema.requires_grad_(False).eval()
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas, eps=1e-8)
-    opt_d = torch.optim.Adam(D.parameters(), lr=config.lr_d, betas=config.betas, eps=1e-8)
+    d_params = [p for p in D.parameters() if p.requires_grad]  # a projected D's feature network stays frozen
+    opt_d = torch.optim.Adam(d_params, lr=config.lr_d, betas=config.betas, eps=1e-8)
     return GanState(config, G, D, G_ema, opt_g, opt_d)
 
 
 def train_step(
-    st: GanState, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor
+    st: GanState, real: torch.Tensor, z_d: torch.Tensor, z_g: torch.Tensor, g: torch.Generator | None = None
 ) -> dict[str, torch.Tensor]:
     """One discriminator step and one generator step; returns detached scalar tensors (losses, mean real logit).
 
     Args:
         real: ``(B, 3, R, R)`` real images in [-1, 1].
         z_d, z_g: ``(B, z_dim)`` latents for the D and the G step.
+        g: draws the projected discriminator's augmentation (seeded per step for an exact resume).
     """
     cfg = st.config
     G, D = st.G, st.D
@@ -377,11 +430,11 @@ def train_step(
     do_r1 = cfg.r1_gamma > 0 and st.step % cfg.r1_every == 0
     if do_r1:
         real = real.detach().requires_grad_(True)
-    real_logits = D(real)
-    loss_d = d_loss(cfg, real_logits, D(fake))
-    stats = {"loss_d": loss_d.detach(), "real": real_logits.detach().mean()}
+    real_logits = discriminate(D, real, g)
+    loss_d = d_loss(cfg, real_logits, discriminate(D, fake, g))
+    stats = {"loss_d": loss_d.detach(), "real": sum(r.detach().mean() for r in real_logits)}
     if do_r1:
-        (grad,) = torch.autograd.grad(real_logits.sum(), real, create_graph=True)
+        (grad,) = torch.autograd.grad(sum(r.sum() for r in real_logits), real, create_graph=True)
         r1 = grad.pow(2).flatten(1).sum(1).mean()
         loss_d = loss_d + cfg.r1_gamma / 2 * r1 * cfg.r1_every
         stats["r1"] = r1.detach()
@@ -389,10 +442,13 @@ def train_step(
     st.opt_d.step()
     # generator
     st.opt_g.zero_grad(set_to_none=True)
-    D.requires_grad_(False)
-    loss_g = g_loss(cfg, D(G(z_g)))
+    d_params = [p for p in D.parameters() if p.requires_grad]
+    for p in d_params:
+        p.requires_grad_(False)
+    loss_g = g_loss(cfg, discriminate(D, G(z_g), g))
     loss_g.backward()
-    D.requires_grad_(True)
+    for p in d_params:
+        p.requires_grad_(True)
     st.opt_g.step()
     st.step += 1
     # EMA with a warm-up so early samples are not dominated by the random initialisation
@@ -412,6 +468,8 @@ __all__ = [
     "GanConfig",
     "GanState",
     "Generator",
+    "build_discriminator",
+    "discriminate",
     "PixelNorm",
     "build_gan",
     "count_parameters",

@@ -107,6 +107,56 @@ def gan_quality(
     }
 
 
+def _match(objs: list[DetectedObject], cx: float, cy: float, radius: float = 4.0) -> DetectedObject | None:
+    best = min(objs, key=lambda d: (d.centroid[0] - cx) ** 2 + (d.centroid[1] - cy) ** 2, default=None)
+    if best is None or (best.centroid[0] - cx) ** 2 + (best.centroid[1] - cy) ** 2 >= radius**2:
+        return None
+    return best
+
+
+@torch.no_grad()
+def reader_agreement(
+    reader1: AttributeSegmenter,
+    reader2: AttributeSegmenter,
+    n: int = 500,
+    seed: int = 30_000,
+    threshold: float = 0.9,
+    scene_config: SceneConfig = SCENE_PROFILES["cpu"],
+) -> dict:
+    """Two attribute readers on ``n`` held-out rendered scenes of the GAN's training distribution.
+
+    For each reader: ``r*_object_acc``, the fraction of the renderer's objects matched (centroid within 4 px) by a
+    detected object with all four attributes right, and ``r*_confident``, the fraction of its detected objects
+    with every attribute at p >= ``threshold`` (its ceiling for ``gan_quality``'s confident fraction). ``agree``:
+    of the renderer's objects that both readers detect, the fraction to which they give the same four attributes.
+    """
+    scenes = sample_scenes(np.random.default_rng(seed), n, scene_config)
+    ren = render_scenes(scenes, resolution=reader1.config.resolution)
+    read = [segment_objects(r.predict(ren.images)) for r in (reader1, reader2)]
+    right = [0, 0]
+    both = same = total = 0
+    for b, s in enumerate(scenes):
+        for k, o in enumerate(s):
+            rr, cc = torch.nonzero(ren.instances[b] == k + 1, as_tuple=True)
+            if len(rr) == 0:
+                continue
+            total += 1
+            cy, cx = float(rr.float().mean()), float(cc.float().mean())
+            hits = [_match(objs[b], cx, cy) for objs in read]
+            truth = {a: getattr(o, a) for a in ATTRIBUTES}
+            for i, h in enumerate(hits):
+                right[i] += h is not None and h.attributes == truth
+            if hits[0] is not None and hits[1] is not None:
+                both += 1
+                same += hits[0].attributes == hits[1].attributes
+    out = {"n_scenes": n, "n_objects": total, "n_both": both, "agree": same / max(both, 1)}
+    for i, objs in enumerate(read):
+        flat = [o for img in objs for o in img]
+        out[f"r{i + 1}_object_acc"] = right[i] / max(total, 1)
+        out[f"r{i + 1}_confident"] = float(np.mean([o.min_confidence >= threshold for o in flat])) if flat else 0.0
+    return out
+
+
 def format_quality(q: dict) -> str:
     """Markdown summary of :func:`gan_quality`'s output."""
     lines = [
@@ -233,4 +283,12 @@ def make_sheet(
     sheet.save(path)
 
 
-__all__ = ["format_quality", "gan_quality", "generate_images", "label_image", "make_sheet", "pred_to_attrs"]
+__all__ = [
+    "format_quality",
+    "gan_quality",
+    "generate_images",
+    "label_image",
+    "make_sheet",
+    "pred_to_attrs",
+    "reader_agreement",
+]

@@ -45,6 +45,13 @@ class SegmenterConfig:
     noise: float = 0.03  # max std of added Gaussian noise (images in [0, 1])
     blur_prob: float = 0.3  # probability of a small Gaussian blur
     resolution: int = 64
+    #: "unet" (the committed segmenter), "dilated" (the independent evaluator: no U-Net skips, dilated context at
+    #: 1/4 resolution) or "encoder" (the frozen feature network of the projected GAN discriminator)
+    arch: str = "unet"
+
+    def __post_init__(self) -> None:
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {', '.join(ARCHITECTURES)}, got {self.arch!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -54,10 +61,18 @@ class SegmenterConfig:
         return SegmenterConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
+ARCHITECTURES = ("unet", "dilated", "encoder")
+
 SEGMENTER_PROFILES = {
     "tiny": SegmenterConfig(widths=(8, 16, 16, 16), batch_size=4),
     "cpu": SegmenterConfig(widths=(24, 48, 96, 160), batch_size=24),
     "gpu": SegmenterConfig(),
+    # the independent evaluator of GAN quality: another architecture (and, by its command, another seed)
+    "evaluator": SegmenterConfig(widths=(24, 48, 96), batch_size=24, arch="dilated"),
+    "evaluator-tiny": SegmenterConfig(widths=(8, 8, 16), batch_size=4, arch="dilated"),
+    # the frozen feature network of the projected discriminator (cheap: about 30 MMAC per 64x64 image)
+    "features": SegmenterConfig(widths=(32, 64, 128), batch_size=32, arch="encoder", max_objects=3),
+    "features-tiny": SegmenterConfig(widths=(8, 8, 16), batch_size=4, arch="encoder", max_objects=3),
 }
 
 
@@ -69,7 +84,31 @@ def _conv_bn(cin: int, cout: int, dilation: int = 1) -> nn.Sequential:
     )
 
 
-class AttributeSegmenter(nn.Module):
+class _Reader(nn.Module):
+    """What every attribute reader shares: ``predict`` (softmax per head, batched, no gradient)."""
+
+    config: SegmenterConfig
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
+        """Class probabilities per head, ``(B, C_head, H, W)`` (softmax), for images ``(B, 3, H, W)`` in [0, 1]."""
+        was = self.training
+        self.eval()
+        dev = next(self.parameters()).device
+        outs: dict[str, list] = {k: [] for k in HEADS}
+        for i in range(0, images.shape[0], batch_size):
+            logits = self(images[i : i + batch_size].to(dev).float())
+            for k, v in logits.items():
+                outs[k].append(v.softmax(1))
+        self.train(was)
+        return {k: torch.cat(v) for k, v in outs.items()}
+
+
+def _split_heads(logits: torch.Tensor) -> dict[str, torch.Tensor]:
+    return dict(zip(HEADS, logits.split(list(HEADS.values()), 1), strict=True))
+
+
+class AttributeSegmenter(_Reader):
     """U-Net: images ``(B, 3, H, W)`` in [0, 1] -> dict of logits ``(B, C_head, H, W)`` for each of ``HEADS``."""
 
     def __init__(self, config: SegmenterConfig = SEGMENTER_PROFILES["cpu"]):
@@ -103,22 +142,85 @@ class AttributeSegmenter(nn.Module):
             skip = skips[-2 - j]
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], 1))
-        logits = self.head(x)
-        return dict(zip(HEADS, logits.split(list(HEADS.values()), 1), strict=True))
+        return _split_heads(self.head(x))
 
-    @torch.no_grad()
-    def predict(self, images: torch.Tensor, batch_size: int = 128) -> dict[str, torch.Tensor]:
-        """Class probabilities per head, ``(B, C_head, H, W)`` (softmax), for images ``(B, 3, H, W)`` in [0, 1]."""
-        was = self.training
-        self.eval()
-        dev = next(self.parameters()).device
-        outs: dict[str, list] = {k: [] for k in HEADS}
-        for i in range(0, images.shape[0], batch_size):
-            logits = self(images[i : i + batch_size].to(dev).float())
-            for k, v in logits.items():
-                outs[k].append(v.softmax(1))
-        self.train(was)
-        return {k: torch.cat(v) for k, v in outs.items()}
+
+class DilatedReader(_Reader):
+    """The independent evaluator's architecture: no U-Net skips between encoder and decoder levels.
+
+    A stem at full resolution, two stride-2 stages to 1/4 resolution, four residual dilated convolutions there
+    (dilation 1, 2, 4, 8: the whole 64x64 scene in view, for large vs small), then bilinear upsampling to full
+    resolution with only the stem's features fused back in. ``(B, 3, H, W)`` in [0, 1] -> logits per head
+    ``(B, C_head, H, W)``. ``widths``: stem, 1/2 and 1/4 resolution.
+    """
+
+    def __init__(self, config: SegmenterConfig = SEGMENTER_PROFILES["evaluator"]):
+        super().__init__()
+        self.config = config
+        w0, w1, w2 = config.widths
+        self.stem = _conv_bn(3, w0)
+        self.down1 = nn.Sequential(_conv_bn(w0, w1), _conv_bn(w1, w1))
+        self.down2 = _conv_bn(w1, w2)
+        self.context = nn.ModuleList(_conv_bn(w2, w2, dilation=d) for d in (1, 2, 4, 8))
+        self.fuse = nn.Sequential(nn.Conv2d(w2 + w0, w0 * 2, 1, bias=False), nn.BatchNorm2d(w0 * 2), nn.ReLU(True))
+        self.head = nn.Conv2d(w0 * 2, sum(HEADS.values()), 1)
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = (x - 0.5) / 0.25
+        s = self.stem(x)
+        y = self.down2(F.max_pool2d(self.down1(F.max_pool2d(s, 2)), 2))
+        for block in self.context:
+            y = y + block(y)
+        y = F.interpolate(y, size=s.shape[-2:], mode="bilinear", align_corners=False)
+        return _split_heads(self.head(self.fuse(torch.cat([y, s], 1))))
+
+
+class FeatureEncoder(_Reader):
+    """The frozen feature network of the projected discriminator, trained like a reader on rendered ground truth.
+
+    Three stride-2 stages (two 3x3 convolutions each) give feature maps at 1/2, 1/4 and 1/8 resolution
+    (``features``: ``[(B, w0, R/2, R/2), (B, w1, R/4, R/4), (B, w2, R/8, R/8)]``); the training head reads the 1/4
+    map and the upsampled 1/8 map and is upsampled to full resolution (``forward``: logits per head
+    ``(B, C_head, R, R)``), so that the features it was trained through encode shape, colour, material and size.
+    """
+
+    def __init__(self, config: SegmenterConfig = SEGMENTER_PROFILES["features"]):
+        super().__init__()
+        self.config = config
+        w = config.widths
+        self.stages = nn.ModuleList()
+        cin = 3
+        for c in w:
+            self.stages.append(nn.Sequential(_conv_bn_s2(cin, c), _conv_bn(c, c)))
+            cin = c
+        self.head = nn.Conv2d(w[-2] + w[-1], sum(HEADS.values()), 1)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Images ``(B, 3, R, R)`` in [0, 1] (gradients flow) -> the three feature maps (see the class docstring)."""
+        x = (x - 0.5) / 0.25
+        out = []
+        for stage in self.stages:
+            x = stage(x)
+            out.append(x)
+        return out
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        f = self.features(x)
+        top = F.interpolate(f[-1], size=f[-2].shape[-2:], mode="bilinear", align_corners=False)
+        logits = self.head(torch.cat([f[-2], top], 1))
+        return _split_heads(F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False))
+
+
+def _conv_bn_s2(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(True))
+
+
+_READER_CLASSES = {"unet": AttributeSegmenter, "dilated": DilatedReader, "encoder": FeatureEncoder}
+
+
+def reader_for(config: SegmenterConfig) -> _Reader:
+    """A fresh reader of ``config.arch``."""
+    return _READER_CLASSES[config.arch](config)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -334,9 +436,9 @@ def evaluate_segmenter(
     return res
 
 
-def build_segmenter(config: SegmenterConfig, seed: int, device) -> AttributeSegmenter:
+def build_segmenter(config: SegmenterConfig, seed: int, device) -> _Reader:
     torch.manual_seed(seed)
-    return AttributeSegmenter(config).to(device)
+    return reader_for(config).to(device)
 
 
 def train_segmenter(
@@ -375,7 +477,7 @@ def train_segmenter(
     state_path = out / "state.pt"
     ck = None
     if resume and state_path.exists():
-        ck = torch.load(state_path, map_location=device, weights_only=False)
+        ck = torch.load(state_path, map_location=device, weights_only=True)
         config, seed = SegmenterConfig.from_dict(ck["config"]), ck["seed"]
     cfg = config or SEGMENTER_PROFILES[profile]
     model = build_segmenter(cfg, seed, device)
@@ -464,23 +566,27 @@ def save_segmenter(model: AttributeSegmenter, path: str | os.PathLike, meta: dic
 
 def load_segmenter(path: str | os.PathLike, device: str | torch.device = "cpu") -> AttributeSegmenter:
     """Load a segmenter (``segmenter.pt`` or a training ``state.pt``) in eval mode, float32, gradients off."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     sd = ck["model"] if ck.get("kind") == "audio_clevrgan.segmenter_state" else ck["state_dict"]
-    model = AttributeSegmenter(SegmenterConfig.from_dict(ck["config"]))
+    model = reader_for(SegmenterConfig.from_dict(ck["config"]))
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     model.meta = ck.get("meta", {"step": ck.get("step")})
     return model.to(device).eval().requires_grad_(False)
 
 
 __all__ = [
+    "ARCHITECTURES",
     "AttributeSegmenter",
     "DetectedObject",
+    "DilatedReader",
+    "FeatureEncoder",
     "HEADS",
     "SEGMENTER_PROFILES",
     "SegmenterConfig",
     "evaluate_segmenter",
     "image_relations",
     "load_segmenter",
+    "reader_for",
     "save_segmenter",
     "segment_objects",
     "segmentation_loss",

@@ -15,6 +15,7 @@ one.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -132,7 +133,7 @@ def save_generator(
 def load_gan(path: str | os.PathLike, device: str | torch.device = "cpu") -> ganlib.Generator:
     """Load a generator written by :func:`save_generator` (or a full training state), in eval mode, float32,
     with gradients off. ``G.generate(z)`` gives ``(B, 3, R, R)`` images in [-1, 1]; ``G.meta`` holds provenance."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     if ck.get("kind") == "audio_clevrgan.gan_state":
         sd, cfg, meta = ck["G_ema"], ck["config"], {"step": ck["step"]}
     else:
@@ -151,6 +152,7 @@ def _gan_state_dict(st: ganlib.GanState, seed: int, bank_size: int, profile: str
         "seed": seed,
         "bank_size": bank_size,
         "step": st.step,
+        "cpu_seconds": st.cpu_seconds,
         "G": st.G.state_dict(),
         "D": st.D.state_dict(),
         "G_ema": st.G_ema.state_dict(),
@@ -177,8 +179,16 @@ def train_gan(
     threads: int | None = None,
     scene_config: SceneConfig = SCENE_PROFILES["cpu"],
     verbose: bool = True,
+    max_cpu_seconds: float | None = None,
+    snapshot_cpu_every: float | None = None,
+    features: str | None = None,
 ) -> dict:
     """Train the GAN on rendered scenes until ``steps`` total steps (or ``max_seconds``), resumably.
+
+    ``max_cpu_seconds`` stops once the process has used that much CPU time in training steps (summed over
+    resumed parts: the budget of the recipe comparison, fair when other processes share the machine);
+    ``snapshot_cpu_every`` also writes ``generator_cpu<seconds>.pt`` each time that much more CPU time has been
+    spent. ``features`` overrides the projected discriminator's feature-network path.
 
     Writes into ``out_dir``: ``state.pt`` (everything needed to resume), ``generator.pt`` (EMA generator only,
     fp16), ``samples.png`` (8x8 grid of EMA samples from fixed latents; also ``samples_<step>.png`` every
@@ -198,11 +208,13 @@ def train_gan(
     state_path = out / "state.pt"
     ck = None
     if resume and state_path.exists():
-        ck = torch.load(state_path, map_location=device, weights_only=False)
+        ck = torch.load(state_path, map_location=device, weights_only=True)
         config = ganlib.GanConfig.from_dict(ck["config"])
         seed, bank_size = ck["seed"], ck["bank_size"]
         profile = ck.get("profile", profile)
     cfg = config or ganlib.GAN_PROFILES[profile]
+    if features:
+        cfg = dataclasses.replace(cfg, d_features=str(features))
     st = ganlib.build_gan(cfg, seed, device)
     if ck is not None:
         st.G.load_state_dict(ck["G"])
@@ -211,6 +223,7 @@ def train_gan(
         st.opt_g.load_state_dict(ck["opt_g"])
         st.opt_d.load_state_dict(ck["opt_d"])
         st.step, st.history = ck["step"], ck["history"]
+        st.cpu_seconds = ck.get("cpu_seconds", 0.0)
         del ck
     t0 = time.time()
     bank = render_bank(seed, bank_size, cfg.resolution, device, scene_config, workers)
@@ -219,10 +232,15 @@ def train_gan(
         print(f"[gan] bank of {bank_size} scenes in {t_bank:.1f}s; start at step {st.step}", flush=True)
     z_grid = ganlib.standard_z(64, GRID_SEED, cfg.z_dim).to(device)
     meta = {"seed": seed, "profile": profile, "bank_size": bank_size, "device": str(device)}
+    next_snapshot = (
+        (math.floor(st.cpu_seconds / snapshot_cpu_every) + 1) * snapshot_cpu_every if snapshot_cpu_every else None
+    )
 
     def checkpoint(final: bool = False) -> None:
         atomic_save(_gan_state_dict(st, seed, bank_size, profile), state_path)
-        save_generator(st.G_ema, out / "generator.pt", {**meta, "step": st.step})
+        save_generator(
+            st.G_ema, out / "generator.pt", {**meta, "step": st.step, "cpu_seconds": round(st.cpu_seconds, 1)}
+        )
         imgs = (st.G_ema.generate(z_grid) + 1) / 2
         save_grid(imgs, out / "samples.png", scale=2)
         if final or st.step % sample_every == 0:
@@ -235,17 +253,29 @@ def train_gan(
         while st.step < steps:
             if max_seconds is not None and time.time() - t_start > max_seconds:
                 break
+            if max_cpu_seconds is not None and st.cpu_seconds >= max_cpu_seconds:
+                break
+            c0 = time.process_time()
             g = _step_generator(seed, st.step)
             idx = torch.randint(bank.shape[0], (B,), generator=g)
             z = torch.randn(2, B, cfg.z_dim, generator=g)
             real = bank[idx.to(device)].float() / 127.5 - 1
-            stats = ganlib.train_step(st, real, z[0].to(device), z[1].to(device))
+            stats = ganlib.train_step(st, real, z[0].to(device), z[1].to(device), g)
+            st.cpu_seconds += time.process_time() - c0
+            if next_snapshot is not None and st.cpu_seconds >= next_snapshot:
+                save_generator(
+                    st.G_ema,
+                    out / f"generator_cpu{int(next_snapshot):05d}.pt",
+                    {**meta, "step": st.step, "cpu_seconds": round(st.cpu_seconds, 1)},
+                )
+                next_snapshot += snapshot_cpu_every
             if st.step % log_every == 0 or st.step == steps:
                 now = time.time()
                 rate = (st.step - last_step) / max(now - last_t, 1e-9)
                 last_t, last_step = now, st.step
                 vals = {k: round(float(v), 4) for k, v in stats.items()}
-                rec = {"step": st.step, **vals, "steps_per_s": round(rate, 2), "t": round(now - t_start, 1)}
+                rec = {"step": st.step, **vals, "steps_per_s": round(rate, 2), "t": round(now - t_start, 1),
+                       "cpu_s": round(st.cpu_seconds, 1)}
                 st.history.append(rec)
                 log.write(json.dumps(rec) + "\n")
                 log.flush()
@@ -255,7 +285,8 @@ def train_gan(
                 checkpoint()
     checkpoint(final=True)
     last = {k: float(v) for k, v in stats.items()}
-    return {"step": st.step, "seconds": time.time() - t_start, "bank_seconds": t_bank, "last": last}
+    return {"step": st.step, "seconds": time.time() - t_start, "cpu_seconds": st.cpu_seconds,
+            "bank_seconds": t_bank, "last": last}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -303,6 +334,13 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--profile", default="cpu", help="model size/recipe profile")
     sub.choices["gan"].add_argument("--bank-size", type=int, default=20000)
     sub.choices["gan"].add_argument("--sample-every", type=int, default=1000)
+    sub.choices["gan"].add_argument(
+        "--max-cpu-seconds", type=float, default=None, help="stop after this much CPU time in training steps"
+    )
+    sub.choices["gan"].add_argument(
+        "--snapshot-cpu-every", type=float, default=None, help="write generator_cpu<s>.pt every this many CPU s"
+    )
+    sub.choices["gan"].add_argument("--features", default=None, help="feature network of a projected D")
     sub.choices["segmenter"].add_argument("--fit-seconds", type=float, default=None)
     q = sub.add_parser("quality", help="GAN quality read by the segmenter (and a PNG sheet)")
     q.add_argument("--gan", required=True, help="generator.pt")
@@ -337,7 +375,10 @@ def main(argv: list[str] | None = None) -> None:
         workers=a.workers,
     )
     if a.what == "gan":
-        res = train_gan(a.out, a.steps, bank_size=a.bank_size, sample_every=a.sample_every, **common)
+        res = train_gan(
+            a.out, a.steps, bank_size=a.bank_size, sample_every=a.sample_every, max_cpu_seconds=a.max_cpu_seconds,
+            snapshot_cpu_every=a.snapshot_cpu_every, features=a.features, **common,
+        )
     else:
         res = train_segmenter(a.out, a.steps, fit_seconds=a.fit_seconds, **common)
     print(json.dumps(res, default=str))
