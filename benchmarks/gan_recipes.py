@@ -59,8 +59,11 @@ def cmd_train(a: argparse.Namespace) -> None:
               flush=True)
 
 
-def _snapshots(run: Path) -> list[Path]:
-    return sorted(run.glob("generator_cpu*.pt"))
+def _snapshots(run: Path, marks: list[int] | None = None) -> list[Path]:
+    snaps = sorted(run.glob("generator_cpu*.pt"))
+    if marks:
+        snaps = [p for p in snaps if int(p.stem.removeprefix("generator_cpu")) in marks]
+    return snaps
 
 
 def cmd_report(a: argparse.Namespace) -> None:
@@ -90,7 +93,7 @@ def cmd_report(a: argparse.Namespace) -> None:
     for name in a.recipes:
         run = Path(a.out) / name
         log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines() if x.strip()]
-        for snap in _snapshots(run):
+        for snap in _snapshots(run, a.cpu_marks):
             G = load_gan(snap)
             cpu, step = G.meta["cpu_seconds"], G.meta["step"]
             wall = next((r["t"] for r in log if r["step"] >= step), float("nan"))
@@ -127,6 +130,7 @@ def main() -> None:
     r.add_argument("--n-ref", type=int, default=500, help="rendered reference scenes")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--json", default=None)
+    r.add_argument("--cpu-marks", type=int, nargs="*", default=None, help="only these snapshots (CPU seconds)")
     a = p.parse_args()
     {"train": cmd_train, "report": cmd_report}[a.cmd](a)
 
