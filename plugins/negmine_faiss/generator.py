@@ -168,6 +168,25 @@ def encode_corpus(model: Any, data: PairedDataset, side: int, device: torch.devi
         model.train(was_training)
 
 
+def encode_corpus_sharded(model: Any, data: PairedDataset, side: int, device: torch.device,
+                          batch_size: int = 256) -> Embedding:
+    """:func:`encode_corpus` of all N items, split across the ranks of a torchrun job: rank r encodes items
+    ``[r * ceil(N/R), (r+1) * ceil(N/R))`` (the last shard padded with repeats of item N-1) and the shards are
+    all-gathered, so every rank ends with the same N rows on the CPU having encoded only 1/R of them. One process:
+    plain :func:`encode_corpus`."""
+    from negmine import distributed as dist_utils
+
+    info = dist_utils.current()
+    if not info.enabled:
+        return encode_corpus(model, data, side, device, batch_size)
+    n = len(data)
+    per = -(-n // info.world_size)
+    ids = torch.arange(info.rank * per, (info.rank + 1) * per).clamp_max(n - 1)
+    shard = encode_corpus(model, data, side, device, batch_size, ids=ids).to(device)  # gathered on the device
+    gathered = dist_utils.gather_embedding(shard)  # pads sequences to the longest across ranks
+    return Embedding(gathered.values[:n].cpu(), None if gathered.lengths is None else gathered.lengths[:n].cpu())
+
+
 def wants_normalized(model: Any, metric: str) -> bool:
     """Whether index vectors and queries are L2-normalised: metric ``cosine``, or ``auto`` with a cosine score."""
     if metric != "auto":
@@ -202,8 +221,9 @@ class FaissNegatives(NegativeGenerator):
     device, with ``meta["rank"]`` Long[B, k] (rank among the allowed re-scored candidates) and ``meta["index_score"]``
     Float[B, k] (the index's score). Invalid slots (fewer than k allowed candidates) hold id -1.
 
-    Under torchrun every rank encodes the whole training split at each refresh and keeps its own index (identical
-    across ranks, since the weights are); mining uses each rank's local batch.
+    Under torchrun each rank encodes 1/R of the training split at each refresh and the shards are all-gathered
+    (:func:`encode_corpus_sharded`); every rank then builds the same index (the weights are the same) and mines
+    for its local batch. ``cache_dtype=float16`` halves the cached corpus encodings.
     """
 
     name = "faiss"
@@ -350,7 +370,7 @@ class FaissNegatives(NegativeGenerator):
         self.quality = {}
         sample = self._recall_sample(len(data))
         for side in sides:
-            emb = encode_corpus(model, data, side, device, o.encode_batch)
+            emb = encode_corpus_sharded(model, data, side, device, o.encode_batch)
             vectors = as_faiss_array(_pooled(emb, normalize))
             auto = o.index == "auto"
             index = build_index(vectors, auto_spec(len(data), o.auto_exact_below) if auto else o.index,
