@@ -101,10 +101,19 @@ class MiningContext:
     embeddings: (side a, side b) encodings of the local batch.
     candidates: (side a, side b) encodings of the N candidates (the global batch; N == B in one process).
     scores: (side a, side b) Float[B, N]: ``scores[s][i, j]`` is the score of pair i with its side-s member replaced by
-        candidate j; ``scores[s][i, positive[i]]`` is the positive score. Computed once per step and shared.
+        candidate j; ``scores[s][i, positive[i]]`` is the positive score. Computed once per step and shared; in one
+        process ``scores[0]`` is a transposed view of ``scores[1]`` (no copy is made for generators that do not
+        read it row by row).
     positive: Long[B] the position of each anchor's own pair among the candidates.
     exclude: Bool[B, N] True where candidate j shares anchor i's id or group (the positive included): never a negative.
+        The trainer passes None and gives ``candidate_groups`` instead; the mask is then built from the ids and
+        groups the first time a generator reads ``ctx.exclude`` (and never when every generator uses
+        :meth:`masked_scores`, :meth:`excluded_pairs` or :meth:`excluded_at`, which cost O(B + N + E), E the
+        number of excluded pairs, instead of O(B x N)).
     candidate_ids: Long[N] dataset ids of the candidates.
+    candidate_groups: Long[N] groups of the candidates (default: ``candidate_ids``); needed when ``exclude`` is None.
+    unique_ids: the candidates' ids are distinct (the trainer's batches are drawn without replacement), so without
+        groups (``batch.groups`` None, ``candidate_groups`` None) the excluded pairs are exactly (i, positive[i]).
     """
 
     batch: Any
@@ -112,19 +121,111 @@ class MiningContext:
     candidates: tuple[Any, Any]
     scores: tuple[Tensor, Tensor]
     positive: Tensor
-    exclude: Tensor
+    _exclude: Tensor | None
     candidate_ids: Tensor
     model: Any
     task: Any
     step: int
     margin: float
     device: torch.device
+    candidate_groups: Tensor | None = None
+    unique_ids: bool = False
+    _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @property
     def positive_scores(self) -> Tensor:
         """Float[B]: the score of each anchor's own pair."""
-        rows = torch.arange(self.positive.shape[0], device=self.positive.device)
-        return self.scores[0][rows, self.positive]
+        if "positive_scores" not in self._cache:
+            rows = torch.arange(self.positive.shape[0], device=self.positive.device)
+            self._cache["positive_scores"] = self.scores[0][rows, self.positive]
+        return self._cache["positive_scores"]
+
+    @property
+    def exclude(self) -> Tensor:
+        """Bool[B, N]: True where candidate j shares anchor i's id or group (built once, on first use)."""
+        if self._exclude is not None:
+            return self._exclude
+        if "exclude" not in self._cache:
+            ids, groups = self._anchor_keys()
+            cand_ids, cand_groups = self._candidate_keys()
+            self._cache["exclude"] = (ids[:, None] == cand_ids[None, :]) | (groups[:, None] == cand_groups[None, :])
+        return self._cache["exclude"]
+
+    def _anchor_keys(self) -> tuple[Tensor, Tensor]:
+        return self.batch.ids.to(self.positive.device), self.batch.group_ids.to(self.positive.device)
+
+    def _candidate_keys(self) -> tuple[Tensor, Tensor]:
+        groups = self.candidate_ids if self.candidate_groups is None else self.candidate_groups
+        return self.candidate_ids.to(self.positive.device), groups.to(self.positive.device)
+
+    def _only_positives(self) -> bool:
+        """Whether the excluded candidates are exactly each anchor's own item (distinct ids, no groups)."""
+        return (self._exclude is None and self.unique_ids and self.batch.groups is None
+                and self.candidate_groups is None)
+
+    def excluded_pairs(self) -> tuple[Tensor, Tensor]:
+        """(rows Long[E], cols Long[E]): every (anchor, candidate) pair that ``exclude`` marks, possibly repeated.
+
+        Without a given mask this never builds the B x N mask: candidates are sorted by id and by group and each
+        anchor's equal run is found by binary search (with ``unique_ids`` and no groups: the positives).
+        """
+        if "pairs" not in self._cache:
+            if self._exclude is not None:
+                rows, cols = self._exclude.nonzero(as_tuple=True)
+            elif self._only_positives():
+                rows, cols = torch.arange(self.positive.shape[0], device=self.positive.device), self.positive
+            else:
+                ids, groups = self._anchor_keys()
+                cand_ids, cand_groups = self._candidate_keys()
+                if groups is ids and cand_groups is cand_ids:  # no groups: one key
+                    rows, cols = _equal_pairs(ids, cand_ids)
+                else:
+                    r1, c1 = _equal_pairs(groups, cand_groups)
+                    r2, c2 = _equal_pairs(ids, cand_ids)
+                    rows, cols = torch.cat([r1, r2]), torch.cat([c1, c2])
+            self._cache["pairs"] = (rows, cols)
+        return self._cache["pairs"]
+
+    def excluded_at(self, index: Tensor) -> Tensor:
+        """Bool[B, K]: whether candidate ``index[i, k]`` (Long[B, K], in range) is excluded for anchor i; O(B x K)."""
+        if self._exclude is not None:
+            return self._exclude.gather(1, index)
+        if self._only_positives():
+            return index == self.positive[:, None]
+        ids, groups = self._anchor_keys()
+        cand_ids, cand_groups = self._candidate_keys()
+        return (cand_ids[index] == ids[:, None]) | (cand_groups[index] == groups[:, None])
+
+    def masked_scores(self, side: int) -> Tensor:
+        """Float[B, N]: a fresh, contiguous copy of ``scores[side]`` with every excluded candidate at -inf.
+
+        The copy is the generator's own (it may fill more entries in place); its values and layout equal
+        ``scores[side].contiguous().masked_fill(exclude, -inf)``, so a ``topk`` over it picks exactly what a
+        ``topk`` over that would, ties included. Cost: one copy of the matrix (for a transposed view, the
+        transposition that row-wise reading needs anyway) and E scattered writes.
+        """
+        s = self.scores[side]
+        out = s.clone(memory_format=torch.contiguous_format) if s.is_contiguous() else s.contiguous()
+        if self._exclude is not None:
+            return out.masked_fill_(self._exclude, float("-inf"))
+        if "flat" not in self._cache:
+            rows, cols = self.excluded_pairs()
+            self._cache["flat"] = rows * out.shape[1] + cols
+        return out.view(-1).index_fill_(0, self._cache["flat"], float("-inf")).view(out.shape)
+
+
+def _equal_pairs(keys: Tensor, cand_keys: Tensor) -> tuple[Tensor, Tensor]:
+    """(rows Long[E], cols Long[E]) of every i, j with ``keys[i] == cand_keys[j]``; keys Long[B], cand_keys Long[N]."""
+    sorted_keys, order = cand_keys.sort()
+    lo = torch.searchsorted(sorted_keys, keys, right=False)
+    hi = torch.searchsorted(sorted_keys, keys, right=True)
+    counts = hi - lo
+    if bool((counts == 1).all()):  # each anchor matches one candidate (its own item): the usual case
+        return torch.arange(keys.shape[0], device=keys.device), order[lo]
+    rows = torch.repeat_interleave(torch.arange(keys.shape[0], device=keys.device), counts)
+    starts = torch.cumsum(counts, 0) - counts
+    offset = torch.arange(rows.shape[0], device=keys.device) - starts[rows]
+    return rows, order[lo[rows] + offset]
 
 
 def option(
@@ -192,6 +293,7 @@ class NegativeGenerator:
       name: the registered name (``--negatives NAME``, TOML ``negatives = [...]``).
       Options: an attrs class built with :func:`option` fields.
       requires: capabilities the task must provide (see :class:`negmine.Capability`).
+      encodes: set False when ``mine`` never runs the model, to skip saving its running statistics.
 
     Instances are created per stage by the trainer with their options, a seed and the built task. A generator that
     keeps state across steps (an index, clusters) stores it as tensors and plain values in :meth:`state_dict` so that
@@ -202,6 +304,8 @@ class NegativeGenerator:
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions
     requires: ClassVar[frozenset[str]] = frozenset()
+    # False when ``mine`` never runs the model (it only reads the context): the running statistics need no saving
+    encodes: ClassVar[bool] = True
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -220,8 +324,12 @@ class NegativeGenerator:
     def generate(self, ctx: MiningContext) -> dict[int, Negatives]:
         """Mine without gradient and without moving the model's running statistics (a generator may encode its own
         candidates in training mode), label with the source name, and validate the result."""
-        with torch.no_grad(), running_stats_kept(ctx.model):
-            out = self.mine(ctx)
+        with torch.no_grad():
+            if self.encodes:
+                with running_stats_kept(ctx.model):
+                    out = self.mine(ctx)
+            else:
+                out = self.mine(ctx)
         checked = {}
         for side, negs in out.items():
             if side not in (0, 1):
@@ -245,12 +353,12 @@ class NegativeGenerator:
             if negs.index.dtype not in (torch.int64, torch.int32):
                 raise PluginError(f"{where}: index must be an integer tensor, got {negs.index.dtype}")
         if negs.kind == NegativeKind.BATCH:
-            n = ctx.exclude.shape[1]
-            idx = negs.index[negs.valid]
-            if idx.numel() and (idx.min() < 0 or idx.max() >= n):
+            n = ctx.candidate_ids.shape[0]
+            index = negs.index.long()
+            low, high = torch.where(negs.valid, index, 0).aminmax()
+            if int(low) < 0 or int(high) >= n:
                 raise PluginError(f"{where}: batch index out of range [0, {n})")
-            clash = ctx.exclude.gather(1, negs.index.clamp(0, n - 1).long()) & negs.valid
-            if clash.any():
+            if bool(ctx.excluded_at(index.clamp(0, n - 1)).logical_and_(negs.valid).any()):  # O(B x K), no B x N mask
                 raise PluginError(f"{where}: returned a negative that shares the anchor's id or group")
         elif negs.kind == NegativeKind.DATASET:
             anchor_ids = ctx.batch.ids.to(negs.index.device)[:, None]

@@ -391,23 +391,10 @@ class Trainer:
         positive = rows + self.dist.rank * b
         cand_a, cand_b, scores_a, scores_b = self._batch_scores(emb_a, emb_b)
         pos_scores = scores_b[rows, positive]
-        exclude = (batch.ids[:, None] == cand_ids[None, :]) | (batch.group_ids[:, None] == cand_groups[None, :])
 
         # 2. mine from one shared, detached context
-        ctx = MiningContext(
-            batch=batch,
-            embeddings=(emb_a.detach(), emb_b.detach()),
-            candidates=(cand_a.detach(), cand_b.detach()),
-            scores=(scores_a.detach().contiguous(), scores_b.detach()),  # contiguous: row-wise mining is faster
-            positive=positive,
-            exclude=exclude,
-            candidate_ids=cand_ids,
-            model=model,
-            task=self.task,
-            step=self.global_step,
-            margin=c.margin,
-            device=self.device,
-        )
+        ctx = mining_context(batch, (emb_a, emb_b), (cand_a, cand_b), (scores_a, scores_b), positive, cand_ids,
+                             cand_groups, model, self.task, self.global_step, c.margin, self.device)
         mined = {name: gen.generate(ctx) for name, gen in self.active.items()}
 
         # 3. re-score every negative with gradient. Joint encoding: the side that input or dataset-id negatives
@@ -747,6 +734,32 @@ class Trainer:
         if self.dist.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def mining_context(batch: Any, embeddings: tuple[Embedding, Embedding], candidates: tuple[Embedding, Embedding],
+                   scores: tuple[Tensor, Tensor], positive: Tensor, candidate_ids: Tensor, candidate_groups: Tensor,
+                   model: Any, task: Any, step: int, margin: float, device: torch.device) -> MiningContext:
+    """The step's detached :class:`MiningContext`: all the trainer builds only for generators.
+
+    scores: (Float[B, N], Float[B, N]) as the loss uses them (in one process side a is a transposed view: it is not
+    copied, and no B x N exclusion mask is built; generators that need them ask the context, which builds them once).
+    """
+    return MiningContext(
+        batch=batch,
+        embeddings=(embeddings[0].detach(), embeddings[1].detach()),
+        candidates=(candidates[0].detach(), candidates[1].detach()),
+        scores=(scores[0].detach(), scores[1].detach()),
+        positive=positive,
+        exclude=None,  # built from the ids and groups on first use, if a generator asks for the mask
+        candidate_ids=candidate_ids,
+        candidate_groups=None if batch.groups is None else candidate_groups,  # None: the ids are the groups
+        unique_ids=True,  # a batch is drawn from a permutation of the training split
+        model=model,
+        task=task,
+        step=step,
+        margin=margin,
+        device=device,
+    )
 
 
 @torch.no_grad()

@@ -70,6 +70,69 @@ def build_index(vectors: np.ndarray, spec: str = "Flat", nprobe: int = 1) -> Any
     return index
 
 
+def auto_spec(n: int, exact_below: int = 50000) -> str:
+    """The factory string ``index=auto`` uses for n items: ``Flat`` below ``exact_below``, else IVF with about
+    4 sqrt(n) lists (a power of two; faiss wants at least ~39 training points per list, which n/4sqrt(n) gives
+    from n = 25k)."""
+    if n < exact_below:
+        return "Flat"
+    return f"IVF{2 ** max(1, round(np.log2(4 * np.sqrt(n))))},Flat"
+
+
+def exact_topk(vectors: np.ndarray, queries: np.ndarray, k: int, chunk: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """(scores Float[S, k], ids Long[S, k]): the exact inner-product top-k of each query over ``vectors`` Float[N, D],
+    by chunked torch matmul (memory O(S x chunk))."""
+    q = torch.from_numpy(queries)
+    best_s = torch.full((q.shape[0], 0), NEG_INF)
+    best_i = torch.zeros((q.shape[0], 0), dtype=torch.long)
+    for start in range(0, vectors.shape[0], chunk):
+        s = q @ torch.from_numpy(vectors[start : start + chunk]).T
+        top = s.topk(min(k, s.shape[1]), dim=1)
+        best_s = torch.cat([best_s, top.values], 1)
+        best_i = torch.cat([best_i, top.indices + start], 1)
+        keep = best_s.topk(min(k, best_s.shape[1]), dim=1)
+        best_s, best_i = keep.values, best_i.gather(1, keep.indices)
+    return best_s.numpy(), best_i.numpy()
+
+
+def tune_and_measure(index: Any, vectors: np.ndarray, queries: np.ndarray, query_ids: np.ndarray,
+                     groups: np.ndarray, k: int = 10, target: float | None = None) -> dict[str, float]:
+    """Sampled quality of ``index`` over ``vectors`` Float[N, D], for ``queries`` Float[S, D] (the other side of the
+    corpus items ``query_ids`` Long[S]; ``groups`` Long[N] the corpus groups).
+
+    Returns ``index_recall`` (the mean share of each query's exact k nearest items, its own group left out, that the
+    index returns among its k nearest allowed ones), ``hardest_found`` (the share of queries whose hardest allowed item
+    from the index is the exact hardest, a tie counted as found), ``sampled`` and, for an IVF index, ``nprobe``.
+    With ``target``, an IVF index's nprobe is doubled (up to its list count) until index_recall reaches it.
+    """
+    faiss = import_faiss()
+    depth = k + int(np.unique(groups, return_counts=True)[1].max())  # room for the query's own group, which is never a negative
+    exact_s, exact_i = exact_topk(vectors, queries, depth)
+    allowed = groups[exact_i] != groups[query_ids][:, None]
+    truth = [row[ok][:k] for row, ok in zip(exact_i, allowed, strict=True)]
+    best = np.array([row[ok][0] if ok.any() else NEG_INF for row, ok in zip(exact_s, allowed, strict=True)])
+    ivf = faiss.try_extract_index_ivf(index)
+
+    def measure() -> dict[str, float]:
+        scores, ids = index.search(queries, min(depth, index.ntotal))
+        ok = (ids >= 0) & (groups[np.maximum(ids, 0)] != groups[query_ids][:, None])
+        found = [row[m][:k] for row, m in zip(ids, ok, strict=True)]
+        recall = np.mean([len(set(f.tolist()) & set(t.tolist())) / max(1, len(t))
+                          for f, t in zip(found, truth, strict=True)])
+        top = np.array([row[m][0] if m.any() else NEG_INF for row, m in zip(scores, ok, strict=True)])
+        hardest = np.mean(top >= best - 1e-6 * np.maximum(1.0, np.abs(best)))
+        out = {"index_recall": float(recall), "hardest_found": float(hardest), "sampled": float(len(queries))}
+        if ivf is not None:
+            out["nprobe"] = float(ivf.nprobe)
+        return out
+
+    quality = measure()
+    while target is not None and ivf is not None and quality["index_recall"] < target and ivf.nprobe < ivf.nlist:
+        ivf.nprobe = min(ivf.nlist, ivf.nprobe * 2)
+        quality = measure()
+    return quality
+
+
 def corpus_groups(data: PairedDataset, batch_size: int = 1024) -> Tensor:
     """Long[N]: the group id of every item of a split (a ``groups`` attribute if the dataset has one, else loaded)."""
     n = len(data)
@@ -83,8 +146,10 @@ def corpus_groups(data: PairedDataset, batch_size: int = 1024) -> Tensor:
 
 
 @torch.no_grad()
-def encode_corpus(model: Any, data: PairedDataset, side: int, device: torch.device, batch_size: int = 256) -> Embedding:
-    """Encode side ``side`` of every item of ``data`` in eval mode; returns an Embedding with N rows on the CPU.
+def encode_corpus(model: Any, data: PairedDataset, side: int, device: torch.device, batch_size: int = 256,
+                  ids: Tensor | None = None) -> Embedding:
+    """Encode side ``side`` of every item of ``data`` (or of the items ``ids`` Long[M]) in eval mode; returns an
+    Embedding with N (or M) rows on the CPU.
 
     The model's train/eval mode is restored afterwards.
     """
@@ -92,14 +157,34 @@ def encode_corpus(model: Any, data: PairedDataset, side: int, device: torch.devi
     model.eval()
     try:
         parts = []
-        n = len(data)
+        every = torch.arange(len(data)) if ids is None else ids
+        n = every.shape[0]
         for start in range(0, n, batch_size):
-            ids = torch.arange(start, min(n, start + batch_size))
-            emb = model.encode(side, to_device(data.side_batch(side, ids), device))
+            chunk = every[start : min(n, start + batch_size)]
+            emb = model.encode(side, to_device(data.side_batch(side, chunk), device))
             parts.append(emb.detach().to("cpu"))
         return Embedding.cat(parts)
     finally:
         model.train(was_training)
+
+
+def encode_corpus_sharded(model: Any, data: PairedDataset, side: int, device: torch.device,
+                          batch_size: int = 256) -> Embedding:
+    """:func:`encode_corpus` of all N items, split across the ranks of a torchrun job: rank r encodes items
+    ``[r * ceil(N/R), (r+1) * ceil(N/R))`` (the last shard padded with repeats of item N-1) and the shards are
+    all-gathered, so every rank ends with the same N rows on the CPU having encoded only 1/R of them. One process:
+    plain :func:`encode_corpus`."""
+    from negmine import distributed as dist_utils
+
+    info = dist_utils.current()
+    if not info.enabled:
+        return encode_corpus(model, data, side, device, batch_size)
+    n = len(data)
+    per = -(-n // info.world_size)
+    ids = torch.arange(info.rank * per, (info.rank + 1) * per).clamp_max(n - 1)
+    shard = encode_corpus(model, data, side, device, batch_size, ids=ids).to(device)  # gathered on the device
+    gathered = dist_utils.gather_embedding(shard)  # pads sequences to the longest across ranks
+    return Embedding(gathered.values[:n].cpu(), None if gathered.lengths is None else gathered.lengths[:n].cpu())
 
 
 def wants_normalized(model: Any, metric: str) -> bool:
@@ -136,8 +221,9 @@ class FaissNegatives(NegativeGenerator):
     device, with ``meta["rank"]`` Long[B, k] (rank among the allowed re-scored candidates) and ``meta["index_score"]``
     Float[B, k] (the index's score). Invalid slots (fewer than k allowed candidates) hold id -1.
 
-    Under torchrun every rank encodes the whole training split at each refresh and keeps its own index (identical
-    across ranks, since the weights are); mining uses each rank's local batch.
+    Under torchrun each rank encodes 1/R of the training split at each refresh and the shards are all-gathered
+    (:func:`encode_corpus_sharded`); every rank then builds the same index (the weights are the same) and mines
+    for its local batch. ``cache_dtype=float16`` halves the cached corpus encodings.
     """
 
     name = "faiss"
@@ -147,8 +233,23 @@ class FaissNegatives(NegativeGenerator):
     class Options:
         k: int = option(1, "negatives per anchor and side", min=1)
         candidates: int = option(32, "neighbours searched per anchor before exclusion and re-scoring", min=1)
-        index: str = option("Flat", "FAISS factory string, e.g. Flat, IVF256,Flat, HNSW32 (inner-product metric)")
-        nprobe: int = option(16, "IVF lists visited per query (IVF indexes only)", min=1)
+        index: str = option(
+            "Flat", "FAISS factory string, e.g. Flat, IVF256,Flat, HNSW32 (inner-product metric), or auto: Flat below "
+            "auto_exact_below items, else IVF with ~4 sqrt(N) lists and nprobe raised until recall_target")
+        nprobe: int = option(16, "IVF lists visited per query (IVF indexes only; index=auto: the first nprobe tried)",
+                             min=1)
+        recall_sample: int = option(
+            256, "queries sampled at each refresh for exact top-k: faiss/index_recall, faiss/hardest_found (0: off)",
+            min=0)
+        recall_k: int = option(10, "neighbours compared for faiss/index_recall", min=1)
+        recall_warn: float = option(0.8, "warn when the sampled index recall falls below this (0: never)",
+                                    min=0.0, max=1.0)
+        recall_target: float = option(0.95, "index=auto: raise nprobe until the sampled recall reaches this",
+                                      min=0.0, max=1.0)
+        auto_exact_below: int = option(50000, "index=auto: an exact Flat index below this many items", min=1)
+        cache_dtype: str = option(
+            "float32", "dtype of the cached corpus encodings used for re-scoring (float16 halves their memory)",
+            choices=("float32", "float16"))
         refresh_every: int = option(100, "rebuild the index every N steps (0: only at stage start)", min=0)
         rescore: str = option(
             "cached", "cached: re-score candidates with the model's score on cached corpus encodings; none: index score",
@@ -188,6 +289,9 @@ class FaissNegatives(NegativeGenerator):
         self.last_refresh: int | None = None  # global step of the last scheduled refresh (survives resume)
         self.refreshes = 0  # index builds by this instance (telemetry and tests)
         self.refresh_seconds = 0.0  # duration of the last build
+        self.quality: dict[int, dict[str, float]] = {}  # per side, of the last build: see measure_recall
+        self._unlogged = False  # a build whose telemetry has not been logged yet
+        self._auto_nprobe: dict[int, int] = {}  # index=auto: the nprobe the last build reached, per side
         self._hooked = False  # lifecycle hooks are being delivered
 
     @classmethod
@@ -204,16 +308,45 @@ class FaissNegatives(NegativeGenerator):
         if self.last_refresh is None:
             self.last_refresh = trainer.global_step
         self.refresh(trainer.model, trainer.task.train, trainer.device, self._sides_of(trainer.model))
+        self._warn_if_poor(trainer.reporter.warn)
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
-        """Rebuild every ``refresh_every`` steps; log the build time on the steps that rebuild."""
+        """Rebuild every ``refresh_every`` steps; log the last build's time and sampled recall on the first log line
+        from the step it was built on (the stage start's build included)."""
         stage_done = trainer.step_in_stage >= trainer.stage.steps  # no step left to use a new index
         if self._due(step) and not stage_done:
             self.last_refresh = step
             self.refresh(trainer.model, trainer.task.train, trainer.device, self._sides_of(trainer.model))
-            metrics[f"{self.name}/refresh_s"] = self.refresh_seconds
-            metrics[f"{self.name}/refreshes"] = self.refreshes
+            self._warn_if_poor(trainer.reporter.warn)
+        log_line = step % trainer.config.log_every == 0 or stage_done  # the trainer writes this step's metrics
+        if self._unlogged and log_line:  # the last build's telemetry, on the first log line from its step on
+            metrics.update(self.telemetry())
+            self._unlogged = False
+
+    def telemetry(self) -> dict[str, float]:
+        """The last build's keys: ``faiss/refresh_s``, ``faiss/refreshes`` and, with ``recall_sample``, the sampled
+        ``faiss/index_recall`` and ``faiss/hardest_found`` (means over the indexed sides; per side as
+        ``faiss/sideS/...``) and ``faiss/nprobe`` (the IVF probes in use, index=auto included)."""
+        out = {f"{self.name}/refresh_s": self.refresh_seconds, f"{self.name}/refreshes": self.refreshes}
+        for key in ("index_recall", "hardest_found", "nprobe"):
+            values = [q[key] for q in self.quality.values() if key in q]
+            if values:
+                out[f"{self.name}/{key}"] = float(np.mean(values))
+            for side, q in self.quality.items():
+                if key in q:
+                    out[f"{self.name}/side{side}/{key}"] = q[key]
+        return out
+
+    def _warn_if_poor(self, warn: Any) -> None:
+        o = self.options
+        for side, q in sorted(self.quality.items()):
+            if "index_recall" in q and q["index_recall"] < o.recall_warn:
+                warn(f"faiss: the {o.index!r} index (side {side}) finds only {100 * q['index_recall']:.0f}% of the "
+                     f"exact {o.recall_k} nearest items of {q['sampled']} sampled queries, and the exact hardest for "
+                     f"{100 * q['hardest_found']:.0f}% (below recall_warn {o.recall_warn}): its negatives are far "
+                     "from the hardest. Raise nprobe, use more IVF lists, index=auto (nprobe raised until "
+                     "recall_target) or Flat.")
 
     def _due(self, step: int) -> bool:
         every = self.options.refresh_every
@@ -234,13 +367,36 @@ class FaissNegatives(NegativeGenerator):
         o = self.options
         normalize = wants_normalized(model, o.metric)
         self.indexes = indexes = {}  # drop the old index and cache first: peak memory is one copy, not two
+        self.quality = {}
+        sample = self._recall_sample(len(data))
         for side in sides:
-            emb = encode_corpus(model, data, side, device, o.encode_batch)
-            vectors = _pooled(emb, normalize)
-            indexes[side] = SideIndex(build_index(as_faiss_array(vectors), o.index, o.nprobe),
-                                      emb if o.rescore == "cached" else None)
+            emb = encode_corpus_sharded(model, data, side, device, o.encode_batch)
+            vectors = as_faiss_array(_pooled(emb, normalize))
+            auto = o.index == "auto"
+            index = build_index(vectors, auto_spec(len(data), o.auto_exact_below) if auto else o.index,
+                                self._auto_nprobe.get(side, o.nprobe) if auto else o.nprobe)
+            if sample is not None:
+                queries = _pooled(encode_corpus(model, data, 1 - side, device, o.encode_batch, ids=sample), normalize)
+                self.quality[side] = tune_and_measure(index, vectors, as_faiss_array(queries), sample.numpy(),
+                                                      self.groups.numpy(), o.recall_k,
+                                                      o.recall_target if auto else None)
+                if auto and "nprobe" in self.quality[side]:  # the next build starts where this one ended
+                    self._auto_nprobe[side] = int(self.quality[side]["nprobe"])
+            cache = None
+            if o.rescore == "cached":
+                cache = emb if o.cache_dtype == "float32" else Embedding(emb.values.half(), emb.lengths)
+            indexes[side] = SideIndex(index, cache)
+            del emb
         self.refreshes += 1
         self.refresh_seconds = time.perf_counter() - tick
+        self._unlogged = True
+
+    def _recall_sample(self, n: int) -> Tensor | None:
+        """Long[S] corpus ids whose other side queries the index for the recall check (seeded per refresh)."""
+        if not self.options.recall_sample:
+            return None
+        gen = torch.Generator().manual_seed(self.seed * 1000003 + self.refreshes)
+        return torch.randperm(n, generator=gen)[: min(self.options.recall_sample, n)].sort().values
 
     def search(self, side: int, queries: Tensor, depth: int) -> tuple[Tensor, Tensor]:
         """Search side ``side``'s index. queries: Float[B, D] (normalised by the caller if needed).
@@ -333,6 +489,8 @@ class FaissNegatives(NegativeGenerator):
         chunk = 4096
         for start in range(0, flat.numel(), chunk):
             cand = cache[flat[start : start + chunk]].to(ctx.device)
+            if cand.values.dtype != query_emb.values.dtype:  # a float16 cache is scored in the model's dtype
+                cand = Embedding(cand.values.to(query_emb.values.dtype), cand.lengths)
             anchor = query_emb[rows[start : start + chunk]]
             pair = (cand, anchor) if side == 0 else (anchor, cand)
             out.append(ctx.model.score_pairs(*pair).float())

@@ -48,28 +48,51 @@ class HardMinibatch(NegativeGenerator):
         )
         sides: str = option("both", "which sides get negatives: both, a or b", choices=SIDE_CHOICES)
 
+    encodes = False  # reads the shared score matrix only
+
     def allowed(self, ctx: MiningContext, scores: Tensor) -> Tensor:
-        """Bool[B, N]: candidates this generator may choose from, before the strategy picks."""
-        o = self.options
+        """Bool[B, N]: candidates this generator may choose from, before the strategy picks (a reference form of
+        what :meth:`mine` computes without building B x N masks it does not need)."""
         ok = ~ctx.exclude
+        window = self._window(ctx, scores, scores.masked_fill(ctx.exclude, NEG_INF))
+        return ok if window is None else ok & window
+
+    def _window(self, ctx: MiningContext, scores: Tensor, masked: Tensor) -> Tensor | None:
+        """Bool[B, N] of the candidates the rank window, ``min_gap`` and ``semihard`` keep (None: no such option).
+
+        scores: Float[B, N] the side's scores; masked: the same with excluded candidates at -inf (ranks are counted
+        among the candidates that are not excluded).
+        """
+        o = self.options
+        ok = None
         if o.rank_min or o.rank_max:
-            ranks = rank_desc(scores.masked_fill(ctx.exclude, NEG_INF))
-            ok &= ranks >= o.rank_min
+            ranks = rank_desc(masked)
+            ok = ranks >= o.rank_min
             if o.rank_max:
                 ok &= ranks < o.rank_max
-        pos = ctx.positive_scores[:, None]
         if o.min_gap is not None:
-            ok &= scores <= pos - o.min_gap
+            gap = scores <= ctx.positive_scores[:, None] - o.min_gap
+            ok = gap if ok is None else ok & gap
         if o.strategy == "semihard":
-            ok &= (scores < pos) & (scores > pos - ctx.margin)
+            pos = ctx.positive_scores[:, None]
+            semi = (scores < pos) & (scores > pos - ctx.margin)
+            ok = semi if ok is None else ok & semi
         return ok
 
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
+        """Per active side: Negatives(index Long[B, k] batch positions, score Float[B, k], valid Bool[B, k]).
+
+        The cost is one copy of the side's B x N scores with the excluded candidates written to -inf, then a
+        ``topk`` over it (``strategy=hardest``); the options that restrict the window add their masks in place.
+        """
         o = self.options
         out = {}
         for side in self.active_sides(ctx):
             scores = ctx.scores[side]
-            masked = scores.masked_fill(~self.allowed(ctx, scores), NEG_INF)
+            masked = ctx.masked_scores(side)  # [B, N], our own copy
+            window = self._window(ctx, scores, masked)
+            if window is not None:
+                masked.masked_fill_(~window, NEG_INF)
             if o.strategy == "sample":
                 pool = masked.topk(min(o.top_k, masked.shape[1]), dim=1)  # [B, P]
                 valid_pool = pool.values > NEG_INF
@@ -84,8 +107,7 @@ class HardMinibatch(NegativeGenerator):
                 index = pool.indices.gather(1, pick)
                 value = pool.values.gather(1, pick)
             else:
-                top = masked.topk(min(o.k, masked.shape[1]), dim=1)
-                index, value = top.indices, top.values
+                value, index = masked.topk(min(o.k, masked.shape[1]), dim=1)
             valid = value > NEG_INF
-            out[side] = Negatives.from_batch(index, scores.gather(1, index), valid)
+            out[side] = Negatives.from_batch(index, scores.gather(1, index), valid, source=self.name)
         return out

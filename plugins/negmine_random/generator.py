@@ -18,12 +18,16 @@ class RandomNegatives(NegativeGenerator):
         k: int = option(1, "negatives per anchor and side, drawn without replacement", min=1)
         sides: str = option("both", "which sides get negatives: both, a or b", choices=SIDE_CHOICES)
 
+    encodes = False  # reads the shared score matrix only
+
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
-        b, n = ctx.exclude.shape
+        b, n = ctx.scores[1].shape
+        rows, cols = ctx.excluded_pairs()  # no B x N mask
         out = {}
         for side in self.active_sides(ctx):
             # uniform keys, excluded candidates pushed to -1: the top k keys are a uniform sample without replacement
-            keys = torch.rand(b, n, generator=self.rng).to(ctx.device).masked_fill(ctx.exclude, -1.0)
+            keys = torch.rand(b, n, generator=self.rng).to(ctx.device)
+            keys[rows, cols] = -1.0
             k = min(self.options.k, n)
             top = keys.topk(k, dim=1)
             valid = top.values >= 0
