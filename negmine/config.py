@@ -440,3 +440,69 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
 def config_help() -> dict[str, tuple[Any, str]]:
     """Top-level keys: name -> (default, help), for docs and the CLI reference."""
     return {k: (d, h) for k, (_t, d, h) in _TOP_FIELDS.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building a run from a raw config dict: what the command line, the experiment runner and plugins share
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value if it parses (numbers, booleans, lists), else the plain string: ``"3"`` -> 3, ``"l1"`` -> "l1"."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_key_values(items: Sequence[str], flag: str, dashes_to_underscores: bool = False) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (repeated ``--task-option`` or ``--option`` values) -> {key: typed value}.
+
+    Values are parsed with :func:`parse_value`; ``dashes_to_underscores`` turns ``warm-start`` into ``warm_start``
+    (generator option names). Every malformed item is reported at once, naming ``flag``."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        if "=" not in item:
+            problems.append(f"{flag} {item!r}: expected KEY=VALUE")
+            continue
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_") if dashes_to_underscores else key.strip()
+        out[key] = parse_value(value.strip())
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def build_task(pm: Any, raw: dict[str, Any]) -> Any:
+    """Build the task a raw config dict names: ``raw["task"]`` (default ``toy``) at ``raw["profile"]`` (default the
+    task's first) with ``raw["task_options"]`` and ``raw["seed"]``, every unknown option reported with the closest
+    known one. Sets ``raw["profile"]`` to the profile used, so the config built next records it.
+
+    pm: a :class:`negmine.PluginManager` (the registered tasks). Returns the built :class:`negmine.Task`."""
+    from negmine.errors import UnknownNameError
+
+    spec = pm.task(raw.get("task") or "toy")
+    profile = raw.get("profile") or spec.default_profile
+    if profile not in spec.profiles:
+        raise UnknownNameError(f"profile of task {spec.name!r}", profile, spec.profiles)
+    options = dict(raw.get("task_options") or {})
+    problems = []
+    for key in options:
+        if key not in spec.options:
+            hint = closest(key, spec.options)
+            problems.append(
+                f"task_options: unknown option {key!r} of task {spec.name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; options: {', '.join(spec.options) or '(none)'}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    raw["profile"] = profile
+    return spec.build(profile=profile, seed=int(raw.get("seed", 0)), options=options)
+
+
+def build_task_config(pm: Any, task: Any, raw: Mapping[str, Any], source: str = "configuration") -> TrainConfig:
+    """The validated :class:`TrainConfig` of a raw config dict for a built task: the task profile's defaults under
+    ``raw``, the generators and their options checked against those ``pm`` registers (every problem at once, the
+    message naming ``source``)."""
+    return build_config(merge({"task": task.name}, task.defaults, raw), pm.generators(), source=source)
