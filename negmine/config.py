@@ -253,27 +253,65 @@ def _check_combine(where: str, negatives: Sequence[str], combine: Any, problems:
 def check_generator_options(
     where: str, gen_name: str, values: Mapping[str, Any], known: Mapping[str, type], problems: list[str]
 ) -> None:
-    """Check option names and values of one generator against its Options class."""
+    """Check option names and values of one generator against its Options class; every problem of the table is
+    appended (an unknown name with the closest known one, a value of the wrong type, outside its bounds or not one of
+    its choices with the closest choice), and only a table without such problems is built, so that the Options
+    class's own checks of combinations (``__attrs_post_init__``) are reported too."""
     cls = known.get(gen_name)
     if cls is None:
         return  # unknown generator names are reported where they are used
     options_cls = cls.Options
-    names = [f.name for f in attrs.fields(options_cls)]
-    ok = True
-    for key in values:
-        if key not in names:
-            hint = closest(key, names)
+    fields = {f.name: f for f in attrs.fields(options_cls)}
+    before = len(problems)
+    for key, value in values.items():
+        field = fields.get(key)
+        if field is None:
+            hint = closest(key, fields)
             problems.append(
                 f"{where}generators.{gen_name}: unknown option {key!r}"
                 + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; options: {', '.join(names) or '(none)'}"
+                + f"; options: {', '.join(fields) or '(none)'}"
             )
-            ok = False
-    if ok:
+            continue
+        problem = option_value_problem(field, value)
+        if problem:
+            problems.append(f"{where}generators.{gen_name}.{key}: {problem}")
+    if len(problems) == before:
         try:
             make_options(cls, values)
         except (TypeError, ValueError) as exc:
-            problems.append(f"{where}generators.{gen_name}: {exc}")
+            problems.append(f"{where}generators.{gen_name}: {_exception_text(exc)}")
+
+
+def option_value_problem(field: Any, value: Any) -> str | None:
+    """What is wrong with one value of a generator option declared with :func:`negmine.option` (its type, bounds and
+    choices), or None."""
+    meta = field.metadata.get("negmine", {})
+    kind = meta.get("type") or type(field.default)
+    if value is None:
+        return None if field.default is None else f"expected {kind.__name__}, got nothing"
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind in (int, float, str, bool) and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+        return f"expected {kind.__name__}, got {type(value).__name__} {value!r}"
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        hint = closest(str(value), [str(c) for c in choices])
+        return (f"{value!r} is not one of {', '.join(map(str, choices))}"
+                + (f" (did you mean {hint!r}?)" if hint else ""))
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        return f"must be >= {lo}, got {value!r}"
+    if hi is not None and value > hi:
+        return f"must be <= {hi}, got {value!r}"
+    return None
+
+
+def _exception_text(exc: BaseException) -> str:
+    """The message of an exception; attrs validators raise ValueError(message, attribute, ...), whose str() is the
+    whole tuple."""
+    first = exc.args[0] if exc.args else ""
+    return first if isinstance(first, str) and first else str(exc)
 
 
 def make_options(cls: type, values: Mapping[str, Any]) -> Any:
@@ -292,7 +330,7 @@ def make_options(cls: type, values: Mapping[str, Any]) -> Any:
     try:
         return cls.Options(**converted)
     except ValueError as exc:
-        raise ValueError(f"{exc}") from None
+        raise ValueError(_exception_text(exc)) from None
 
 
 def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source: str = "configuration") -> TrainConfig:
