@@ -31,7 +31,7 @@ from torch import Tensor
 from negmine import checkpoint as ckpt
 from negmine import distributed as dist_utils
 from negmine.config import StageConfig, TrainConfig, build_config, make_options, merge
-from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError
+from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError, PluginError
 from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives
 from negmine.loss import source_telemetry, triplet_loss
 from negmine.metrics import recall_at_k
@@ -554,13 +554,28 @@ class Trainer:
         if flat.numel() == 0:
             return out
         if encoded is None:
-            encoded = self.model.encode(side, self._negative_inputs(side, negs))
+            encoded = self._encode_negatives(side, negs)
         anchor_rows = flat // k
         if side == 0:
             s = self.model.score_pairs(encoded, emb_b[anchor_rows])
         else:
             s = self.model.score_pairs(emb_a[anchor_rows], encoded)
         return out.flatten().index_put((flat,), s).view(b, k)
+
+    def _encode_negatives(self, side: int, negs: Negatives) -> Embedding:
+        """Encode the valid negatives of one record in a pass of their own; a model that cannot encode them (inputs
+        of another shape or dtype than the task's) is a mistake of the generator, named with what was expected."""
+        inputs = self._negative_inputs(side, negs)
+        try:
+            return self.model.encode(side, inputs)
+        except Exception as exc:
+            gen = self.active.get(negs.source)
+            who = gen.describe() if gen is not None else f"generator {negs.source!r}"
+            expected = _shapes(self.task.train.side_batch(side, torch.arange(1)), drop=1)
+            raise PluginError(
+                f"{who} returned {negs.kind.value} negatives for side {side} that the model cannot encode: "
+                f"{_shapes(inputs, drop=1)} per negative, while the task's side-{side} inputs are {expected} per "
+                f"item ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
 
     def _watch_collapse(self, scores: Tensor, metrics: dict[str, Any]) -> None:
         """Warn when every score in the batch converges to one value (embedding collapse): a spread below 5% of the
@@ -793,6 +808,18 @@ def _resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError([f"device {device!r} requested but CUDA is not available on this machine; use --device cpu"])
     return device
+
+
+def _shapes(obj: Any, drop: int = 0) -> str:
+    """``float32[3, 8, 8]`` for a tensor without its first ``drop`` axes; tuples, lists and dicts of them in
+    brackets (for messages)."""
+    if isinstance(obj, Tensor):
+        return f"{str(obj.dtype).replace('torch.', '')}{list(obj.shape[drop:])}"
+    if isinstance(obj, (tuple, list)):
+        return "(" + ", ".join(_shapes(o, drop) for o in obj) + ")"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k}: {_shapes(v, drop)}" for k, v in obj.items()) + "}"
+    return type(obj).__name__
 
 
 def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:
