@@ -436,10 +436,17 @@ class Trainer:
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
                                          self.stage.reduction or "hardest", self.stage.group_weights or None)
         if not torch.isfinite(loss):
+            last = self.run_dir / "checkpoints" / "last.pt"
+            if last.is_file():
+                kept = f"The last good checkpoint is {last}; lower the learning rate or enable grad_clip, then resume."
+            else:  # the first steps: naming a file that does not exist would send the user looking for it
+                every = self.config.checkpoint_every
+                due = f"at step {every}" if every else "at the end of the stage"
+                kept = (f"No checkpoint was written yet (the first is due {due}), so there is nothing to "
+                        "resume: lower the learning rate or enable grad_clip, and start the run again.")
             raise NonFiniteLossError(
                 f"the loss became {float(loss.detach())} at step {self.global_step + 1} (stage {self.stage.name!r}); "
-                f"training stopped. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}; "
-                "lower the learning rate or enable grad_clip, then resume."
+                f"training stopped. {kept}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         update: dict[str, float] = {}
