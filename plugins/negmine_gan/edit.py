@@ -152,13 +152,15 @@ def imagenet_transform(images01: Tensor) -> Tensor:
 
 
 def resolve_gan(task: Any) -> nn.Module:
-    """The task's GAN: ``task.resources["gan"]`` (a module) or ``["gan_loader"]`` (a zero-argument callable)."""
+    """The task's GAN: ``task.resources["gan"]`` (a module) or ``["gan_loader"]`` (a zero-argument callable), put in
+    eval mode without gradients (it is fixed while a model trains against its edits)."""
     res = getattr(task, "resources", {}) or {}
-    if isinstance(res.get("gan"), nn.Module):
-        return res["gan"]
-    if callable(res.get("gan_loader")):
+    if not isinstance(res.get("gan"), nn.Module) and callable(res.get("gan_loader")):
         res["gan"] = res["gan_loader"]()
-        return res["gan"]
+    if isinstance(res.get("gan"), nn.Module):
+        # a GAN in training mode draws with batch statistics (an edit then changes pixels far from its region, each
+        # batch of edits differently) and moves its BatchNorm running statistics with every batch it draws
+        return res["gan"].eval().requires_grad_(False)
     raise PluginError(f"task {getattr(task, 'name', '?')!r} declares 'gan' but resources has no 'gan' module or 'gan_loader'")
 
 

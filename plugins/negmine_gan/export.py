@@ -134,7 +134,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     from negmine.evaluate import load_run
     from negmine.generator import MiningContext
     from negmine_gan.edit import upsample_mask
-    from negmine_gan.random_edit import to_model_input
+    from negmine_gan.base import gan_to_input
 
     task, config, _ = load_run(pm, run_dir, checkpoint, device, task_options)
     cls = pm.generator(generator)
@@ -146,12 +146,13 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         gen.refresh(model, task.train, torch.device(device), 0)
     describe = task.resources.get("describe_images")
     editor = gen._editor()
+    to_input = gan_to_input(task)
     out.mkdir(parents=True, exist_ok=True)
     rows, n = [], min(n, len(data))
     for start in range(0, n, batch_size):
         ids = torch.arange(start, min(n, start + batch_size))
         batch = data.batch(ids).to(device)
-        originals = to_model_input(editor.generate(batch.extras["latent"]))
+        originals = to_input(editor.generate(batch.extras["latent"]))
         batch = type(batch)(originals, batch.b, batch.ids, batch.groups, batch.extras)
         image, audio = model.encode(0, batch.a), model.encode(1, batch.b)
         scores = model.score_matrix(image, audio)

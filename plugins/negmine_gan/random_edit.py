@@ -97,12 +97,12 @@ class GanRandomEdits(GanEditGenerator):
             return self.unit_ablation(p, feats.shape[1]).bool(), region[pending]
 
         start = self.escalation_start()
-        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, to_model_input, o.accept,
+        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, self.to_input, o.accept,
                                     o.accept_step, o.max_tries, start=start)
         edited, units, tries, ratios = result["edited"], result["units"], result["tries"], result["change_ratio"]
         self.update_start(tries)
-        inputs = to_model_input(original).clone()
-        inputs[dev_items] = to_model_input(edited)
+        inputs = self.to_input(original).clone()
+        inputs[dev_items] = self.to_input(edited)
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
         self.last_stats = {**tries_stats(tries), "change_ratio": float(ratios.mean()),

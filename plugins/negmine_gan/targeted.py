@@ -22,7 +22,6 @@ from negmine.model import running_stats_kept
 from negmine_gan.base import (
     GanEditGenerator,
     edit_fraction_option,
-    to_model_input,
     tries_stats,
     warm_start_option,
 )
@@ -73,7 +72,7 @@ class GanTargetedEdits(GanEditGenerator):
         with torch.no_grad(), running_stats_kept(model):  # a one-image probe must not move BatchNorm's statistics
             dim = int(model.encode(0, data.batch(torch.arange(1)).a.to(device)).values.shape[1])
         self.concepts = compute_concepts(
-            model, data, self._editor(), to_model_input, n_clusters=max(2, round(o.clusters * dim)),
+            model, data, self._editor(), self.to_input, n_clusters=max(2, round(o.clusters * dim)),
             max_datapoints=o.max_datapoints, n_dissect=o.dissect_samples, unit_quantile=o.unit_quantile,
             seed=self.seed, device=device, step=step)
 
@@ -138,12 +137,12 @@ class GanTargetedEdits(GanEditGenerator):
             tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
             return units, geodesic_region(heat[pending], seeds[pending], tau)
 
-        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, to_model_input, o.accept,
+        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, self.to_input, o.accept,
                                     o.accept_step, o.max_tries, start=start)
         tries = result["tries"]
         self.update_start(tries)
-        inputs = to_model_input(original).clone()
-        inputs[dev_items] = to_model_input(result["edited"])
+        inputs = self.to_input(original).clone()
+        inputs[dev_items] = self.to_input(result["edited"])
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
         self.last_stats = {**tries_stats(tries), "change_ratio": float(result["change_ratio"].mean()),
