@@ -10,7 +10,7 @@ from torch import Tensor
 from negmine import hookimpl
 from negmine.errors import PluginError
 from negmine.generator import NegativeGenerator, option
-from negmine_gan.edit import GanEditor, resolve_gan
+from negmine_gan.edit import GanEditor, check_layer_grid, resolve_gan
 
 
 def to_model_input(images: Any) -> Any:
@@ -130,6 +130,14 @@ class GanEditGenerator(NegativeGenerator):
             self._contract_checked = True  # once: the task's images and the mapping do not change
             check_image_contract(self.task, ctx.batch.a.float(), self.to_input(images))
         return feats, images
+
+    def check_grid(self, feats: Any, image: Any, z: Any) -> None:
+        """Refuse (once checked, for good) a GAN layer whose map (Float[B, C, h, w]) is not on the grid of the
+        model's image embedding (Float[B, D, H, W])."""
+        if getattr(self, "_grid_checked", False):
+            return
+        check_layer_grid(self._editor(), tuple(feats.shape[-2:]), tuple(image.values.shape[2:]), z, self.describe())
+        self._grid_checked = True
 
     def edit_items(self, b: int) -> Tensor:
         """Long[M]: the batch items edited this step, ascending (all of them unless ``options.edit_fraction`` < 1)."""

@@ -109,6 +109,41 @@ class GanEditor:
             handle.remove()
 
 
+@torch.no_grad()
+def layer_grids(editor: GanEditor, z: Tensor) -> dict[str, tuple[int, int]]:
+    """The spatial size (H, W) of every submodule of the generator whose output is a Float[B, C, H, W] map, for
+    latents z (one full forward pass through forward hooks)."""
+    grids: dict[str, tuple[int, int]] = {}
+    handles = []
+    for name, module in editor.gan.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(
+                lambda _m, _i, out, name=name: grids.__setitem__(name, tuple(out.shape[-2:]))
+                if isinstance(out, Tensor) and out.dim() == 4 else None))
+    try:
+        editor._follow(z)
+        editor.call(editor.gan, z)
+    finally:
+        for h in handles:
+            h.remove()
+    return grids
+
+
+def check_layer_grid(editor: GanEditor, layer_grid: tuple[int, ...], image_grid: tuple[int, ...], z: Tensor,
+                     who: str) -> None:
+    """Refuse a GAN layer whose output is not on the model's image grid: the matchmap region and the concepts live
+    on the model's grid, so on another grid an edit would ablate cells the model never looked at. The message
+    names the layers that are on the grid."""
+    if tuple(layer_grid) == tuple(image_grid):
+        return
+    grids = layer_grids(editor, z[:1])
+    fitting = [n for n, _ in editor.gan.named_modules() if grids.get(n) == tuple(image_grid)]  # in module order
+    raise PluginError(
+        f"{who}: GAN layer {editor.layer!r} outputs a {layer_grid[0]}x{layer_grid[1]} map, but the model's image "
+        f"map is {image_grid[0]}x{image_grid[1]}; edit a layer on the model's grid"
+        + (f": {', '.join(repr(n) for n in fitting)}" if fitting else " (no layer of this GAN is)"))
+
+
 def geodesic_region(heat: Tensor, seeds: Tensor, threshold: Tensor) -> Tensor:
     """Bool[B, H, W]: the 8-connected component of ``heat >= threshold * max`` that contains the seed, dilated once
     more with a 3x3 kernel (the paper code's region).

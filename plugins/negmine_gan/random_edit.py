@@ -80,9 +80,7 @@ class GanRandomEdits(GanEditGenerator):
         b = z_all.shape[0]
         feats, original = self.originals(ctx, z_all)  # [B, C, h, w], [B, 3, R, R]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
-        if heat.shape[-2:] != feats.shape[-2:]:
-            heat = torch.nn.functional.adaptive_max_pool2d(heat[:, None], feats.shape[-2:])[:, 0]
-            seeds = (seeds.float() * feats.shape[-1] / ctx.embeddings[0].values.shape[-1]).long()
+        self.check_grid(feats, ctx.embeddings[0], z_all)
         items = self.edit_items(b)  # the anchors edited this step
         dev_items = items.to(ctx.device)
         z, feats, edit_original = z_all[dev_items], feats[dev_items], original[dev_items]
