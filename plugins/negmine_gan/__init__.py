@@ -26,7 +26,7 @@ def negmine_register_commands():
     @click.option("--n", "n", default=100, show_default=True, type=click.IntRange(min=1), help="pairs to edit")
     @click.option("--split", default="test", type=click.Choice(["train", "val", "test"]), show_default=True)
     @click.option("--checkpoint", default="best", show_default=True)
-    @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option (repeatable)")
+    @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option over the run's (repeatable)")
     @click.option("--seed", default=0, show_default=True, type=int)
     @click.option("--device", default="cpu", show_default=True)
     @click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",

@@ -62,10 +62,15 @@ def edit_fraction_option() -> Any:
                   "paper)", min=0.01, max=1.0)
 
 
-def tries_stats(tries: Any) -> dict[str, float]:
-    """Telemetry of one batch's edits: mean tries and the histogram (``tries_hist/<t>``: edits accepted at try t)."""
+def tries_stats(tries: Any, accepted: Any = None) -> dict[str, float]:
+    """Telemetry of one batch's edits (tries Long[M], accepted Bool[M]): ``tries_mean``, ``first_try`` (the
+    fraction accepted at their first try), ``accept_rate`` (the fraction whose change reached the acceptance
+    threshold; the others were taken at the last try whatever they changed) and the histogram (``tries_hist/<t>``:
+    edits accepted at try t)."""
     values, counts = tries.unique(return_counts=True)
-    stats = {"tries_mean": float(tries.float().mean())}
+    stats = {"tries_mean": float(tries.float().mean()), "first_try": float((tries == 1).float().mean())}
+    if accepted is not None:
+        stats["accept_rate"] = float(accepted.float().mean())
     stats.update({f"tries_hist/{int(v)}": float(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)})
     return stats
 

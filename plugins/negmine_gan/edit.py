@@ -221,7 +221,8 @@ def edit_until_changed(
     ``accept - attempt * accept_step``; the last level (``max_tries - 1``) accepts whatever it made, so the loop
     always ends.
     Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], region Bool[B, h, w], tries Long[B] (tries
-    made in this call), change_ratio Float[B].
+    made in this call), change_ratio Float[B], accepted Bool[B] (the change reached its threshold; False: taken at the
+    last level whatever it changed).
     """
     start = max(0, min(int(start), max_tries - 1))
     b, c = features.shape[:2]
@@ -230,6 +231,7 @@ def edit_until_changed(
     regions = torch.zeros(b, *features.shape[-2:], dtype=torch.bool)
     tries = torch.zeros(b, dtype=torch.long)
     ratios = torch.zeros(b)
+    accepted = torch.zeros(b, dtype=torch.bool)
     thresholds = torch.full((b,), max(0.0, float(accept) - start * accept_step))
     pending = torch.arange(b)
     for attempt in range(start, max_tries):
@@ -239,8 +241,10 @@ def edit_until_changed(
         out = editor.generate(z[pending.to(dev)], ablation=a, features=features[pending.to(dev)])
         rho = change_ratio(to_input(original[pending.to(dev)]), to_input(out), pixels[pending.to(dev)],
                            imagenet_transform).cpu()
-        ok = (rho >= thresholds[pending]) | (attempt == max_tries - 1)
+        met = rho >= thresholds[pending]
+        ok = met | (attempt == max_tries - 1)
         done = pending[ok]
+        accepted[done] = met[ok]
         edited[done.to(dev)] = out[ok.to(dev)]
         units[done] = unit_mask[ok.to(unit_mask.device)].bool().cpu()
         regions[done] = region[ok.to(region.device)].bool().cpu()
@@ -250,4 +254,5 @@ def edit_until_changed(
         if pending.numel() == 0:
             break
         thresholds[pending] = (thresholds[pending] - accept_step).clamp(min=0.0)
-    return {"edited": edited, "units": units, "region": regions, "tries": tries, "change_ratio": ratios}
+    return {"edited": edited, "units": units, "region": regions, "tries": tries, "change_ratio": ratios,
+            "accepted": accepted}

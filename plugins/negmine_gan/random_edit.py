@@ -103,7 +103,7 @@ class GanRandomEdits(GanEditGenerator):
         inputs[dev_items] = self.to_input(edited)
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
-        self.last_stats = {**tries_stats(tries), "change_ratio": float(ratios.mean()),
+        self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(ratios.mean()),
                            "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
         full = self.scatter_items
         valid = full(items, torch.ones(m, 1, dtype=torch.bool), b, False)

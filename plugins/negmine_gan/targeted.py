@@ -177,7 +177,7 @@ class GanTargetedEdits(GanEditGenerator):
         inputs[dev_items] = self.to_input(result["edited"])
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
-        self.last_stats = {**tries_stats(tries), "change_ratio": float(result["change_ratio"].mean()),
+        self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(result["change_ratio"].mean()),
                            "units_ablated": float(result["units"].float().sum(1).mean()),
                            "clusters": float(self.concepts.centroids.shape[0]), "start_level": float(start)}
         full = self.scatter_items

@@ -325,3 +325,47 @@ def test_a_gan_in_training_mode_is_put_in_eval_mode_and_keeps_its_statistics():
     assert not any(p.requires_grad for p in gan.parameters())
     GanRandomEdits(GanRandomEdits.Options(max_tries=2), seed=0, task=task).generate(_context(task))
     assert torch.equal(gan.norm.running_mean, before) and int(gan.norm.num_batches_tracked) == 0
+
+
+def test_acceptance_rate_is_logged():
+    """Issue 17, item 5: only tries_hist/N said how many edits met their threshold."""
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    never = GanRandomEdits(GanRandomEdits.Options(max_tries=3, accept=5.0), seed=0, task=task)
+    never.generate(ctx)
+    assert never.last_stats["accept_rate"] == 0.0 and never.last_stats["first_try"] == 0.0
+    always = GanRandomEdits(GanRandomEdits.Options(accept=0.0), seed=0, task=task)
+    always.generate(ctx)
+    assert always.last_stats["accept_rate"] == 1.0 and always.last_stats["first_try"] == 1.0
+
+
+def test_edits_export_uses_the_runs_options_and_concepts_and_records_provenance(tmp_path, capsys):
+    """Issue 17, item 3: the export used default options and recomputed the concepts."""
+    import json
+
+    from negmine import checkpoint as ckpt
+    from negmine.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "toy", "--profile", "gan", "-n", "random", "-n", "gan-targeted", "--steps", "2",
+                 "--gan-targeted-clusters", "0.3", "--gan-targeted-units", "0.2", "--gan-targeted-max-tries", "2",
+                 "--gan-targeted-max-datapoints", "64", "--gan-targeted-dissect-samples", "32", "--eval-size", "20",
+                 "--run-dir", str(run), "-q"]) == 0
+    out = tmp_path / "edits"
+    assert main(["edits", "export", str(run), "--out", str(out), "--n", "3", "--checkpoint", "stage-main",
+                 "--option", "units=0.1", "--seed", "5"]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "edits.json").read_text())
+    o = summary["options"]
+    assert (o["clusters"], o["max_tries"], o["units"]) == (0.3, 2, 0.1)  # the run's, and the flag over them
+    assert summary["options_from"] == "the run's stage 'main', overridden by ['units']"
+    assert summary["concepts_from"] == "checkpoint"
+    saved = ckpt.load(run / "checkpoints" / "stage-main.pt")["generators"]["gan-targeted"]["concepts"]
+    clusters = {r["cluster"] for r in map(json.loads, (out / "edits.jsonl").read_text().splitlines())}
+    assert clusters <= set(range(saved["centroids"].shape[0]))
+    assert summary["seed"] == 5 and summary["task"] == "toy" and summary["profile"] == "gan"
+    assert summary["checkpoint_path"] == str(run / "checkpoints" / "stage-main.pt")
+    assert summary["gan_sha256"].startswith("weights:") and len(summary["gan_sha256"]) == 8 + 64
+    assert summary["negmine_version"] and summary["negmine_commit"]
+    # a bad flag is one message with the closest name
+    assert main(["edits", "export", str(run), "--out", str(tmp_path / "x"), "--option", "unit=0.1"]) == 2
+    assert "did you mean 'units'" in capsys.readouterr().err
