@@ -283,7 +283,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
                 table.add_column("help")
                 for opt in gen["options"]:
                     flag = f"--{gen['name']}-{opt['name']}".replace("_", "-")
-                    kind = "|".join(opt["choices"]) if opt["choices"] else opt["type"]
+                    kind = "|".join(map(str, opt["choices"])) if opt["choices"] else opt["type"]
+                    if opt["min"] is not None or opt["max"] is not None:  # inclusive bounds, as the flags check
+                        kind += f" [{'' if opt['min'] is None else opt['min']}..{'' if opt['max'] is None else opt['max']}]"
                     table.add_row(flag, kind, str(opt["default"]), opt["help"])
                 console.print(table)
         for task in plugin["tasks"]:

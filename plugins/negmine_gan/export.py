@@ -190,8 +190,8 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     from negmine.errors import ConfigError
     from negmine.evaluate import load_run
     from negmine.generator import MiningContext
-    from negmine_gan.edit import upsample_mask
     from negmine_gan.base import gan_to_input
+    from negmine_gan.edit import upsample_mask
 
     task, config, state = load_run(pm, run_dir, checkpoint, device, task_options)
     cls = pm.generator(generator)

@@ -103,7 +103,6 @@ def test_default_clusters_scale_with_the_units_that_fire_and_few_clusters_warn(t
 
     from negmine import Trainer
     from negmine_gan.targeted import PAPER_CLUSTERS, GanTargetedEdits
-    from negmine_random.generator import RandomNegatives
     from negmine_toy.task import build_toy
 
     warnings = []
