@@ -479,6 +479,8 @@ class Trainer:
                 for key, value in source_telemetry(pos_scores, seen, negs.valid.to(seen.device), c.margin).items():
                     metrics[f"{name}/side{side}/{key}"] = value
         self._watch_collapse(scores_b.detach(), metrics)
+        if self.dist.enabled:  # log the global batch, as a single process on it would, not rank 0's rows
+            metrics.update(dist_utils.global_batch_stats(loss, pos_scores, scores_b))
         self._watch_dead_units((emb_a, emb_b), metrics)
         return metrics
 
@@ -589,7 +591,10 @@ class Trainer:
         margin, where the hinge sees every pair alike (each term ~ margin) and recall falls to chance; a run of
         Hard Neg on Audio CLEVRGAN collapsed to a spread of 0.002-0.06 with margin 1 within 20 steps, healthy runs
         stay above 0.4 from the first steps."""
-        std = float(scores.std()) if scores.numel() > 1 else 0.0
+        if self.dist.enabled:  # every rank decides on the global batch's spread, so they agree
+            std = dist_utils.global_batch_stats(scores.new_zeros(()), scores.new_zeros(1), scores)["score_std"]
+        else:
+            std = float(scores.std()) if scores.numel() > 1 else 0.0
         metrics["score_std"] = std
         scale = max(1.0, float(scores.abs().mean()))
         self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * self.config.margin) else 0
@@ -602,6 +607,10 @@ class Trainer:
                           "second moments were shaped by a gentler loss: the hard negatives' larger gradients then "
                           "move many weights by more than lr per step, the same way, for many steps (update_per_lr "
                           "jumps). Set init_optimizer = false, or warm the lr up (warmup_steps).")
+            elif any("hard" in name for name in self.stage.negatives) and any(
+                    group == ("random",) for group in self.stage.combine):
+                advice = ("hardest negatives often do this, even next to this stage's random group. Use "
+                          "strategy=semihard, a lower learning rate, or warm-start (init) from a random-negatives stage.")
             elif any("hard" in name for name in self.stage.negatives):
                 advice = ("hardest negatives often do this. Add a random group (combine = [[\"random\"], "
                           "[\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init).")
@@ -609,7 +618,8 @@ class Trainer:
                 advice = ("every pair scores alike, so the loss cannot tell positives from negatives. From scratch "
                           "this can be a plateau that training leaves later (a higher learning rate or Adam shortens "
                           "it); after a warm start it is a collapse.")
-            self.reporter.warn(f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
+            if self.dist.is_main:  # once, not once per rank
+                self.reporter.warn(f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
                                f"{self.stage.name!r}): {advice}")
 
     def _watch_dead_units(self, embeddings: tuple[Embedding, Embedding], metrics: dict[str, Any]) -> None:
