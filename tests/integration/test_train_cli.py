@@ -351,9 +351,13 @@ def _bare_trainer(negatives=("random",), init_optimizer=False):
     trainer.reporter = _Recorder()
     trainer._collapse_count, trainer._collapse_warned = 0, False
     trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
-    stage = type("S", (), {"name": "main", "negatives": negatives, "init_optimizer": init_optimizer})()
+    from negmine.distributed import DistInfo
+
+    stage = type("S", (), {"name": "main", "negatives": negatives, "init_optimizer": init_optimizer,
+                           "combine": tuple((n,) for n in negatives)})()
     trainer.config = type("C", (), {"stages": [stage], "margin": 1.0})()
     trainer.stage_index = 0
+    trainer.dist = DistInfo()  # one process
     return trainer
 
 
