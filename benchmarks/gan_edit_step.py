@@ -56,7 +56,7 @@ def _git(*args: str) -> str:
 
 
 def time_method(pm, data: str, init: Path, stage: dict, steps: int, seed: int, max_train: int) -> dict:
-    from negmine.cli.commands import _build_config, _build_task
+    from negmine.config import build_task, build_task_config
     from negmine.trainer import Trainer
 
     run_dir = Path(tempfile.mkdtemp(prefix="bench-gan-step-"))
@@ -64,8 +64,8 @@ def time_method(pm, data: str, init: Path, stage: dict, steps: int, seed: int, m
            "checkpoint_every": 0, "log_every": 1, "eval_size": 16,
            "task_options": {"data_dir": data, "max_train": max_train},
            "stages": [dict(stage, name="bench", steps=steps, init=str(init / "checkpoints" / "best.pt"))]}
-    task = _build_task(pm, raw)
-    config = _build_config(pm, task, raw, source="benchmark")
+    task = build_task(pm, raw)
+    config = build_task_config(pm, task, raw, source="benchmark")
     trainer = Trainer(task, config, plugins=pm, reporter=None)
     started = time.perf_counter()
     trainer.fit()

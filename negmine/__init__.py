@@ -45,7 +45,10 @@ _EXPORTS = {
     "Trainer": "negmine.trainer",
     "TrainConfig": "negmine.config",
     "StageConfig": "negmine.config",
-    "load_config": "negmine.config",
+    "read_config_file": "negmine.config",
+    "build_task": "negmine.config",
+    "build_task_config": "negmine.config",
+    "parse_key_values": "negmine.config",
     "PluginManager": "negmine.plugins",
     "get_plugin_manager": "negmine.plugins",
 }
@@ -53,7 +56,14 @@ _EXPORTS = {
 __all__ = ["hookimpl", "__version__", *_EXPORTS]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from negmine.config import StageConfig, TrainConfig, load_config  # noqa: F401
+    from negmine.config import (  # noqa: F401
+        StageConfig,
+        TrainConfig,
+        build_task,
+        build_task_config,
+        parse_key_values,
+        read_config_file,
+    )
     from negmine.errors import *  # noqa: F401,F403
     from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives, option  # noqa: F401
     from negmine.loss import triplet_loss  # noqa: F401

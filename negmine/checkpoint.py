@@ -37,15 +37,40 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
-def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a checkpoint safely (``weights_only=True``); a clear error names the file when it is missing or corrupt."""
+def read_tensors(path: str | Path, what: str = "checkpoint", map_location: str | torch.device = "cpu") -> Any:
+    """``torch.load(path, weights_only=True)`` with one clear :class:`CheckpointError` naming ``what`` and the file
+    when it is missing or cannot be read: for negmine checkpoints, and for any other file of tensors and plain values
+    a plugin loads (a GAN's or a segmenter's weights: pass ``what="GAN checkpoint"``).
+
+    torch's own message for a file that is not a checkpoint, or that holds pickled objects, advises loading it again
+    with ``weights_only=False``, which runs whatever code the file carries; that advice is never passed on."""
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+        raise CheckpointError(f"{what} {str(path)!r} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"checkpoint {str(path)!r} cannot be read ({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{what} {str(path)!r} cannot be read: {_unreadable_reason(exc)}") from None
+
+
+def _unreadable_reason(exc: BaseException) -> str:
+    """Why torch could not load a file, in one line and without the weights_only=False advice."""
+    text = str(exc)
+    if "Weights only load failed" in text:
+        detail = text.split("WeightsUnpickler error:", 1)[-1].strip() if "WeightsUnpickler error:" in text else ""
+        first = next((line.strip() for line in detail.splitlines() if line.strip()), "")
+        if first.startswith("Unsupported global:"):
+            name = first.split("GLOBAL", 1)[-1].split(" was not", 1)[0].strip()
+            return (f"it holds a pickled Python object ({name}), not only tensors and plain values; negmine never "
+                    "loads such files, since unpickling them can run any code")
+        return f"it is not a torch file of tensors and plain values (unpickling failed: {first or type(exc).__name__})"
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(exc).__name__)
+    return f"it is not a torch checkpoint, or it is truncated ({first})"
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely (``weights_only=True``); a clear error names the file when it is missing or corrupt."""
+    state = read_tensors(path, "checkpoint", map_location)
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a negmine checkpoint of format {FORMAT}")
     return state

@@ -253,27 +253,65 @@ def _check_combine(where: str, negatives: Sequence[str], combine: Any, problems:
 def check_generator_options(
     where: str, gen_name: str, values: Mapping[str, Any], known: Mapping[str, type], problems: list[str]
 ) -> None:
-    """Check option names and values of one generator against its Options class."""
+    """Check option names and values of one generator against its Options class; every problem of the table is
+    appended (an unknown name with the closest known one, a value of the wrong type, outside its bounds or not one of
+    its choices with the closest choice), and only a table without such problems is built, so that the Options
+    class's own checks of combinations (``__attrs_post_init__``) are reported too."""
     cls = known.get(gen_name)
     if cls is None:
         return  # unknown generator names are reported where they are used
     options_cls = cls.Options
-    names = [f.name for f in attrs.fields(options_cls)]
-    ok = True
-    for key in values:
-        if key not in names:
-            hint = closest(key, names)
+    fields = {f.name: f for f in attrs.fields(options_cls)}
+    before = len(problems)
+    for key, value in values.items():
+        field = fields.get(key)
+        if field is None:
+            hint = closest(key, fields)
             problems.append(
                 f"{where}generators.{gen_name}: unknown option {key!r}"
                 + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; options: {', '.join(names) or '(none)'}"
+                + f"; options: {', '.join(fields) or '(none)'}"
             )
-            ok = False
-    if ok:
+            continue
+        problem = option_value_problem(field, value)
+        if problem:
+            problems.append(f"{where}generators.{gen_name}.{key}: {problem}")
+    if len(problems) == before:
         try:
             make_options(cls, values)
         except (TypeError, ValueError) as exc:
-            problems.append(f"{where}generators.{gen_name}: {exc}")
+            problems.append(f"{where}generators.{gen_name}: {_exception_text(exc)}")
+
+
+def option_value_problem(field: Any, value: Any) -> str | None:
+    """What is wrong with one value of a generator option declared with :func:`negmine.option` (its type, bounds and
+    choices), or None."""
+    meta = field.metadata.get("negmine", {})
+    kind = meta.get("type") or type(field.default)
+    if value is None:
+        return None if field.default is None else f"expected {kind.__name__}, got nothing"
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind in (int, float, str, bool) and (not isinstance(value, kind) or (kind is not bool and isinstance(value, bool))):
+        return f"expected {kind.__name__}, got {type(value).__name__} {value!r}"
+    choices = meta.get("choices")
+    if choices and value not in choices:
+        hint = closest(str(value), [str(c) for c in choices])
+        return (f"{value!r} is not one of {', '.join(map(str, choices))}"
+                + (f" (did you mean {hint!r}?)" if hint else ""))
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and value < lo:
+        return f"must be >= {lo}, got {value!r}"
+    if hi is not None and value > hi:
+        return f"must be <= {hi}, got {value!r}"
+    return None
+
+
+def _exception_text(exc: BaseException) -> str:
+    """The message of an exception; attrs validators raise ValueError(message, attribute, ...), whose str() is the
+    whole tuple."""
+    first = exc.args[0] if exc.args else ""
+    return first if isinstance(first, str) and first else str(exc)
 
 
 def make_options(cls: type, values: Mapping[str, Any]) -> Any:
@@ -292,7 +330,7 @@ def make_options(cls: type, values: Mapping[str, Any]) -> Any:
     try:
         return cls.Options(**converted)
     except ValueError as exc:
-        raise ValueError(f"{exc}") from None
+        raise ValueError(_exception_text(exc)) from None
 
 
 def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source: str = "configuration") -> TrainConfig:
@@ -440,3 +478,69 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
 def config_help() -> dict[str, tuple[Any, str]]:
     """Top-level keys: name -> (default, help), for docs and the CLI reference."""
     return {k: (d, h) for k, (_t, d, h) in _TOP_FIELDS.items()}
+
+
+# --------------------------------------------------------------------------------------------------------------------
+# Building a run from a raw config dict: what the command line, the experiment runner and plugins share
+# --------------------------------------------------------------------------------------------------------------------
+
+
+def parse_value(text: str) -> Any:
+    """A TOML value if it parses (numbers, booleans, lists), else the plain string: ``"3"`` -> 3, ``"l1"`` -> "l1"."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def parse_key_values(items: Sequence[str], flag: str, dashes_to_underscores: bool = False) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (repeated ``--task-option`` or ``--option`` values) -> {key: typed value}.
+
+    Values are parsed with :func:`parse_value`; ``dashes_to_underscores`` turns ``warm-start`` into ``warm_start``
+    (generator option names). Every malformed item is reported at once, naming ``flag``."""
+    out: dict[str, Any] = {}
+    problems = []
+    for item in items:
+        if "=" not in item:
+            problems.append(f"{flag} {item!r}: expected KEY=VALUE")
+            continue
+        key, value = item.split("=", 1)
+        key = key.strip().replace("-", "_") if dashes_to_underscores else key.strip()
+        out[key] = parse_value(value.strip())
+    if problems:
+        raise ConfigError(problems)
+    return out
+
+
+def build_task(pm: Any, raw: dict[str, Any]) -> Any:
+    """Build the task a raw config dict names: ``raw["task"]`` (default ``toy``) at ``raw["profile"]`` (default the
+    task's first) with ``raw["task_options"]`` and ``raw["seed"]``, every unknown option reported with the closest
+    known one. Sets ``raw["profile"]`` to the profile used, so the config built next records it.
+
+    pm: a :class:`negmine.PluginManager` (the registered tasks). Returns the built :class:`negmine.Task`."""
+    from negmine.errors import UnknownNameError
+
+    spec = pm.task(raw.get("task") or "toy")
+    profile = raw.get("profile") or spec.default_profile
+    if profile not in spec.profiles:
+        raise UnknownNameError(f"profile of task {spec.name!r}", profile, spec.profiles)
+    options = dict(raw.get("task_options") or {})
+    problems = []
+    for key in options:
+        if key not in spec.options:
+            hint = closest(key, spec.options)
+            problems.append(
+                f"task_options: unknown option {key!r} of task {spec.name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; options: {', '.join(spec.options) or '(none)'}"
+            )
+    if problems:
+        raise ConfigError(problems)
+    raw["profile"] = profile
+    return spec.build(profile=profile, seed=int(raw.get("seed", 0)), options=options)
+
+
+def build_task_config(pm: Any, task: Any, raw: Mapping[str, Any], source: str = "configuration") -> TrainConfig:
+    """The validated :class:`TrainConfig` of a raw config dict for a built task: the task profile's defaults under
+    ``raw``, the generators and their options checked against those ``pm`` registers (every problem at once, the
+    message naming ``source``)."""
+    return build_config(merge({"task": task.name}, task.defaults, raw), pm.generators(), source=source)

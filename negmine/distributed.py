@@ -151,3 +151,21 @@ def broadcast_parameters(module: torch.nn.Module) -> None:
         return
     for t in list(module.parameters()) + list(module.buffers()):
         dist.broadcast(t.data, src=0)
+
+
+def global_batch_stats(loss: Tensor, positive: Tensor, scores: Tensor) -> dict[str, float]:
+    """The global batch's ``loss`` (the mean over ranks of each rank's local loss: what the averaged gradients
+    descend), ``positive_score`` (mean over every rank's positives, Float[B] each) and ``score_std`` (the spread of
+    the whole [B * W, N] score matrix, whose rows the ranks hold, Float[B, N] each), with one all-reduce; in one
+    process the local values."""
+    s = scores.detach().double()
+    parts = torch.stack([loss.detach().double().reshape(()), positive.detach().double().sum(),
+                         torch.tensor(float(positive.numel()), dtype=torch.float64, device=s.device),
+                         s.sum(), s.pow(2).sum(), torch.tensor(float(s.numel()), dtype=torch.float64, device=s.device)])
+    world = 1
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(parts)
+        world = dist.get_world_size()
+    loss_sum, pos_sum, pos_n, total, squares, n = parts.tolist()
+    var = (squares - total * total / n) / max(n - 1, 1)  # unbiased, as torch.std
+    return {"loss": loss_sum / world, "positive_score": pos_sum / pos_n, "score_std": max(var, 0.0) ** 0.5}

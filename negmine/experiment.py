@@ -375,7 +375,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     train: False writes the results of the finished runs only (nothing trains or evaluates).
     re_evaluate: evaluate the finished runs of ``out`` again (from their best checkpoints, e.g. after an evaluation
     changed) and replace their ledger evaluations; runs recorded only in the ledger cannot be and are reported."""
-    from negmine.cli.commands import _build_config, _build_task
+    from negmine.config import build_task, build_task_config
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
 
@@ -425,8 +425,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 if method.parent is not None and exp.lr_schedule == "continue":
                     raw["lr_schedule_start"] = chain_steps(exp, method) - method.steps
                 keep = raw.pop("keep_steps")
-                task = _build_task(pm, raw)
-                config = _build_config(pm, task, raw, source=f"experiment method {method.name!r}")
+                task = build_task(pm, raw)
+                config = build_task_config(pm, task, raw, source=f"experiment method {method.name!r}")
                 resume = (run_dir / "checkpoints" / "last.pt").exists()
                 log(f"[{'resume' if resume else 'train'}] {method.name} seed {seed} -> {run_dir}")
                 trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())

@@ -30,6 +30,7 @@ Register it from a plugin with ``@negmine.hookimpl def negmine_register_generato
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -37,7 +38,7 @@ import attrs
 import torch
 from torch import Tensor
 
-from negmine.errors import MissingCapabilityError, PluginError
+from negmine.errors import MissingCapabilityError, NegmineError, PluginError
 from negmine.model import running_stats_kept
 
 SIDE_CHOICES = ("both", "a", "b")
@@ -324,16 +325,30 @@ class NegativeGenerator:
     def generate(self, ctx: MiningContext) -> dict[int, Negatives]:
         """Mine without gradient and without moving the model's running statistics (a generator may encode its own
         candidates in training mode), label with the source name, and validate the result."""
-        with torch.no_grad():
-            if self.encodes:
-                with running_stats_kept(ctx.model):
+        try:
+            with torch.no_grad():
+                if self.encodes:
+                    with running_stats_kept(ctx.model):
+                        out = self.mine(ctx)
+                else:
                     out = self.mine(ctx)
-            else:
-                out = self.mine(ctx)
+        except NegmineError:
+            raise  # already a message for the user (a missing file, a refused GAN layer, ...)
+        except Exception as exc:
+            # a bug in a plugin: name the plugin and the line, so the user knows whom to ask (the traceback stays
+            # chained for Python callers)
+            raise PluginError(f"{self.describe()} raised {type(exc).__name__} in mine(): {exc} "
+                              f"({_raised_at(exc, type(self))})") from exc
+        if not isinstance(out, Mapping):
+            raise PluginError(f"{self.describe()}: mine() must return a dict {{side: negmine.Negatives}} (side 0 = a, "
+                              f"1 = b; {{}} for none), got {type(out).__name__}")
         checked = {}
         for side, negs in out.items():
             if side not in (0, 1):
                 raise PluginError(f"generator {self.name!r} returned negatives for side {side!r}; sides are 0 and 1")
+            if not isinstance(negs, Negatives):
+                raise PluginError(f"{self.describe()}: mine() returned a {type(negs).__name__} for side {side}; "
+                                  "expected a negmine.Negatives (Negatives.from_batch, from_dataset or from_inputs)")
             if not negs.source:
                 negs = attrs.evolve(negs, source=self.name)
             self._validate(ctx, side, negs)
@@ -342,7 +357,7 @@ class NegativeGenerator:
 
     def _validate(self, ctx: MiningContext, side: int, negs: Negatives) -> None:
         b = ctx.positive.shape[0]
-        where = f"generator {self.name!r} (side {side})"
+        where = f"{self.describe()}, side {side}"
         if negs.valid.dtype != torch.bool or negs.valid.dim() != 2 or negs.valid.shape[0] != b:
             raise PluginError(f"{where}: valid must be Bool[B={b}, K], got {tuple(negs.valid.shape)} {negs.valid.dtype}")
         if negs.score.shape != negs.valid.shape:
@@ -364,8 +379,22 @@ class NegativeGenerator:
             anchor_ids = ctx.batch.ids.to(negs.index.device)[:, None]
             if ((negs.index == anchor_ids) & negs.valid).any():
                 raise PluginError(f"{where}: returned the anchor's own dataset id as a negative")
-        elif negs.kind == NegativeKind.INPUTS and negs.inputs is None:
-            raise PluginError(f"{where}: kind inputs needs inputs [B, K, ...]")
+        elif negs.kind == NegativeKind.INPUTS:
+            if negs.inputs is None:
+                raise PluginError(f"{where}: kind inputs needs inputs [B, K, ...]")
+            leading = [tuple(t.shape[:2]) for t in _tensors(negs.inputs)]
+            if not leading or any(shape != tuple(negs.valid.shape) for shape in leading):
+                raise PluginError(f"{where}: inputs must be tensors (or a tuple, list or "
+                                  f"dict of them) with leading axes [B, K] = {list(negs.valid.shape)} like valid, "
+                                  f"got leading axes {[list(x) for x in leading] or 'none'}")
+
+    def describe(self) -> str:
+        """``generator 'NAME' (module.Class)``: how messages name this generator (a ``-p`` file by its path)."""
+        cls = type(self)
+        module = cls.__module__
+        if module.startswith("negmine_local_plugin_"):  # the name negmine.plugins gives a module loaded from a file
+            module = getattr(sys.modules.get(module), "__file__", None) or module
+        return f"generator {self.name!r} ({module}: {cls.__qualname__})"
 
     # -- helpers for subclasses ---------------------------------------------------------------------------------------
 
@@ -393,6 +422,33 @@ class NegativeGenerator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.rng.set_state(state["rng"])
+
+
+def _tensors(obj: Any) -> list[Tensor]:
+    """Every tensor in a model-input structure (a tensor, or tuples, lists and dicts of them)."""
+    if isinstance(obj, Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)):
+        return [t for o in obj for t in _tensors(o)]
+    if isinstance(obj, dict):
+        return [t for o in obj.values() for t in _tensors(o)]
+    return []
+
+
+def _raised_at(exc: BaseException, cls: type) -> str:
+    """``file:line`` where an exception was raised: the deepest frame in the generator's own file, else the
+    deepest frame."""
+    import inspect
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    try:
+        own = inspect.getsourcefile(cls)
+    except TypeError:
+        own = None
+    mine = [f for f in frames if own and f.filename == own]
+    frame = (mine or frames or [None])[-1]
+    return "no traceback" if frame is None else f"{frame.filename}:{frame.lineno}"
 
 
 def resolve_sides(which: str, names: Sequence[str]) -> list[int]:

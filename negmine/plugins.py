@@ -111,6 +111,11 @@ class PluginManager:
         name = Path(spec).stem if spec.endswith(".py") else spec
         if name in self.info:
             return
+        for info in self.info.values():
+            if self.pm.get_plugin(info.name) is module:  # pluggy would refuse it with a message about its names
+                dist = f" (distribution {info.distribution})" if info.distribution else ""
+                raise PluginError(f"-p {spec}: the module is installed and already loaded from its entry point "
+                                  f"{info.name!r}{dist}; drop -p {spec}")
         self._register(module, PluginInfo(name, getattr(module, "__name__", spec), "-p"))
 
     def _register(self, plugin: Any, info: PluginInfo) -> None:

@@ -47,17 +47,20 @@ def make_context(
     """A single-process context from a square score matrix S (Float[B, B], positives on the diagonal).
 
     ``scores[0] = S.T`` (side-a negatives) and ``scores[1] = S`` (side-b negatives), as the trainer builds them,
-    unless ``scores_b`` gives side b separately.
+    unless ``scores_b`` gives side b separately. ``ctx.batch.a`` and ``ctx.batch.b`` are the inputs of the task's
+    first B training pairs (``task`` defaults to a tiny vector task: Float[B, 6] and Float[B, 5]).
     """
     b = scores.shape[0]
     ids = torch.arange(b) if ids is None else ids
     groups = ids if groups is None else groups
     task = task or make_task(max(b, 8))
+    # both sides' inputs (and extras) of the task's first B training pairs, so that a generator that reads
+    # ctx.batch.a or ctx.batch.b (an INPUTS generator synthesizing from them) can be tested with this context
+    batch_ab = task.train.batch(torch.arange(b) % len(task.train))
     if embeddings is None:
-        batch_ab = task.train.batch(torch.arange(b) % len(task.train))
         with torch.no_grad():
             embeddings = (task.model.encode(0, batch_ab.a), task.model.encode(1, batch_ab.b))
-    batch = Batch(None, None, ids, groups)
+    batch = Batch(batch_ab.a, batch_ab.b, ids, groups, dict(batch_ab.extras))
     side_b = scores if scores_b is None else scores_b
     return MiningContext(
         batch=batch,

@@ -31,7 +31,7 @@ from torch import Tensor
 from negmine import checkpoint as ckpt
 from negmine import distributed as dist_utils
 from negmine.config import StageConfig, TrainConfig, build_config, make_options, merge
-from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError
+from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError, PluginError
 from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives
 from negmine.loss import source_telemetry, triplet_loss
 from negmine.metrics import recall_at_k
@@ -423,10 +423,17 @@ class Trainer:
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
                                          self.stage.reduction or "hardest", self.stage.group_weights or None)
         if not torch.isfinite(loss):
+            last = self.run_dir / "checkpoints" / "last.pt"
+            if last.is_file():
+                kept = f"The last good checkpoint is {last}; lower the learning rate or enable grad_clip, then resume."
+            else:  # the first steps: naming a file that does not exist would send the user looking for it
+                every = self.config.checkpoint_every
+                due = f"at step {every}" if every else "at the end of the stage"
+                kept = (f"No checkpoint was written yet (the first is due {due}), so there is nothing to "
+                        "resume: lower the learning rate or enable grad_clip, and start the run again.")
             raise NonFiniteLossError(
                 f"the loss became {float(loss.detach())} at step {self.global_step + 1} (stage {self.stage.name!r}); "
-                f"training stopped. The last good checkpoint is {self.run_dir / 'checkpoints' / 'last.pt'}; "
-                "lower the learning rate or enable grad_clip, then resume."
+                f"training stopped. {kept}"
             )
         self.optimizer.zero_grad(set_to_none=True)
         update: dict[str, float] = {}
@@ -459,6 +466,8 @@ class Trainer:
                 for key, value in source_telemetry(pos_scores, seen, negs.valid.to(seen.device), c.margin).items():
                     metrics[f"{name}/side{side}/{key}"] = value
         self._watch_collapse(scores_b.detach(), metrics)
+        if self.dist.enabled:  # log the global batch, as a single process on it would, not rank 0's rows
+            metrics.update(dist_utils.global_batch_stats(loss, pos_scores, scores_b))
         self._watch_dead_units((emb_a, emb_b), metrics)
         return metrics
 
@@ -541,7 +550,7 @@ class Trainer:
         if flat.numel() == 0:
             return out
         if encoded is None:
-            encoded = self.model.encode(side, self._negative_inputs(side, negs))
+            encoded = self._encode_negatives(side, negs)
         anchor_rows = flat // k
         if side == 0:
             s = self.model.score_pairs(encoded, emb_b[anchor_rows])
@@ -549,12 +558,30 @@ class Trainer:
             s = self.model.score_pairs(emb_a[anchor_rows], encoded)
         return out.flatten().index_put((flat,), s).view(b, k)
 
+    def _encode_negatives(self, side: int, negs: Negatives) -> Embedding:
+        """Encode the valid negatives of one record in a pass of their own; a model that cannot encode them (inputs
+        of another shape or dtype than the task's) is a mistake of the generator, named with what was expected."""
+        inputs = self._negative_inputs(side, negs)
+        try:
+            return self.model.encode(side, inputs)
+        except Exception as exc:
+            gen = self.active.get(negs.source)
+            who = gen.describe() if gen is not None else f"generator {negs.source!r}"
+            expected = _shapes(self.task.train.side_batch(side, torch.arange(1)), drop=1)
+            raise PluginError(
+                f"{who} returned {negs.kind.value} negatives for side {side} that the model cannot encode: "
+                f"{_shapes(inputs, drop=1)} per negative, while the task's side-{side} inputs are {expected} per "
+                f"item ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from exc
+
     def _watch_collapse(self, scores: Tensor, metrics: dict[str, Any]) -> None:
         """Warn when every score in the batch converges to one value (embedding collapse): a spread below 5% of the
         margin, where the hinge sees every pair alike (each term ~ margin) and recall falls to chance; a run of
         Hard Neg on Audio CLEVRGAN collapsed to a spread of 0.002-0.06 with margin 1 within 20 steps, healthy runs
         stay above 0.4 from the first steps."""
-        std = float(scores.std()) if scores.numel() > 1 else 0.0
+        if self.dist.enabled:  # every rank decides on the global batch's spread, so they agree
+            std = dist_utils.global_batch_stats(scores.new_zeros(()), scores.new_zeros(1), scores)["score_std"]
+        else:
+            std = float(scores.std()) if scores.numel() > 1 else 0.0
         metrics["score_std"] = std
         scale = max(1.0, float(scores.abs().mean()))
         self._collapse_count = self._collapse_count + 1 if std < max(1e-3 * scale, 0.05 * self.config.margin) else 0
@@ -567,6 +594,10 @@ class Trainer:
                           "second moments were shaped by a gentler loss: the hard negatives' larger gradients then "
                           "move many weights by more than lr per step, the same way, for many steps (update_per_lr "
                           "jumps). Set init_optimizer = false, or warm the lr up (warmup_steps).")
+            elif any("hard" in name for name in self.stage.negatives) and any(
+                    group == ("random",) for group in self.stage.combine):
+                advice = ("hardest negatives often do this, even next to this stage's random group. Use "
+                          "strategy=semihard, a lower learning rate, or warm-start (init) from a random-negatives stage.")
             elif any("hard" in name for name in self.stage.negatives):
                 advice = ("hardest negatives often do this. Add a random group (combine = [[\"random\"], "
                           "[\"hard-minibatch\"]]), use strategy=semihard, or warm-start (init).")
@@ -574,7 +605,8 @@ class Trainer:
                 advice = ("every pair scores alike, so the loss cannot tell positives from negatives. From scratch "
                           "this can be a plateau that training leaves later (a higher learning rate or Adam shortens "
                           "it); after a warm start it is a collapse.")
-            self.reporter.warn(f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
+            if self.dist.is_main:  # once, not once per rank
+                self.reporter.warn(f"scores collapsed (std {std:.2e} over the batch for {COLLAPSE_PATIENCE} steps, stage "
                                f"{self.stage.name!r}): {advice}")
 
     def _watch_dead_units(self, embeddings: tuple[Embedding, Embedding], metrics: dict[str, Any]) -> None:
@@ -806,6 +838,18 @@ def _resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError([f"device {device!r} requested but CUDA is not available on this machine; use --device cpu"])
     return device
+
+
+def _shapes(obj: Any, drop: int = 0) -> str:
+    """``float32[3, 8, 8]`` for a tensor without its first ``drop`` axes; tuples, lists and dicts of them in
+    brackets (for messages)."""
+    if isinstance(obj, Tensor):
+        return f"{str(obj.dtype).replace('torch.', '')}{list(obj.shape[drop:])}"
+    if isinstance(obj, (tuple, list)):
+        return "(" + ", ".join(_shapes(o, drop) for o in obj) + ")"
+    if isinstance(obj, dict):
+        return "{" + ", ".join(f"{k}: {_shapes(v, drop)}" for k, v in obj.items()) + "}"
+    return type(obj).__name__
 
 
 def _plain(metrics: Mapping[str, Any]) -> dict[str, Any]:

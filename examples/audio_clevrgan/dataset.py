@@ -533,9 +533,13 @@ def read_dataset(root: str | Path, check_files: bool = True) -> tuple[dict, list
         raise DataError(f"{str(manifest)!r} is missing")
     for line_no, line in enumerate(manifest.read_text().splitlines(), 1):
         try:
-            rows.append(json.loads(line))
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(f"{str(manifest)!r} line {line_no} is corrupt: {exc}") from exc
+        problem = manifest_row_problem(row, latents=meta.get("source") != "rendered")
+        if problem:
+            raise DataError(f"{str(manifest)!r} line {line_no}: {problem}")
+        rows.append(row)
     if len(rows) != meta["n"]:
         raise DataError(f"{str(manifest)!r} has {len(rows)} rows, dataset.json says {meta['n']}")
     if check_files:
@@ -544,6 +548,30 @@ def read_dataset(root: str | Path, check_files: bool = True) -> tuple[dict, list
                 if not (root / row[key]).is_file():
                     raise DataError(f"{str(root / row[key])!r} is missing (manifest id {row['id']})")
     return meta, rows
+
+
+SPLITS = ("train", "val", "test")
+
+
+def manifest_row_problem(row: Any, latents: bool) -> str | None:
+    """What is wrong with one manifest row, or None: the fields every loader reads (``id``, ``split``, ``image``,
+    ``audio``, and ``latent_row`` on a GAN-built dataset) must be present with the right types, so that a broken
+    line is named here instead of surfacing as a KeyError deep in a split."""
+    if not isinstance(row, dict):
+        return f"expected a JSON object, got {type(row).__name__}"
+    missing = [k for k in ("id", "split", "image", "audio") + (("latent_row",) if latents else ()) if k not in row]
+    if missing:
+        return f"field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))} missing"
+    if not isinstance(row["id"], int) or isinstance(row["id"], bool):
+        return f"field 'id' must be an integer, got {row['id']!r}"
+    if row["split"] not in SPLITS:
+        return f"field 'split' must be one of {', '.join(SPLITS)}, got {row['split']!r}"
+    for key in ("image", "audio"):
+        if not isinstance(row[key], str) or not row[key]:
+            return f"field {key!r} must be a file name, got {row[key]!r}"
+    if latents and (not isinstance(row["latent_row"], int) or isinstance(row["latent_row"], bool)):
+        return f"field 'latent_row' must be an integer (a row of latents.npy), got {row['latent_row']!r}"
+    return None
 
 
 def load_image(path: str | Path) -> np.ndarray:

@@ -83,6 +83,9 @@ def load_wav(path: str | os.PathLike, expected_sample_rate: int = SAMPLE_RATE) -
         raise AudioFileError(path, "no such file")
     if os.path.isdir(path):
         raise AudioFileError(path, "is a directory, not an audio file")
+    truncated = _wav_truncation(path)
+    if truncated:
+        raise AudioFileError(path, truncated)
     try:
         data, sample_rate = soundfile.read(path, dtype="float32", always_2d=True)
     except (RuntimeError, OSError, ValueError) as exc:  # soundfile.LibsndfileError is a RuntimeError
@@ -94,6 +97,30 @@ def load_wav(path: str | os.PathLike, expected_sample_rate: int = SAMPLE_RATE) -
             "(e.g. with torchaudio.functional.resample) or regenerate it",
         )
     return data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0].copy()
+
+
+def _wav_truncation(path: str) -> str | None:
+    """Why a RIFF/WAVE file is truncated, or None: libsndfile reads a file cut short without complaint (the frames
+    that are there), so a WAV whose data chunk holds fewer bytes than its header declares is caught here."""
+    import struct
+
+    with open(path, "rb") as fh:
+        head = fh.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None  # not a WAV: soundfile decides
+        size = os.fstat(fh.fileno()).st_size
+        while True:
+            chunk = fh.read(8)
+            if len(chunk) < 8:
+                return None  # no data chunk: soundfile reports what is wrong
+            name, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if name == b"data":
+                available = size - fh.tell()
+                if length not in (0, 0xFFFFFFFF) and available < length:  # 0 / all ones: size left to the reader
+                    return (f"truncated: its header declares {length} bytes of audio, the file holds {available}; "
+                            "regenerate it (rebuild the dataset)")
+                return None
+            fh.seek(length + (length & 1), os.SEEK_CUR)  # chunks are padded to an even size
 
 
 def num_frames(num_samples: int) -> int:

@@ -2,7 +2,8 @@
 
 Side a is the image (UInt8[B, 3, S, S], converted to floats by the model), side b the audio: (Float[B, 1, 40, F]
 log-mel features cropped or zero-padded to F frames, nframes Long[B]). Features are computed once with torchaudio
-and cached next to the dataset (``cache/``), keyed by the frame count.
+and cached next to the dataset (``cache/``), keyed by the frame count and each audio file's size and modification
+time (a file that changed is read and validated again).
 """
 
 from __future__ import annotations
@@ -164,20 +165,49 @@ class AudioClevrganSplit(ImageSplit):
         self.feats, self.nframes = self._features()
 
     def _features(self) -> tuple[Tensor, Tensor]:
+        """(features Float16[N, 40, F], nframes Long[N]) of the split, from ``cache/`` where every file is as it was.
+
+        The cache records each audio file's size and modification time; a file that changed since (rewritten, cut
+        short, replaced) is read and validated again, and only those files are: a truncated WAV fails loudly
+        instead of training on the features of the file it replaced."""
         key = hashlib.sha256(("|".join(r["audio"] for r in self.rows) + f"|{self.frames}").encode()).hexdigest()[:16]
         cache = self.root / "cache" / f"features-{self.split}-{self.frames}-{key}.pt"
+        stats = self._file_stats()
+        feats = nframes = None
+        stale = torch.ones(len(self.rows), dtype=torch.bool)
         if cache.is_file():
             try:
                 state = torch.load(cache, weights_only=True)
-                return state["feats"], state["nframes"]
+                if state["feats"].shape == (len(self.rows), 40, self.frames) and "stats" in state:
+                    feats, nframes = state["feats"], state["nframes"]
+                    stale = (state["stats"] != stats).any(1)
             except Exception:  # a torn cache file is rebuilt, never trusted
-                pass
-        feats, nframes = pad_or_crop_batch([load_features(self.root / r["audio"]) for r in self.rows], self.frames)
-        cache.parent.mkdir(exist_ok=True)
-        tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-        torch.save({"feats": feats, "nframes": nframes}, tmp)
-        os.replace(tmp, cache)
+                feats = nframes = None
+        if feats is None:
+            feats = torch.zeros(len(self.rows), 40, self.frames, dtype=torch.float16)
+            nframes = torch.zeros(len(self.rows), dtype=torch.long)
+        if stale.any():
+            todo = stale.nonzero().flatten().tolist()
+            new_feats, new_frames = pad_or_crop_batch(
+                [load_features(self.root / self.rows[i]["audio"]) for i in todo], self.frames)
+            feats[todo], nframes[todo] = new_feats, new_frames
+            cache.parent.mkdir(exist_ok=True)
+            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+            torch.save({"feats": feats, "nframes": nframes, "stats": stats}, tmp)
+            os.replace(tmp, cache)
         return feats, nframes
+
+    def _file_stats(self) -> Tensor:
+        """Long[N, 2]: (size in bytes, modification time in ns) of each row's audio file."""
+        out = torch.zeros(len(self.rows), 2, dtype=torch.long)
+        for i, row in enumerate(self.rows):
+            try:
+                st = os.stat(self.root / row["audio"])
+            except OSError as exc:
+                raise DataError(f"{str(self.root / row['audio'])!r} cannot be read (manifest id {row['id']}): "
+                                f"{exc.strerror}") from None
+            out[i, 0], out[i, 1] = st.st_size, st.st_mtime_ns
+        return out
 
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         nframes = self.nframes[ids]

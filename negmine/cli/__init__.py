@@ -53,6 +53,14 @@ def get_obj(ctx: click.Context) -> _Obj:
     return root.obj
 
 
+def plugin_manager(ctx: click.Context | None = None) -> Any:
+    """The :class:`negmine.PluginManager` of the running ``negmine`` command: the entry-point plugins plus those given
+    with ``-p`` before the command. For commands that plugins add (``negmine_register_commands``): a task or
+    generator registered by a ``-p`` file is known to it, where a fresh ``negmine.get_plugin_manager()`` would lack
+    it. ``ctx`` defaults to the current click context."""
+    return get_obj(ctx or click.get_current_context()).pm
+
+
 def _merge_command(group: click.Group, cmd: click.Command) -> None:
     """Add ``cmd`` to ``group``; a group with an existing group's name is merged into it recursively."""
     existing = group.commands.get(cmd.name)

@@ -9,23 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import click
-import tomllib
 
-from negmine.errors import ConfigError, NegmineError, UnknownNameError, closest
+from negmine.config import build_task, build_task_config, parse_key_values
+from negmine.errors import ConfigError, NegmineError
 
 # --------------------------------------------------------------------------------------------------------------------
 # train
 # --------------------------------------------------------------------------------------------------------------------
 
 _CLICK_TYPES = {"int": click.INT, "float": click.FLOAT, "str": click.STRING, "bool": click.BOOL}
-
-
-def _parse_value(text: str) -> Any:
-    """A TOML value if it parses (numbers, booleans, lists), else the plain string."""
-    try:
-        return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
-        return text
 
 
 class TrainCommand(click.Command):
@@ -129,8 +121,8 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
                     stage["generators"] = merge({"generators": stage.get("generators", {})},
                                                 {"generators": cli_layer.get("generators", {})})["generators"]
     raw = merge(file_layer, cli_layer)
-    task = _build_task(pm, raw)
-    config = _build_config(pm, task, raw, source=config_file or "command line")
+    task = build_task(pm, raw)
+    config = build_task_config(pm, task, raw, source=config_file or "command line")
     from negmine.distributed import init_from_env, shut_down_when_done
 
     info = init_from_env(config.device)  # a no-op unless launched by torchrun
@@ -177,48 +169,6 @@ def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str
     if gens:
         layer["generators"] = gens
     return layer
-
-
-def parse_key_values(items: Any, flag: str, dashes_to_underscores: bool = False) -> dict[str, Any]:
-    """``KEY=VALUE`` flag values -> {key: typed value}; every malformed item is reported at once."""
-    out: dict[str, Any] = {}
-    problems = []
-    for item in items:
-        if "=" not in item:
-            problems.append(f"{flag} {item!r}: expected KEY=VALUE")
-            continue
-        key, value = item.split("=", 1)
-        key = key.strip().replace("-", "_") if dashes_to_underscores else key.strip()
-        out[key] = _parse_value(value.strip())
-    if problems:
-        raise ConfigError(problems)
-    return out
-
-
-def _build_task(pm: Any, raw: dict[str, Any]) -> Any:
-    spec = pm.task(raw.get("task") or "toy")
-    profile = raw.get("profile") or spec.default_profile
-    if profile not in spec.profiles:
-        raise UnknownNameError(f"profile of task {spec.name!r}", profile, spec.profiles)
-    options = dict(raw.get("task_options") or {})
-    problems = []
-    for key in options:
-        if key not in spec.options:
-            hint = closest(key, spec.options)
-            problems.append(
-                f"task_options: unknown option {key!r} of task {spec.name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-                + f"; options: {', '.join(spec.options) or '(none)'}"
-            )
-    if problems:
-        raise ConfigError(problems)
-    raw["profile"] = profile
-    return spec.build(profile=profile, seed=int(raw.get("seed", 0)), options=options)
-
-
-def _build_config(pm: Any, task: Any, raw: dict[str, Any], source: str) -> Any:
-    from negmine.config import build_config, merge
-
-    return build_config(merge({"task": task.name}, task.defaults, raw), pm.generators(), source=source)
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -333,7 +283,9 @@ def plugins_command(ctx: click.Context, as_json: bool) -> None:
                 table.add_column("help")
                 for opt in gen["options"]:
                     flag = f"--{gen['name']}-{opt['name']}".replace("_", "-")
-                    kind = "|".join(opt["choices"]) if opt["choices"] else opt["type"]
+                    kind = "|".join(map(str, opt["choices"])) if opt["choices"] else opt["type"]
+                    if opt["min"] is not None or opt["max"] is not None:  # inclusive bounds, as the flags check
+                        kind += f" [{'' if opt['min'] is None else opt['min']}..{'' if opt['max'] is None else opt['max']}]"
                     table.add_row(flag, kind, str(opt["default"]), opt["help"])
                 console.print(table)
         for task in plugin["tasks"]:

@@ -26,7 +26,7 @@ def negmine_register_commands():
     @click.option("--n", "n", default=100, show_default=True, type=click.IntRange(min=1), help="pairs to edit")
     @click.option("--split", default="test", type=click.Choice(["train", "val", "test"]), show_default=True)
     @click.option("--checkpoint", default="best", show_default=True)
-    @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option (repeatable)")
+    @click.option("--option", "options", multiple=True, metavar="KEY=VALUE", help="generator option over the run's (repeatable)")
     @click.option("--seed", default=0, show_default=True, type=int)
     @click.option("--device", default="cpu", show_default=True)
     @click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE",
@@ -36,12 +36,12 @@ def negmine_register_commands():
         """Edit held-out pairs with a trained run and write originals, edits, regions and provenance."""
         from pathlib import Path
 
-        from negmine.cli import get_obj
-        from negmine.cli.commands import parse_key_values
+        from negmine.cli import plugin_manager
+        from negmine.config import parse_key_values
         from negmine_gan.export import export_edits
 
         opts = parse_key_values(options, "--option", dashes_to_underscores=True)
-        summary = export_edits(get_obj(ctx).pm, Path(run_dir), Path(out), generator, n, split, opts, checkpoint,
+        summary = export_edits(plugin_manager(ctx), Path(run_dir), Path(out), generator, n, split, opts, checkpoint,
                                device, seed=seed, task_options=parse_key_values(task_options, "--task-option"))
         click.echo(f"{summary['count']} edits written to {out}; tries histogram {summary['tries_histogram']}")
         if "changed" in summary:

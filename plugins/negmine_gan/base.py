@@ -8,13 +8,45 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
+from negmine.errors import PluginError
 from negmine.generator import NegativeGenerator, option
-from negmine_gan.edit import GanEditor, resolve_gan
+from negmine_gan.edit import GanEditor, check_layer_grid, resolve_gan
 
 
 def to_model_input(images: Any) -> Any:
-    """GAN output Float[B, 3, R, R] in [-1, 1] -> Float[B, 3, R, R] in [0, 1]."""
+    """GAN output Float[B, 3, R, R] in [-1, 1] -> Float[B, 3, R, R] in [0, 1]: the default ``gan_to_input``."""
     return (images.clamp(-1, 1) + 1) / 2
+
+
+def gan_to_input(task: Any) -> Any:
+    """How the task turns its GAN's output into side-a model inputs: ``task.resources["gan_to_input"]`` (a callable
+    Float[B, 3, R, R] -> model inputs [B, ...]), by default :func:`to_model_input`."""
+    fn = (getattr(task, "resources", None) or {}).get("gan_to_input")
+    return fn if callable(fn) else to_model_input
+
+
+def value_range(x: Any) -> tuple[float, float]:
+    return float(x.min()), float(x.max())
+
+
+def check_image_contract(task: Any, positives: Any, generated: Any) -> None:
+    """Raise a PluginError when the task's own side-a positives (Float[B, ...]) and ``gan_to_input(G(latent))`` of
+    the same latents (Float[B, ...]) lie in different ranges: the edits would then differ from every positive by
+    their range alone, and a model scores them low without looking at what they show (the edit group's hinge
+    falls to zero while nothing is learnt). Ranges differ when either end moves by more than a quarter of the
+    positives' span."""
+    lo, hi = value_range(positives)
+    glo, ghi = value_range(generated)
+    tolerance = 0.25 * max(hi - lo, 1e-6)
+    if abs(lo - glo) > tolerance or abs(hi - ghi) > tolerance:
+        name = getattr(task, "name", "?")
+        mapping = "its resources['gan_to_input']" if "gan_to_input" in (task.resources or {}) else (
+            "the default mapping (clamp(G, -1, 1) + 1) / 2")
+        raise PluginError(
+            f"task {name!r}: its side-a images lie in [{lo:.3g}, {hi:.3g}], but {mapping} turns its GAN's output "
+            f"for the same latents into [{glo:.3g}, {ghi:.3g}]; edited negatives would differ from every positive by "
+            "their range alone. Give the task resources['gan_to_input'] = a function from GAN output to model "
+            "input that matches its images (see docs/gan-edits.md)")
 
 
 def warm_start_option() -> Any:
@@ -30,10 +62,15 @@ def edit_fraction_option() -> Any:
                   "paper)", min=0.01, max=1.0)
 
 
-def tries_stats(tries: Any) -> dict[str, float]:
-    """Telemetry of one batch's edits: mean tries and the histogram (``tries_hist/<t>``: edits accepted at try t)."""
+def tries_stats(tries: Any, accepted: Any = None) -> dict[str, float]:
+    """Telemetry of one batch's edits (tries Long[M], accepted Bool[M]): ``tries_mean``, ``first_try`` (the
+    fraction accepted at their first try), ``accept_rate`` (the fraction whose change reached the acceptance
+    threshold; the others were taken at the last try whatever they changed) and the histogram (``tries_hist/<t>``:
+    edits accepted at try t)."""
     values, counts = tries.unique(return_counts=True)
-    stats = {"tries_mean": float(tries.float().mean())}
+    stats = {"tries_mean": float(tries.float().mean()), "first_try": float((tries == 1).float().mean())}
+    if accepted is not None:
+        stats["accept_rate"] = float(accepted.float().mean())
     stats.update({f"tries_hist/{int(v)}": float(c) for v, c in zip(values.tolist(), counts.tolist(), strict=True)})
     return stats
 
@@ -52,6 +89,8 @@ class GanEditGenerator(NegativeGenerator):
         self._last_generated: tuple[Any, Any, Any] | None = None  # (z, layer features, images) of the positives
         self.start_level = 0  # escalation level of the first try (moves only with options.warm_start > 0)
         self._positives_in_batch = False  # the training split serves G(z) as side a (set at stage start)
+        self._contract_checked = False  # the task's images against gan_to_input(G(z)), on the first step
+        self.to_input = gan_to_input(task)
 
     def _editor(self) -> GanEditor:
         if self.editor is None:
@@ -65,7 +104,7 @@ class GanEditGenerator(NegativeGenerator):
         if hasattr(data, "use_generated_positives"):
             device = trainer.device  # the split hands CPU latents; generate where the model trains
             data.use_generated_positives(
-                lambda z: to_model_input(self.generate_with_features(z.to(device))[1]))
+                lambda z: self.to_input(self.generate_with_features(z.to(device))[1]))
             self._positives_in_batch = True
 
     def generate_with_features(self, z: Any) -> tuple[Any, Any]:
@@ -88,9 +127,22 @@ class GanEditGenerator(NegativeGenerator):
 
         When the training split already serves G(z) as side a (set up at stage start; the split may cache them by
         id), the images come from the batch and only the cheap layers up to the edited one run here."""
-        if self._positives_in_batch and torch.is_tensor(ctx.batch.a) and ctx.batch.a.is_floating_point():
-            return self._editor().features(z), ctx.batch.a.to(z.device) * 2 - 1
-        return self.generate_with_features(z)
+        if (self._positives_in_batch and self.to_input is to_model_input and torch.is_tensor(ctx.batch.a)
+                and ctx.batch.a.is_floating_point()):
+            return self._editor().features(z), ctx.batch.a.to(z.device) * 2 - 1  # the default mapping inverted
+        feats, images = self.generate_with_features(z)
+        if not self._contract_checked and not self._positives_in_batch and torch.is_tensor(ctx.batch.a):
+            self._contract_checked = True  # once: the task's images and the mapping do not change
+            check_image_contract(self.task, ctx.batch.a.float(), self.to_input(images))
+        return feats, images
+
+    def check_grid(self, feats: Any, image: Any, z: Any) -> None:
+        """Refuse (once checked, for good) a GAN layer whose map (Float[B, C, h, w]) is not on the grid of the
+        model's image embedding (Float[B, D, H, W])."""
+        if getattr(self, "_grid_checked", False):
+            return
+        check_layer_grid(self._editor(), tuple(feats.shape[-2:]), tuple(image.values.shape[2:]), z, self.describe())
+        self._grid_checked = True
 
     def edit_items(self, b: int) -> Tensor:
         """Long[M]: the batch items edited this step, ascending (all of them unless ``options.edit_fraction`` < 1)."""

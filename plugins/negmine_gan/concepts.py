@@ -51,7 +51,8 @@ def jaccard(binary: Tensor) -> Tensor:
     return j
 
 
-def cluster_units(datapoints: Tensor, n_clusters: int, quantile: float = 0.99, min_size: int = 4) -> Tensor:
+def cluster_units(datapoints: Tensor, n_clusters: int | None, quantile: float = 0.99, min_size: int = 4,
+                  active_fraction: float | None = None, stats: dict | None = None) -> Tensor:
     """Centroids Float[K', D] (rows sum to 1) of the unit clusters with at least ``min_size`` units.
 
     datapoints: Float[N, D]. Units are binarised at their ``quantile``, compared by Jaccard distance and clustered
@@ -60,7 +61,8 @@ def cluster_units(datapoints: Tensor, n_clusters: int, quantile: float = 0.99, m
     (scipy's ``fcluster(..., "maxclust")``) cannot separate ties, and units that never fire together are all at
     distance 1 from each other, so it returned one cluster of every unit on a model with sparse datapoints. Units
     that never pass their threshold are left out: they co-activate with nothing, and would only be merged by tie
-    order into clusters of silent units.
+    order into clusters of silent units. With ``n_clusters`` None, K = max(2, round(``active_fraction`` x the units
+    that fire)). ``stats``, when given, receives ``requested`` (K) and ``active`` (the units that fire).
     """
     from scipy.cluster.hierarchy import cut_tree, linkage
     from scipy.spatial.distance import squareform
@@ -69,6 +71,10 @@ def cluster_units(datapoints: Tensor, n_clusters: int, quantile: float = 0.99, m
     thresholds = torch.quantile(d, quantile, dim=0) + 1e-7
     binary = d > thresholds
     active = binary.any(0).nonzero().flatten()
+    if n_clusters is None:
+        n_clusters = max(2, round(float(active_fraction or 0.0) * active.numel()))
+    if stats is not None:
+        stats.update(requested=int(n_clusters), active=int(active.numel()))
     centroids = []
     if active.numel() >= 2:
         dist = (1 - jaccard(binary[:, active])).clamp_min(0).numpy().astype(np.float64)
@@ -122,22 +128,29 @@ class Concepts:
     ranking: Tensor  # Long[K, C]
     iou: Tensor  # Float[K, C]
     step: int = 0
+    requested: int = 0  # clusters asked of the clustering (K before clusters of <= 3 units are dropped)
+    active: int = 0  # embedding units that fired at the matchmap peaks
 
     def state(self) -> dict[str, Any]:
         return {"centroids": self.centroids, "mu": self.mu, "sigma": self.sigma, "ranking": self.ranking,
-                "iou": self.iou, "step": self.step}
+                "iou": self.iou, "step": self.step, "requested": self.requested, "active": self.active}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> Concepts:
-        return cls(s["centroids"], s["mu"], s["sigma"], s["ranking"], s["iou"], int(s["step"]))
+        return cls(s["centroids"], s["mu"], s["sigma"], s["ranking"], s["iou"], int(s["step"]),
+                   int(s.get("requested", 0)), int(s.get("active", 0)))
 
 
 @torch.no_grad()
-def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clusters: int, max_datapoints: int,
-                     n_dissect: int, unit_quantile: float, seed: int, device: torch.device, batch_size: int = 64,
-                     step: int = 0) -> Concepts:
-    """Datapoints from up to ``max_datapoints`` training pairs, unit clusters, and the dissection of the GAN layer on
-    ``n_dissect`` GAN samples (latents drawn from a generator seeded by ``seed``)."""
+def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clusters: int | None,
+                     max_datapoints: int, n_dissect: int, unit_quantile: float, seed: int, device: torch.device,
+                     batch_size: int = 64, step: int = 0, active_fraction: float | None = None,
+                     latents: Any = None) -> Concepts:
+    """Datapoints from up to ``max_datapoints`` training pairs, unit clusters (``n_clusters``, or ``active_fraction``
+    of the units that fire; see :func:`cluster_units`), and the dissection of the GAN layer on ``n_dissect`` GAN
+    samples. Their latents are ``latents(n, generator)`` (Float[n, Z]; a task's ``resources["sample_latents"]``), by
+    default standard normal ``torch.randn(n, Z)`` from a generator seeded by ``seed``, the prior most GANs are trained
+    with: a GAN trained on another prior must say so, or the dissection ranks units on images it never draws."""
     was_training = model.training
     model.eval()
     n = min(max_datapoints, len(data))
@@ -151,13 +164,15 @@ def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clu
         points.append(d.cpu())
         vectors.append(v.cpu())
     datapoints, image_vectors = torch.cat(points), torch.cat(vectors)
-    centroids = cluster_units(datapoints, n_clusters)
+    counts: dict = {}
+    centroids = cluster_units(datapoints, n_clusters, active_fraction=active_fraction, stats=counts)
     mu, sigma = image_vectors.mean(0), image_vectors.std(0)
     gen = torch.Generator().manual_seed(seed)
     z_dim = int(data.batch(torch.arange(1)).extras["latent"].shape[1])
     acts, segs = [], []
     for start in range(0, n_dissect, batch_size):
-        z = torch.randn(min(batch_size, n_dissect - start), z_dim, generator=gen).to(device)
+        m = min(batch_size, n_dissect - start)
+        z = (latents(m, gen) if latents is not None else torch.randn(m, z_dim, generator=gen)).to(device)
         h = editor.features(z)
         images = to_input(editor.generate(z, features=h))
         feats = model.encode(0, images).values
@@ -168,4 +183,4 @@ def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clu
     ranking, iou = rank_units(torch.cat(acts), torch.cat(segs), unit_quantile)
     if was_training:
         model.train()
-    return Concepts(centroids, mu, sigma, ranking, iou, step)
+    return Concepts(centroids, mu, sigma, ranking, iou, step, counts["requested"], counts["active"])

@@ -109,6 +109,41 @@ class GanEditor:
             handle.remove()
 
 
+@torch.no_grad()
+def layer_grids(editor: GanEditor, z: Tensor) -> dict[str, tuple[int, int]]:
+    """The spatial size (H, W) of every submodule of the generator whose output is a Float[B, C, H, W] map, for
+    latents z (one full forward pass through forward hooks)."""
+    grids: dict[str, tuple[int, int]] = {}
+    handles = []
+    for name, module in editor.gan.named_modules():
+        if name:
+            handles.append(module.register_forward_hook(
+                lambda _m, _i, out, name=name: grids.__setitem__(name, tuple(out.shape[-2:]))
+                if isinstance(out, Tensor) and out.dim() == 4 else None))
+    try:
+        editor._follow(z)
+        editor.call(editor.gan, z)
+    finally:
+        for h in handles:
+            h.remove()
+    return grids
+
+
+def check_layer_grid(editor: GanEditor, layer_grid: tuple[int, ...], image_grid: tuple[int, ...], z: Tensor,
+                     who: str) -> None:
+    """Refuse a GAN layer whose output is not on the model's image grid: the matchmap region and the concepts live
+    on the model's grid, so on another grid an edit would ablate cells the model never looked at. The message
+    names the layers that are on the grid."""
+    if tuple(layer_grid) == tuple(image_grid):
+        return
+    grids = layer_grids(editor, z[:1])
+    fitting = [n for n, _ in editor.gan.named_modules() if grids.get(n) == tuple(image_grid)]  # in module order
+    raise PluginError(
+        f"{who}: GAN layer {editor.layer!r} outputs a {layer_grid[0]}x{layer_grid[1]} map, but the model's image "
+        f"map is {image_grid[0]}x{image_grid[1]}; edit a layer on the model's grid"
+        + (f": {', '.join(repr(n) for n in fitting)}" if fitting else " (no layer of this GAN is)"))
+
+
 def geodesic_region(heat: Tensor, seeds: Tensor, threshold: Tensor) -> Tensor:
     """Bool[B, H, W]: the 8-connected component of ``heat >= threshold * max`` that contains the seed, dilated once
     more with a 3x3 kernel (the paper code's region).
@@ -152,13 +187,15 @@ def imagenet_transform(images01: Tensor) -> Tensor:
 
 
 def resolve_gan(task: Any) -> nn.Module:
-    """The task's GAN: ``task.resources["gan"]`` (a module) or ``["gan_loader"]`` (a zero-argument callable)."""
+    """The task's GAN: ``task.resources["gan"]`` (a module) or ``["gan_loader"]`` (a zero-argument callable), put in
+    eval mode without gradients (it is fixed while a model trains against its edits)."""
     res = getattr(task, "resources", {}) or {}
-    if isinstance(res.get("gan"), nn.Module):
-        return res["gan"]
-    if callable(res.get("gan_loader")):
+    if not isinstance(res.get("gan"), nn.Module) and callable(res.get("gan_loader")):
         res["gan"] = res["gan_loader"]()
-        return res["gan"]
+    if isinstance(res.get("gan"), nn.Module):
+        # a GAN in training mode draws with batch statistics (an edit then changes pixels far from its region, each
+        # batch of edits differently) and moves its BatchNorm running statistics with every batch it draws
+        return res["gan"].eval().requires_grad_(False)
     raise PluginError(f"task {getattr(task, 'name', '?')!r} declares 'gan' but resources has no 'gan' module or 'gan_loader'")
 
 
@@ -184,7 +221,8 @@ def edit_until_changed(
     ``accept - attempt * accept_step``; the last level (``max_tries - 1``) accepts whatever it made, so the loop
     always ends.
     Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], region Bool[B, h, w], tries Long[B] (tries
-    made in this call), change_ratio Float[B].
+    made in this call), change_ratio Float[B], accepted Bool[B] (the change reached its threshold; False: taken at the
+    last level whatever it changed).
     """
     start = max(0, min(int(start), max_tries - 1))
     b, c = features.shape[:2]
@@ -193,6 +231,7 @@ def edit_until_changed(
     regions = torch.zeros(b, *features.shape[-2:], dtype=torch.bool)
     tries = torch.zeros(b, dtype=torch.long)
     ratios = torch.zeros(b)
+    accepted = torch.zeros(b, dtype=torch.bool)
     thresholds = torch.full((b,), max(0.0, float(accept) - start * accept_step))
     pending = torch.arange(b)
     for attempt in range(start, max_tries):
@@ -202,8 +241,10 @@ def edit_until_changed(
         out = editor.generate(z[pending.to(dev)], ablation=a, features=features[pending.to(dev)])
         rho = change_ratio(to_input(original[pending.to(dev)]), to_input(out), pixels[pending.to(dev)],
                            imagenet_transform).cpu()
-        ok = (rho >= thresholds[pending]) | (attempt == max_tries - 1)
+        met = rho >= thresholds[pending]
+        ok = met | (attempt == max_tries - 1)
         done = pending[ok]
+        accepted[done] = met[ok]
         edited[done.to(dev)] = out[ok.to(dev)]
         units[done] = unit_mask[ok.to(unit_mask.device)].bool().cpu()
         regions[done] = region[ok.to(region.device)].bool().cpu()
@@ -213,4 +254,5 @@ def edit_until_changed(
         if pending.numel() == 0:
             break
         thresholds[pending] = (thresholds[pending] - accept_step).clamp(min=0.0)
-    return {"edited": edited, "units": units, "region": regions, "tries": tries, "change_ratio": ratios}
+    return {"edited": edited, "units": units, "region": regions, "tries": tries, "change_ratio": ratios,
+            "accepted": accepted}

@@ -2,7 +2,10 @@
 
 Format (one directory)::
 
-    edits.json          format version, run directory, checkpoint, split, generator and its options, layer, counts
+    edits.json          format version, provenance (run directory, checkpoint name, path and step, split, export
+                        seed, task, profile and task options, generator and its options with where they came from,
+                        where the concepts came from, the GAN's SHA-256, negmine's version and commit), layer,
+                        counts
     edits.jsonl         one edit per line: id (the pair's index in the split), latent (list of floats), original, edited, region (file
                         names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null),
                         tries (made for this edit), level (the escalation level that was accepted: 0 is the
@@ -117,11 +120,64 @@ def write_gallery(out: Path, rows: list[dict[str, Any]]) -> str:
                                           (overlay, label[:22]))):
             axes[r, 3 * c + k].imshow(img)
             axes[r, 3 * c + k].set_title(title, fontsize=7)
-    fig.suptitle("original | edited | edited region (red), with the attributes the segmenter saw change", fontsize=9)
+    described = any("detected_change" in row for row in rows)  # only a task with a describer says what changed
+    fig.suptitle("original | edited | edited region (red)"
+                 + (", with the attributes the segmenter saw change" if described else ""), fontsize=9)
     fig.tight_layout()
     fig.savefig(out / "gallery.png", dpi=110)
     plt.close(fig)
     return "gallery.png"
+
+
+def run_generator_options(config: dict[str, Any], generator: str) -> tuple[dict[str, Any], str]:
+    """The options a run trained ``generator`` with (its config.json): those of the last stage that used it, else
+    the run's top-level ``generators`` table; and where they came from, for ``edits.json``."""
+    for stage in reversed(config.get("stages") or []):
+        if generator in (stage.get("negatives") or ()):
+            return dict((stage.get("generators") or {}).get(generator) or {}), f"the run's stage {stage.get('name')!r}"
+    top = dict((config.get("generators") or {}).get(generator) or {})
+    return top, ("the run's generators table" if top else "defaults (the run did not use this generator)")
+
+
+def checkpoint_path(run_dir: Path, checkpoint: str) -> Path:
+    return Path(checkpoint) if checkpoint.endswith(".pt") else run_dir / "checkpoints" / f"{checkpoint}.pt"
+
+
+def gan_digest(task: Any, gan: Any) -> str:
+    """SHA-256 of the GAN's file (``resources["gan_path"]``), else of its weights (every tensor of its state dict,
+    in order): which generator drew the edits."""
+    import hashlib
+
+    path = (task.resources or {}).get("gan_path")
+    digest = hashlib.sha256()
+    if path is not None and Path(path).is_file():
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return "file:" + digest.hexdigest()
+    for name, tensor in gan.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return "weights:" + digest.hexdigest()
+
+
+def _negmine_version() -> str:
+    import negmine
+
+    return negmine.__version__
+
+
+def _negmine_commit() -> str:
+    """The git commit of the negmine source tree this runs from ("unknown" outside a checkout)."""
+    import subprocess
+
+    import negmine
+
+    try:
+        return subprocess.check_output(["git", "rev-parse", "HEAD"], cwd=Path(negmine.__file__).parent, text=True,
+                                       stderr=subprocess.DEVNULL, timeout=10).strip()
+    except Exception:
+        return "unknown"
 
 
 @torch.no_grad()
@@ -130,28 +186,43 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                  batch_size: int = 32, seed: int = 0, task_options: dict[str, Any] | None = None) -> dict[str, Any]:
     """Edit the first ``n`` pairs of ``split`` with a trained run's model and write them to ``out``
     (``task_options`` override the run's, e.g. its ``data_dir``)."""
-    from negmine.config import make_options
+    from negmine.config import check_generator_options, make_options
+    from negmine.errors import ConfigError
     from negmine.evaluate import load_run
     from negmine.generator import MiningContext
+    from negmine_gan.base import gan_to_input
     from negmine_gan.edit import upsample_mask
-    from negmine_gan.random_edit import to_model_input
 
-    task, config, _ = load_run(pm, run_dir, checkpoint, device, task_options)
+    task, config, state = load_run(pm, run_dir, checkpoint, device, task_options)
     cls = pm.generator(generator)
     cls.check_requirements(task)
-    gen = cls(make_options(cls, options or {}), seed=seed, task=task)
+    run_options, options_from = run_generator_options(config, generator)
+    merged = {**run_options, **(options or {})}  # flags override the run's
+    problems: list[str] = []
+    check_generator_options("", generator, merged, {generator: cls}, problems)
+    if problems:
+        raise ConfigError(problems, source="edits export options")
+    gen = cls(make_options(cls, merged), seed=seed, task=task)
     data = {"train": task.train, "val": task.val, "test": task.test}[split]
     model = task.model.eval()
-    if hasattr(gen, "refresh"):
+    saved = (state.get("generators") or {}).get(generator)
+    concepts_from = None
+    if saved is not None and hasattr(gen, "refresh") and "concepts" in saved:
+        gen.load_state_dict(saved)  # the concepts the run trained with at this checkpoint
+        gen.rng.manual_seed(seed)  # ... and the export's own draws
+        concepts_from = "checkpoint"
+    elif hasattr(gen, "refresh"):
         gen.refresh(model, task.train, torch.device(device), 0)
+        concepts_from = "recomputed (the checkpoint holds none of this generator)"
     describe = task.resources.get("describe_images")
     editor = gen._editor()
+    to_input = gan_to_input(task)
     out.mkdir(parents=True, exist_ok=True)
     rows, n = [], min(n, len(data))
     for start in range(0, n, batch_size):
         ids = torch.arange(start, min(n, start + batch_size))
         batch = data.batch(ids).to(device)
-        originals = to_model_input(editor.generate(batch.extras["latent"]))
+        originals = to_input(editor.generate(batch.extras["latent"]))
         batch = type(batch)(originals, batch.b, batch.ids, batch.groups, batch.extras)
         image, audio = model.encode(0, batch.a), model.encode(1, batch.b)
         scores = model.score_matrix(image, audio)
@@ -197,9 +268,20 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         "format_version": FORMAT_VERSION,
         "run_dir": str(run_dir),
         "checkpoint": checkpoint,
+        "checkpoint_path": str(checkpoint_path(run_dir, checkpoint)),
+        "checkpoint_step": state.get("global_step"),
         "split": split,
+        "seed": seed,
+        "task": config.get("task"),
+        "profile": config.get("profile"),
+        "task_options": {**(config.get("task_options") or {}), **(task_options or {})},
         "generator": generator,
         "options": attrs.asdict(gen.options),
+        "options_from": options_from + (f", overridden by {sorted(options)}" if options else ""),
+        "concepts_from": concepts_from,
+        "gan_sha256": gan_digest(task, editor.gan),
+        "negmine_version": _negmine_version(),
+        "negmine_commit": _negmine_commit(),
         "layer": gen.options.layer,
         "count": len(rows),
         "tries_histogram": np.bincount([r["tries"] for r in rows]).tolist(),

@@ -80,9 +80,7 @@ class GanRandomEdits(GanEditGenerator):
         b = z_all.shape[0]
         feats, original = self.originals(ctx, z_all)  # [B, C, h, w], [B, 3, R, R]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
-        if heat.shape[-2:] != feats.shape[-2:]:
-            heat = torch.nn.functional.adaptive_max_pool2d(heat[:, None], feats.shape[-2:])[:, 0]
-            seeds = (seeds.float() * feats.shape[-1] / ctx.embeddings[0].values.shape[-1]).long()
+        self.check_grid(feats, ctx.embeddings[0], z_all)
         items = self.edit_items(b)  # the anchors edited this step
         dev_items = items.to(ctx.device)
         z, feats, edit_original = z_all[dev_items], feats[dev_items], original[dev_items]
@@ -97,15 +95,15 @@ class GanRandomEdits(GanEditGenerator):
             return self.unit_ablation(p, feats.shape[1]).bool(), region[pending]
 
         start = self.escalation_start()
-        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, to_model_input, o.accept,
+        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, self.to_input, o.accept,
                                     o.accept_step, o.max_tries, start=start)
         edited, units, tries, ratios = result["edited"], result["units"], result["tries"], result["change_ratio"]
         self.update_start(tries)
-        inputs = to_model_input(original).clone()
-        inputs[dev_items] = to_model_input(edited)
+        inputs = self.to_input(original).clone()
+        inputs[dev_items] = self.to_input(edited)
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
-        self.last_stats = {**tries_stats(tries), "change_ratio": float(ratios.mean()),
+        self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(ratios.mean()),
                            "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
         full = self.scatter_items
         valid = full(items, torch.ones(m, 1, dtype=torch.bool), b, False)

@@ -22,13 +22,14 @@ from negmine.model import running_stats_kept
 from negmine_gan.base import (
     GanEditGenerator,
     edit_fraction_option,
-    to_model_input,
     tries_stats,
     warm_start_option,
 )
 from negmine_gan.concepts import Concepts, compute_concepts, peak_datapoints
 from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 from negmine_gan.random_edit import salient
+
+PAPER_CLUSTERS = 250 / 512  # the paper's clusters per embedding unit (all 512 of its units fire)
 
 
 class GanTargetedEdits(GanEditGenerator):
@@ -40,8 +41,9 @@ class GanTargetedEdits(GanEditGenerator):
     @attrs.frozen
     class Options:
         layer: str = option("layer4", "GAN layer to edit (on the model's image grid)")
-        clusters: float = option(250 / 512, "number of concept clusters as a fraction of the embedding width D "
-                                 "(the paper: 250 of 512)", min=0.0, max=1.0)
+        clusters: float = option(None, "number of concept clusters as a fraction of the embedding width D; unset: "
+                                 "250/512 of the units that fire at the matchmap peaks (the paper's 250 clusters of "
+                                 "512 units, scaled to a narrower or sparser model)", min=0.0, max=1.0, type=float)
         units: float = option(140 / 512, "fraction of the layer's units ablated on the first try (paper 140/512)",
                               min=0.0, max=1.0)
         units_step: float = option(40 / 512, "fraction added after each rejected try (paper 40/512)", min=0.0,
@@ -65,23 +67,50 @@ class GanTargetedEdits(GanEditGenerator):
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
         self.concepts: Concepts | None = None
+        self._few_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
     def refresh(self, model: Any, data: Any, device: torch.device, step: int) -> None:
         o = self.options
+        probe = data.batch(torch.arange(1))
         with torch.no_grad(), running_stats_kept(model):  # a one-image probe must not move BatchNorm's statistics
-            dim = int(model.encode(0, data.batch(torch.arange(1)).a.to(device)).values.shape[1])
+            image = model.encode(0, probe.a.to(device))
+        dim = int(image.values.shape[1])
+        z = probe.extras["latent"].to(device)
+        self.check_grid(self._editor().features(z), image, z)
         self.concepts = compute_concepts(
-            model, data, self._editor(), to_model_input, n_clusters=max(2, round(o.clusters * dim)),
+            model, data, self._editor(), self.to_input,
+            n_clusters=None if o.clusters is None else max(2, round(o.clusters * dim)),
+            active_fraction=PAPER_CLUSTERS if o.clusters is None else None,
             max_datapoints=o.max_datapoints, n_dissect=o.dissect_samples, unit_quantile=o.unit_quantile,
-            seed=self.seed, device=device, step=step)
+            seed=self.seed, device=device, step=step, latents=(self.task.resources or {}).get("sample_latents"))
+        self._few_warned = False
+
+    def few_clusters(self) -> str | None:
+        """A warning when the concepts kept at most two clusters (the edits are then barely targeted), else None."""
+        c = self.concepts
+        if c is None or c.centroids.shape[0] > 2:
+            return None
+        return (f"{self.name}: only {c.centroids.shape[0]} concept cluster(s) of more than 3 units remain (of "
+                f"{c.requested} requested from the {c.active} embedding units that fire at the matchmap peaks, "
+                f"D = {c.centroids.shape[1]}): the edits are barely targeted. Ask for fewer clusters "
+                f"(clusters, a fraction of D; unset: {PAPER_CLUSTERS:.3f} of the units that fire), or train the "
+                "model longer first (more units fire)")
+
+    def _warn_few(self, trainer: Any) -> None:
+        message = self.few_clusters()
+        if message and not self._few_warned:
+            self._few_warned = True
+            if trainer.dist.is_main:
+                trainer.reporter.warn(message)
 
     @hookimpl
     def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
         super().negmine_stage_start(trainer, stage)
         if self.concepts is None:  # a resumed stage keeps the concepts from its checkpoint
             self.refresh(trainer.model, trainer.task.train, trainer.device, trainer.global_step)
+        self._warn_few(trainer)
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
@@ -89,6 +118,7 @@ class GanTargetedEdits(GanEditGenerator):
         every = self.options.recluster_every
         if every and trainer.step_in_stage % every == 0 and trainer.step_in_stage < trainer.stage.steps:
             self.refresh(trainer.model, trainer.task.train, trainer.device, step)
+            self._warn_few(trainer)
 
     # -- mining ------------------------------------------------------------------------------------------------
 
@@ -114,6 +144,7 @@ class GanTargetedEdits(GanEditGenerator):
         feats_all, original = self.originals(ctx, z_all)
         channels = feats_all.shape[1]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
+        self.check_grid(feats_all, ctx.embeddings[0], z_all)
         _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         items = self.edit_items(b)  # the anchors edited this step
         dev_items = items.to(ctx.device)
@@ -138,15 +169,15 @@ class GanTargetedEdits(GanEditGenerator):
             tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
             return units, geodesic_region(heat[pending], seeds[pending], tau)
 
-        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, to_model_input, o.accept,
+        result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, self.to_input, o.accept,
                                     o.accept_step, o.max_tries, start=start)
         tries = result["tries"]
         self.update_start(tries)
-        inputs = to_model_input(original).clone()
-        inputs[dev_items] = to_model_input(result["edited"])
+        inputs = self.to_input(original).clone()
+        inputs[dev_items] = self.to_input(result["edited"])
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
-        self.last_stats = {**tries_stats(tries), "change_ratio": float(result["change_ratio"].mean()),
+        self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(result["change_ratio"].mean()),
                            "units_ablated": float(result["units"].float().sum(1).mean()),
                            "clusters": float(self.concepts.centroids.shape[0]), "start_level": float(start)}
         full = self.scatter_items

@@ -174,3 +174,49 @@ def test_gan_dataset_and_drawn_negatives(acg_gan, tmp_path):
                  "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
     assert last["gan-random/side0/count"] == 8 and last["gan-random/tries_mean"] >= 1
+
+
+def test_manifest_lines_missing_a_field_name_file_line_and_field(built, tmp_path):
+    """Issue 17, item 9: a missing field was a KeyError traceback (or, for ``id``, accepted)."""
+    for field, expected in [("audio", "field 'audio' missing"), ("image", "field 'image' missing"),
+                            ("split", "field 'split' missing"), ("id", "field 'id' missing")]:
+        broken = tmp_path / f"no-{field}"
+        shutil.copytree(built, broken, ignore=shutil.ignore_patterns("cache"))
+        lines = (broken / "manifest.jsonl").read_text().splitlines()
+        row = json.loads(lines[6])
+        del row[field]
+        lines[6] = json.dumps(row)
+        (broken / "manifest.jsonl").write_text("\n".join(lines) + "\n")
+        with pytest.raises(DataError) as err:
+            ds.read_dataset(broken)
+        assert str(err.value) == f"{str(broken / 'manifest.jsonl')!r} line 7: {expected}"
+    assert ds.manifest_row_problem({"id": 1, "split": "train", "image": "i.png", "audio": "a.wav"}, latents=True) == (
+        "field 'latent_row' missing")
+    assert "must be one of train, val, test" in ds.manifest_row_problem(
+        {"id": 1, "split": "dev", "image": "i.png", "audio": "a.wav"}, latents=False)
+
+
+def test_a_wav_truncated_after_its_features_were_cached_is_caught(built, tmp_path):
+    """Issue 17, item 9: the cache was keyed by file names only, so training went on with the old features."""
+    from audio_clevrgan.task import AudioClevrganSplit
+
+    data = tmp_path / "data"
+    shutil.copytree(built, data, ignore=shutil.ignore_patterns("cache"))
+    _, rows = ds.read_dataset(data)
+    first = AudioClevrganSplit(data, rows, "train", 256, None)
+    assert list((data / "cache").glob("features-train-*.pt"))
+    again = AudioClevrganSplit(data, rows, "train", 256, None)  # from the cache, unchanged
+    assert torch_equal(first.feats, again.feats)
+    victim = data / [r for r in rows if r["split"] == "train"][3]["audio"]
+    whole = victim.read_bytes()
+    victim.write_bytes(whole[: len(whole) // 2])
+    with pytest.raises(DataError, match=rf"{victim.name}.*truncated: its header declares \d+ bytes of audio"):
+        AudioClevrganSplit(data, rows, "train", 256, None)
+    victim.write_bytes(whole)  # restored (a new modification time): read again, the same features
+    assert torch_equal(AudioClevrganSplit(data, rows, "train", 256, None).feats, first.feats)
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)

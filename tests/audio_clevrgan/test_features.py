@@ -202,5 +202,19 @@ def test_load_wav_reads_16k_and_names_the_file_on_errors(tmp_path):
         load_wav(tmp_path)
 
 
+def test_load_wav_refuses_a_truncated_file(tmp_path):
+    """libsndfile reads a WAV cut short without complaint (issue 17, item 9)."""
+    import soundfile
+
+    path = tmp_path / "a.wav"
+    soundfile.write(path, np.zeros(16000, dtype=np.int16), 16000, subtype="PCM_16")
+    assert load_wav(path).shape == (16000,)
+    whole = path.read_bytes()
+    path.write_bytes(whole[:20000])
+    with pytest.raises(AudioFileError, match=r"truncated: its header declares 32000 bytes of audio, the file holds "
+                                             r"19956"):
+        load_wav(path)
+
+
 def test_hop_constant():
     assert HOP_LENGTH == 160

@@ -62,6 +62,17 @@ def _check(tmp_path, profile, steps=2):
         torch.testing.assert_close(multi[key], single[key], rtol=1e-5, atol=1e-6)
         moved += int(not torch.equal(single[key], initial[key]))
     assert moved > 0  # the update did something
+    # metrics.jsonl logs the global batch (issue 17, item 11): rank 0 logged its own half before
+    import json
+
+    def logged(run):
+        return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+
+    one, two = logged(tmp_path / "one"), logged(tmp_path / "two")
+    assert len(one) == len(two) == steps
+    for a, b in zip(one, two, strict=True):
+        for key in ("loss", "positive_score", "score_std"):
+            assert abs(a[key] - b[key]) <= 1e-5 * max(1.0, abs(a[key])), (key, a[key], b[key])
 
 
 def test_two_gloo_processes_equal_one_process(tmp_path):

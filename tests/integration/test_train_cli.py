@@ -162,6 +162,28 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, capsys):
     assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
 
 
+def test_nan_loss_before_the_first_checkpoint_says_that_none_was_written(tmp_path, capsys):
+    """Issue 17, item 8: at step 1 there is no last.pt to name."""
+    poison = tmp_path / "poison.py"
+    poison.write_text(textwrap.dedent("""\
+        import torch
+        from negmine import hookimpl
+
+        @hookimpl
+        def negmine_stage_start(trainer):
+            with torch.no_grad():
+                for p in trainer.model.parameters():
+                    p.fill_(float('nan'))
+        """))
+    run = tmp_path / "nan1"
+    code = run_cli("-p", poison, "train", "--task", "toy", "--profile", "small", "--steps", "30",
+                   "--checkpoint-every", "10", "--run-dir", run, "-q")
+    err = capsys.readouterr().err
+    assert code == 2 and "loss became nan at step 1 " in err and "Traceback" not in err, err
+    assert "No checkpoint was written yet (the first is due at step 10), so there is nothing to resume" in err
+    assert "last.pt" not in err and not (run / "checkpoints" / "last.pt").exists()
+
+
 def test_existing_run_dir_is_not_overwritten(tmp_path, capsys):
     run = tmp_path / "r"
     args = ["train", "--task", "toy", "--profile", "small", "--steps", "5", "--run-dir", run, "-q"]
@@ -329,9 +351,13 @@ def _bare_trainer(negatives=("random",), init_optimizer=False):
     trainer.reporter = _Recorder()
     trainer._collapse_count, trainer._collapse_warned = 0, False
     trainer._dead_units_count, trainer._dead_units_warned = [0, 0], [False, False]
-    stage = type("S", (), {"name": "main", "negatives": negatives, "init_optimizer": init_optimizer})()
+    from negmine.distributed import DistInfo
+
+    stage = type("S", (), {"name": "main", "negatives": negatives, "init_optimizer": init_optimizer,
+                           "combine": tuple((n,) for n in negatives)})()
     trainer.config = type("C", (), {"stages": [stage], "margin": 1.0})()
     trainer.stage_index = 0
+    trainer.dist = DistInfo()  # one process
     return trainer
 
 

@@ -95,3 +95,80 @@ def test_gan_targeted_terminates_is_seeded_and_checkpointable():
     restored = GanTargetedEdits(opts, seed=0, task=task)
     restored.load_state_dict(gen.state_dict())
     assert torch.equal(restored.concepts.ranking, gen.concepts.ranking)
+
+
+def test_default_clusters_scale_with_the_units_that_fire_and_few_clusters_warn(tmp_path):
+    """Issue 17, item 4: 250/512 of D kept one cluster on a narrow model, silently."""
+    import torch
+
+    from negmine import Trainer
+    from negmine_gan.targeted import PAPER_CLUSTERS, GanTargetedEdits
+    from negmine_toy.task import build_toy
+
+    warnings = []
+
+    class Capture:
+        def start(self, *a): pass
+        def step(self, *a): pass
+        def log(self, message): pass
+        def warn(self, message): warnings.append(message)
+        def close(self): pass
+
+    task = build_toy("gan", seed=0)
+    config = {"steps": 2, "negatives": ["random", "gan-targeted"], "eval_size": 20,
+              "generators": {"gan-targeted": {"max_datapoints": 64, "dissect_samples": 32, "max_tries": 2}}}
+    from negmine import get_plugin_manager
+
+    trainer = Trainer(task, config, plugins=get_plugin_manager(), run_dir=tmp_path / "run", reporter=Capture())
+    trainer.fit()
+    gen = GanTargetedEdits(GanTargetedEdits.Options(max_datapoints=64, dissect_samples=32), seed=0, task=task)
+    gen.refresh(task.model, task.train, torch.device("cpu"), 0)
+    c = gen.concepts
+    assert 0 < c.active <= 16 and c.requested == max(2, round(PAPER_CLUSTERS * c.active))
+    few = [w for w in warnings if "concept cluster(s) of more than 3 units remain" in w]
+    if c.centroids.shape[0] <= 2:
+        assert len(few) == 1 and f"from the {c.active} embedding units that fire" in few[0], warnings
+    # an explicit fraction is of D, as before
+    gen = GanTargetedEdits(GanTargetedEdits.Options(clusters=0.5, max_datapoints=64, dissect_samples=32), seed=0,
+                           task=task)
+    gen.refresh(task.model, task.train, torch.device("cpu"), 0)
+    assert gen.concepts.requested == 8
+
+
+def test_few_clusters_message():
+    import torch
+
+    from negmine_gan.concepts import Concepts
+    from negmine_gan.targeted import GanTargetedEdits
+
+    gen = GanTargetedEdits()
+    gen.concepts = Concepts(torch.ones(1, 32), torch.zeros(32), torch.ones(32), torch.zeros(1, 8, dtype=torch.long),
+                            torch.zeros(1, 8), 0, requested=15, active=30)
+    assert gen.few_clusters().startswith("gan-targeted: only 1 concept cluster(s) of more than 3 units remain (of 15 "
+                                         "requested from the 30 embedding units that fire at the matchmap peaks, D = 32)")
+    gen.concepts = Concepts(torch.ones(3, 32), torch.zeros(32), torch.ones(32), torch.zeros(3, 8, dtype=torch.long),
+                            torch.zeros(3, 8))
+    assert gen.few_clusters() is None
+
+
+def test_a_layer_off_the_models_grid_is_refused_naming_the_layers_on_it():
+    import pytest
+    import torch
+
+    from negmine import PluginError
+    from negmine.testing import make_context
+    from negmine_gan.random_edit import GanRandomEdits
+    from negmine_toy.task import build_toy
+
+    task = build_toy("gan", seed=0)
+    batch = task.train.batch(torch.arange(8))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+    ctx = make_context(task.model.score_matrix(*emb), task=task, embeddings=emb)
+    import attrs
+
+    ctx = attrs.evolve(ctx, batch=batch)
+    with pytest.raises(PluginError) as err:
+        GanRandomEdits(GanRandomEdits.Options(layer="output.1"), task=task).generate(ctx)
+    assert ("GAN layer 'output.1' outputs a 16x16 map, but the model's image map is 8x8; edit a layer on the model's "
+            "grid: 'layer4', 'layer4.0', 'layer4.1', 'layer4.2'") in str(err.value)

@@ -269,3 +269,103 @@ def test_edit_fraction_edits_only_some_anchors():
     changed = (negs.inputs[:, 0] - ctx.batch.a).flatten(1).abs().amax(1) > 0
     assert torch.equal(changed, valid)  # exactly the chosen anchors were edited
     assert (negs.meta["tries"][~valid] == 0).all() and (negs.meta["units"][~valid] == 0).all()
+
+
+def _raw_gan_task():
+    """The toy GAN task, but its images are G(z) as the GAN draws them, in [-1, 1] (a task of a new user's)."""
+    task = build_toy("gan", seed=0)
+    gan = task.resources["gan"]
+    for split in (task.train, task.val, task.test):
+        with torch.no_grad():
+            split.a = gan(split.extras["latent"])
+    return task
+
+
+def test_images_in_another_range_than_the_mapped_gan_output_stop_at_the_first_step(tmp_path):
+    """Issue 17, item 1: edits in [0, 1] against positives in [-1, 1] trained silently with an edit hinge of zero."""
+    from negmine import PluginError, Trainer
+    from negmine_random.generator import RandomNegatives
+
+    config = {"steps": 2, "negatives": ["random", "gan-random"], "eval_size": 20}
+    with pytest.raises(PluginError) as err:
+        Trainer(_raw_gan_task(), config, generators=[RandomNegatives, GanRandomEdits], run_dir=tmp_path / "a").fit()
+    text = str(err.value)
+    assert text.startswith("task 'toy': its side-a images lie in [-1, 0.998], but the default mapping "
+                           "(clamp(G, -1, 1) + 1) / 2 turns its GAN's output for the same latents into [2.13e-05, 0.999]"), text
+    assert "resources['gan_to_input']" in text
+    # the task states its mapping: training runs, and the edits reach the model in the positives' range
+    task = _raw_gan_task()
+    task.resources["gan_to_input"] = lambda images: images.clamp(-1, 1)
+    Trainer(task, config, generators=[RandomNegatives, GanRandomEdits], run_dir=tmp_path / "b").fit()
+    edits = GanRandomEdits(GanRandomEdits.Options(accept=0.0), seed=0, task=task).generate(_context(task))[0]
+    assert float(edits.inputs.min()) < -0.5
+
+
+def test_a_gan_in_training_mode_is_put_in_eval_mode_and_keeps_its_statistics():
+    """Issue 17, item 2: a GAN left in training mode draws with batch statistics and moves its running ones."""
+    from negmine_gan.edit import resolve_gan
+
+    task = build_toy("gan", seed=0)
+    tiny = task.resources["gan"]
+    bn_gan = torch.nn.Sequential()
+    bn_gan.layer1, bn_gan.norm = tiny.layer1, torch.nn.BatchNorm1d(tiny.layer1.out_features)
+
+    class WithNorm(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.layer1, self.norm, self.layer4, self.output = tiny.layer1, bn_gan.norm, tiny.layer4, tiny.output
+
+        def forward(self, z):
+            return self.output(self.layer4(self.norm(self.layer1(z)).view(-1, tiny.channels, 4, 4)))
+
+    gan = WithNorm().train()
+    task.resources["gan"] = gan
+    before = gan.norm.running_mean.clone()
+    assert resolve_gan(task) is gan and not gan.training
+    assert not any(p.requires_grad for p in gan.parameters())
+    GanRandomEdits(GanRandomEdits.Options(max_tries=2), seed=0, task=task).generate(_context(task))
+    assert torch.equal(gan.norm.running_mean, before) and int(gan.norm.num_batches_tracked) == 0
+
+
+def test_acceptance_rate_is_logged():
+    """Issue 17, item 5: only tries_hist/N said how many edits met their threshold."""
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    never = GanRandomEdits(GanRandomEdits.Options(max_tries=3, accept=5.0), seed=0, task=task)
+    never.generate(ctx)
+    assert never.last_stats["accept_rate"] == 0.0 and never.last_stats["first_try"] == 0.0
+    always = GanRandomEdits(GanRandomEdits.Options(accept=0.0), seed=0, task=task)
+    always.generate(ctx)
+    assert always.last_stats["accept_rate"] == 1.0 and always.last_stats["first_try"] == 1.0
+
+
+def test_edits_export_uses_the_runs_options_and_concepts_and_records_provenance(tmp_path, capsys):
+    """Issue 17, item 3: the export used default options and recomputed the concepts."""
+    import json
+
+    from negmine import checkpoint as ckpt
+    from negmine.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "toy", "--profile", "gan", "-n", "random", "-n", "gan-targeted", "--steps", "2",
+                 "--gan-targeted-clusters", "0.3", "--gan-targeted-units", "0.2", "--gan-targeted-max-tries", "2",
+                 "--gan-targeted-max-datapoints", "64", "--gan-targeted-dissect-samples", "32", "--eval-size", "20",
+                 "--run-dir", str(run), "-q"]) == 0
+    out = tmp_path / "edits"
+    assert main(["edits", "export", str(run), "--out", str(out), "--n", "3", "--checkpoint", "stage-main",
+                 "--option", "units=0.1", "--seed", "5"]) == 0, capsys.readouterr().err
+    summary = json.loads((out / "edits.json").read_text())
+    o = summary["options"]
+    assert (o["clusters"], o["max_tries"], o["units"]) == (0.3, 2, 0.1)  # the run's, and the flag over them
+    assert summary["options_from"] == "the run's stage 'main', overridden by ['units']"
+    assert summary["concepts_from"] == "checkpoint"
+    saved = ckpt.load(run / "checkpoints" / "stage-main.pt")["generators"]["gan-targeted"]["concepts"]
+    clusters = {r["cluster"] for r in map(json.loads, (out / "edits.jsonl").read_text().splitlines())}
+    assert clusters <= set(range(saved["centroids"].shape[0]))
+    assert summary["seed"] == 5 and summary["task"] == "toy" and summary["profile"] == "gan"
+    assert summary["checkpoint_path"] == str(run / "checkpoints" / "stage-main.pt")
+    assert summary["gan_sha256"].startswith("weights:") and len(summary["gan_sha256"]) == 8 + 64
+    assert summary["negmine_version"] and summary["negmine_commit"]
+    # a bad flag is one message with the closest name
+    assert main(["edits", "export", str(run), "--out", str(tmp_path / "x"), "--option", "unit=0.1"]) == 2
+    assert "did you mean 'units'" in capsys.readouterr().err

@@ -42,8 +42,31 @@ def test_every_problem_is_reported(gens):
 def test_option_values_are_validated(gens):
     with pytest.raises(ConfigError, match="strategy"):
         build_config({"negatives": ["hard-minibatch"], "generators": {"hard-minibatch": {"strategy": "nope"}}}, gens)
-    with pytest.raises(ConfigError, match="'k'"):
+    with pytest.raises(ConfigError, match=r"random\.k: must be >= 1, got 0"):
         build_config({"negatives": ["random"], "generators": {"random": {"k": 0}}}, gens)
+
+
+def test_every_problem_of_every_generator_table_is_reported_with_the_closest_choice(gens):
+    """Issue 17, item 6: attrs stops at a table's first bad value and its message is a raw tuple."""
+    with pytest.raises(ConfigError) as err:
+        build_config({"negatives": ["random", "hard-minibatch"],
+                      "generators": {"hard-minibatch": {"strategy": "hardst", "k": 0, "rank_min": "x"},
+                                     "random": {"k": -1, "sides": "c"}},
+                      "stages": [{"name": "s", "steps": 2, "generators": {"hard-minibatch": {"top_k": 0}}}]}, gens)
+    e = err.value
+    assert e.problems[:5] == [
+        "generators.hard-minibatch.strategy: 'hardst' is not one of hardest, semihard, sample (did you mean "
+        "'hardest'?)",
+        "generators.hard-minibatch.k: must be >= 1, got 0",
+        "generators.hard-minibatch.rank_min: expected int, got str 'x'",
+        "generators.random.k: must be >= 1, got -1",
+        "generators.random.sides: 'c' is not one of both, a, b",
+    ]
+    assert "stages[0].generators.hard-minibatch.top_k: must be >= 1, got 0" in e.problems
+    assert "Attribute(" not in str(e)
+    # a combination checked by the Options class itself is still reported once the values are valid
+    with pytest.raises(ConfigError, match=r"generators\.faiss: rank_max \(2\) must be greater than rank_min"):
+        build_config({"negatives": ["faiss"], "generators": {"faiss": {"rank_min": 5, "rank_max": 2}}}, gens)
 
 
 def test_combine_must_cover_negatives(gens):

@@ -105,3 +105,33 @@ def test_import_is_lazy():
     code = "import sys, negmine, negmine.cli; negmine.cli.main(['--help']); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "False"
+
+
+def test_p_naming_an_installed_module_says_so_in_one_line(capsys):
+    """Issue 17, item 12."""
+    from negmine.cli import main
+
+    assert main(["-p", "negmine_random", "plugins"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: -p negmine_random: the module is installed and already loaded from its entry point "
+                   "'random' (distribution negmine); drop -p negmine_random\n")
+
+
+def test_plugins_shows_option_bounds(capsys):
+    from negmine.cli import main
+
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.startswith("--random-k") and "int [1..]" in line for line in out.splitlines())
+    assert any(line.startswith("--gan-random-p ") and "float [0.0..1.0]" in line for line in out.splitlines())
+
+
+def test_make_context_gives_both_sides_inputs():
+    import torch
+
+    from negmine.testing import make_context, make_task
+
+    task = make_task(8)
+    ctx = make_context(torch.eye(4), task=task)
+    first = task.train.batch(torch.arange(4))
+    assert torch.equal(ctx.batch.a, first.a) and torch.equal(ctx.batch.b, first.b)

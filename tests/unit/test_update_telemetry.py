@@ -40,3 +40,28 @@ def test_adams_first_step_moves_every_weight_with_a_gradient_by_lr(tmp_path):
     moving = sum(int((g.abs() > 1e-6).sum()) for g in grads) / sum(g.numel() for g in grads)
     assert 0.5 < moving
     assert row["update_per_lr"] == pytest.approx(math.sqrt(moving), rel=1e-2)
+
+
+def test_collapse_advice_does_not_tell_a_run_with_a_random_group_to_add_one(tmp_path):
+    """Issue 17, item 11."""
+    import torch
+
+    from negmine import Trainer
+    from negmine_hard_minibatch.generator import HardMinibatch
+    from negmine_random.generator import RandomNegatives
+    from negmine_toy.task import build_toy
+
+    warned = []
+
+    class Capture:
+        def warn(self, message):
+            warned.append(message)
+
+    for negatives in (["random", "hard-minibatch"], ["hard-minibatch"]):
+        trainer = Trainer(build_toy("small", seed=0), {"steps": 1, "negatives": negatives},
+                          generators=[RandomNegatives, HardMinibatch], run_dir=tmp_path / "r", reporter=Capture())
+        for _ in range(20):
+            trainer._watch_collapse(torch.ones(4, 4), {})
+    assert len(warned) == 2
+    assert "Add a random group" not in warned[0] and "even next to this stage's random group" in warned[0]
+    assert "Add a random group" in warned[1]
