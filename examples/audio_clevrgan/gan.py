@@ -113,9 +113,10 @@ GAN_PROFILES["cpu-lite-r1"] = dataclasses.replace(
     GAN_PROFILES["cpu-r1"], g_double_upto=16, d_channels=(8, 16, 64, 128, 128), batch_size=32
 )
 #: the projected discriminator on the feature network trained by
-#: ``python -m audio_clevrgan.train_scripts segmenter --profile features`` (path set by ``--features``)
+#: ``python -m audio_clevrgan.train_scripts segmenter --profile features --seed 1`` (committed; ``--features``
+#: overrides the path, which is relative to the repository root)
 GAN_PROFILES["cpu-projected"] = dataclasses.replace(
-    GAN_PROFILES["cpu"], g_double_upto=16, d_arch="projected", d_features="runs/gan15/features/segmenter.pt",
+    GAN_PROFILES["cpu"], g_double_upto=16, d_arch="projected", d_features="examples/audio_clevrgan/checkpoints/features.pt",
     loss="hinge", batch_size=32, lr_g=1e-3, lr_d=2e-4, augment=True,
 )
 

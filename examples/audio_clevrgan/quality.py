@@ -25,7 +25,7 @@ import torch
 
 from .gan import Generator, standard_z
 from .render import SCENE_PROFILES, SceneConfig, render_scenes, sample_scenes, to_uint8
-from .segmenter import AttributeSegmenter, DetectedObject, segment_objects
+from .segmenter import AttributeSegmenter, DetectedObject, nearest_object, segment_objects
 from .vocab import ATTRIBUTES, COLOR_RGB, COLORS, VALUES
 
 
@@ -107,13 +107,6 @@ def gan_quality(
     }
 
 
-def _match(objs: list[DetectedObject], cx: float, cy: float, radius: float = 4.0) -> DetectedObject | None:
-    best = min(objs, key=lambda d: (d.centroid[0] - cx) ** 2 + (d.centroid[1] - cy) ** 2, default=None)
-    if best is None or (best.centroid[0] - cx) ** 2 + (best.centroid[1] - cy) ** 2 >= radius**2:
-        return None
-    return best
-
-
 @torch.no_grad()
 def reader_agreement(
     reader1: AttributeSegmenter,
@@ -142,7 +135,7 @@ def reader_agreement(
                 continue
             total += 1
             cy, cx = float(rr.float().mean()), float(cc.float().mean())
-            hits = [_match(objs[b], cx, cy) for objs in read]
+            hits = [nearest_object(objs[b], cx, cy) for objs in read]
             truth = {a: getattr(o, a) for a in ATTRIBUTES}
             for i, h in enumerate(hits):
                 right[i] += h is not None and h.attributes == truth

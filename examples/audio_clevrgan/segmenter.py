@@ -425,15 +425,21 @@ def evaluate_segmenter(
                 continue
             total += 1
             cy, cx = float(rr.float().mean()), float(cc.float().mean())
-            best = min(
-                objs[b], key=lambda d: (d.centroid[0] - cx) ** 2 + (d.centroid[1] - cy) ** 2, default=None
-            )
-            if best is not None and math.hypot(best.centroid[0] - cx, best.centroid[1] - cy) < 4:
+            best = nearest_object(objs[b], cx, cy)
+            if best is not None:
                 hit += all(getattr(best, a) == getattr(o, a) for a in ATTRIBUTES)
     res["object_acc"] = hit / max(total, 1)
     res["n_objects"] = total
     res["n_detected"] = n_det
     return res
+
+
+def nearest_object(objs: list[DetectedObject], cx: float, cy: float, radius: float = 4.0) -> DetectedObject | None:
+    """The detected object whose centroid is nearest ``(cx, cy)`` (pixels), if closer than ``radius``."""
+    best = min(objs, key=lambda d: (d.centroid[0] - cx) ** 2 + (d.centroid[1] - cy) ** 2, default=None)
+    if best is None or math.hypot(best.centroid[0] - cx, best.centroid[1] - cy) >= radius:
+        return None
+    return best
 
 
 def build_segmenter(config: SegmenterConfig, seed: int, device) -> _Reader:
@@ -586,6 +592,7 @@ __all__ = [
     "evaluate_segmenter",
     "image_relations",
     "load_segmenter",
+    "nearest_object",
     "reader_for",
     "save_segmenter",
     "segment_objects",
