@@ -78,11 +78,12 @@ def make_context(
     )
 
 
-def check_generator(cls: type[NegativeGenerator], task: Task | None = None, batch_size: int = 16) -> dict[int, Any]:
+def check_generator(cls: type[NegativeGenerator], task: Task | None = None, batch_size: int = 16,
+                    options: Any = None) -> dict[int, Any]:
     """Run a generator on a real batch of a tiny task and validate its output (raises on a contract violation).
 
     Checks: requirements are satisfiable, output validates (shapes, ids, exclusion), the same seed gives the same
-    negatives, and ``state_dict`` round-trips.
+    negatives, and ``state_dict`` round-trips. ``options``: the generator's ``Options`` (its defaults when None).
     """
     task = task or make_task()
     cls.check_requirements(task)
@@ -93,13 +94,13 @@ def check_generator(cls: type[NegativeGenerator], task: Task | None = None, batc
     ctx = MiningContext(batch, emb, emb, (s.T, s), torch.arange(batch_size),
                         (batch.ids[:, None] == batch.ids[None, :]) | (batch.group_ids[:, None] == batch.group_ids[None, :]),
                         batch.ids, task.model, task, 0, 1.0, torch.device("cpu"))
-    first = cls(seed=7, task=task).generate(ctx)
-    second_gen = cls(seed=7, task=task)
+    first = cls(options, seed=7, task=task).generate(ctx)
+    second_gen = cls(options, seed=7, task=task)
     second = second_gen.generate(ctx)
     for side in first:
         a, b = first[side], second[side]
         if a.index is not None and not torch.equal(a.index[a.valid], b.index[b.valid]):
             raise AssertionError(f"{cls.name}: the same seed gave different negatives")
     state = second_gen.state_dict()
-    cls(seed=99, task=task).load_state_dict(state)
+    cls(options, seed=99, task=task).load_state_dict(state)
     return first

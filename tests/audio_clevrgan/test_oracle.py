@@ -73,3 +73,70 @@ def test_train_with_the_oracle(rendered, tmp_path):
                  "--batch-size", "8", "--run-dir", str(run), "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
     assert last["render-edit/side0/count"] == 8
+
+
+def _scene(rendered):
+    _, rows = ds.read_dataset(rendered)
+    return next(scene_from_dicts(r["scene"]) for r in rows if len(r["scene"]) >= 3)
+
+
+def test_value_balance_draws_uniformly_over_every_change(rendered):
+    """The default draw is unchanged: a permutation of every (object, attribute, value) change, first valid kept."""
+    from audio_clevrgan.render import SCENE_PROFILES, Edit, random_edit, scene_is_valid
+
+    scene = _scene(rendered)
+    for seed in range(20):
+        got = random_edit(scene, np.random.default_rng(seed), SCENE_PROFILES["cpu"])
+        rng = np.random.default_rng(seed)
+        cands = [Edit(i, a, getattr(o, a), v) for i, o in enumerate(scene) for a in ATTRIBUTES for v in VALUES[a]
+                 if v != getattr(o, a)]
+        for k in rng.permutation(len(cands)):
+            new = edit_scene(scene, cands[k].index, cands[k].attribute, cands[k].new)
+            if cands[k].attribute in ("color", "material") or scene_is_valid(new, SCENE_PROFILES["cpu"]):
+                assert got == (new, cands[k])
+                break
+
+
+def test_attribute_balance_changes_each_attribute_equally_often(rendered):
+    from audio_clevrgan.render import random_edit
+
+    scene = _scene(rendered)
+    rng = np.random.default_rng(0)
+    counts = {a: 0 for a in ATTRIBUTES}
+    by_value = {a: 0 for a in ATTRIBUTES}
+    n = 2000
+    for _ in range(n):
+        new, e = random_edit(scene, rng, None, balance="attribute")
+        counts[e.attribute] += 1
+        assert sum(x != y for o, p in zip(scene, new, strict=True) for x, y in zip(vars(o).values(), vars(p).values(), strict=True)) == 1
+        by_value[random_edit(scene, rng, None)[1].attribute] += 1
+    for a in ATTRIBUTES:
+        assert abs(counts[a] / n - 0.25) < 0.04, counts
+    assert by_value["color"] / n > 0.55  # the default: 7 of 11 changes per object are colours
+    with pytest.raises(ValueError, match="balance"):
+        random_edit(scene, rng, None, balance="object")
+
+
+def test_oracle_several_edits_per_anchor(rendered):
+    task = build_task("tiny", options={"data_dir": str(rendered)})
+    opts = RenderedEdits.Options(per_anchor=3, balance="attribute")
+    out = check_generator(RenderedEdits, task, batch_size=4, options=opts)
+    negs = out[0]
+    assert negs.inputs.shape == (4, 3, 3, 64, 64) and negs.meta["attribute"].shape == (4, 3)
+    gen = RenderedEdits(opts, seed=0, task=task)
+    batch = task.train.batch(torch.arange(4))
+    task.model.eval()  # batch statistics would differ between the 12 edits and one
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        negs = gen.mine(make_context(task.model.score_matrix(*emb), task=task, embeddings=emb))[0]
+        for i in range(4):
+            for j in range(3):  # each score is the pair (edit j of anchor i, caption i)
+                s = task.model.score_pairs(task.model.encode(0, negs.inputs[i, j][None]), emb[1][torch.tensor([i])])
+                assert torch.allclose(s[0], negs.score[i, j], atol=1e-5)
+            assert not any(torch.equal(negs.inputs[i, j], batch.a[i]) for j in range(3))
+
+
+def test_oracle_bad_options_reported_together():
+    with pytest.raises(ConfigError) as err:
+        RenderedEdits(RenderedEdits.Options(balance="objects", per_anchor=0))
+    assert "balance" in str(err.value) and "per_anchor" in str(err.value)
