@@ -66,6 +66,15 @@ def _snapshots(run: Path, marks: list[int] | None = None) -> list[Path]:
     return snaps
 
 
+def _wall_seconds(meta: dict, log: list[dict]) -> float:
+    """Wall seconds at a snapshot: recorded in it, else scaled from the last log row at or before its step (a
+    snapshot taken after the last row, e.g. when the budget ran out between two log rows, has none after it)."""
+    if "wall_seconds" in meta:
+        return float(meta["wall_seconds"])
+    before = [r for r in log if 0 < r["step"] <= meta["step"]]
+    return before[-1]["t"] * meta["step"] / before[-1]["step"] if before else float("nan")
+
+
 def cmd_report(a: argparse.Namespace) -> None:
     readers = {"reader 1 (segmenter)": load_segmenter(SEGMENTER), "reader 2 (evaluator)": load_segmenter(a.evaluator)}
     torch.set_num_threads(a.threads)
@@ -96,7 +105,7 @@ def cmd_report(a: argparse.Namespace) -> None:
         for snap in _snapshots(run, a.cpu_marks):
             G = load_gan(snap)
             cpu, step = G.meta["cpu_seconds"], G.meta["step"]
-            wall = next((r["t"] for r in log if r["step"] >= step), float("nan"))
+            wall = _wall_seconds(G.meta, log)
             q = {k: gan_quality(G, r, n=a.n, n_ref=a.n_ref) for k, r in readers.items()}
             q1, q2 = q["reader 1 (segmenter)"], q["reader 2 (evaluator)"]
             row = {"recipe": name, "cpu_s": cpu, "step": step, "wall_s": wall, "r1": q1, "r2": q2}

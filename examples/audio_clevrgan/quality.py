@@ -222,20 +222,27 @@ def make_sheet(
     seed: int = 3,
     scale: int = 3,
     device: str | torch.device = "cpu",
+    evaluator: AttributeSegmenter | None = None,
 ) -> None:
     """Write a PNG: rows of rendered scenes / renderer labels / segmenter labels, then GAN samples / segmenter
     labels, each tile ``scale`` times enlarged, with the objects the segmenter found written under GAN tiles
-    (``L red met sphere 0.97`` = large red metal sphere, lowest attribute confidence 0.97)."""
+    (``L red met sphere 0.97`` = large red metal sphere, lowest attribute confidence 0.97). With ``evaluator`` (the
+    independent second reader), each labelled row is followed by the evaluator's reading of the same tiles."""
     from PIL import Image, ImageDraw
 
     res = G.config.resolution
     scenes = sample_scenes(np.random.default_rng(seed), n)
     ren = render_scenes(scenes, resolution=res, device=device)
-    ren_pred = segmenter.to(device).predict(ren.images)
     gan = generate_images(G.to(device), 2 * n, seed)
-    gan_pred = segmenter.predict(gan)
-    gan_objs = segment_objects(gan_pred)
-    ren_objs = segment_objects(ren_pred)
+    readers = [("segmenter", segmenter)] + ([("evaluator", evaluator)] if evaluator is not None else [])
+
+    def read(images: torch.Tensor, what: str) -> list[tuple[str, np.ndarray, list]]:
+        out = []
+        for label, reader in readers:
+            pred = reader.to(device).predict(images)
+            out.append((f"{label} on {what}", label_image(pred_to_attrs(pred)), segment_objects(pred)))
+        return out
+
     rows = [
         ("rendered scenes", to_uint8(ren.images), None),
         (
@@ -243,19 +250,11 @@ def make_sheet(
             label_image(ren.attributes),
             None,
         ),
-        ("segmenter on rendered scenes", label_image(pred_to_attrs(ren_pred)), ren_objs),
+        *read(ren.images, "rendered scenes"),
         ("GAN samples", to_uint8(gan[:n]), None),
-        (
-            "segmenter on GAN samples",
-            label_image(pred_to_attrs({k: v[:n] for k, v in gan_pred.items()})),
-            gan_objs[:n],
-        ),
+        *read(gan[:n], "GAN samples"),
         ("GAN samples", to_uint8(gan[n:]), None),
-        (
-            "segmenter on GAN samples",
-            label_image(pred_to_attrs({k: v[n:] for k, v in gan_pred.items()})),
-            gan_objs[n:],
-        ),
+        *read(gan[n:], "GAN samples"),
     ]
     tile = res * scale
     pad, title_h, line_h = 4, 14, 11

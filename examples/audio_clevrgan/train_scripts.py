@@ -266,7 +266,8 @@ def train_gan(
                 save_generator(
                     st.G_ema,
                     out / f"generator_cpu{int(next_snapshot):05d}.pt",
-                    {**meta, "step": st.step, "cpu_seconds": round(st.cpu_seconds, 1)},
+                    {**meta, "step": st.step, "cpu_seconds": round(st.cpu_seconds, 1),
+                     "wall_seconds": round(time.time() - t_start, 1)},  # of this process (not summed over resumes)
                 )
                 next_snapshot += snapshot_cpu_every
             if st.step % log_every == 0 or st.step == steps:
@@ -349,6 +350,9 @@ def main(argv: list[str] | None = None) -> None:
         "--out", required=True, help="JSON file for the figures (a .md summary is written beside it)"
     )
     q.add_argument("--sheet", default=None, help="PNG sheet of renders, GAN samples and labels")
+    q.add_argument("--evaluator", default=None,
+                   help="the independent second reader (checkpoints/evaluator.pt): its figures are added under "
+                        "'evaluator' and its labels to the sheet")
     q.add_argument("--n", type=int, default=1000)
     q.add_argument("--seed", type=int, default=1)
     q.add_argument("--device", default="cpu")
@@ -358,11 +362,17 @@ def main(argv: list[str] | None = None) -> None:
 
         G, seg = load_gan(a.gan, a.device), load_segmenter(a.segmenter, a.device)
         res = gan_quality(G, seg, n=a.n, seed=a.seed, device=a.device)
+        text = format_quality(res)
+        ev = load_segmenter(a.evaluator, a.device) if a.evaluator else None
+        if ev is not None:
+            res["evaluator"] = gan_quality(G, ev, n=a.n, seed=a.seed, device=a.device)
+            text = ("Read by the segmenter (reader 1):\n\n" + text + "\n\nRead by the independent evaluator "
+                    "(reader 2):\n\n" + format_quality(res["evaluator"]))
         Path(a.out).write_text(json.dumps(res, indent=1))
-        Path(a.out).with_suffix(".md").write_text(format_quality(res) + "\n")
+        Path(a.out).with_suffix(".md").write_text(text + "\n")
         if a.sheet:
-            make_sheet(G, seg, a.sheet, device=a.device)
-        print(format_quality(res))
+            make_sheet(G, seg, a.sheet, device=a.device, evaluator=ev)
+        print(text)
         return
     common = dict(
         seed=a.seed,

@@ -104,6 +104,7 @@ def test_cpu_budget_stops_training_and_writes_snapshots(tmp_path):
     assert snaps, "no CPU-time snapshot"
     G = load_gan(snaps[0])
     assert G.meta["cpu_seconds"] >= 0.1 and G.meta["step"] >= 1
+    assert 0 < G.meta["wall_seconds"] <= r["seconds"]
     # resuming keeps the CPU time already spent: the budget is not granted again
     r2 = train_gan(tmp_path, 10**6, max_cpu_seconds=0.3, **kw)
     assert r2["step"] == r["step"]
@@ -139,3 +140,40 @@ def test_checkpoints_load_with_weights_only(tmp_path, loader):
     torch.save({"kind": "audio_clevrgan.generator", "config": {}, "state_dict": {}, "x": _Payload()}, path)
     with pytest.raises(pickle.UnpicklingError):
         loader(path)
+
+
+def test_report_wall_time_of_a_snapshot_after_the_last_log_row():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gan_recipes.py"
+    spec = importlib.util.spec_from_file_location("gan_recipes_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    log = [{"step": 50, "t": 100.0}, {"step": 100, "t": 200.0}]
+    assert bench._wall_seconds({"step": 130, "wall_seconds": 275.0}, log) == 275.0
+    assert bench._wall_seconds({"step": 130}, log) == pytest.approx(260.0)  # scaled from step 100
+    assert bench._wall_seconds({"step": 10}, log) != bench._wall_seconds({"step": 10}, log)  # nan: no row before
+
+
+def test_quality_with_the_evaluator_writes_both_readers_figures_and_labels(tmp_path):
+    import json
+
+    from PIL import Image
+
+    from audio_clevrgan.train_scripts import main
+
+    train_gan(tmp_path / "gan", 1, profile="tiny", bank_size=8, verbose=False, threads=1)
+    for name in ("seg", "ev"):
+        S.train_segmenter(tmp_path / name, 1, profile="evaluator-tiny", eval_scenes=2, verbose=False, threads=1)
+    common = ["quality", "--gan", str(tmp_path / "gan" / "generator.pt"), "--segmenter",
+              str(tmp_path / "seg" / "segmenter.pt"), "--n", "4"]
+    main([*common, "--out", str(tmp_path / "one.json"), "--sheet", str(tmp_path / "one.png")])
+    main([*common, "--out", str(tmp_path / "two.json"), "--sheet", str(tmp_path / "two.png"),
+          "--evaluator", str(tmp_path / "ev" / "segmenter.pt")])
+    two = json.loads((tmp_path / "two.json").read_text())
+    assert "confident_fraction" in two and "confident_fraction" in two["evaluator"]
+    assert "evaluator" not in json.loads((tmp_path / "one.json").read_text())
+    assert "independent evaluator" in (tmp_path / "two.md").read_text()
+    h1, h2 = Image.open(tmp_path / "one.png").size[1], Image.open(tmp_path / "two.png").size[1]
+    assert h2 > h1  # three more labelled rows: the evaluator's reading of rendered and GAN tiles
