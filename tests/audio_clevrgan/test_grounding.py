@@ -49,3 +49,17 @@ def test_evidence_split_and_shares(acg_rendered, monkeypatch):
     e = word_evidence(task.model, task, None, torch.device("cpu"))["per_attribute"]["all"]
     assert e["whole"] == e["word"] == 1.0
     assert abs(e["share"] - e["covered"]) < 1e-6
+
+
+def test_word_learning_figure(acg_rendered, tmp_path):
+    from PIL import Image
+
+    from audio_clevrgan.figures import word_learning
+
+    a = build_task("tiny", options={"data_dir": str(acg_rendered)})
+    b = build_task("tiny", seed=1, options={"data_dir": str(acg_rendered)})
+    out = word_learning([("A", a.model), ("B", b.model)], a, tmp_path / "words.png", ("cube", "red"), n_images=2)
+    w, h = Image.open(out).size
+    assert h > w / 2  # 4 rows (2 words x 2 models) of 4 tiles
+    word_learning([("A", a.model)], a, tmp_path / "iso.png", ("metal",), n_images=1, context=False)
+    assert (tmp_path / "iso.png").stat().st_size > 0
