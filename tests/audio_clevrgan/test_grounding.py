@@ -63,3 +63,30 @@ def test_word_learning_figure(acg_rendered, tmp_path):
     assert h > w / 2  # 4 rows (2 words x 2 models) of 4 tiles
     word_learning([("A", a.model)], a, tmp_path / "iso.png", ("metal",), n_images=1, context=False)
     assert (tmp_path / "iso.png").stat().st_size > 0
+
+
+def test_audio_receptive_field_matches_the_gradient():
+    """The analytic reach of one audio output frame equals the input frames its gradient touches (brute force)."""
+    import attrs
+
+    from audio_clevrgan.davenet import PROFILES, AudioEncoder, audio_receptive_field
+
+    configs = [PROFILES["cpu"], PROFILES["paper"], attrs.evolve(PROFILES["cpu"], audio_kernels=(11, 5, 5, 5)),
+               attrs.evolve(PROFILES["tiny"], audio_pool_first=True)]
+    for cfg in configs:
+        cfg = attrs.evolve(cfg, audio_widths=(4, 4, 4, 4), dim=4)
+        enc = AudioEncoder(cfg).eval()
+        for m in enc.modules():
+            if isinstance(m, torch.nn.Conv2d):  # positive weights: no gradient cancels inside the field
+                torch.nn.init.constant_(m.weight, 0.01)
+                torch.nn.init.zeros_(m.bias)
+        # a max-pool passes gradient to one input of three; an average pool of the same geometry reaches them all
+        for i, m in enumerate(enc.net):
+            if isinstance(m, torch.nn.MaxPool2d):
+                enc.net[i] = torch.nn.AvgPool2d(m.kernel_size, m.stride, m.padding)
+        x = (torch.rand(1, 1, 40, 1200) + 0.1).requires_grad_()  # positive: no ReLU closes
+        out = enc(x, torch.tensor([1200])).values
+        out[0, :, out.shape[-1] // 2].sum().backward()
+        touched = (x.grad[0, 0].abs().sum(0) > 0).nonzero()
+        assert int(touched.max() - touched.min() + 1) == audio_receptive_field(cfg), cfg
+    assert audio_receptive_field(PROFILES["cpu"]) == 499
