@@ -467,6 +467,11 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
     rendered = result.get("rendered")
     if isinstance(rendered, Mapping) and rendered.get("accuracy") is not None:
         rows["rendered"] = rendered["accuracy"]
+    grounding = result.get("grounding")
+    every = grounding.get("per_attribute", {}).get("all", {}) if isinstance(grounding, Mapping) else {}
+    if every.get("n"):
+        rows["word-frames"] = every["word"]  # the word's own frames alone prefer the scene to its edit
+        rows["word-share"] = every["share"]  # share of the evidence on the word's frames
     return rows
 
 
@@ -601,7 +606,7 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
         lines += _table(results, keys)
     names = list(results["methods"])
     compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm",
-                            "rendered")
+                            "rendered", "word-frames")
                 if k in keys]
     for key in compared:
         diffs = paired_differences(results, key)

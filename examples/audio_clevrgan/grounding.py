@@ -99,6 +99,10 @@ def word_evidence(model: Any, task: Any, run_dir: Path | None, device: torch.dev
     keep = [i for i, s in enumerate(spans) if s is not None]
     rows = [rows[i] for i in keep]
     spans = [spans[i] for i in keep]
+    if not rows:
+        return {"per_attribute": {"all": {"n": 0}},
+                "markdown": f"Evidence location: none of the {total} rendered pairs has one caption word naming the "
+                            "edited value."}
     stats: dict[str, dict[str, list[float]]] = {}
     for start in range(0, len(rows), 64):
         part, part_spans = rows[start : start + 64], spans[start : start + 64]

@@ -267,11 +267,13 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
     resources["audio_pad"] = audio_pad
     from .evaluate import attribute_test, rendered_test
     from .figures import figures
+    from .grounding import word_evidence
 
     return Task(
         "audio-clevrgan", model, splits["train"], splits["val"], splits["test"], frozenset(provides), resources,
         defaults=dict(TASK_DEFAULTS[profile]),
-        evaluators={"attributes": attribute_test, "rendered": rendered_test, "figures": figures},
+        evaluators={"attributes": attribute_test, "rendered": rendered_test, "grounding": word_evidence,
+                    "figures": figures},
     )
 
 

@@ -90,3 +90,16 @@ def test_audio_receptive_field_matches_the_gradient():
         touched = (x.grad[0, 0].abs().sum(0) > 0).nonzero()
         assert int(touched.max() - touched.min() + 1) == audio_receptive_field(cfg), cfg
     assert audio_receptive_field(PROFILES["cpu"]) == 499
+
+
+def test_experiment_rows_carry_the_word_frames(acg_rendered):
+    from negmine.experiment import _metric_rows
+
+    task = build_task("tiny", options={"data_dir": str(acg_rendered)})
+    assert "grounding" in task.evaluators
+    g = task.evaluators["grounding"](model=task.model, task=task, run_dir=None, device=torch.device("cpu"))
+    rows = _metric_rows({"retrieval": {"mean@1": 0.1, "mean@5": 0.2, "mean@10": 0.3}, "grounding": g})
+    assert rows["word-frames"] == g["per_attribute"]["all"]["word"]
+    assert rows["word-share"] == g["per_attribute"]["all"]["share"]
+    assert "word-frames" not in _metric_rows({"retrieval": {"mean@1": 0, "mean@5": 0, "mean@10": 0},
+                                              "grounding": {"per_attribute": {"all": {"n": 0}}}})
