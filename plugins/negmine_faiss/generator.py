@@ -581,8 +581,8 @@ class FaissNegatives(NegativeGenerator):
         try:
             threads = self.options.async_threads
             if threads:
-                torch.zeros(2).add_(1)  # torch sets this thread's OpenMP count on first use; then cap it
-                import_faiss().omp_set_num_threads(threads)  # omp_set_num_threads: this thread only
+                torch.get_num_threads()  # torch sets this thread's OpenMP count on first use (this call); then
+                import_faiss().omp_set_num_threads(threads)  # cap it: omp_set_num_threads acts on this thread only
             with torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
                 pending.result = self.build(shadow, data, device, sides, sample)
         except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
