@@ -9,10 +9,18 @@ from a rank window of what is left. The trainer then loads those dataset ids and
 Life cycle: the index is built at ``negmine_stage_start`` (also when a stage is resumed: an index is never stored in a
 checkpoint) and rebuilt every ``refresh_every`` steps in ``negmine_step_end``. When the generator is used without a
 plugin manager (no hooks), the same schedule runs lazily inside :meth:`FaissNegatives.mine`.
+
+With ``refresh=async`` (ANCE-style) the rebuilds after the stage start run in a background thread from a snapshot of
+the encoder's weights while the previous (stale) index keeps serving; see :class:`FaissNegatives` for when the new
+index is swapped in, what is deterministic, and resume.
 """
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import os
+import threading
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -23,7 +31,7 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
-from negmine.errors import PluginError
+from negmine.errors import NegmineError, PluginError
 from negmine.generator import SIDE_CHOICES, MiningContext, NegativeGenerator, Negatives, option
 from negmine.model import Embedding, PairedDataset, to_device
 
@@ -207,6 +215,33 @@ class SideIndex:
     cache: Embedding | None
 
 
+@attrs.define
+class Build:
+    """The result of one index build: per side the SideIndex and the sampled quality, the nprobe ``index=auto``
+    reached per side, and the build's wall time in seconds."""
+
+    indexes: dict[int, SideIndex]
+    quality: dict[int, dict[str, float]]
+    auto_nprobe: dict[int, int]
+    seconds: float = 0.0
+
+
+@attrs.define
+class PendingBuild:
+    """A build running in the background (``refresh=async``): from the weights after global step ``built_from``.
+
+    The worker thread fills ``result`` (or ``error``) and ``seconds``; the training thread reads them only after
+    joining ``thread``.
+    """
+
+    built_from: int
+    thread: threading.Thread | None = None
+    result: Build | None = None
+    error: BaseException | None = None
+    seconds: float = 0.0
+    launch_seconds: float = 0.0  # the training thread's share: the weight snapshot and starting the thread
+
+
 class FaissNegatives(NegativeGenerator):
     """Corpus hard negatives from a FAISS index over the training split, refreshed every ``refresh_every`` steps.
 
@@ -224,6 +259,35 @@ class FaissNegatives(NegativeGenerator):
     Under torchrun each rank encodes 1/R of the training split at each refresh and the shards are all-gathered
     (:func:`encode_corpus_sharded`); every rank then builds the same index (the weights are the same) and mines
     for its local batch. ``cache_dtype=float16`` halves the cached corpus encodings.
+
+    Asynchronous refresh (``refresh=async``, one process only). The stage start's build is always synchronous (there
+    is nothing to serve yet). At each later refresh point (step s, after its optimiser step) the training thread
+    copies the model's state (weights and buffers) into a private copy of the model (made once per stage, eval mode,
+    no gradients, on the trainer's device) and a daemon thread builds the next index from it with exactly the code
+    of a synchronous build, while the previous index keeps serving. The new index is swapped in at a step end:
+
+    - ``async_lag`` unset: at the first step end after the build finished (polled; not deterministic: it depends on
+      the machine's speed), and at the latest at the next refresh point, where the training thread waits for it;
+    - ``async_lag=L`` (1 <= L <= refresh_every): exactly at the end of step s + L, waiting for the build if it is
+      not done. Training is then deterministic and equals a run whose index is rebuilt synchronously from the
+      weights of step s and installed at step s + L (tested against that oracle).
+
+    At most one build is in flight. The index built from step s's weights then equals, bit for bit, what a
+    synchronous refresh from those weights gives, provided the worker runs the kernels with the same thread count
+    (``async_threads`` equal to the training's; float sums can otherwise differ in the last bits). A build that
+    fails raises in the training thread at the swap. ``faiss/staleness`` is the number of optimiser steps between
+    the weights that built the index that mined a step's negatives and that step's weights (a synchronous refresh
+    every N steps gives 0..N-1; async with lag L gives L..L+N-1).
+
+    Threads: ``torch.set_num_threads`` is process-wide, so the worker does not call it; it sets its own OpenMP
+    thread count (``async_threads``, which torch, MKL and faiss use in that thread only): keep training threads +
+    async_threads <= cores. On CUDA the worker runs on its own stream.
+
+    Resume: an index, and a build in flight, are never stored in a checkpoint. On resume the stage start rebuilds
+    synchronously from the resumed weights (fresher than the one that was in flight, which is dropped) and the
+    refresh schedule continues from the checkpoint, as with ``refresh=sync``. A stage end waits for a build in flight
+    and discards it. Under torchrun ``refresh=async`` is refused (the sharded encode's all-gather would run on a
+    second thread, concurrently with the training's collectives): use ``refresh=sync`` there.
     """
 
     name = "faiss"
@@ -269,10 +333,32 @@ class FaissNegatives(NegativeGenerator):
                              choices=("auto", "ip", "cosine"))
         encode_batch: int = option(256, "batch size for encoding the corpus at each refresh", min=1)
         sides: str = option("both", "which sides get negatives: both, a or b", choices=SIDE_CHOICES)
+        refresh: str = option(
+            "sync", "sync: rebuild in the training step; async: in a background thread from a weight snapshot, the "
+            "stale index serving until the new one is swapped in (one process only)", choices=("sync", "async"))
+        async_lag: int = option(
+            None, "refresh=async: swap the new index in exactly N steps after the weights it is built from, waiting "
+            "for it if needed (deterministic; 1..refresh_every); unset: as soon as it is ready", type=int, min=1)
+        async_threads: int = option(
+            1, "refresh=async: OpenMP threads of the background build (torch and faiss, in its thread only; 0: as "
+            "the process)", min=0)
 
         def __attrs_post_init__(self) -> None:
             """Cross-option checks; a ValueError here is reported by the config validation, before training."""
             problems = []
+            if self.refresh == "async":
+                if not self.refresh_every:
+                    problems.append("refresh=async needs refresh_every > 0 (with 0 the only build is the stage "
+                                    "start's, which is always synchronous)")
+                elif self.async_lag is not None and self.async_lag > self.refresh_every:
+                    problems.append(f"async_lag ({self.async_lag}) exceeds refresh_every ({self.refresh_every}): at "
+                                    "most one build is in flight, so it is swapped in by the next refresh point")
+                if _under_torchrun():
+                    problems.append("refresh=async is not supported under torchrun (the sharded encode's all-gather "
+                                    "would run beside the training's collectives); use refresh=sync")
+            elif self.async_lag is not None:
+                problems.append(f"async_lag ({self.async_lag}) is set but refresh is {self.refresh!r}; "
+                                "it needs refresh=async")
             if self.rank_max and self.rank_max <= self.rank_min:
                 problems.append(f"rank_max ({self.rank_max}) must be greater than rank_min ({self.rank_min}) or 0")
             if self.rank_max > self.candidates:
@@ -293,6 +379,12 @@ class FaissNegatives(NegativeGenerator):
         self._unlogged = False  # a build whose telemetry has not been logged yet
         self._auto_nprobe: dict[int, int] = {}  # index=auto: the nprobe the last build reached, per side
         self._hooked = False  # lifecycle hooks are being delivered
+        # refresh=async
+        self.built_from: int | None = None  # global step of the weights the serving index was built from
+        self.staleness: int | None = None  # steps between those weights and the last mined batch's
+        self.refresh_wait_seconds = 0.0  # the training thread's time for the last swapped build (snapshot + wait)
+        self.pending: PendingBuild | None = None  # the build in flight
+        self._shadow: Any = None  # the private model copy the worker encodes with
 
     @classmethod
     def check_requirements(cls, task: Any) -> None:
@@ -308,14 +400,20 @@ class FaissNegatives(NegativeGenerator):
         if self.last_refresh is None:
             self.last_refresh = trainer.global_step
         self.refresh(trainer.model, trainer.task.train, trainer.device, self._sides_of(trainer.model))
+        self.built_from = trainer.global_step
         self._warn_if_poor(trainer.reporter.warn)
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
         """Rebuild every ``refresh_every`` steps; log the last build's time and sampled recall on the first log line
-        from the step it was built on (the stage start's build included)."""
+        from the step it was built on (the stage start's build included). With ``refresh=async``: swap a finished
+        background build in, start the next one at a refresh point, and log ``faiss/staleness`` on every log line."""
         stage_done = trainer.step_in_stage >= trainer.stage.steps  # no step left to use a new index
-        if self._due(step) and not stage_done:
+        if self.options.refresh == "async":
+            if self.advance_async(step, trainer.model, trainer.task.train, trainer.device,
+                                  self._sides_of(trainer.model), launch=not stage_done):
+                self._warn_if_poor(trainer.reporter.warn)
+        elif self._due(step) and not stage_done:
             self.last_refresh = step
             self.refresh(trainer.model, trainer.task.train, trainer.device, self._sides_of(trainer.model))
             self._warn_if_poor(trainer.reporter.warn)
@@ -323,12 +421,29 @@ class FaissNegatives(NegativeGenerator):
         if self._unlogged and log_line:  # the last build's telemetry, on the first log line from its step on
             metrics.update(self.telemetry())
             self._unlogged = False
+        if log_line and self.options.refresh == "async" and self.staleness is not None:
+            metrics[f"{self.name}/staleness"] = self.staleness
+
+    @hookimpl
+    def negmine_stage_end(self, trainer: Any, stage: Any, metrics: dict) -> None:
+        """Wait for a background build still in flight and discard it (no step is left to use it)."""
+        self.close()
+
+    def close(self) -> None:
+        """Wait for the background build in flight, if any, and drop it (its error, if it failed, too)."""
+        pending, self.pending = self.pending, None
+        if pending is not None and pending.thread is not None:
+            pending.thread.join()
 
     def telemetry(self) -> dict[str, float]:
         """The last build's keys: ``faiss/refresh_s``, ``faiss/refreshes`` and, with ``recall_sample``, the sampled
         ``faiss/index_recall`` and ``faiss/hardest_found`` (means over the indexed sides; per side as
-        ``faiss/sideS/...``) and ``faiss/nprobe`` (the IVF probes in use, index=auto included)."""
+        ``faiss/sideS/...``) and ``faiss/nprobe`` (the IVF probes in use, index=auto included). With
+        ``refresh=async`` also ``faiss/refresh_wait_s``: the training thread's time for that build (the weight
+        snapshot and any wait at the swap); ``faiss/refresh_s`` is then the background build's own wall time."""
         out = {f"{self.name}/refresh_s": self.refresh_seconds, f"{self.name}/refreshes": self.refreshes}
+        if self.options.refresh == "async":
+            out[f"{self.name}/refresh_wait_s"] = self.refresh_wait_seconds
         for key in ("index_recall", "hardest_found", "nprobe"):
             values = [q[key] for q in self.quality.values() if key in q]
             if values:
@@ -364,11 +479,28 @@ class FaissNegatives(NegativeGenerator):
         tick = time.perf_counter()
         if self.groups is None or len(self.groups) != len(data):
             self.groups = corpus_groups(data)
+        self.indexes = {}  # drop the old index and cache first: peak memory is one copy, not two
+        self.quality = {}
+        build = self.build(model, data, device, sides, self._recall_sample(len(data)))
+        self.indexes, self.quality = build.indexes, build.quality
+        self._auto_nprobe.update(build.auto_nprobe)
+        self.refreshes += 1
+        self.refresh_seconds = time.perf_counter() - tick
+        self._unlogged = True
+
+    def build(self, model: Any, data: PairedDataset, device: torch.device, sides: list[int],
+              sample: Tensor | None) -> Build:
+        """One index (and cache, and sampled quality) per side in ``sides`` from ``model``'s encodings of ``data``.
+
+        Reads ``self.groups`` and the nprobe ``index=auto`` reached last, changes nothing on ``self``: the
+        synchronous refresh and the background worker run this same code. ``sample``: the recall-check ids.
+        """
+        tick = time.perf_counter()
         o = self.options
         normalize = wants_normalized(model, o.metric)
-        self.indexes = indexes = {}  # drop the old index and cache first: peak memory is one copy, not two
-        self.quality = {}
-        sample = self._recall_sample(len(data))
+        indexes: dict[int, SideIndex] = {}
+        quality: dict[int, dict[str, float]] = {}
+        auto_nprobe: dict[int, int] = {}
         for side in sides:
             emb = encode_corpus_sharded(model, data, side, device, o.encode_batch)
             vectors = as_faiss_array(_pooled(emb, normalize))
@@ -377,19 +509,110 @@ class FaissNegatives(NegativeGenerator):
                                 self._auto_nprobe.get(side, o.nprobe) if auto else o.nprobe)
             if sample is not None:
                 queries = _pooled(encode_corpus(model, data, 1 - side, device, o.encode_batch, ids=sample), normalize)
-                self.quality[side] = tune_and_measure(index, vectors, as_faiss_array(queries), sample.numpy(),
-                                                      self.groups.numpy(), o.recall_k,
-                                                      o.recall_target if auto else None)
-                if auto and "nprobe" in self.quality[side]:  # the next build starts where this one ended
-                    self._auto_nprobe[side] = int(self.quality[side]["nprobe"])
+                quality[side] = tune_and_measure(index, vectors, as_faiss_array(queries), sample.numpy(),
+                                                 self.groups.numpy(), o.recall_k, o.recall_target if auto else None)
+                if auto and "nprobe" in quality[side]:  # the next build starts where this one ended
+                    auto_nprobe[side] = int(quality[side]["nprobe"])
             cache = None
             if o.rescore == "cached":
                 cache = emb if o.cache_dtype == "float32" else Embedding(emb.values.half(), emb.lengths)
             indexes[side] = SideIndex(index, cache)
             del emb
+        return Build(indexes, quality, auto_nprobe, time.perf_counter() - tick)
+
+    # -- asynchronous refresh ---------------------------------------------------------------------------------------------
+
+    def advance_async(self, step: int, model: Any, data: PairedDataset, device: torch.device, sides: list[int],
+                      launch: bool = True) -> bool:
+        """The ``refresh=async`` schedule at the end of global step ``step``: swap the build in flight in when it is
+        due (``async_lag`` steps after its weights, waiting for it) or, without a lag, when it has finished (waiting
+        for it at a refresh point); then, at a refresh point and with ``launch``, start the next build from the
+        model's current weights. Returns whether an index was swapped in."""
+        swapped = False
+        pending = self.pending
+        if pending is not None:
+            lag = self.options.async_lag
+            due = self._due(step)
+            if lag is not None:
+                swapped = self._swap(wait=True) if step - pending.built_from >= lag or due else False
+            else:
+                swapped = self._swap(wait=due)
+        if launch and self._due(step):
+            self.last_refresh = step
+            self._launch(step, model, data, device, sides)
+        return swapped
+
+    def _launch(self, step: int, model: Any, data: PairedDataset, device: torch.device, sides: list[int]) -> None:
+        """Snapshot the model's state into the private copy and start the worker thread on it."""
+        tick = time.perf_counter()
+        if self.groups is None or len(self.groups) != len(data):
+            self.groups = corpus_groups(data)
+        shadow = self._snapshot(model)
+        pending = PendingBuild(built_from=step)
+        stream = None
+        if torch.device(device).type == "cuda":  # the worker's kernels on their own stream, after the copy
+            stream = torch.cuda.Stream(device=device)
+            stream.wait_stream(torch.cuda.current_stream(device))
+        pending.thread = threading.Thread(
+            target=self._work, args=(pending, shadow, data, device, sides, self._recall_sample(len(data)), stream),
+            name=f"negmine-faiss-build-{step}", daemon=True)
+        self.pending = pending
+        pending.launch_seconds = time.perf_counter() - tick
+        pending.thread.start()
+
+    def _snapshot(self, model: Any) -> Any:
+        """The private copy of ``model`` (made on first use: eval mode, no gradients) holding ``model``'s current
+        weights and buffers."""
+        if self._shadow is None:
+            shadow = copy.deepcopy(model)
+            for p in shadow.parameters():
+                p.grad = None
+                p.requires_grad_(False)
+            self._shadow = shadow
+        with torch.no_grad():
+            self._shadow.load_state_dict(model.state_dict())
+        self._shadow.eval()
+        return self._shadow
+
+    def _work(self, pending: PendingBuild, shadow: Any, data: PairedDataset, device: torch.device,
+              sides: list[int], sample: Tensor | None, stream: Any) -> None:
+        """The worker thread's body: one :meth:`build`, its result or error left in ``pending``."""
+        tick = time.perf_counter()
+        try:
+            threads = self.options.async_threads
+            if threads:
+                torch.get_num_threads()  # torch sets this thread's OpenMP count on first use (this call); then
+                import_faiss().omp_set_num_threads(threads)  # cap it: omp_set_num_threads acts on this thread only
+            with torch.no_grad(), (torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()):
+                pending.result = self.build(shadow, data, device, sides, sample)
+        except BaseException as exc:  # noqa: BLE001 - handed to the training thread, which raises it
+            pending.error = exc
+        pending.seconds = time.perf_counter() - tick
+
+    def _swap(self, wait: bool) -> bool:
+        """Install the build in flight if it has finished (or, with ``wait``, once it has). Returns whether it was."""
+        pending = self.pending
+        if pending is None or (not wait and pending.thread.is_alive()):
+            return False
+        tick = time.perf_counter()
+        pending.thread.join()
+        waited = time.perf_counter() - tick
+        self.pending = None
+        if pending.error is not None:
+            if isinstance(pending.error, NegmineError):
+                raise pending.error
+            exc = pending.error
+            raise PluginError(f"faiss: the background index build from the weights of step {pending.built_from} "
+                              f"failed: {type(exc).__name__}: {exc}") from exc
+        build = pending.result
+        self.indexes, self.quality = build.indexes, build.quality
+        self._auto_nprobe.update(build.auto_nprobe)
         self.refreshes += 1
-        self.refresh_seconds = time.perf_counter() - tick
+        self.refresh_seconds = pending.seconds
+        self.refresh_wait_seconds = pending.launch_seconds + waited
+        self.built_from = pending.built_from
         self._unlogged = True
+        return True
 
     def _recall_sample(self, n: int) -> Tensor | None:
         """Long[S] corpus ids whose other side queries the index for the recall check (seeded per refresh)."""
@@ -414,9 +637,15 @@ class FaissNegatives(NegativeGenerator):
         sides = self.active_sides(ctx)
         if not self._hooked:  # used without lifecycle hooks: keep the same schedule lazily
             data = ctx.task.train
-            if self.last_refresh is None or self._due(ctx.step) or any(s not in self.indexes for s in sides):
-                self.last_refresh = ctx.step
+            if self.options.refresh == "async" and self.last_refresh is not None and all(
+                    s in self.indexes for s in sides):
+                self.advance_async(ctx.step, ctx.model, data, ctx.device, sides)
+            elif self.last_refresh is None or self._due(ctx.step) or any(s not in self.indexes for s in sides):
+                self.close()
+                self.last_refresh = self.built_from = ctx.step
                 self.refresh(ctx.model, data, ctx.device, sides)
+        if self.built_from is not None:
+            self.staleness = ctx.step - self.built_from
         missing = [s for s in sides if s not in self.indexes]
         if missing:
             raise PluginError(f"faiss: no index for side(s) {missing}; negmine_stage_start did not build them")
@@ -506,6 +735,13 @@ class FaissNegatives(NegativeGenerator):
         super().load_state_dict(state)
         last = int(state.get("last_refresh", -1))
         self.last_refresh = None if last < 0 else last
+
+
+def _under_torchrun() -> bool:
+    """Whether this process is one of several ranks (torchrun's WORLD_SIZE, or an initialised process group)."""
+    from negmine import distributed as dist_utils
+
+    return int(os.environ.get("WORLD_SIZE", "1") or 1) > 1 or dist_utils.current().enabled
 
 
 def _pooled(emb: Embedding, normalize: bool) -> Tensor:
