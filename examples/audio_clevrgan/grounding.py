@@ -159,15 +159,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", type=Path)
     p.add_argument("--checkpoint", default="best")
     p.add_argument("--margin", type=int, default=0)
+    p.add_argument("--details", action="store_true",
+                   help="also print each run's per-attribute table and its attribute-test summary (Table 1 protocol)")
     a = p.parse_args(argv)
     pm = get_plugin_manager()
     print("| run | step | whole caption | word frames alone | other frames alone | evidence on the word | "
           "frames of the word | shape: word / other | material: word / other | pairs |")
     print("|---|---|---|---|---|---|---|---|---|---|")
+    details = []
     for run in a.runs:
         task, _, state = load_run(pm, run, a.checkpoint)
-        res = word_evidence(task.model, task, run, torch.device("cpu"), margin=a.margin)["per_attribute"]
+        full = word_evidence(task.model, task, run, torch.device("cpu"), margin=a.margin)
+        res = full["per_attribute"]
         e = res["all"]
+        if a.details:
+            from .evaluate import attribute_test
+
+            attributes = attribute_test(task.model, task, run, torch.device("cpu"))["markdown"].split("\n\n")[-1]
+            details.append(f"\n{run} (step {state.get('global_step')}):\n\n{full['markdown']}\n\n{attributes}")
 
         def pair(attr: str, res: dict = res) -> str:
             x = res.get(attr)
@@ -176,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {run} | {state.get('global_step')} | {100 * e['whole']:.1f} | {100 * e['word']:.1f} | "
               f"{100 * e['other']:.1f} | {100 * e['share']:.1f} | {100 * e['covered']:.1f} | {pair('shape')} | "
               f"{pair('material')} | {e['n']} |", flush=True)
+    for text in details:
+        print(text)
     return 0
 
 
