@@ -155,13 +155,13 @@ def format_quality(q: dict) -> str:
     lines = [
         f"- GAN samples: {q['n_images']} (z = standard_z(n, seed={q['z_seed']})), objects found: {q['n_objects']} "
         f"({q['objects_per_image']:.2f} per image; rendered scenes: {q['rendered_segmented_objects_per_image']:.2f} "
-        "found by the segmenter)",
+        "found by the same reader)",
         f"- objects with all four attributes at p >= {q['threshold']}: **{100 * q['confident_fraction']:.1f}%** "
         f"(per attribute: "
         + ", ".join(f"{a} {100 * v:.1f}%" for a, v in q["confident_fraction_per_attribute"].items())
-        + f"; the segmenter on rendered scenes: {100 * q['rendered_segmented_confident_fraction']:.1f}%)",
+        + f"; the same reader on rendered scenes: {100 * q['rendered_segmented_confident_fraction']:.1f}%)",
         f"- largest |frequency difference| GAN vs rendered ground truth: **{q['max_abs_freq_diff_pp']:.2f} pp**; "
-        f"vs the segmenter's reading of rendered scenes: **{q['max_abs_freq_diff_pp_vs_segmented']:.2f} pp**",
+        f"vs the same reader's reading of rendered scenes: **{q['max_abs_freq_diff_pp_vs_segmented']:.2f} pp**",
         f"- objects per image, GAN: {q['count_hist_gan']}; rendered: {q['count_hist_rendered']}",
         "",
         "| attribute | value | GAN % | rendered % | diff pp | diff pp vs segmented renders |",
