@@ -28,6 +28,8 @@ import attrs
 import numpy as np
 import torch
 
+from negmine.errors import NegmineError
+
 FORMAT_VERSION = 1
 
 
@@ -36,6 +38,24 @@ def _png(path: Path, image01: torch.Tensor) -> None:
 
     arr = (image01.clamp(0, 1) * 255 + 0.5).to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     Image.fromarray(arr).save(path, format="PNG")
+
+
+def images_for_png(task: Any, images: torch.Tensor) -> torch.Tensor:
+    """Model inputs Float[B, 3, H, W] -> Float[B, 3, H, W] in [0, 1] for PNGs and pixel-change figures.
+
+    ``task.resources["input_to_image"]`` (a callable) does it for a task whose side-a inputs are not images in
+    [0, 1] (e.g. normalised with a mean and std); without it the inputs must already lie in [0, 1], else a
+    NegmineError says what to give (clamping them would write wrong pictures and wrong change figures)."""
+    fn = (getattr(task, "resources", None) or {}).get("input_to_image")
+    if fn is not None:
+        return fn(images)
+    lo, hi = float(images.min()), float(images.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise NegmineError(
+            f"edits export: the task's side-a inputs span [{lo:.3g}, {hi:.3g}], not images in [0, 1]; give the task "
+            "resources['input_to_image'] = a function from model inputs Float[B, 3, H, W] to images in [0, 1] (the "
+            "inverse of its gan_to_input's normalisation)")
+    return images
 
 
 def _region_png(path: Path, region: torch.Tensor, size: int) -> None:
@@ -233,12 +253,13 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         edited = negs.inputs[:, 0]
         before = describe(originals) if describe else None
         after = describe(edited) if describe else None
+        shown_original, shown_edited = images_for_png(task, originals), images_for_png(task, edited)
         for k, index in enumerate(ids.tolist()):
             if not bool(negs.valid[k, 0]):  # not edited this batch (options.edit_fraction < 1)
                 continue
             stem = f"{index:06d}"
-            _png(out / f"{stem}-original.png", originals[k])
-            _png(out / f"{stem}-edited.png", edited[k])
+            _png(out / f"{stem}-original.png", shown_original[k])
+            _png(out / f"{stem}-edited.png", shown_edited[k])
             region = negs.meta["region"][k, 0]
             _region_png(out / f"{stem}-region.png", region, originals.shape[-1])
             row = {
@@ -255,7 +276,8 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 "change_ratio": round(float(negs.meta["change_ratio"][k, 0]), 5),
                 "score_original": round(float(scores[k, k]), 5),
                 "score_edited": round(float(negs.score[k, 0]), 5),
-                **pixel_change(originals[k], edited[k], upsample_mask(region[None], originals.shape[-1])[0]),
+                **pixel_change(shown_original[k], shown_edited[k],
+                               upsample_mask(region[None], originals.shape[-1])[0]),
             }
             if before is not None:
                 row["objects_original"], row["objects_edited"] = before[k], after[k]

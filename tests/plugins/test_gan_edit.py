@@ -369,3 +369,20 @@ def test_edits_export_uses_the_runs_options_and_concepts_and_records_provenance(
     # a bad flag is one message with the closest name
     assert main(["edits", "export", str(run), "--out", str(tmp_path / "x"), "--option", "unit=0.1"]) == 2
     assert "did you mean 'units'" in capsys.readouterr().err
+
+
+def test_export_pictures_of_inputs_that_are_not_images_in_0_1():
+    """A task whose inputs are normalised gets its PNGs through resources['input_to_image'], or a clear error."""
+    from types import SimpleNamespace
+
+    from negmine.errors import NegmineError
+    from negmine_gan.export import images_for_png
+
+    images = torch.rand(2, 3, 8, 8)
+    plain = SimpleNamespace(resources={})
+    assert torch.equal(images_for_png(plain, images), images)
+    normalised = (images - 0.5) / 0.25  # e.g. mean/std normalisation: values in [-2, 2]
+    with pytest.raises(NegmineError, match="input_to_image"):
+        images_for_png(plain, normalised)
+    task = SimpleNamespace(resources={"input_to_image": lambda x: x * 0.25 + 0.5})
+    assert torch.allclose(images_for_png(task, normalised), images, atol=1e-6)
