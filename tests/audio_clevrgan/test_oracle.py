@@ -73,6 +73,13 @@ def test_train_with_the_oracle(rendered, tmp_path):
                  "--batch-size", "8", "--run-dir", str(run), "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
     assert last["render-edit/side0/count"] == 8
+    run2 = tmp_path / "run2"  # two balanced edits per anchor, the hardest kept by the group's reduction
+    assert main(["train", "--task", "audio-clevrgan", "--profile", "tiny", "--task-option", f"data_dir={rendered}",
+                 "-n", "random", "-n", "render-edit", "--render-edit-per-anchor", "2", "--render-edit-balance",
+                 "attribute", "--reduction", "mean", "--reduction", "hardest", "--steps", "2", "--batch-size", "8",
+                 "--run-dir", str(run2), "-q"]) == 0
+    last = [json.loads(line) for line in (run2 / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
+    assert last["render-edit/side0/count"] == 16
 
 
 def _scene(rendered):
