@@ -109,16 +109,13 @@ def word_evidence(model: Any, task: Any, run_dir: Path | None, device: torch.dev
         feats = [load_features(root / r["audio"]) for r in part]
         audio = _encode_audio_features(model, feats, device, pad)
         ratio = max(f.shape[1] for f in feats) / audio.values.shape[-1]  # input frames per output frame
-        for key in ("image", "edited"):
-            imgs = _encode_images(model, [root / r[key] for r in part], device)
-            # per-frame MISA: Float[n, T'] = max over regions of the matchmap
-            mm = model.score.matchmap(imgs, audio)
-            per_frame = mm.flatten(1, -2).amax(1).cpu()
-            if key == "image":
-                s_true = per_frame
-            else:
-                s_edit = per_frame
-        d = s_true - s_edit
+
+        def frame_scores(key: str) -> torch.Tensor:
+            """Per-frame MISA, Float[n, T']: the max over image regions of the matchmap with the caption."""
+            images = _encode_images(model, [root / r[key] for r in part], device)  # noqa: B023 (called at once)
+            return model.score.matchmap(images, audio).flatten(1, -2).amax(1).cpu()  # noqa: B023
+
+        d = frame_scores("image") - frame_scores("edited")
         for j, (r, (_, lo, hi)) in enumerate(zip(part, part_spans, strict=True)):
             n = int(audio.lengths[j])
             a = max(0, min(n - 1, int(lo // ratio) - margin))
