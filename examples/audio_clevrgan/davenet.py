@@ -38,6 +38,10 @@ class DavenetConfig:
     batchnorm: bool = False
     aggregation: str = "misa"
     image_relu: bool = True  # ReLU after the image tower's last conv (LBD); DaveNet's original has none
+    # Subtract each image's mean region feature (after the ReLU, if any), so that a region matches a word only by how
+    # it differs from the rest of its image. Without it the cpu models put a scene-wide descriptor on every floor
+    # region and every word's matchmap peaks there (issue 16: oracle-cpu.md).
+    image_center: bool = False
 
 
 PROFILES: dict[str, DavenetConfig] = {
@@ -122,13 +126,17 @@ class ImageEncoder(nn.Module):
         # recorded in checkpoints: the ReLU has no weights, so without this a checkpoint could not say whether it
         # was trained with one (the cpu profile's default changed)
         self.register_buffer("arch_image_relu", torch.tensor(cfg.image_relu))
+        self.center = cfg.image_center
+        self.register_buffer("arch_image_center", torch.tensor(cfg.image_center))
 
     def forward(self, images: Tensor) -> Tensor:
         """images: Float[B, 3, S, S] in [0, 1] or UInt8[B, 3, S, S] -> Float[B, D, 8, 8]."""
         if images.dtype == torch.uint8:
             images = images.float().div(255)
         out = self.net((images - self.mean) / self.std)
-        return torch.relu(out) if self.final_relu else out
+        if self.final_relu:
+            out = torch.relu(out)
+        return out - out.mean(dim=(2, 3), keepdim=True) if self.center else out
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
@@ -143,6 +151,12 @@ class ImageEncoder(nn.Module):
             error_msgs.append(f"the checkpoint's image tower was trained with image_relu={str(saved).lower()}, but "
                               f"image_relu={str(self.final_relu).lower()} was given")
         self.final_relu = saved
+        # checkpoints from before image_center existed were trained without it
+        key = prefix + "arch_image_center"
+        saved_center = bool(state_dict.setdefault(key, torch.tensor(False)))
+        if saved_center != self.center:
+            error_msgs.append(f"the checkpoint's image tower was trained with image_center={str(saved_center).lower()}, "
+                              f"but this model has image_center={str(self.center).lower()}")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 

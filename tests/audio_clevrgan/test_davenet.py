@@ -83,3 +83,21 @@ def test_checkpoints_record_the_image_relu():
     # and a recorded flag that contradicts an explicit one is an error naming both
     with pytest.raises(RuntimeError, match="trained with image_relu=true, but image_relu=false was given"):
         given.load_state_dict(state)
+
+
+def test_image_center_removes_each_images_mean_region_and_is_recorded():
+    centred = build_model("tiny", overrides=parse_overrides("image_center=true"))
+    images = torch.rand(3, 3, 64, 64)
+    regions = centred.encode(0, images).values  # Float[3, D, 8, 8]
+    assert torch.allclose(regions.mean(dim=(2, 3)), torch.zeros(3, regions.shape[1]), atol=1e-6)
+    centred_state = {k: v.clone() for k, v in centred.state_dict().items()}
+    plain = build_model("tiny")
+    plain.load_state_dict({k: v for k, v in centred_state.items() if k != "image.arch_image_center"},
+                          strict=False)
+    raw = plain.encode(0, images).values
+    assert torch.allclose(regions, raw - raw.mean(dim=(2, 3), keepdim=True), atol=1e-6)
+    # an old checkpoint (no flag) was trained uncentred: loading it into a centred model is an error, and back
+    with pytest.raises(RuntimeError, match="trained with image_center=false"):
+        centred.load_state_dict({k: v for k, v in plain.state_dict().items() if k != "image.arch_image_center"})
+    with pytest.raises(RuntimeError, match="trained with image_center=true"):
+        plain.load_state_dict(centred_state)
