@@ -1,0 +1,159 @@
+"""The headline tables of the reference results: the paper's Tables 1 and 2 with our rows beside its synthetic ones.
+
+    PYTHONPATH=examples python -m audio_clevrgan.headline [--out FILE]
+
+Every number is read from the committed experiment ledgers (``examples/audio_clevrgan/results/*-runs``) through
+:func:`negmine.experiment.collect`, the same path as ``negmine experiment --report-only``, so the table regenerates
+from the ledgers alone (no run directories needed). Which experiment row stands for which of the paper's methods is
+decided below, with the reason beside each choice.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from negmine.experiment import collect, load_experiment, paired_difference
+
+ROOT = Path(__file__).resolve().parents[2]
+EXPERIMENTS = ROOT / "examples" / "audio_clevrgan" / "experiments"
+RESULTS = ROOT / "examples" / "audio_clevrgan" / "results"
+
+# The paper's synthetic-dataset rows (Table 1: semantic accuracy per attribute group; Table 2: recall@k, mean of
+# both directions over 500 test pairs), in %.
+PAPER_TABLE1 = {
+    "DaveNet": (72.6, 63.3, 51.1, 98.0, 71.2),
+    "Random Edits": (70.9, 97.8, 54.0, 96.9, 79.9),
+    "Targeted Edits": (69.3, 97.5, 57.9, 95.4, 80.1),
+    "Hard Neg": (75.6, 91.3, 62.2, 97.6, 81.7),
+    "HN+Random": (73.3, 94.5, 70.5, 95.1, 83.3),
+    "HN+Targeted": (77.7, 96.9, 66.6, 97.1, 84.6),
+}
+PAPER_TABLE2 = {
+    "DaveNet": (14.9, 43.7, 62.2),
+    "Random Edits": (60.6, 89.0, 95.1),
+    "Targeted Edits": (75.1, 95.5, 98.5),
+    "Hard Neg": (73.4, 94.6, 97.6),
+    "HN+Random": (94.8, 99.7, 99.9),
+    "HN+Targeted": (93.4, 99.6, 99.9),
+}
+TABLE1_KEYS = ("attr:shape", "attr:material", "attr:color", "attr:size", "attr:mean")
+TABLE2_KEYS = ("R@1", "R@5", "R@10")
+
+
+@attrs.frozen
+class Row:
+    """One headline row: ``method`` of ``experiment`` (its ledger beside it in results/) stands for ``label``;
+    ``baseline`` (a label of the same table) is what its paired difference is taken against."""
+
+    label: str
+    experiment: str
+    method: str
+    baseline: str | None = None
+    paper: str | None = None  # the paper's method whose numbers go beside it
+
+
+# The GAN rows: paper-cpu.toml's variants that encode edits with the batch (negative_encoding = "joint": encoded
+# alone, the BatchNorm statistics gave the edits away; benchmarks/results/edit_artefacts.md) and branch Hard Neg
+# with a fresh Adam (continuing DaveNet's state collapsed two seeds of four; benchmarks/results/branch_updates.md).
+# The oracle rows: the regime of oracle-cpu.toml that issue 16 part 1 settled on, on rendered scenes.
+ROWS: tuple[Row, ...] = (
+    Row("DaveNet", "paper-cpu", "DaveNet", paper="DaveNet"),
+    Row("Random Edits", "paper-cpu", "Random Edits (joint)", "DaveNet", "Random Edits"),
+    Row("Targeted Edits", "paper-cpu", "Targeted Edits (joint)", "DaveNet", "Targeted Edits"),
+    Row("Hard Neg", "paper-cpu", "Hard Neg (fresh Adam)", "DaveNet", "Hard Neg"),
+    Row("HN+Random", "paper-cpu", "HN+Random (joint, fresh Adam)", "Hard Neg", "HN+Random"),
+    Row("HN+Targeted", "paper-cpu", "HN+Targeted (joint, fresh Adam)", "Hard Neg", "HN+Targeted"),
+    Row("DaveNet, rendered scenes", "oracle-cpu", "DaveNet (1.6 s audio)"),
+    Row("Oracle Edits, rendered scenes", "oracle-cpu", "Oracle Edits (balanced, 1.6 s audio)",
+        "DaveNet, rendered scenes"),
+)
+
+
+def gather(rows: Sequence[Row] = ROWS, experiments: Path = EXPERIMENTS, results: Path = RESULTS) -> dict[str, Any]:
+    """Per row label: ``{"row": Row, "stats": {metric: {mean, std, n}}, "seeds": {seed: {metric: value}}}`` from the
+    committed ledgers (a row whose method has no finished run has empty stats)."""
+    collected: dict[str, Mapping[str, Any]] = {}
+    out: dict[str, Any] = {}
+    for row in rows:
+        if row.experiment not in collected:
+            exp = load_experiment(experiments / f"{row.experiment}.toml")
+            ledger = results / f"{row.experiment}-runs"
+            # run directories are not needed: the ledger holds every finished run's evaluation
+            collected[row.experiment] = collect(exp, results / "__no_run_dirs__", ledger)
+        method = collected[row.experiment]["methods"][row.method]
+        out[row.label] = {"row": row, "stats": method["stats"], "seeds": method["seeds"]}
+    return out
+
+
+def _cell(stats: Mapping[str, Any], key: str) -> str:
+    stat = stats.get(key)
+    if stat is None:
+        return "-"
+    mean = f"{100 * stat['mean']:.1f}"
+    return mean if stat["n"] < 2 else f"{mean} ± {100 * stat['std']:.1f}"
+
+
+def _paired(gathered: Mapping[str, Any], label: str, key: str) -> str:
+    row = gathered[label]["row"]
+    if row.baseline is None:
+        return ""
+    both = {"methods": {"a": {"seeds": gathered[label]["seeds"]}, "b": {"seeds": gathered[row.baseline]["seeds"]}}}
+    d = paired_difference(both, "a", "b", key)
+    if d is None:
+        return "-"
+    ahead = sum(v > 0 for v in d["per_seed"].values())
+    spread = f" ± {100 * d['std']:.1f}" if len(d["per_seed"]) > 1 else ""
+    return f"{100 * d['mean']:+.1f}{spread} ({ahead}/{len(d['per_seed'])} ahead)"
+
+
+def _seeds(stats: Mapping[str, Any]) -> int:
+    return max((s["n"] for s in stats.values()), default=0)
+
+
+def render(gathered: Mapping[str, Any]) -> str:
+    """Markdown: Table 1 and Table 2, ours as mean ± std over seeds with the paper's synthetic row in italics below
+    each of ours, and the paired difference of the mean (Table 1) or R@10 (Table 2) against the row's baseline."""
+    lines = ["**Table 1** (semantic accuracy: an isolated spoken attribute word scores images with the attribute "
+             "above images without it; AUC in %, chance 50)", "",
+             "| method | seeds | shape | material | colour | size | mean | mean vs baseline, paired |",
+             "|---|---|---|---|---|---|---|---|"]
+    for label, g in gathered.items():
+        stats, row = g["stats"], g["row"]
+        cells = " | ".join(_cell(stats, k) for k in TABLE1_KEYS)
+        vs = f"{_paired(gathered, label, 'attr:mean')} vs {row.baseline}" if row.baseline else ""
+        lines.append(f"| {label} | {_seeds(stats)} | {cells} | {vs} |")
+        if row.paper:
+            paper = " | ".join(f"*{v:.1f}*" for v in PAPER_TABLE1[row.paper])
+            lines.append(f"| *paper: {row.paper}* | | {paper} | |")
+    lines += ["", "**Table 2** (recall@k in %, mean of audio→image and image→audio over 500 "
+              "test pairs, as the paper's)", "",
+              "| method | seeds | R@1 | R@5 | R@10 | R@10 vs baseline, paired |", "|---|---|---|---|---|---|"]
+    for label, g in gathered.items():
+        stats, row = g["stats"], g["row"]
+        cells = " | ".join(_cell(stats, k) for k in TABLE2_KEYS)
+        vs = f"{_paired(gathered, label, 'R@10')} vs {row.baseline}" if row.baseline else ""
+        lines.append(f"| {label} | {_seeds(stats)} | {cells} | {vs} |")
+        if row.paper:
+            paper = " | ".join(f"*{v:.1f}*" for v in PAPER_TABLE2[row.paper])
+            lines.append(f"| *paper: {row.paper}* | | {paper} | |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m audio_clevrgan.headline", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    args = parser.parse_args(argv)
+    text = render(gather())
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text, end="")
+
+
+if __name__ == "__main__":
+    main()
