@@ -1,0 +1,143 @@
+"""A disk-backed store of corpus encodings for re-scoring (``cache_store=mmap``).
+
+The re-scoring cache holds every corpus item's *unpooled* encoding: for dense maps (DaveNet's 128 x T audio frames)
+that is 1M x 128 x 64 x 2 bytes = 16 GB per side in float16, which does not fit in RAM beside the model, the index
+and the data. :class:`MappedEmbeddings` is written batch by batch while the corpus is encoded (so a refresh never
+holds the whole encoding) and read back a few thousand rows at a time through ``numpy.memmap`` (so only the pages of
+the candidates being re-scored are brought in, and the kernel may drop them again).
+
+It reads back exactly what the in-memory cache holds: ``store[ids]`` equals ``Embedding.cat(batches)[ids]``, values
+(cast to the store's dtype) and lengths, sequences right-padded with zeros to the longest of the whole corpus.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import weakref
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from negmine.errors import PluginError
+from negmine.model import Embedding
+
+NUMPY_DTYPES = {torch.float32: np.float32, torch.float16: np.float16}
+
+
+class MappedEmbeddings:
+    """The encodings of N corpus items in files under a private directory, readable by row like an Embedding.
+
+    Layout: one raw C-order file per distinct per-item shape among the written batches (``part{k}.bin``, rows of
+    shape ``shapes[k]``, in the order written). A fixed-size encoder (image maps, sequences padded to a fixed length)
+    gives a single file read with one fancy index; an encoder whose sequence length varies by batch gives one file
+    per length, and reads pad every row to the longest, as :meth:`Embedding.cat` does in memory. ``part[i]`` and
+    ``row[i]`` say where item i lives, so batches may be written in any order (the sharded encode interleaves the
+    ranks' batches). Lengths (Long[N], 8 bytes an item) stay in memory.
+
+    Life cycle: :meth:`write` every batch, :meth:`finish` (which checks that every item was written and opens the
+    files read-only), then read; :meth:`close` deletes the directory. The directory is also deleted when the store
+    is garbage-collected or the interpreter exits (``weakref.finalize``), or when writing fails; only a killed
+    process leaves a ``negmine-faiss-*`` directory behind.
+    """
+
+    def __init__(self, n: int, dtype: torch.dtype, directory: str | os.PathLike | None = None) -> None:
+        if dtype not in NUMPY_DTYPES:
+            raise PluginError(f"faiss: cache_store=mmap stores float32 or float16, not {dtype}")
+        self.n, self.dtype = n, dtype
+        if directory is not None:
+            os.makedirs(directory, exist_ok=True)
+        self.directory = tempfile.mkdtemp(prefix="negmine-faiss-", dir=directory)
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self.directory, True)
+        self.part = np.full(n, -1, dtype=np.int32)  # the file holding item i (-1: not written yet)
+        self.row = np.zeros(n, dtype=np.int64)  # item i's row in that file
+        self.lengths: Tensor | None = None  # Long[N], for sequences with valid lengths
+        self.shapes: list[tuple[int, ...]] = []  # per file: the shape of one item's encoding
+        self._rows: list[int] = []  # per file: rows written
+        self._writers: list[Any] = []
+        self._maps: list[np.memmap] | None = None
+        self.item_shape: tuple[int, ...] | None = None  # after finish: the padded shape every read returns
+
+    def __len__(self) -> int:
+        return self.n
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes on disk (values only)."""
+        size = np.dtype(NUMPY_DTYPES[self.dtype]).itemsize
+        return sum(rows * int(np.prod(shape)) * size for rows, shape in zip(self._rows, self.shapes, strict=True))
+
+    def write(self, ids: Tensor, emb: Embedding) -> None:
+        """Append the encodings ``emb`` (M rows, on any device) of the items ``ids`` Long[M]."""
+        if self._maps is not None:
+            raise PluginError("faiss: internal error: writing to a finished corpus store")
+        values = emb.values.detach().to("cpu", self.dtype).contiguous()
+        ids_np = ids.cpu().numpy().astype(np.int64)
+        shape = tuple(values.shape[1:])
+        if shape not in self.shapes:
+            self.shapes.append(shape)
+            self._rows.append(0)
+            self._writers.append(open(os.path.join(self.directory, f"part{len(self.shapes) - 1}.bin"), "wb"))  # noqa: SIM115 - closed in finish/close
+        k = self.shapes.index(shape)
+        values.numpy().tofile(self._writers[k])
+        self.part[ids_np] = k
+        self.row[ids_np] = self._rows[k] + np.arange(len(ids_np))
+        self._rows[k] += len(ids_np)
+        if emb.lengths is not None:
+            if self.lengths is None:
+                self.lengths = torch.zeros(self.n, dtype=torch.long)
+            self.lengths[torch.from_numpy(ids_np)] = emb.lengths.detach().to("cpu", torch.long)
+
+    def finish(self) -> MappedEmbeddings:
+        """Close the files and map them read-only; every item must have been written. Returns self."""
+        for f in self._writers:
+            f.close()
+        self._writers = []
+        missing = int((self.part < 0).sum())
+        if missing:
+            raise PluginError(f"faiss: internal error: {missing} of {self.n} corpus items missing from the store")
+        first = self.shapes[0]
+        if any(len(s) != len(first) or s[:-1] != first[:-1] or (len(s) < 2 and s != first) for s in self.shapes):
+            raise PluginError(f"faiss: the corpus encodings' shapes differ other than along the last axis "
+                              f"({sorted(set(self.shapes))}); only sequence lengths may vary between batches")
+        # Embedding.cat pads only dense maps (an item shape of 2+ axes) along their last axis.
+        self.item_shape = first if len(first) < 2 else (*first[:-1], max(s[-1] for s in self.shapes))
+        dtype = NUMPY_DTYPES[self.dtype]
+        self._maps = [np.memmap(os.path.join(self.directory, f"part{k}.bin"), dtype=dtype, mode="r",
+                                shape=(rows, *shape))
+                      for k, (rows, shape) in enumerate(zip(self._rows, self.shapes, strict=True))]
+        return self
+
+    def __getitem__(self, ids: Tensor) -> Embedding:
+        """The Embedding of the items ``ids`` Long[M]: values [M, *item_shape] in the store's dtype, on the CPU."""
+        if self._maps is None:
+            raise PluginError("faiss: internal error: reading a corpus store that is not finished (or is closed)")
+        ids_np = ids.cpu().numpy().astype(np.int64).reshape(-1)
+        parts = self.part[ids_np]
+        rows = self.row[ids_np]
+        lengths = None if self.lengths is None else self.lengths[torch.from_numpy(ids_np)]
+        if len(self._maps) == 1 and self.shapes[0] == self.item_shape:  # the usual case: one read
+            return Embedding(torch.from_numpy(np.asarray(self._maps[0][rows])), lengths)
+        values = torch.zeros((len(ids_np), *self.item_shape), dtype=self.dtype)
+        for k in np.unique(parts):
+            sel = np.flatnonzero(parts == k)
+            block = torch.from_numpy(np.asarray(self._maps[k][rows[sel]]))
+            values[torch.from_numpy(sel), ..., : block.shape[-1]] = block  # zeros beyond the batch's length
+        return Embedding(values, lengths)
+
+    def close(self) -> None:
+        """Unmap and delete the files (idempotent)."""
+        for f in self._writers:
+            f.close()
+        self._writers = []
+        self._maps = None
+        self._cleanup()
+
+
+def release(cache: Any) -> None:
+    """Delete a cache's files if it is a :class:`MappedEmbeddings` (an in-memory Embedding is left to the GC)."""
+    if isinstance(cache, MappedEmbeddings):
+        cache.close()
