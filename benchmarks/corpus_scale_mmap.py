@@ -8,7 +8,8 @@ Usage:
 side a: a 128 x 2 x 2 "image" map; MISA matchmap score), side b indexed (exact Flat, no recall check, so the rows
 measure the cache), ``cache_dtype=float16``. Each row is a fresh process: it builds the data, runs one
 ``FaissNegatives.refresh`` and mines 5 batches of 256 anchors (32 candidates each, re-scored on the cache), and
-reports its peak resident memory (``ru_maxrss``) after the data, after the refresh and after mining.
+reports its peak resident memory (``ru_maxrss``) after the data, after the refresh and after mining, and the
+resident memory at the end split into anonymous and file-backed pages.
 
 ``ranks``: the time of one refresh (encode + Flat index of both sides, no recall check) with 1 process vs 2 gloo
 ranks (torch.distributed, ``mp.spawn`` as in tests/integration/test_faiss_distributed.py), each rank one thread and
@@ -33,7 +34,18 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 
 def rss_mb() -> float:
+    """Peak resident memory of this process so far (MB), anonymous and file-backed pages together."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def rss_now() -> dict[str, float]:
+    """The current resident memory (MB) by kind: RssAnon (heap, tensors) and RssFile (mapped file pages)."""
+    out = {}
+    for line in Path("/proc/self/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("RssAnon", "RssFile"):
+            out[key] = int(value.split()[0]) / 1024
+    return out
 
 
 # -- memory -------------------------------------------------------------------------------------------------------------
@@ -101,7 +113,7 @@ def one_memory(n: int, store: str, cache_dir: str | None) -> dict:
         times.append(time.perf_counter() - t1)
     out = {"n": n, "store": store, "refresh_s": refresh, "mine_ms": 1e3 * sorted(times)[2],
            "cache_gb": cache_bytes / 1e9, "rss_data_mb": after_data, "rss_refresh_mb": after_refresh,
-           "rss_peak_mb": rss_mb()}
+           "rss_peak_mb": rss_mb(), **rss_now()}
     faiss_gen._drop_indexes()
     return out
 
@@ -217,7 +229,8 @@ def main() -> None:
     lines = header(args)
     if args.what == "memory":
         lines += ["", "| N | cache store | cache (GB) | refresh (s) | mine 256 anchors (ms) | RSS after data (MB) | "
-                  "peak RSS after refresh (MB) | peak RSS after mining (MB) |", "|---|---|---|---|---|---|---|---|"]
+                  "peak RSS after refresh (MB) | peak RSS after mining (MB) | RSS at end: anon / file (MB) |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         print("\n".join(lines), flush=True)
         for n in [int(s) for s in args.sizes.split(",") if s]:
             for store in args.stores.split(","):
@@ -226,7 +239,8 @@ def main() -> None:
                     cmd += ["--cache-dir", args.cache_dir]
                 r = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.splitlines()[-1])
                 row = (f"| {n:,} | {store} | {r['cache_gb']:.2f} | {r['refresh_s']:.1f} | {r['mine_ms']:.0f} | "
-                       f"{r['rss_data_mb']:.0f} | {r['rss_refresh_mb']:.0f} | {r['rss_peak_mb']:.0f} |")
+                       f"{r['rss_data_mb']:.0f} | {r['rss_refresh_mb']:.0f} | {r['rss_peak_mb']:.0f} | "
+                       f"{r['RssAnon']:.0f} / {r['RssFile']:.0f} |")
                 lines.append(row)
                 print(row, flush=True)
     else:

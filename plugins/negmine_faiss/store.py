@@ -4,7 +4,7 @@ The re-scoring cache holds every corpus item's *unpooled* encoding: for dense ma
 that is 1M x 128 x 64 x 2 bytes = 16 GB per side in float16, which does not fit in RAM beside the model, the index
 and the data. :class:`MappedEmbeddings` is written batch by batch while the corpus is encoded (so a refresh never
 holds the whole encoding) and read back a few thousand rows at a time through ``numpy.memmap`` (so only the pages of
-the candidates being re-scored are brought in, and the kernel may drop them again).
+the candidates being re-scored are touched, and they are unmapped again after each read).
 
 It reads back exactly what the in-memory cache holds: ``store[ids]`` equals ``Embedding.cat(batches)[ids]``, values
 (cast to the store's dtype) and lengths, sequences right-padded with zeros to the longest of the whole corpus.
@@ -38,8 +38,11 @@ class MappedEmbeddings:
     ``row[i]`` say where item i lives, so batches may be written in any order (the sharded encode interleaves the
     ranks' batches). Lengths (Long[N], 8 bytes an item) stay in memory.
 
-    Life cycle: :meth:`write` every batch, :meth:`finish` (which checks that every item was written and opens the
-    files read-only), then read; :meth:`close` deletes the directory. The directory is also deleted when the store
+    Life cycle: :meth:`write` every batch, :meth:`finish` (which checks that every item was written), then read;
+    :meth:`close` deletes the directory. Each read maps the files it needs and unmaps them before returning: a
+    mapping kept open would keep every page it ever touched in the process's resident set (the kernel maps 64 KB
+    around each fault), so after a few thousand random reads most of the file counts as resident. Mapping per read
+    bounds that to the rows of one read, and the pages stay in the page cache, which the kernel can reclaim. The directory is also deleted when the store
     is garbage-collected or the interpreter exits (``weakref.finalize``), or when writing fails; only a killed
     process leaves a ``negmine-faiss-*`` directory behind.
     """
@@ -58,7 +61,7 @@ class MappedEmbeddings:
         self.shapes: list[tuple[int, ...]] = []  # per file: the shape of one item's encoding
         self._rows: list[int] = []  # per file: rows written
         self._writers: list[Any] = []
-        self._maps: list[np.memmap] | None = None
+        self._finished = False
         self.item_shape: tuple[int, ...] | None = None  # after finish: the padded shape every read returns
 
     def __len__(self) -> int:
@@ -72,7 +75,7 @@ class MappedEmbeddings:
 
     def write(self, ids: Tensor, emb: Embedding) -> None:
         """Append the encodings ``emb`` (M rows, on any device) of the items ``ids`` Long[M]."""
-        if self._maps is not None:
+        if self._finished:
             raise PluginError("faiss: internal error: writing to a finished corpus store")
         values = emb.values.detach().to("cpu", self.dtype).contiguous()
         ids_np = ids.cpu().numpy().astype(np.int64)
@@ -92,7 +95,7 @@ class MappedEmbeddings:
             self.lengths[torch.from_numpy(ids_np)] = emb.lengths.detach().to("cpu", torch.long)
 
     def finish(self) -> MappedEmbeddings:
-        """Close the files and map them read-only; every item must have been written. Returns self."""
+        """Close the files for reading; every item must have been written. Returns self."""
         for f in self._writers:
             f.close()
         self._writers = []
@@ -105,26 +108,31 @@ class MappedEmbeddings:
                               f"({sorted(set(self.shapes))}); only sequence lengths may vary between batches")
         # Embedding.cat pads only dense maps (an item shape of 2+ axes) along their last axis.
         self.item_shape = first if len(first) < 2 else (*first[:-1], max(s[-1] for s in self.shapes))
-        dtype = NUMPY_DTYPES[self.dtype]
-        self._maps = [np.memmap(os.path.join(self.directory, f"part{k}.bin"), dtype=dtype, mode="r",
-                                shape=(rows, *shape))
-                      for k, (rows, shape) in enumerate(zip(self._rows, self.shapes, strict=True))]
+        self._finished = True
         return self
+
+    def _read(self, k: int, rows: np.ndarray) -> Tensor:
+        """Rows ``rows`` Long[M] of file k as a tensor [M, *shapes[k]]: mapped, gathered (a copy), unmapped."""
+        mapped = np.memmap(os.path.join(self.directory, f"part{k}.bin"), dtype=NUMPY_DTYPES[self.dtype], mode="r",
+                           shape=(self._rows[k], *self.shapes[k]))
+        block = np.array(mapped[rows])  # a plain array: nothing refers to the mapping after this line
+        del mapped  # the last reference: numpy unmaps the file now
+        return torch.from_numpy(block)
 
     def __getitem__(self, ids: Tensor) -> Embedding:
         """The Embedding of the items ``ids`` Long[M]: values [M, *item_shape] in the store's dtype, on the CPU."""
-        if self._maps is None:
+        if not self._finished:
             raise PluginError("faiss: internal error: reading a corpus store that is not finished (or is closed)")
         ids_np = ids.cpu().numpy().astype(np.int64).reshape(-1)
         parts = self.part[ids_np]
         rows = self.row[ids_np]
         lengths = None if self.lengths is None else self.lengths[torch.from_numpy(ids_np)]
-        if len(self._maps) == 1 and self.shapes[0] == self.item_shape:  # the usual case: one read
-            return Embedding(torch.from_numpy(np.asarray(self._maps[0][rows])), lengths)
+        if len(self.shapes) == 1 and self.shapes[0] == self.item_shape:  # the usual case: one read
+            return Embedding(self._read(0, rows), lengths)
         values = torch.zeros((len(ids_np), *self.item_shape), dtype=self.dtype)
         for k in np.unique(parts):
             sel = np.flatnonzero(parts == k)
-            block = torch.from_numpy(np.asarray(self._maps[k][rows[sel]]))
+            block = self._read(int(k), rows[sel])
             values[torch.from_numpy(sel), ..., : block.shape[-1]] = block  # zeros beyond the batch's length
         return Embedding(values, lengths)
 
@@ -133,7 +141,7 @@ class MappedEmbeddings:
         for f in self._writers:
             f.close()
         self._writers = []
-        self._maps = None
+        self._finished = False
         self._cleanup()
 
 
