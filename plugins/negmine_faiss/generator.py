@@ -35,7 +35,7 @@ from negmine.errors import NegmineError, PluginError
 from negmine.generator import SIDE_CHOICES, MiningContext, NegativeGenerator, Negatives, option
 from negmine.model import Embedding, PairedDataset, to_device
 
-from .store import MappedEmbeddings, release
+from .store import DiskEmbeddings, release
 
 NEG_INF = float("-inf")
 FAISS_HINT = "install it with `pip install faiss-cpu` (or `conda install -c pytorch faiss-cpu`)"
@@ -199,7 +199,7 @@ def encode_corpus_sharded(model: Any, data: PairedDataset, side: int, device: to
 
 @torch.no_grad()
 def encode_corpus_streamed(model: Any, data: PairedDataset, side: int, device: torch.device, batch_size: int,
-                           normalize: bool, store: MappedEmbeddings | None = None) -> np.ndarray:
+                           normalize: bool, store: DiskEmbeddings | None = None) -> np.ndarray:
     """Encode side ``side`` of all N items batch by batch, keeping only the pooled vectors: returns Float[N, D]
     (C-contiguous float32, L2-normalised when ``normalize``) and writes each batch's full encoding to ``store``.
 
@@ -256,14 +256,14 @@ class SideIndex:
 
     index: the FAISS index over Float[N, D] pooled encodings (ids = dataset ids).
     cache: the full encodings of the N items, for re-scoring: an Embedding on the CPU (``cache_store=memory``) or a
-        :class:`MappedEmbeddings` read by row from disk (``cache_store=mmap``); None with ``rescore=none``.
+        :class:`DiskEmbeddings` read by row from disk (``cache_store=disk``); None with ``rescore=none``.
     """
 
     index: Any
-    cache: Embedding | MappedEmbeddings | None
+    cache: Embedding | DiskEmbeddings | None
 
     def release(self) -> None:
-        """Delete the cache's files now (mmap) instead of whenever the garbage collector gets to them."""
+        """Delete the cache's files now (cache_store=disk) instead of whenever the garbage collector gets to them."""
         release(self.cache)
 
 
@@ -316,9 +316,9 @@ class FaissNegatives(NegativeGenerator):
     (:func:`encode_corpus_sharded`); every rank then builds the same index (the weights are the same) and mines
     for its local batch. ``cache_dtype=float16`` halves the cached corpus encodings.
 
-    Memory-mapped cache (``cache_store=mmap``). The corpus is encoded batch by batch
+    Disk cache (``cache_store=disk``). The corpus is encoded batch by batch
     (:func:`encode_corpus_streamed`): each batch is pooled into the index's vectors and its full encoding appended to
-    a :class:`MappedEmbeddings` in a fresh directory under ``cache_dir``, so neither the refresh nor mining holds the
+    a :class:`DiskEmbeddings` in a fresh directory under ``cache_dir``, so neither the refresh nor mining holds the
     unpooled corpus in RAM; re-scoring reads the candidates' rows from the file. The negatives (ids and scores) are
     those of the in-memory cache of the same dtype (tested, float32 and float16). A store is private to one build:
     a refresh deletes the old store before encoding (sync) or after the swap (async: the old store serves until
@@ -381,11 +381,11 @@ class FaissNegatives(NegativeGenerator):
             "float32", "dtype of the cached corpus encodings used for re-scoring (float16 halves their memory)",
             choices=("float32", "float16"))
         cache_store: str = option(
-            "memory", "where the re-scoring cache lives: memory, or mmap (written batch by batch to files under "
+            "memory", "where the re-scoring cache lives: memory, or disk (written batch by batch to files under "
             "cache_dir and read by row: for unpooled dense maps too big for RAM; the same negatives)",
-            choices=("memory", "mmap"))
+            choices=("memory", "disk"))
         cache_dir: str = option(
-            None, "cache_store=mmap: directory for the cache files, on a disk with room for N x item bytes per side "
+            None, "cache_store=disk: directory for the cache files, on a disk with room for N x item bytes per side "
             "(not a tmpfs); unset: the system temp dir ($TMPDIR)", type=str)
         refresh_every: int = option(100, "rebuild the index every N steps (0: only at stage start)", min=0)
         rescore: str = option(
@@ -432,12 +432,12 @@ class FaissNegatives(NegativeGenerator):
             elif self.async_lag is not None:
                 problems.append(f"async_lag ({self.async_lag}) is set but refresh is {self.refresh!r}; "
                                 "it needs refresh=async")
-            if self.cache_store == "mmap" and self.rescore != "cached":
-                problems.append("cache_store=mmap stores the re-scoring cache, but rescore is "
+            if self.cache_store == "disk" and self.rescore != "cached":
+                problems.append("cache_store=disk stores the re-scoring cache, but rescore is "
                                 f"{self.rescore!r} (no cache): use rescore=cached or cache_store=memory")
-            if self.cache_dir is not None and self.cache_store != "mmap":
+            if self.cache_dir is not None and self.cache_store != "disk":
                 problems.append(f"cache_dir ({self.cache_dir!r}) is set but cache_store is {self.cache_store!r}; "
-                                "it needs cache_store=mmap")
+                                "it needs cache_store=disk")
             if self.rank_max and self.rank_max <= self.rank_min:
                 problems.append(f"rank_max ({self.rank_max}) must be greater than rank_min ({self.rank_min}) or 0")
             if self.rank_max > self.candidates:
@@ -506,9 +506,9 @@ class FaissNegatives(NegativeGenerator):
     @hookimpl
     def negmine_stage_end(self, trainer: Any, stage: Any, metrics: dict) -> None:
         """Wait for a background build still in flight and discard it (no step is left to use it); with
-        ``cache_store=mmap`` also delete the serving index's files (the next stage start rebuilds)."""
+        ``cache_store=disk`` also delete the serving index's files (the next stage start rebuilds)."""
         self.close()
-        if self.options.cache_store == "mmap":
+        if self.options.cache_store == "disk":
             self._drop_indexes()
 
     def close(self) -> None:
@@ -521,7 +521,7 @@ class FaissNegatives(NegativeGenerator):
                 pending.result.release()
 
     def _drop_indexes(self) -> None:
-        """Forget the serving indexes, deleting their cache files now (mmap)."""
+        """Forget the serving indexes, deleting their cache files now (cache_store=disk)."""
         indexes, self.indexes = self.indexes, {}
         for si in indexes.values():
             si.release()
@@ -594,8 +594,8 @@ class FaissNegatives(NegativeGenerator):
         auto_nprobe: dict[int, int] = {}
         try:
             for side in sides:
-                if o.cache_store == "mmap":  # streamed: the unpooled encodings go to disk batch by batch
-                    store = MappedEmbeddings(len(data), getattr(torch, o.cache_dtype), o.cache_dir)
+                if o.cache_store == "disk":  # streamed: the unpooled encodings go to disk batch by batch
+                    store = DiskEmbeddings(len(data), getattr(torch, o.cache_dtype), o.cache_dir)
                     indexes[side] = SideIndex(None, store)  # registered first: released if anything below fails
                     vectors = encode_corpus_streamed(model, data, side, device, o.encode_batch, normalize, store)
                     cache = store.finish()
@@ -818,7 +818,7 @@ class FaissNegatives(NegativeGenerator):
     def _rescore(self, ctx: MiningContext, side: int, query_emb: Embedding, ids: Tensor) -> Tensor:
         """Float[B, C]: the model's score of pair i with its side-s member replaced by cached corpus item ids[i, c].
 
-        The cache (in memory or memory-mapped) is read 4096 candidate rows at a time."""
+        The cache (in memory or on disk) is read 4096 candidate rows at a time."""
         cache = self.indexes[side].cache
         b, c = ids.shape
         flat = ids.flatten().cpu()

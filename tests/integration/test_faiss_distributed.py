@@ -1,5 +1,5 @@
 """faiss under torchrun: each of two gloo ranks encodes half of the corpus, and both mine the one-process negatives
-(with the in-memory cache, and with the memory-mapped one, whose batches are gathered as they are encoded)."""
+(with the in-memory cache, and with the disk one, whose batches are gathered as they are encoded)."""
 
 import os
 import socket
@@ -62,12 +62,12 @@ def _free_port():
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("store", ["memory", "mmap"])
+@pytest.mark.parametrize("store", ["memory", "disk"])
 def test_two_ranks_encode_half_the_corpus_each_and_mine_the_one_process_negatives(tmp_path, store):
     single, rows, n = _mine()  # one process, in-memory cache
     assert rows == {0: n, 1: n}
     out = str(tmp_path / "negs")
-    extra = {"cache_store": "mmap", "cache_dir": str(tmp_path / "cache")} if store == "mmap" else None
+    extra = {"cache_store": "disk", "cache_dir": str(tmp_path / "cache")} if store == "disk" else None
     mp.spawn(_worker, args=(2, _free_port(), out, extra), nprocs=2, join=True)
     for rank in (0, 1):
         got = torch.load(f"{out}.{rank}", weights_only=True)

@@ -1,8 +1,8 @@
-"""Corpus negatives with dense maps: peak memory of the in-memory vs memory-mapped cache, and a refresh on 1 vs 2 ranks.
+"""Corpus negatives with dense maps: peak memory of the in-memory vs on-disk cache, and a refresh on 1 vs 2 ranks.
 
 Usage:
-    python benchmarks/corpus_scale_mmap.py memory [--sizes 10000,100000] [--stores memory,mmap] [--out FILE]
-    python benchmarks/corpus_scale_mmap.py ranks [--n 100000] [--repeats 3] [--out FILE]
+    python benchmarks/corpus_scale_cache.py memory [--sizes 10000,100000] [--stores memory,disk] [--out FILE]
+    python benchmarks/corpus_scale_cache.py ranks [--n 100000] [--repeats 3] [--out FILE]
 
 ``memory``: a free encoder emitting DaveNet-sized dense maps (side b: a 128 x 64 "audio" map per item with lengths,
 side a: a 128 x 2 x 2 "image" map; MISA matchmap score), side b indexed (exact Flat, no recall check, so the rows
@@ -90,7 +90,7 @@ def one_memory(n: int, store: str, cache_dir: str | None) -> dict:
     data = task.train
     after_data = rss_mb()
     options = dict(sides="b", recall_sample=0, cache_dtype="float16", encode_batch=1024, cache_store=store)
-    if store == "mmap" and cache_dir:
+    if store == "disk" and cache_dir:
         options["cache_dir"] = cache_dir
     faiss_gen = FaissNegatives(FaissNegatives.Options(**options), task=task)
     t0 = time.perf_counter()
@@ -98,7 +98,7 @@ def one_memory(n: int, store: str, cache_dir: str | None) -> dict:
     refresh = time.perf_counter() - t0
     after_refresh = rss_mb()
     cache = faiss_gen.indexes[1].cache
-    cache_bytes = cache.nbytes if store == "mmap" else cache.values.numel() * cache.values.element_size()
+    cache_bytes = cache.nbytes if store == "disk" else cache.values.numel() * cache.values.element_size()
     faiss_gen._hooked = True
     times = []
     for i in range(5):  # a different batch each time: new candidate rows are read from the store
@@ -153,7 +153,7 @@ def time_refreshes(n: int, store: str, repeats: int, cache_dir: str) -> list[flo
     import_faiss().omp_set_num_threads(1)
     task = mlp_task(n)
     options = dict(recall_sample=0, encode_batch=1024, cache_store=store)
-    if store == "mmap":
+    if store == "disk":
         options["cache_dir"] = cache_dir
     gen = FaissNegatives(FaissNegatives.Options(**options), task=task)
     times = []
@@ -215,10 +215,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("what", choices=("memory", "ranks"))
     parser.add_argument("--sizes", default="10000,100000")
-    parser.add_argument("--stores", default="memory,mmap")
+    parser.add_argument("--stores", default="memory,disk")
     parser.add_argument("--n", type=int, default=100000)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--cache-dir", default=None, help="cache_store=mmap's directory (default: $TMPDIR)")
+    parser.add_argument("--cache-dir", default=None, help="cache_store=disk's directory (default: $TMPDIR)")
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()

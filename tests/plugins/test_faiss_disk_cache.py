@@ -1,4 +1,4 @@
-"""faiss ``cache_store=mmap``: the same negatives as the in-memory cache, the store's reads, files cleaned up."""
+"""faiss ``cache_store=disk``: the same negatives as the in-memory cache, the store's reads, files cleaned up."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from negmine.generator import MiningContext
 from negmine.plugins import get_plugin_manager
 from negmine.scoring import MatchmapScore
 from negmine_faiss.generator import FaissNegatives, encode_corpus, encode_corpus_streamed
-from negmine_faiss.store import MappedEmbeddings
+from negmine_faiss.store import DiskEmbeddings
 from negmine_random.generator import RandomNegatives
 from negmine_toy.task import build_toy
 
@@ -81,17 +81,17 @@ def assert_same(a, b):
 
 @pytest.mark.parametrize("dtype", ["float32", "float16"])
 @pytest.mark.parametrize("profile", ["small", "dense"])
-def test_mmap_gives_the_in_memory_negatives(profile, dtype, tmp_path):
+def test_disk_gives_the_in_memory_negatives(profile, dtype, tmp_path):
     task = build_toy(profile, seed=0, options={"n_train": 600, "n_val": 50})
     ids = torch.arange(24)
     opts = dict(k=4, candidates=40, cache_dtype=dtype, recall_sample=32, encode_batch=64)  # 600 = 9 full batches + 24
     mem_gen, mem = negatives(task, ids, **opts)
-    map_gen, mapped = negatives(task, ids, cache_store="mmap", cache_dir=str(tmp_path), **opts)
+    map_gen, mapped = negatives(task, ids, cache_store="disk", cache_dir=str(tmp_path), **opts)
     assert_same(mem, mapped)
     assert mem_gen.quality == map_gen.quality
     for side in (0, 1):
         store, cache = map_gen.indexes[side].cache, mem_gen.indexes[side].cache
-        assert isinstance(store, MappedEmbeddings) and store.dtype == getattr(torch, dtype)
+        assert isinstance(store, DiskEmbeddings) and store.dtype == getattr(torch, dtype)
         assert store.nbytes == cache.values.numel() * cache.values.element_size()
         everything = store[torch.arange(600)]
         assert torch.equal(everything.values, cache.values)
@@ -110,7 +110,7 @@ def test_mmap_gives_the_in_memory_negatives(profile, dtype, tmp_path):
 def test_batches_of_different_lengths_read_back_padded_like_the_in_memory_cache(ragged, dtype, tmp_path):
     opts = dict(k=3, candidates=30, sides="b", cache_dtype=dtype, recall_sample=0, encode_batch=32)
     mem_gen, mem = negatives(ragged, torch.arange(16), **opts)
-    map_gen, mapped = negatives(ragged, torch.arange(16), cache_store="mmap", cache_dir=str(tmp_path), **opts)
+    map_gen, mapped = negatives(ragged, torch.arange(16), cache_store="disk", cache_dir=str(tmp_path), **opts)
     store, cache = map_gen.indexes[1].cache, mem_gen.indexes[1].cache
     assert len(store.shapes) > 1  # several files, one per batch length
     assert store.item_shape == tuple(cache.values.shape[1:])
@@ -125,13 +125,13 @@ def test_batches_of_different_lengths_read_back_padded_like_the_in_memory_cache(
 
 
 def test_store_checks_and_cleanup(tmp_path):
-    store = MappedEmbeddings(4, torch.float16, tmp_path / "sub")
+    store = DiskEmbeddings(4, torch.float16, tmp_path / "sub")
     store.write(torch.tensor([2, 0]), Embedding(torch.ones(2, 3, 5)))
     with pytest.raises(Exception, match="2 of 4 corpus items missing"):
         store.finish()
     store.close()
     assert os.listdir(tmp_path / "sub") == []
-    store = MappedEmbeddings(2, torch.float32, tmp_path)
+    store = DiskEmbeddings(2, torch.float32, tmp_path)
     store.write(torch.tensor([0]), Embedding(torch.ones(1, 3, 5)))
     store.write(torch.tensor([1]), Embedding(torch.ones(1, 4, 5)))
     with pytest.raises(Exception, match="other than along the last axis"):
@@ -143,7 +143,7 @@ def test_store_checks_and_cleanup(tmp_path):
 
 def test_a_failed_build_leaves_no_files(tmp_path):
     task = build_toy("small", seed=0)
-    gen = FaissNegatives(FaissNegatives.Options(cache_store="mmap", cache_dir=str(tmp_path), index="NotAnIndex"),
+    gen = FaissNegatives(FaissNegatives.Options(cache_store="disk", cache_dir=str(tmp_path), index="NotAnIndex"),
                          task=task)
     with pytest.raises(Exception, match="factory string"):
         gen.refresh(task.model, task.train, CPU, [0, 1])
@@ -152,7 +152,7 @@ def test_a_failed_build_leaves_no_files(tmp_path):
 
 def test_async_refresh_keeps_the_old_store_until_the_swap(tmp_path):
     task = build_toy("small", seed=0)
-    gen = FaissNegatives(FaissNegatives.Options(cache_store="mmap", cache_dir=str(tmp_path), refresh="async",
+    gen = FaissNegatives(FaissNegatives.Options(cache_store="disk", cache_dir=str(tmp_path), refresh="async",
                                                 refresh_every=2, async_lag=1, recall_sample=0, sides="b"), task=task)
     gen.last_refresh = gen.built_from = 0
     gen.refresh(task.model, task.train, CPU, [1])
@@ -167,11 +167,11 @@ def test_async_refresh_keeps_the_old_store_until_the_swap(tmp_path):
     assert len(os.listdir(tmp_path)) == 1
 
 
-def test_training_with_mmap_equals_memory_and_cleans_up_at_stage_end(tmp_path):
+def test_training_with_disk_equals_memory_and_cleans_up_at_stage_end(tmp_path):
     lines = {}
-    for store in ("memory", "mmap"):
+    for store in ("memory", "disk"):
         faiss = {"refresh_every": 3, "cache_dtype": "float16", "cache_store": store}
-        if store == "mmap":
+        if store == "disk":
             faiss["cache_dir"] = str(tmp_path / "cache")
         config = {"steps": 7, "negatives": ["random", "faiss"], "device": "cpu", "eval_size": 50, "log_every": 1,
                   "checkpoint_every": 0, "generators": {"faiss": faiss}}
@@ -180,15 +180,15 @@ def test_training_with_mmap_equals_memory_and_cleans_up_at_stage_end(tmp_path):
                 generators=[RandomNegatives, FaissNegatives], run_dir=run).fit()
         lines[store] = [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines()
                         if '"loss"' in line]
-    assert lines["memory"] == lines["mmap"]
+    assert lines["memory"] == lines["disk"]
     assert os.listdir(tmp_path / "cache") == []  # the stage end deleted the serving stores
 
 
 def test_option_checks(tmp_path):
     with pytest.raises(ValueError, match="rescore=cached"):
-        FaissNegatives.Options(cache_store="mmap", rescore="none")
-    with pytest.raises(ValueError, match="needs cache_store=mmap"):
+        FaissNegatives.Options(cache_store="disk", rescore="none")
+    with pytest.raises(ValueError, match="needs cache_store=disk"):
         FaissNegatives.Options(cache_dir=str(tmp_path))
-    with pytest.raises(ConfigError, match="mmap"):
-        Trainer(build_toy("small"), {"negatives": ["faiss"], "generators": {"faiss": {"cache_store": "disk"}}},
+    with pytest.raises(ConfigError, match="disk"):
+        Trainer(build_toy("small"), {"negatives": ["faiss"], "generators": {"faiss": {"cache_store": "mmap"}}},
                 plugins=get_plugin_manager(), run_dir=tmp_path)
