@@ -35,6 +35,8 @@ from negmine.errors import NegmineError, PluginError
 from negmine.generator import SIDE_CHOICES, MiningContext, NegativeGenerator, Negatives, option
 from negmine.model import Embedding, PairedDataset, to_device
 
+from .store import DiskEmbeddings, release
+
 NEG_INF = float("-inf")
 FAISS_HINT = "install it with `pip install faiss-cpu` (or `conda install -c pytorch faiss-cpu`)"
 
@@ -195,6 +197,51 @@ def encode_corpus_sharded(model: Any, data: PairedDataset, side: int, device: to
     return Embedding(gathered.values[:n].cpu(), None if gathered.lengths is None else gathered.lengths[:n].cpu())
 
 
+@torch.no_grad()
+def encode_corpus_streamed(model: Any, data: PairedDataset, side: int, device: torch.device, batch_size: int,
+                           normalize: bool, store: DiskEmbeddings | None = None) -> np.ndarray:
+    """Encode side ``side`` of all N items batch by batch, keeping only the pooled vectors: returns Float[N, D]
+    (C-contiguous float32, L2-normalised when ``normalize``) and writes each batch's full encoding to ``store``.
+
+    Peak memory is a batch of encodings (times the rank count under torchrun), never the N rows that
+    :func:`encode_corpus_sharded` gathers. Under torchrun rank r encodes the same shard as there
+    (``[r * ceil(N/R), (r+1) * ceil(N/R))``, padded with repeats of item N-1), but each batch is all-gathered as
+    soon as it is encoded, so every rank pools (and writes to its own store) all N rows: the ranks' stores are
+    identical copies, R x the disk, and no shared file system is assumed. Every rank runs the same number of batches
+    (its shard has ceil(N/R) ids), so the collectives line up. The model's train/eval mode is restored afterwards.
+    """
+    from negmine import distributed as dist_utils
+
+    info = dist_utils.current()
+    world, rank = (info.world_size, info.rank) if info.enabled else (1, 0)
+    n = len(data)
+    per = -(-n // world)
+    vectors: np.ndarray | None = None
+    was_training = model.training
+    model.eval()
+    try:
+        for start in range(0, per, batch_size):
+            stop = min(per, start + batch_size)
+            ids = torch.arange(rank * per + start, rank * per + stop)
+            emb = model.encode(side, to_device(data.side_batch(side, ids.clamp_max(n - 1)), device)).detach()
+            if world > 1:  # every rank's batch, in rank order (sequences padded to the longest across ranks)
+                emb = dist_utils.gather_embedding(emb)
+                ids = torch.cat([torch.arange(q * per + start, q * per + stop) for q in range(world)])
+            real = ids < n  # drop the padding of the last shard
+            emb, ids = emb.to("cpu")[real], ids[real]
+            if not len(ids):
+                continue
+            pooled = as_faiss_array(_pooled(emb, normalize))
+            if vectors is None:
+                vectors = np.empty((n, pooled.shape[1]), dtype=np.float32)
+            vectors[ids.numpy()] = pooled
+            if store is not None:
+                store.write(ids, emb)
+    finally:
+        model.train(was_training)
+    return vectors
+
+
 def wants_normalized(model: Any, metric: str) -> bool:
     """Whether index vectors and queries are L2-normalised: metric ``cosine``, or ``auto`` with a cosine score."""
     if metric != "auto":
@@ -208,11 +255,16 @@ class SideIndex:
     """One side's searchable corpus.
 
     index: the FAISS index over Float[N, D] pooled encodings (ids = dataset ids).
-    cache: the full encodings of the N items (Embedding on the CPU), for re-scoring; None with ``rescore=none``.
+    cache: the full encodings of the N items, for re-scoring: an Embedding on the CPU (``cache_store=memory``) or a
+        :class:`DiskEmbeddings` read by row from disk (``cache_store=disk``); None with ``rescore=none``.
     """
 
     index: Any
-    cache: Embedding | None
+    cache: Embedding | DiskEmbeddings | None
+
+    def release(self) -> None:
+        """Delete the cache's files now (cache_store=disk) instead of whenever the garbage collector gets to them."""
+        release(self.cache)
 
 
 @attrs.define
@@ -224,6 +276,10 @@ class Build:
     quality: dict[int, dict[str, float]]
     auto_nprobe: dict[int, int]
     seconds: float = 0.0
+
+    def release(self) -> None:
+        for si in self.indexes.values():
+            si.release()
 
 
 @attrs.define
@@ -259,6 +315,16 @@ class FaissNegatives(NegativeGenerator):
     Under torchrun each rank encodes 1/R of the training split at each refresh and the shards are all-gathered
     (:func:`encode_corpus_sharded`); every rank then builds the same index (the weights are the same) and mines
     for its local batch. ``cache_dtype=float16`` halves the cached corpus encodings.
+
+    Disk cache (``cache_store=disk``). The corpus is encoded batch by batch
+    (:func:`encode_corpus_streamed`): each batch is pooled into the index's vectors and its full encoding appended to
+    a :class:`DiskEmbeddings` in a fresh directory under ``cache_dir``, so neither the refresh nor mining holds the
+    unpooled corpus in RAM; re-scoring reads the candidates' rows from the file. The negatives (ids and scores) are
+    those of the in-memory cache of the same dtype (tested, float32 and float16). A store is private to one build:
+    a refresh deletes the old store before encoding (sync) or after the swap (async: the old store serves until
+    then, so two exist meanwhile); a failed build deletes its own; a stage end deletes the serving one (the next
+    stage start rebuilds, as on resume: a store is never in a checkpoint). Under torchrun every rank writes its own
+    full copy (batches are all-gathered as they are encoded).
 
     Asynchronous refresh (``refresh=async``, one process only). The stage start's build is always synchronous (there
     is nothing to serve yet). At each later refresh point (step s, after its optimiser step) the training thread
@@ -314,6 +380,13 @@ class FaissNegatives(NegativeGenerator):
         cache_dtype: str = option(
             "float32", "dtype of the cached corpus encodings used for re-scoring (float16 halves their memory)",
             choices=("float32", "float16"))
+        cache_store: str = option(
+            "memory", "where the re-scoring cache lives: memory, or disk (written batch by batch to files under "
+            "cache_dir and read by row: for unpooled dense maps too big for RAM; the same negatives)",
+            choices=("memory", "disk"))
+        cache_dir: str = option(
+            None, "cache_store=disk: directory for the cache files, on a disk with room for N x item bytes per side "
+            "(not a tmpfs); unset: the system temp dir ($TMPDIR)", type=str)
         refresh_every: int = option(100, "rebuild the index every N steps (0: only at stage start)", min=0)
         rescore: str = option(
             "cached", "cached: re-score candidates with the model's score on cached corpus encodings; none: index score",
@@ -359,6 +432,12 @@ class FaissNegatives(NegativeGenerator):
             elif self.async_lag is not None:
                 problems.append(f"async_lag ({self.async_lag}) is set but refresh is {self.refresh!r}; "
                                 "it needs refresh=async")
+            if self.cache_store == "disk" and self.rescore != "cached":
+                problems.append("cache_store=disk stores the re-scoring cache, but rescore is "
+                                f"{self.rescore!r} (no cache): use rescore=cached or cache_store=memory")
+            if self.cache_dir is not None and self.cache_store != "disk":
+                problems.append(f"cache_dir ({self.cache_dir!r}) is set but cache_store is {self.cache_store!r}; "
+                                "it needs cache_store=disk")
             if self.rank_max and self.rank_max <= self.rank_min:
                 problems.append(f"rank_max ({self.rank_max}) must be greater than rank_min ({self.rank_min}) or 0")
             if self.rank_max > self.candidates:
@@ -426,14 +505,26 @@ class FaissNegatives(NegativeGenerator):
 
     @hookimpl
     def negmine_stage_end(self, trainer: Any, stage: Any, metrics: dict) -> None:
-        """Wait for a background build still in flight and discard it (no step is left to use it)."""
+        """Wait for a background build still in flight and discard it (no step is left to use it); with
+        ``cache_store=disk`` also delete the serving index's files (the next stage start rebuilds)."""
         self.close()
+        if self.options.cache_store == "disk":
+            self._drop_indexes()
 
     def close(self) -> None:
-        """Wait for the background build in flight, if any, and drop it (its error, if it failed, too)."""
+        """Wait for the background build in flight, if any, and drop it (its error, if it failed, too, and its
+        cache files)."""
         pending, self.pending = self.pending, None
         if pending is not None and pending.thread is not None:
             pending.thread.join()
+            if pending.result is not None:
+                pending.result.release()
+
+    def _drop_indexes(self) -> None:
+        """Forget the serving indexes, deleting their cache files now (cache_store=disk)."""
+        indexes, self.indexes = self.indexes, {}
+        for si in indexes.values():
+            si.release()
 
     def telemetry(self) -> dict[str, float]:
         """The last build's keys: ``faiss/refresh_s``, ``faiss/refreshes`` and, with ``recall_sample``, the sampled
@@ -479,7 +570,7 @@ class FaissNegatives(NegativeGenerator):
         tick = time.perf_counter()
         if self.groups is None or len(self.groups) != len(data):
             self.groups = corpus_groups(data)
-        self.indexes = {}  # drop the old index and cache first: peak memory is one copy, not two
+        self._drop_indexes()  # drop the old index and cache first: peak memory (or disk) is one copy, not two
         self.quality = {}
         build = self.build(model, data, device, sides, self._recall_sample(len(data)))
         self.indexes, self.quality = build.indexes, build.quality
@@ -501,23 +592,37 @@ class FaissNegatives(NegativeGenerator):
         indexes: dict[int, SideIndex] = {}
         quality: dict[int, dict[str, float]] = {}
         auto_nprobe: dict[int, int] = {}
-        for side in sides:
-            emb = encode_corpus_sharded(model, data, side, device, o.encode_batch)
-            vectors = as_faiss_array(_pooled(emb, normalize))
-            auto = o.index == "auto"
-            index = build_index(vectors, auto_spec(len(data), o.auto_exact_below) if auto else o.index,
-                                self._auto_nprobe.get(side, o.nprobe) if auto else o.nprobe)
-            if sample is not None:
-                queries = _pooled(encode_corpus(model, data, 1 - side, device, o.encode_batch, ids=sample), normalize)
-                quality[side] = tune_and_measure(index, vectors, as_faiss_array(queries), sample.numpy(),
-                                                 self.groups.numpy(), o.recall_k, o.recall_target if auto else None)
-                if auto and "nprobe" in quality[side]:  # the next build starts where this one ended
-                    auto_nprobe[side] = int(quality[side]["nprobe"])
-            cache = None
-            if o.rescore == "cached":
-                cache = emb if o.cache_dtype == "float32" else Embedding(emb.values.half(), emb.lengths)
-            indexes[side] = SideIndex(index, cache)
-            del emb
+        try:
+            for side in sides:
+                if o.cache_store == "disk":  # streamed: the unpooled encodings go to disk batch by batch
+                    store = DiskEmbeddings(len(data), getattr(torch, o.cache_dtype), o.cache_dir)
+                    indexes[side] = SideIndex(None, store)  # registered first: released if anything below fails
+                    vectors = encode_corpus_streamed(model, data, side, device, o.encode_batch, normalize, store)
+                    cache = store.finish()
+                    emb = None
+                else:
+                    emb = encode_corpus_sharded(model, data, side, device, o.encode_batch)
+                    vectors = as_faiss_array(_pooled(emb, normalize))
+                    cache = None
+                    if o.rescore == "cached":
+                        cache = emb if o.cache_dtype == "float32" else Embedding(emb.values.half(), emb.lengths)
+                auto = o.index == "auto"
+                index = build_index(vectors, auto_spec(len(data), o.auto_exact_below) if auto else o.index,
+                                    self._auto_nprobe.get(side, o.nprobe) if auto else o.nprobe)
+                if sample is not None:
+                    queries = _pooled(encode_corpus(model, data, 1 - side, device, o.encode_batch, ids=sample),
+                                      normalize)
+                    quality[side] = tune_and_measure(index, vectors, as_faiss_array(queries), sample.numpy(),
+                                                     self.groups.numpy(), o.recall_k,
+                                                     o.recall_target if auto else None)
+                    if auto and "nprobe" in quality[side]:  # the next build starts where this one ended
+                        auto_nprobe[side] = int(quality[side]["nprobe"])
+                indexes[side] = SideIndex(index, cache)
+                del emb
+        except BaseException:
+            for si in indexes.values():  # a failed build leaves no files behind
+                si.release()
+            raise
         return Build(indexes, quality, auto_nprobe, time.perf_counter() - tick)
 
     # -- asynchronous refresh ---------------------------------------------------------------------------------------------
@@ -605,7 +710,9 @@ class FaissNegatives(NegativeGenerator):
             raise PluginError(f"faiss: the background index build from the weights of step {pending.built_from} "
                               f"failed: {type(exc).__name__}: {exc}") from exc
         build = pending.result
-        self.indexes, self.quality = build.indexes, build.quality
+        old, self.indexes, self.quality = self.indexes, build.indexes, build.quality
+        for si in old.values():  # the stale index served until now; its cache files can go
+            si.release()
         self._auto_nprobe.update(build.auto_nprobe)
         self.refreshes += 1
         self.refresh_seconds = pending.seconds
@@ -709,7 +816,9 @@ class FaissNegatives(NegativeGenerator):
         )
 
     def _rescore(self, ctx: MiningContext, side: int, query_emb: Embedding, ids: Tensor) -> Tensor:
-        """Float[B, C]: the model's score of pair i with its side-s member replaced by cached corpus item ids[i, c]."""
+        """Float[B, C]: the model's score of pair i with its side-s member replaced by cached corpus item ids[i, c].
+
+        The cache (in memory or on disk) is read 4096 candidate rows at a time."""
         cache = self.indexes[side].cache
         b, c = ids.shape
         flat = ids.flatten().cpu()
