@@ -272,8 +272,10 @@ def bench_minibatch(reps: int) -> list[str]:
     lines += [
         "",
         "Whole mining path = what the trainer builds only for generators (`negmine.trainer.mining_context`: detached "
-        "views, no exclusion mask, no copy) plus `HardMinibatch.generate` for both sides (a contiguous copy per "
-        "side with the excluded pairs written to -inf, a top-k, the base class's validation). The previous "
+        "views, no exclusion mask, no copy) plus `HardMinibatch.generate` for both sides (per side a copy of the "
+        "scores in their own layout, side a's transposed view included, with the excluded pairs written to -inf; "
+        "the first maximum of each row in four vectorised passes, torch.topk's choice bit for bit; the base "
+        "class's shape checks, hard-minibatch's values being valid by construction). The previous "
         "implementation also built the B x B exclusion mask, inverted it, copied the transposed scores and "
         "masked them again. PML computes its own distance matrix (and a PML loss would compute another); the "
         "matmul and PML columns do not include the loss's own score matrix. With ties, PML (torch.max) takes the "

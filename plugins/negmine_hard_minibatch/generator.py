@@ -36,6 +36,14 @@ def _position_keys(n: int, dtype: torch.dtype) -> tuple[Tensor, float]:
     return torch.arange(n, dtype=torch.float64).div_(-scale).to(dtype), scale
 
 
+def first_max_applies(scores: Tensor) -> bool:
+    """Whether :func:`first_max` can stand in for ``topk(1)`` over Float[B, N] scores of this device, dtype and shape
+    (it may still decline on their values: a NaN or +inf maximum). Elsewhere (CUDA included) the generator keeps the
+    contiguous copy and ``topk``, as before."""
+    return (scores.device.type == "cpu" and scores.dtype in FIRST_MAX_DTYPES and scores.dim() == 2
+            and PARTIAL_SORT_MIN_N <= scores.shape[1] < 2**23 and scores.shape[0] > 0)
+
+
 def first_max(masked: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     """(value Float[B, 1], index Long[B, 1], valid Bool[B, 1] = value > -inf): each row's maximum and the first
     position holding it, equal bit for bit to ``masked.topk(1, dim=1)`` on the CPU for N >= 64 (index 0 in a row of
@@ -48,10 +56,9 @@ def first_max(masked: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
     exactly where ``masked[i, j] == v[i]`` and at most -1 elsewhere; the row maximum of key names the first such j.
     Every step is exact (no rounding), so ties resolve as in topk.
     """
-    b, n = masked.shape
-    if (masked.device.type != "cpu" or masked.dtype not in FIRST_MAX_DTYPES or not PARTIAL_SORT_MIN_N <= n < 2**23
-            or b == 0):
+    if not first_max_applies(masked):
         return None
+    n = masked.shape[1]
     value = masked.amax(dim=1, keepdim=True)  # [B, 1]
     # rows of -inf only (every candidate excluded) subtract the lowest finite value instead, as -inf - -inf is NaN
     floor = value.clamp_min(torch.finfo(masked.dtype).min)
@@ -140,11 +147,12 @@ class HardMinibatch(NegativeGenerator):
         first = o.k == 1 and o.strategy != "sample" and not (o.rank_min or o.rank_max)
         for side in self.active_sides(ctx):
             scores = ctx.scores[side]
-            masked = ctx.masked_scores(side, keep_layout=first)  # [B, N], our own copy
+            fast = first and first_max_applies(scores)
+            masked = ctx.masked_scores(side, keep_layout=fast)  # [B, N], our own copy
             window = self._window(ctx, scores, masked)
             if window is not None:
                 masked.masked_fill_(~window, NEG_INF)
-            top = first_max(masked) if first else None
+            top = first_max(masked) if fast else None
             if top is not None:
                 value, index, valid = top
             elif o.strategy == "sample":

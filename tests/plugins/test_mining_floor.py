@@ -70,7 +70,7 @@ def trainer_context(matrix, ids, groups, *, rank=0, world=1, cand_ids=None, cand
     if world == 1:
         scores = (matrix.T, matrix)
     else:  # score_matrix(cand_a, emb_b).T and score_matrix(emb_a, cand_b), as the trainer's _batch_scores
-        scores = (matrix[:, rows].T, matrix[rows])
+        scores = (matrix[:, rows].contiguous().T, matrix[rows])  # a contiguous [N, B] matrix, transposed
     task = make_task(8)
     return mining_context(batch, _embs(b), _embs(n), scores,
                           torch.arange(b) + rank * b, cand_ids, cand_groups, task.model, task, 0, margin,
@@ -128,12 +128,12 @@ def test_hard_minibatch_equals_the_masked_copy_implementation(opts, n, grouped, 
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_hard_minibatch_on_a_rank_equals_the_masked_copy_implementation(world):
-    n = 48
+@pytest.mark.parametrize("n,k", [(48, 2), (256, 1)])  # k = 1 with N >= 64: first_max, side a in its [N, B] layout
+def test_hard_minibatch_on_a_rank_equals_the_masked_copy_implementation(world, n, k):
     matrix = tie_scores(n, world, 3)
-    ids = torch.randperm(100, generator=torch.Generator().manual_seed(1))[:n]
+    ids = torch.randperm(1000, generator=torch.Generator().manual_seed(1))[:n]
     groups = ids % 7  # several items share a group, across ranks
-    o = HardMinibatch.Options(k=2)
+    o = HardMinibatch.Options(k=k)
     for rank in range(world):
         ctx = trainer_context(matrix, ids, groups, rank=rank, world=world)
         got = HardMinibatch(o).generate(ctx)
