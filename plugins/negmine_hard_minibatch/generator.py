@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
 
 import attrs
 import torch
@@ -45,34 +44,32 @@ def first_max_applies(scores: Tensor) -> bool:
             and PARTIAL_SORT_MIN_N <= scores.shape[1] < 2**23 and scores.shape[0] > 0)
 
 
-def first_max(masked: Sequence[Tensor]) -> list[tuple[Tensor, Tensor, Tensor]] | None:
-    """Per tensor (value Float[B, 1], index Long[B, 1], valid Bool[B, 1] = value > -inf): each row's maximum and
-    the first position holding it, equal bit for bit to ``m.topk(1, dim=1)`` on the CPU for N >= 64 (index 0 in a
-    row of -inf only); None where that is not guaranteed (another device or dtype, N < 64, shapes that differ, a NaN
-    or +inf maximum anywhere), for the caller to use ``topk``.
+def first_max(masked: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(value Float[B, 1], index Long[B, 1], valid Bool[B, 1] = value > -inf): each row's maximum and the first
+    position holding it, equal bit for bit to ``masked.topk(1, dim=1)`` on the CPU for N >= 64 (index 0 in a row of
+    -inf only); None where that is not guaranteed (another device or dtype, N < 64, a NaN or +inf maximum), for the
+    caller to use ``topk``.
 
-    masked: Float[B, N] tensors (both sides), any layout, consumed (overwritten) unless None is returned.
-    ``max(dim=1)`` and ``topk`` track an index per element in scalar loops, and comparisons into Bool tensors are
-    slow on the CPU too; this takes four vectorised passes per tensor instead: v = the row maxima; key =
-    sign(m - v) - j / 2**e, which is -j / 2**e > -1/2 exactly where ``m[i, j] == v[i]`` and at most -1 elsewhere;
-    the row maximum of key names the first such j. Every step is exact (no rounding), so ties resolve as in topk.
-    The small [B, 1] steps run once for all tensors (stacked), as their cost is the fixed cost of a torch call.
+    masked: Float[B, N], any layout, consumed (overwritten) unless None is returned. ``max(dim=1)`` and ``topk``
+    track an index per element in scalar loops, and comparisons into Bool tensors are slow on the CPU too; this takes
+    four vectorised passes instead: v = the row maxima; key = sign(masked - v) - j / 2**e, which is -j / 2**e > -1/2
+    exactly where ``masked[i, j] == v[i]`` and at most -1 elsewhere; the row maximum of key names the first such j.
+    Every step is exact (no rounding), so ties resolve as in topk.
     """
-    if not masked or any(not first_max_applies(m) or m.shape != masked[0].shape for m in masked):
+    if not first_max_applies(masked):
         return None
-    n = masked[0].shape[1]
-    values = torch.stack([m.amax(dim=1, keepdim=True) for m in masked])  # [S, B, 1]
+    n = masked.shape[1]
+    value = masked.amax(dim=1, keepdim=True)  # [B, 1]
     # rows of -inf only (every candidate excluded) subtract the lowest finite value instead, as -inf - -inf is NaN
-    floor = values.clamp_min(torch.finfo(values.dtype).min)
-    if not floor.amax().item() < float("inf"):  # a NaN or +inf maximum: sign(m - v) would be NaN somewhere
+    floor = value.clamp_min(torch.finfo(masked.dtype).min)
+    if not floor.amax().item() < float("inf"):  # a NaN or +inf maximum: sign(masked - v) would be NaN somewhere
         return None
-    keys, scale = _position_keys(n, values.dtype)
-    key = torch.stack([m.sub_(f).sign_().add_(keys).amax(dim=1, keepdim=True) for m, f in zip(masked, floor, strict=True)])
+    keys, scale = _position_keys(n, masked.dtype)
+    key = masked.sub_(floor).sign_().add_(keys).amax(dim=1, keepdim=True)  # [B, 1]
     # key is -j / 2**e, or -1 in a row of -inf only (sign -1 everywhere, position 0): frac maps that -1 to 0, the
     # position topk returns there, and keeps every other key; then -(-j / 2**e) * 2**e = j, exactly
     index = key.frac_().mul_(-scale).long()
-    valid = values.isfinite()  # values are finite or -inf here
-    return [(values[s], index[s], valid[s]) for s in range(len(masked))]
+    return value, index, value.isfinite()  # value is finite or -inf here: valid = value > -inf
 
 
 class HardMinibatch(NegativeGenerator):
@@ -142,44 +139,39 @@ class HardMinibatch(NegativeGenerator):
         """Per active side: Negatives(index Long[B, k] batch positions, score Float[B, k], valid Bool[B, k]).
 
         The cost is one copy of the side's B x N scores with the excluded candidates written to -inf, then a
-        ``topk`` over it, or for k = 1 on the CPU :func:`first_max` (four vectorised passes); the options that
-        restrict the window add their masks in place.
+        ``topk`` over it (``strategy=hardest``); the options that restrict the window add their masks in place.
         """
         o = self.options
-        sides = self.active_sides(ctx)
-        # k = 1 without a rank window (which sorts rows): the first maximum, read in the scores' own layout (side a
-        # needs no transposition), both sides at once
-        first = o.k == 1 and o.strategy != "sample" and not (o.rank_min or o.rank_max)
-        fast = {side: first and first_max_applies(ctx.scores[side]) for side in sides}
-        masked = {}
-        for side in sides:
-            masked[side] = ctx.masked_scores(side, keep_layout=fast[side])  # [B, N], our own copy
-            window = self._window(ctx, ctx.scores[side], masked[side])
-            if window is not None:
-                masked[side].masked_fill_(~window, NEG_INF)
-        joint = [side for side in sides if fast[side]]
-        tops = dict(zip(joint, first_max([masked[side] for side in joint]) or (), strict=False))
         out = {}
-        for side in sides:
-            scores, m = ctx.scores[side], masked[side]
-            if side in tops:
-                value, index, valid = tops[side]
-            else:
-                if o.strategy == "sample":
-                    pool = m.topk(min(o.top_k, m.shape[1]), dim=1)  # [B, P]
-                    valid_pool = pool.values > NEG_INF
-                    if o.temperature > 0:
-                        logits = (pool.values / o.temperature).masked_fill(~valid_pool, NEG_INF)
-                        gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=self.rng).clamp(1e-12, 1)))
-                        keys = logits + gumbel.to(logits.device)
-                    else:
-                        keys = torch.rand(pool.values.shape, generator=self.rng).to(m.device)
-                    keys = keys.masked_fill(~valid_pool, NEG_INF)
-                    pick = keys.topk(min(o.k, keys.shape[1]), dim=1).indices
-                    index = pool.indices.gather(1, pick)
-                    value = pool.values.gather(1, pick)
+        # k = 1 without a rank window (which sorts rows): the first maximum, read in the scores' own layout (side a
+        # needs no transposition)
+        first = o.k == 1 and o.strategy != "sample" and not (o.rank_min or o.rank_max)
+        for side in self.active_sides(ctx):
+            scores = ctx.scores[side]
+            fast = first and first_max_applies(scores)
+            masked = ctx.masked_scores(side, keep_layout=fast)  # [B, N], our own copy
+            window = self._window(ctx, scores, masked)
+            if window is not None:
+                masked.masked_fill_(~window, NEG_INF)
+            top = first_max(masked) if fast else None
+            if top is not None:
+                value, index, valid = top
+            elif o.strategy == "sample":
+                pool = masked.topk(min(o.top_k, masked.shape[1]), dim=1)  # [B, P]
+                valid_pool = pool.values > NEG_INF
+                if o.temperature > 0:
+                    logits = (pool.values / o.temperature).masked_fill(~valid_pool, NEG_INF)
+                    gumbel = -torch.log(-torch.log(torch.rand(logits.shape, generator=self.rng).clamp(1e-12, 1)))
+                    keys = logits + gumbel.to(logits.device)
                 else:
-                    value, index = m.topk(min(o.k, m.shape[1]), dim=1)
+                    keys = torch.rand(pool.values.shape, generator=self.rng).to(masked.device)
+                keys = keys.masked_fill(~valid_pool, NEG_INF)
+                pick = keys.topk(min(o.k, keys.shape[1]), dim=1).indices
+                index = pool.indices.gather(1, pick)
+                value = pool.values.gather(1, pick)
+            else:
+                value, index = masked.topk(min(o.k, masked.shape[1]), dim=1)
+            if top is None:
                 valid = value > NEG_INF
             out[side] = Negatives.from_batch(index, scores.gather(1, index), valid, source=self.name)
         return out
