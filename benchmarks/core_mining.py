@@ -27,6 +27,7 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -92,16 +93,19 @@ def interleaved_median_ms(reps: int, calls: dict[str, tuple]) -> dict[str, float
     """Median wall time in ms of each ``(fn, *args)`` in ``calls``, run in turn within every repetition.
 
     Interleaving makes a burst of load from other processes hit every contender alike (the machine is shared), and
-    rotating the order spreads the cold cache after a large contender over all of them.
+    shuffling the order (seeded) spreads the cold cache after a large contender over all of them. (A rotation of a
+    fixed order, used before, keeps every contender behind the same one: the contender listed after the matmul
+    always found the matrix evicted by the matmul's inputs, 0.1-0.25 ms at B = 256.)
     """
     for fn, *args in calls.values():
         for _ in range(3):  # warm-up
             fn(*args)
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
-    for rep in range(reps):
-        # the order rotates: whoever runs right after a large contender finds a cold cache, each in turn
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+    order = random.Random(0)
+    for _ in range(reps):
+        order.shuffle(names)  # whoever runs right after a large contender finds a cold cache: each as often
+        for name in names:
             fn, *args = calls[name]
             t0 = time.perf_counter()
             fn(*args)
