@@ -30,6 +30,7 @@ Register it from a plugin with ``@negmine.hookimpl def negmine_register_generato
 from __future__ import annotations
 
 import enum
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -218,11 +219,26 @@ class MiningContext:
             out = s.contiguous()
         if self._exclude is not None:
             return out.masked_fill_(self._exclude, float("-inf"))
-        # one scattered write per excluded pair, in any layout; the -inf value tensor is made once per step
-        key = ("neg_inf", out.dtype, out.device)
+        # the excluded entries are written through a flat view of the copy's storage (rows * stride0 + cols *
+        # stride1, per layout); without groups they are (i, positive[i]): one add on a cached arange. Few and simple
+        # torch calls: this runs once per side and step, and its fixed cost is what in-batch mining costs at B = 256
+        s0, s1 = out.stride()
+        key = ("flat", s0, s1)
         if key not in self._cache:
-            self._cache[key] = torch.full((), float("-inf"), dtype=out.dtype, device=out.device)
-        return out.index_put_(self.excluded_pairs(), self._cache[key])
+            if self._only_positives() and s0 > 0:
+                rows = _strided_arange(self.positive.shape[0], s0, self.positive.device)
+                self._cache[key] = torch.add(rows, self.positive, alpha=s1)
+            else:
+                rows, cols = self.excluded_pairs()
+                self._cache[key] = rows * s0 + cols * s1
+        out.as_strided((out.numel(),), (1,)).index_fill_(0, self._cache[key], float("-inf"))
+        return out
+
+
+@functools.lru_cache(maxsize=32)
+def _strided_arange(n: int, step: int, device: torch.device) -> Tensor:
+    """Long[n]: 0, step, 2 step, ... Cached across steps and shared: never written (callers add out of place)."""
+    return torch.arange(0, n * step, step, device=device) if n else torch.zeros(0, dtype=torch.long, device=device)
 
 
 def _equal_pairs(keys: Tensor, cand_keys: Tensor) -> tuple[Tensor, Tensor]:
