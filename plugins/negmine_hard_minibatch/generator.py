@@ -139,7 +139,9 @@ class HardMinibatch(NegativeGenerator):
         """Per active side: Negatives(index Long[B, k] batch positions, score Float[B, k], valid Bool[B, k]).
 
         The cost is one copy of the side's B x N scores with the excluded candidates written to -inf, then a
-        ``topk`` over it (``strategy=hardest``); the options that restrict the window add their masks in place.
+        ``topk`` over it (``strategy=hardest``), or for k = 1 on the CPU :func:`first_max` (four vectorised passes
+        over the copy, in the layout of the scores: side a's transposed view is not transposed); the options that
+        restrict the window add their masks in place.
         """
         o = self.options
         out = {}
