@@ -27,6 +27,7 @@ import argparse
 import importlib.metadata
 import os
 import platform
+import random
 import subprocess
 import sys
 import time
@@ -92,16 +93,19 @@ def interleaved_median_ms(reps: int, calls: dict[str, tuple]) -> dict[str, float
     """Median wall time in ms of each ``(fn, *args)`` in ``calls``, run in turn within every repetition.
 
     Interleaving makes a burst of load from other processes hit every contender alike (the machine is shared), and
-    rotating the order spreads the cold cache after a large contender over all of them.
+    shuffling the order (seeded) spreads the cold cache after a large contender over all of them. (A rotation of a
+    fixed order, used before, keeps every contender behind the same one: the contender listed after the matmul
+    always found the matrix evicted by the matmul's inputs, 0.1-0.25 ms at B = 256.)
     """
     for fn, *args in calls.values():
         for _ in range(3):  # warm-up
             fn(*args)
     times: dict[str, list[float]] = {name: [] for name in calls}
     names = list(calls)
-    for rep in range(reps):
-        # the order rotates: whoever runs right after a large contender finds a cold cache, each in turn
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+    order = random.Random(0)
+    for _ in range(reps):
+        order.shuffle(names)  # whoever runs right after a large contender finds a cold cache: each as often
+        for name in names:
             fn, *args = calls[name]
             t0 = time.perf_counter()
             fn(*args)
@@ -272,8 +276,10 @@ def bench_minibatch(reps: int) -> list[str]:
     lines += [
         "",
         "Whole mining path = what the trainer builds only for generators (`negmine.trainer.mining_context`: detached "
-        "views, no exclusion mask, no copy) plus `HardMinibatch.generate` for both sides (a contiguous copy per "
-        "side with the excluded pairs written to -inf, a top-k, the base class's validation). The previous "
+        "views, no exclusion mask, no copy) plus `HardMinibatch.generate` for both sides (per side a copy of the "
+        "scores in their own layout, side a's transposed view included, with the excluded pairs written to -inf; "
+        "the first maximum of each row in four vectorised passes, torch.topk's choice bit for bit; the base "
+        "class's shape checks, hard-minibatch's values being valid by construction). The previous "
         "implementation also built the B x B exclusion mask, inverted it, copied the transposed scores and "
         "masked them again. PML computes its own distance matrix (and a PML loss would compute another); the "
         "matmul and PML columns do not include the loss's own score matrix. With ties, PML (torch.max) takes the "

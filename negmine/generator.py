@@ -30,6 +30,7 @@ Register it from a plugin with ``@negmine.hookimpl def negmine_register_generato
 from __future__ import annotations
 
 import enum
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
@@ -197,22 +198,47 @@ class MiningContext:
         cand_ids, cand_groups = self._candidate_keys()
         return (cand_ids[index] == ids[:, None]) | (cand_groups[index] == groups[:, None])
 
-    def masked_scores(self, side: int) -> Tensor:
-        """Float[B, N]: a fresh, contiguous copy of ``scores[side]`` with every excluded candidate at -inf.
+    def masked_scores(self, side: int, keep_layout: bool = False) -> Tensor:
+        """Float[B, N]: a fresh copy of ``scores[side]`` with every excluded candidate at -inf.
 
-        The copy is the generator's own (it may fill more entries in place); its values and layout equal
-        ``scores[side].contiguous().masked_fill(exclude, -inf)``, so a ``topk`` over it picks exactly what a
-        ``topk`` over that would, ties included. Cost: one copy of the matrix (for a transposed view, the
-        transposition that row-wise reading needs anyway) and E scattered writes.
+        The copy is the generator's own (it may fill more entries in place); its values equal
+        ``scores[side].masked_fill(exclude, -inf)``. By default it is contiguous (row-major), so a ``topk`` over it
+        picks exactly what a ``topk`` over ``scores[side].contiguous().masked_fill(exclude, -inf)`` would, ties
+        included; cost: one copy of the matrix (for a transposed view, the transposition that row-wise reading
+        needs anyway) and E scattered writes.
+
+        keep_layout: keep the strides of ``scores[side]`` when it is row-major or a transposed view of a row-major
+            matrix (side a in one process), making the copy a plain memcpy instead of a transposition; for
+            generators that only reduce along rows with vectorised element-wise kernels (``amax``, ``sub``), which
+            read a transposed layout as fast as a row-major one, and whose results do not depend on the layout.
         """
         s = self.scores[side]
-        out = s.clone(memory_format=torch.contiguous_format) if s.is_contiguous() else s.contiguous()
+        if s.is_contiguous() or (keep_layout and s.dim() == 2 and s.T.is_contiguous()):
+            out = s.clone()  # preserve_format: a transposed view's copy keeps strides (1, B), a plain memcpy
+        else:
+            out = s.contiguous()
         if self._exclude is not None:
             return out.masked_fill_(self._exclude, float("-inf"))
-        if "flat" not in self._cache:
-            rows, cols = self.excluded_pairs()
-            self._cache["flat"] = rows * out.shape[1] + cols
-        return out.view(-1).index_fill_(0, self._cache["flat"], float("-inf")).view(out.shape)
+        # the excluded entries are written through a flat view of the copy's storage (rows * stride0 + cols *
+        # stride1, per layout); without groups they are (i, positive[i]): one add on a cached arange. Few and simple
+        # torch calls: this runs once per side and step, and its fixed cost is what in-batch mining costs at B = 256
+        s0, s1 = out.stride()
+        key = ("flat", s0, s1)
+        if key not in self._cache:
+            if self._only_positives() and s0 > 0:
+                rows = _strided_arange(self.positive.shape[0], s0, self.positive.device)
+                self._cache[key] = torch.add(rows, self.positive, alpha=s1)
+            else:
+                rows, cols = self.excluded_pairs()
+                self._cache[key] = rows * s0 + cols * s1
+        out.as_strided((out.numel(),), (1,)).index_fill_(0, self._cache[key], float("-inf"))
+        return out
+
+
+@functools.lru_cache(maxsize=32)
+def _strided_arange(n: int, step: int, device: torch.device) -> Tensor:
+    """Long[n]: 0, step, 2 step, ... Cached across steps and shared: never written (callers add out of place)."""
+    return torch.arange(0, n * step, step, device=device) if n else torch.zeros(0, dtype=torch.long, device=device)
 
 
 def _equal_pairs(keys: Tensor, cand_keys: Tensor) -> tuple[Tensor, Tensor]:
@@ -307,6 +333,13 @@ class NegativeGenerator:
     requires: ClassVar[frozenset[str]] = frozenset()
     # False when ``mine`` never runs the model (it only reads the context): the running statistics need no saving
     encodes: ClassVar[bool] = True
+    # True when ``mine``'s valid BATCH indices are in [0, N) and never excluded by construction (every excluded
+    # candidate scored -inf, and a slot is valid only above -inf), as its own tests check against the full validation:
+    # ``generate`` then checks kinds, shapes and dtypes only and skips the O(B x K) tensor checks of the values (a
+    # dozen small torch calls and three host syncs per side and step, the fixed cost that dominates in-batch mining
+    # at small batches). Not inherited: a subclass, which may override ``mine``, is validated in full unless it sets
+    # it itself. Leave False in your own generators.
+    values_valid_by_construction: ClassVar[bool] = False
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         self.options = options if options is not None else self.Options()
@@ -367,6 +400,21 @@ class NegativeGenerator:
                 raise PluginError(f"{where}: kind {negs.kind.value} needs index Long[B, K] shaped like valid")
             if negs.index.dtype not in (torch.int64, torch.int32):
                 raise PluginError(f"{where}: index must be an integer tensor, got {negs.index.dtype}")
+        if not type(self).__dict__.get("values_valid_by_construction", False):  # declared on this very class
+            self._validate_values(ctx, side, negs)
+        if negs.kind == NegativeKind.INPUTS:
+            if negs.inputs is None:
+                raise PluginError(f"{where}: kind inputs needs inputs [B, K, ...]")
+            leading = [tuple(t.shape[:2]) for t in _tensors(negs.inputs)]
+            if not leading or any(shape != tuple(negs.valid.shape) for shape in leading):
+                raise PluginError(f"{where}: inputs must be tensors (or a tuple, list or "
+                                  f"dict of them) with leading axes [B, K] = {list(negs.valid.shape)} like valid, "
+                                  f"got leading axes {[list(x) for x in leading] or 'none'}")
+
+    def _validate_values(self, ctx: MiningContext, side: int, negs: Negatives) -> None:
+        """The checks that read the tensors: valid BATCH indices in [0, N) and not excluded, valid DATASET ids not the
+        anchor's own (run after the shape checks)."""
+        where = f"{self.describe()}, side {side}"
         if negs.kind == NegativeKind.BATCH:
             n = ctx.candidate_ids.shape[0]
             index = negs.index.long()
@@ -379,14 +427,6 @@ class NegativeGenerator:
             anchor_ids = ctx.batch.ids.to(negs.index.device)[:, None]
             if ((negs.index == anchor_ids) & negs.valid).any():
                 raise PluginError(f"{where}: returned the anchor's own dataset id as a negative")
-        elif negs.kind == NegativeKind.INPUTS:
-            if negs.inputs is None:
-                raise PluginError(f"{where}: kind inputs needs inputs [B, K, ...]")
-            leading = [tuple(t.shape[:2]) for t in _tensors(negs.inputs)]
-            if not leading or any(shape != tuple(negs.valid.shape) for shape in leading):
-                raise PluginError(f"{where}: inputs must be tensors (or a tuple, list or "
-                                  f"dict of them) with leading axes [B, K] = {list(negs.valid.shape)} like valid, "
-                                  f"got leading axes {[list(x) for x in leading] or 'none'}")
 
     def describe(self) -> str:
         """``generator 'NAME' (module.Class)``: how messages name this generator (a ``-p`` file by its path)."""

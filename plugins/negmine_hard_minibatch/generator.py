@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import attrs
 import torch
 from torch import Tensor
@@ -17,6 +19,57 @@ def rank_desc(scores: Tensor) -> Tensor:
     ranks = torch.empty_like(order)
     ranks.scatter_(1, order, torch.arange(scores.shape[1], device=scores.device).expand_as(order))
     return ranks
+
+
+# torch's CPU topk sorts a row with std::partial_sort when k * 64 <= N (below that, with std::nth_element, whose choice
+# among tied scores is not the first one): for k = 1 it then returns the first maximum of the row, NaN counting as the
+# largest value. :func:`first_max` reproduces exactly that choice with vectorised kernels.
+PARTIAL_SORT_MIN_N = 64
+FIRST_MAX_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.lru_cache(maxsize=16)
+def _position_keys(n: int, dtype: torch.dtype) -> tuple[Tensor, float]:
+    """(Float[N] -j / 2**e for j = 0 ... N-1, 2**e) with 2**e >= 2N: distinct, decreasing, exact in ``dtype``
+    (N < 2**23), all in (-1/2, 0]. Cached (read only): a step builds no tensor for it."""
+    scale = float(2 ** max(1, (2 * n - 1).bit_length()))
+    return torch.arange(n, dtype=torch.float64).div_(-scale).to(dtype), scale
+
+
+def first_max_applies(scores: Tensor) -> bool:
+    """Whether :func:`first_max` can stand in for ``topk(1)`` over Float[B, N] scores of this device, dtype and shape
+    (it may still decline on their values: a NaN or +inf maximum). Elsewhere (CUDA included) the generator keeps the
+    contiguous copy and ``topk``, as before."""
+    return (scores.device.type == "cpu" and scores.dtype in FIRST_MAX_DTYPES and scores.dim() == 2
+            and PARTIAL_SORT_MIN_N <= scores.shape[1] < 2**23 and scores.shape[0] > 0)
+
+
+def first_max(masked: Tensor) -> tuple[Tensor, Tensor, Tensor] | None:
+    """(value Float[B, 1], index Long[B, 1], valid Bool[B, 1] = value > -inf): each row's maximum and the first
+    position holding it, equal bit for bit to ``masked.topk(1, dim=1)`` on the CPU for N >= 64 (index 0 in a row of
+    -inf only); None where that is not guaranteed (another device or dtype, N < 64, a NaN or +inf maximum), for the
+    caller to use ``topk``.
+
+    masked: Float[B, N], any layout, consumed (overwritten) unless None is returned. ``max(dim=1)`` and ``topk``
+    track an index per element in scalar loops, and comparisons into Bool tensors are slow on the CPU too; this takes
+    four vectorised passes instead: v = the row maxima; key = sign(masked - v) - j / 2**e, which is -j / 2**e > -1/2
+    exactly where ``masked[i, j] == v[i]`` and at most -1 elsewhere; the row maximum of key names the first such j.
+    Every step is exact (no rounding), so ties resolve as in topk.
+    """
+    if not first_max_applies(masked):
+        return None
+    n = masked.shape[1]
+    value = masked.amax(dim=1, keepdim=True)  # [B, 1]
+    # rows of -inf only (every candidate excluded) subtract the lowest finite value instead, as -inf - -inf is NaN
+    floor = value.clamp_min(torch.finfo(masked.dtype).min)
+    if not floor.amax().item() < float("inf"):  # a NaN or +inf maximum: sign(masked - v) would be NaN somewhere
+        return None
+    keys, scale = _position_keys(n, masked.dtype)
+    key = masked.sub_(floor).sign_().add_(keys).amax(dim=1, keepdim=True)  # [B, 1]
+    # key is -j / 2**e, or -1 in a row of -inf only (sign -1 everywhere, position 0): frac maps that -1 to 0, the
+    # position topk returns there, and keeps every other key; then -(-j / 2**e) * 2**e = j, exactly
+    index = key.frac_().mul_(-scale).long()
+    return value, index, value.isfinite()  # value is finite or -inf here: valid = value > -inf
 
 
 class HardMinibatch(NegativeGenerator):
@@ -49,6 +102,9 @@ class HardMinibatch(NegativeGenerator):
         sides: str = option("both", "which sides get negatives: both, a or b", choices=SIDE_CHOICES)
 
     encodes = False  # reads the shared score matrix only
+    # every excluded candidate is -inf in the copy that is ranked, and a slot is valid only above -inf, so a valid
+    # index is in range and never excluded (tests/plugins/test_mining_floor.py checks it with the full validation)
+    values_valid_by_construction = True
 
     def allowed(self, ctx: MiningContext, scores: Tensor) -> Tensor:
         """Bool[B, N]: candidates this generator may choose from, before the strategy picks (a reference form of
@@ -83,17 +139,26 @@ class HardMinibatch(NegativeGenerator):
         """Per active side: Negatives(index Long[B, k] batch positions, score Float[B, k], valid Bool[B, k]).
 
         The cost is one copy of the side's B x N scores with the excluded candidates written to -inf, then a
-        ``topk`` over it (``strategy=hardest``); the options that restrict the window add their masks in place.
+        ``topk`` over it (``strategy=hardest``), or for k = 1 on the CPU :func:`first_max` (four vectorised passes
+        over the copy, in the layout of the scores: side a's transposed view is not transposed); the options that
+        restrict the window add their masks in place.
         """
         o = self.options
         out = {}
+        # k = 1 without a rank window (which sorts rows): the first maximum, read in the scores' own layout (side a
+        # needs no transposition)
+        first = o.k == 1 and o.strategy != "sample" and not (o.rank_min or o.rank_max)
         for side in self.active_sides(ctx):
             scores = ctx.scores[side]
-            masked = ctx.masked_scores(side)  # [B, N], our own copy
+            fast = first and first_max_applies(scores)
+            masked = ctx.masked_scores(side, keep_layout=fast)  # [B, N], our own copy
             window = self._window(ctx, scores, masked)
             if window is not None:
                 masked.masked_fill_(~window, NEG_INF)
-            if o.strategy == "sample":
+            top = first_max(masked) if fast else None
+            if top is not None:
+                value, index, valid = top
+            elif o.strategy == "sample":
                 pool = masked.topk(min(o.top_k, masked.shape[1]), dim=1)  # [B, P]
                 valid_pool = pool.values > NEG_INF
                 if o.temperature > 0:
@@ -108,6 +173,7 @@ class HardMinibatch(NegativeGenerator):
                 value = pool.values.gather(1, pick)
             else:
                 value, index = masked.topk(min(o.k, masked.shape[1]), dim=1)
-            valid = value > NEG_INF
+            if top is None:
+                valid = value > NEG_INF
             out[side] = Negatives.from_batch(index, scores.gather(1, index), valid, source=self.name)
         return out

@@ -13,7 +13,7 @@ from negmine.generator import MiningContext, NegativeGenerator, Negatives
 from negmine.model import Batch
 from negmine.testing import make_task
 from negmine.trainer import mining_context
-from negmine_hard_minibatch.generator import HardMinibatch, rank_desc
+from negmine_hard_minibatch.generator import HardMinibatch, first_max, rank_desc
 from negmine_random.generator import RandomNegatives
 
 NEG_INF = float("-inf")
@@ -70,7 +70,7 @@ def trainer_context(matrix, ids, groups, *, rank=0, world=1, cand_ids=None, cand
     if world == 1:
         scores = (matrix.T, matrix)
     else:  # score_matrix(cand_a, emb_b).T and score_matrix(emb_a, cand_b), as the trainer's _batch_scores
-        scores = (matrix[:, rows].T, matrix[rows])
+        scores = (matrix[:, rows].contiguous().T, matrix[rows])  # a contiguous [N, B] matrix, transposed
     task = make_task(8)
     return mining_context(batch, _embs(b), _embs(n), scores,
                           torch.arange(b) + rank * b, cand_ids, cand_groups, task.model, task, 0, margin,
@@ -128,12 +128,12 @@ def test_hard_minibatch_equals_the_masked_copy_implementation(opts, n, grouped, 
 
 
 @pytest.mark.parametrize("world", [2, 4])
-def test_hard_minibatch_on_a_rank_equals_the_masked_copy_implementation(world):
-    n = 48
+@pytest.mark.parametrize("n,k", [(48, 2), (256, 1)])  # k = 1 with N >= 64: first_max, side a in its [N, B] layout
+def test_hard_minibatch_on_a_rank_equals_the_masked_copy_implementation(world, n, k):
     matrix = tie_scores(n, world, 3)
-    ids = torch.randperm(100, generator=torch.Generator().manual_seed(1))[:n]
+    ids = torch.randperm(1000, generator=torch.Generator().manual_seed(1))[:n]
     groups = ids % 7  # several items share a group, across ranks
-    o = HardMinibatch.Options(k=2)
+    o = HardMinibatch.Options(k=k)
     for rank in range(world):
         ctx = trainer_context(matrix, ids, groups, rank=rank, world=world)
         got = HardMinibatch(o).generate(ctx)
@@ -216,3 +216,96 @@ def test_validation_without_a_mask_still_rejects_an_excluded_negative():
     with pytest.raises(PluginError, match="shares the anchor's id or group"):
         _SameGroup().generate(ctx)
     assert "exclude" not in ctx._cache  # the check did not need the B x N mask
+
+
+def _hard_rows(kind, b, n, dtype, g):
+    """Float[b, n] scores made to trip an argmax: ties, signed zeros, -inf rows, NaN, +inf, subnormals."""
+    if kind == "ties":
+        return torch.randint(0, 3, (b, n), generator=g).to(dtype)
+    if kind == "zeros":  # +0.0 and -0.0 tie
+        return torch.randint(-1, 2, (b, n), generator=g).to(dtype) * 0.0
+    if kind == "excluded rows":  # some rows all -inf (every candidate excluded), others partly
+        m = torch.randint(0, 2, (b, n), generator=g).to(dtype)
+        m[m == 0] = NEG_INF
+        m[::3] = NEG_INF
+        return m
+    if kind == "nan":
+        m = torch.randn(b, n, generator=g, dtype=dtype)
+        m[torch.rand(b, n, generator=g) < 0.02] = float("nan")
+        return m
+    if kind == "inf":
+        m = torch.randn(b, n, generator=g, dtype=dtype)
+        m[torch.rand(b, n, generator=g) < 0.02] = float("inf")
+        return m
+    big = torch.finfo(dtype)  # extremes: subnormals must not compare equal
+    m = torch.randint(0, 4, (b, n), generator=g).to(dtype) * (big.max / 4)  # finite, differences overflow
+    m[:, ::3] *= -1
+    m[torch.rand(b, n, generator=g) < 0.3] = big.tiny / 4
+    m[torch.rand(b, n, generator=g) < 0.3] = big.tiny / 8
+    return m
+
+
+@pytest.mark.parametrize("kind", ["ties", "zeros", "excluded rows", "nan", "inf", "extremes"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("n", [7, 63, 64, 65, 300])
+def test_first_max_equals_topk_bit_for_bit(kind, dtype, n):
+    g = torch.Generator().manual_seed(n)
+    m = _hard_rows(kind, 37, n, dtype, g)
+    for layout in (m, m.T.contiguous().T):  # row-major, and a transposed view as side a is
+        want = layout.contiguous().topk(1, dim=1)
+        got = first_max(layout.clone())
+        if n < 64 or kind in ("nan", "inf"):  # topk's own choice among ties (nth_element), or NaN / +inf maxima
+            assert got is None
+            continue
+        value, index, valid = got
+        assert torch.equal(index, want.indices)
+        assert torch.equal(valid, want.values > NEG_INF)
+        assert torch.equal(value, want.values)
+
+
+@pytest.mark.parametrize("opts", [{}, {"strategy": "semihard"}, {"min_gap": 0.5}, {"k": 3}, {"rank_min": 1}])
+@pytest.mark.parametrize("n,world", [(64, 1), (257, 1), (128, 2)])
+def test_hard_minibatch_output_passes_the_full_validation(opts, n, world):
+    """HardMinibatch skips the base class's value checks (values_valid_by_construction): they must hold anyway."""
+    matrix = tie_scores(n, n, 3) / 2  # 0, 0.5, 1: ties, and semihard negatives within the margin of 1
+    matrix[5] = NEG_INF  # an anchor whose scores are all -inf: no valid negative on side b
+    ids = torch.arange(n)
+    groups = ids // 4
+    gen = HardMinibatch(HardMinibatch.Options(**opts), seed=1)
+    for rank in range(world):
+        ctx = trainer_context(matrix, ids, groups, rank=rank, world=world)
+        for side, negs in gen.generate(ctx).items():
+            gen._validate_values(ctx, side, negs)
+            assert negs.valid.any()
+            if side == 1 and rank == 0:
+                assert not negs.valid[5].any()  # the checks saw invalid slots too
+
+
+class _ExcludedHard(HardMinibatch):
+    """A subclass that overrides mine badly: it inherits values_valid_by_construction, which must not apply."""
+
+    def mine(self, ctx):
+        out = super().mine(ctx)
+        negs = out[1]
+        return {1: Negatives.from_batch(ctx.positive[:, None].clone(), negs.score, negs.valid)}
+
+
+def test_a_subclass_is_validated_in_full():
+    n = 64
+    ctx = trainer_context(torch.randn(n, n), torch.arange(n), torch.arange(n))
+    with pytest.raises(PluginError, match="shares the anchor's id or group"):
+        _ExcludedHard().generate(ctx)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_masked_scores_keep_layout(grouped):
+    n = 70
+    ids = torch.arange(n)
+    ctx = trainer_context(torch.randn(n, n), ids, ids // 3 if grouped else ids)
+    for side in (0, 1):
+        kept, plain = ctx.masked_scores(side, keep_layout=True), ctx.masked_scores(side)
+        assert plain.is_contiguous() and kept.stride() == ctx.scores[side].stride()
+        assert torch.equal(kept, plain)
+        assert kept.data_ptr() != ctx.scores[side].data_ptr()  # a copy of its own
+        want = ctx.scores[side].masked_fill(ctx.exclude, NEG_INF)
+        assert torch.equal(plain, want)
