@@ -1,6 +1,6 @@
 """The headline tables of the reference results: the paper's Tables 1 and 2 with our rows beside its synthetic ones.
 
-    PYTHONPATH=examples python -m audio_clevrgan.headline [--out FILE]
+    PYTHONPATH=examples python -m audio_clevrgan.headline [--out FILE | --update docs/audio-clevrgan.md]
 
 Every number is read from the committed experiment ledgers (``examples/audio_clevrgan/results/*-runs``) through
 :func:`negmine.experiment.collect`, the same path as ``negmine experiment --report-only``, so the table regenerates
@@ -144,12 +144,32 @@ def render(gathered: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+START, END = "<!-- headline tables: start -->", "<!-- headline tables: end -->"
+
+
+def embedded(document: str) -> str:
+    """The text between the START and END markers of ``document`` (where the docs hold the tables)."""
+    head, sep, rest = document.partition(START)
+    body, sep2, _ = rest.partition(END)
+    if not (sep and sep2):
+        raise ValueError(f"the document has no {START} ... {END} block")
+    return body.strip("\n") + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m audio_clevrgan.headline", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--out", type=Path, help="write the markdown here (default: print it)")
+    where.add_argument("--update", type=Path, help="replace the tables between the markers of this document")
     args = parser.parse_args(argv)
     text = render(gather())
-    if args.out:
+    if args.update:
+        document = args.update.read_text()
+        embedded(document)  # raises when the markers are missing
+        head, _, rest = document.partition(START)
+        tail = rest.partition(END)[2]
+        args.update.write_text(f"{head}{START}\n{text}{END}{tail}")
+    elif args.out:
         args.out.write_text(text)
     else:
         print(text, end="")

@@ -14,3 +14,9 @@ def test_every_headline_row_reads_its_ledger_and_pairs_by_seed():
     text = headline.render(gathered)
     assert f"{100 * sum(diffs) / len(diffs):+.1f}" in text.split("| HN+Targeted |")[1].splitlines()[0]
     assert "*84.6*" in text and "*93.4*" in text  # the paper's HN+Targeted beside ours in both tables
+
+
+def test_the_docs_hold_the_tables_the_ledgers_give():
+    # a ledger record added without `python -m audio_clevrgan.headline --update docs/audio-clevrgan.md` fails here
+    document = (headline.ROOT / "docs" / "audio-clevrgan.md").read_text()
+    assert headline.embedded(document) == headline.render(headline.gather())
