@@ -459,6 +459,8 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
         rows["attr:mean"] = attributes["mean"]
         if attributes.get("mean_normalised") is not None:
             rows["attr:mean-norm"] = attributes["mean_normalised"]
+        if attributes.get("mean_matched") is not None:
+            rows["attr:mean-matched"] = attributes["mean_matched"]
         context = attributes.get("context")
         if isinstance(context, Mapping) and context.get("mean") is not None:
             rows["attr:context"] = context["mean"]
@@ -605,8 +607,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     else:
         lines += _table(results, keys)
     names = list(results["methods"])
-    compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:context", "attr:context-norm",
-                            "rendered", "word-frames")
+    compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:mean-matched", "attr:context",
+                            "attr:context-norm", "rendered", "word-frames")
                 if k in keys]
     for key in compared:
         diffs = paired_differences(results, key)

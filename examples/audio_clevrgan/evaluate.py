@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,13 +145,31 @@ def word_scores(model: Any, images: Embedding, words: list[dict], encode: Any) -
     return scores
 
 
+def matched_auc(pos: torch.Tensor, neg: torch.Tensor, pos_counts: Sequence[int], neg_counts: Sequence[int]) -> float | None:
+    """AUC over the (with, without) pairs whose images hold the same number of objects (ties count half), or None
+    when no pair matches.
+
+    An image "without" a value has, on average, fewer objects than one "with" it (each extra object is another
+    chance to carry the value), so a score that follows the object count moves the plain AUC whatever the word;
+    within pairs of equal counts it cannot. pos Float[P], neg Float[Q] with their images' object counts."""
+    pos_c, neg_c = torch.as_tensor(list(pos_counts)), torch.as_tensor(list(neg_counts))
+    same = pos_c[:, None] == neg_c[None, :]  # Bool[P, Q]
+    if not same.any():
+        return None
+    diff = pos[:, None].float() - neg[None, :].float()
+    wins = (diff > 0).float() + 0.5 * (diff == 0).float()
+    return float(wins[same].mean())
+
+
 def _auc_summary(scores: torch.Tensor, names: list[str], words: list[dict], rows: list[dict],
                  thresholds: dict[str, tuple[float, float, float]], per_side: int, seed: int) -> dict[str, Any]:
     """AUCs per word, per group and their mean, from scores Float[N images, W words]; also image-normalised (each
     image's mean score over the words subtracted first, which removes per-image offsets: an image with many or large
-    objects scores high with every word; not the paper's protocol, reported beside it)."""
+    objects scores high with every word) and count-matched (:func:`matched_auc`: only pairs of images with equal
+    object counts); neither is the paper's protocol, both are reported beside it."""
     rng = np.random.default_rng(seed)
     normalised = scores - scores.mean(1, keepdim=True)
+    counts = [len(r.get("objects") or []) for r in rows]
     per_word: dict[str, dict[str, Any]] = {}
     for j, word in enumerate(names):
         entry = next(w for w in words if w["word"] == word)
@@ -160,16 +179,18 @@ def _auc_summary(scores: torch.Tensor, names: list[str], words: list[dict], rows
         neg_idx = [i for i, r in enumerate(rows) if r["pixels"][value] < neg_max]
         if not pos_idx or not neg_idx:
             per_word[word] = {"attribute": attribute, "value": value, "auc": None, "auc_normalised": None,
-                              "n_pos": len(pos_idx), "n_neg": len(neg_idx)}
+                              "auc_matched": None, "n_pos": len(pos_idx), "n_neg": len(neg_idx)}
             continue
         pos_idx = sorted(rng.choice(pos_idx, min(per_side, len(pos_idx)), replace=False).tolist())
         neg_idx = sorted(rng.choice(neg_idx, min(per_side, len(neg_idx)), replace=False).tolist())
         per_word[word] = {"attribute": attribute, "value": value,
                           "auc": auc(scores[pos_idx, j], scores[neg_idx, j]),
                           "auc_normalised": auc(normalised[pos_idx, j], normalised[neg_idx, j]),
+                          "auc_matched": matched_auc(scores[pos_idx, j], scores[neg_idx, j],
+                                                     [counts[i] for i in pos_idx], [counts[i] for i in neg_idx]),
                           "n_pos": len(pos_idx), "n_neg": len(neg_idx)}
     result: dict[str, Any] = {"per_word": per_word}
-    for key, suffix in (("auc", ""), ("auc_normalised", "_normalised")):
+    for key, suffix in (("auc", ""), ("auc_normalised", "_normalised"), ("auc_matched", "_matched")):
         groups = {}
         for g in GROUP_ORDER:
             vals = [w[key] for w in per_word.values() if w["attribute"] == g and w[key] is not None]
@@ -221,24 +242,25 @@ def attribute_test(model: Any, task: Any, run_dir: Path, device: torch.device, s
     result: dict[str, Any] = dict(summaries["isolated"])
     if "context" in summaries:
         result["context"] = summaries["context"]
-    lines = ["| word | group | AUC | image-normalised AUC | in context | in context, normalised | images with / without |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| word | group | AUC | image-normalised AUC | equal object counts | in context | in context, normalised "
+             "| images with / without |", "|---|---|---|---|---|---|---|---|"]
     context_words = summaries.get("context", {}).get("per_word", {})
     for word, w in result["per_word"].items():
         c = context_words.get(word, {})
         lines.append(f"| {word} | {w['attribute']} | {_pct(w['auc'])} | {_pct(w['auc_normalised'])} | "
-                     f"{_pct(c.get('auc'))} | {_pct(c.get('auc_normalised'))} | {w['n_pos']} / {w['n_neg']} |")
+                     f"{_pct(w.get('auc_matched'))} | {_pct(c.get('auc'))} | {_pct(c.get('auc_normalised'))} | {w['n_pos']} / {w['n_neg']} |")
     lines += ["", "| AUC | " + " | ".join(GROUP_ORDER) + " | mean |", "|" + "---|" * (len(GROUP_ORDER) + 2)]
     for variant, label in (("isolated", "isolated word (Table 1 protocol)"), ("context", "word in context")):
         if variant not in summaries:
             continue
-        for suffix, tail in (("", ""), ("_normalised", ", image-normalised")):
+        for suffix, tail in (("", ""), ("_normalised", ", image-normalised"), ("_matched", ", equal object counts")):
             s = summaries[variant]
             cells = [_pct(s[f"per_group{suffix}"][g]) for g in GROUP_ORDER]
             lines.append(f"| {label}{tail} | " + " | ".join(cells) + f" | {_pct(s[f'mean{suffix}'])} |")
     result["markdown"] = ("Attribute test (Table 1 protocol: % of with/without pairs ranked correctly by the isolated "
                           "spoken word; in context: the word spoken after \"there is a\" and scored on its own "
-                          "frames; image-normalised: each image's mean score over all words subtracted first):\n\n"
+                          "frames; image-normalised: each image's mean score over all words subtracted first; equal object "
+                          "counts: only with/without pairs of images holding as many objects):\n\n"
                           + "\n".join(lines))
     model.train()
     return result

@@ -104,8 +104,10 @@ def test_tiny_davenet_trains_and_evaluates(built, tmp_path, capsys):
     assert out["retrieval"]["n"] == 4
     assert set(out["attributes"]["per_group"]) == {"shape", "material", "color", "size"}
     assert set(out["attributes"]["per_group_normalised"]) == {"shape", "material", "color", "size"}
+    assert set(out["attributes"]["per_group_matched"]) == {"shape", "material", "color", "size"}
     for w in out["attributes"]["per_word"].values():
         assert (w["auc"] is None) == (w["auc_normalised"] is None)
+        assert w["auc"] is not None or w["auc_matched"] is None
     assert 0.0 <= out["rendered"]["accuracy"] <= 1.0 and out["rendered"]["n"] == 6
     # the in-context variant: same words and images, its recordings synthesized once and cached in the dataset
     context = out["attributes"]["context"]

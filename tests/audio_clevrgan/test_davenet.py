@@ -101,3 +101,18 @@ def test_image_center_removes_each_images_mean_region_and_is_recorded():
         centred.load_state_dict({k: v for k, v in plain.state_dict().items() if k != "image.arch_image_center"})
     with pytest.raises(RuntimeError, match="trained with image_center=true"):
         plain.load_state_dict(centred_state)
+
+
+def test_count_matched_auc_ignores_a_score_that_only_follows_the_object_count():
+    from audio_clevrgan.evaluate import auc, matched_auc
+
+    # images with the value hold more objects; the score falls with the count and, within a count, ranks the
+    # images with the value first: the plain AUC is fooled by the count, the matched one is not
+    pos_counts, neg_counts = [4, 4, 5, 5], [2, 2, 4, 5]
+    pos = torch.tensor([-4.0, -4.0, -5.0, -5.0]) + 0.5
+    neg = -torch.tensor(neg_counts, dtype=torch.float)
+    assert auc(pos, neg) < 0.5
+    assert matched_auc(pos, neg, pos_counts, neg_counts) == 1.0
+    # equal scores count half; no pair of equal counts gives None
+    assert matched_auc(torch.zeros(2), torch.zeros(1), [3, 3], [3]) == 0.5
+    assert matched_auc(torch.zeros(2), torch.zeros(1), [3, 3], [2]) is None
