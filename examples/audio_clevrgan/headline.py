@@ -60,7 +60,8 @@ class Row:
 # The GAN rows: paper-cpu.toml's variants that encode edits with the batch (negative_encoding = "joint": encoded
 # alone, the BatchNorm statistics gave the edits away; benchmarks/results/edit_artefacts.md) and branch Hard Neg
 # with a fresh Adam (continuing DaveNet's state collapsed two seeds of four; benchmarks/results/branch_updates.md).
-# The oracle rows: the regime of oracle-cpu.toml that issue 16 part 1 settled on, on rendered scenes.
+# The oracle rows: the regime of oracle-cpu.toml that issue 16 part 1 settled on, on rendered scenes (an audio
+# tower that sees 1.6 s, image regions centred on their image's mean; results/oracle-cpu.md says why).
 ROWS: tuple[Row, ...] = (
     Row("DaveNet", "paper-cpu", "DaveNet", paper="DaveNet"),
     Row("Random Edits", "paper-cpu", "Random Edits (joint)", "DaveNet", "Random Edits"),
@@ -68,8 +69,8 @@ ROWS: tuple[Row, ...] = (
     Row("Hard Neg", "paper-cpu", "Hard Neg (fresh Adam)", "DaveNet", "Hard Neg"),
     Row("HN+Random", "paper-cpu", "HN+Random (joint, fresh Adam)", "Hard Neg", "HN+Random"),
     Row("HN+Targeted", "paper-cpu", "HN+Targeted (joint, fresh Adam)", "Hard Neg", "HN+Targeted"),
-    Row("DaveNet, rendered scenes", "oracle-cpu", "DaveNet (1.6 s audio)"),
-    Row("Oracle Edits, rendered scenes", "oracle-cpu", "Oracle Edits (balanced, 1.6 s audio)",
+    Row("DaveNet, rendered scenes", "oracle-cpu", "DaveNet (1.6 s audio, centred image)"),
+    Row("Oracle Edits, rendered scenes", "oracle-cpu", "Oracle Edits (balanced, 1.6 s audio, centred image)",
         "DaveNet, rendered scenes"),
 )
 
@@ -117,19 +118,22 @@ def _seeds(stats: Mapping[str, Any]) -> int:
 
 def render(gathered: Mapping[str, Any]) -> str:
     """Markdown: Table 1 and Table 2, ours as mean ± std over seeds with the paper's synthetic row in italics below
-    each of ours, and the paired difference of the mean (Table 1) or R@10 (Table 2) against the row's baseline."""
+    each of ours, and the paired difference of the mean (Table 1) or R@10 (Table 2) against the row's baseline;
+    Table 1 also gives the same test with the word spoken in context (after "there is a"), which the paper has not."""
     lines = ["**Table 1** (semantic accuracy: an isolated spoken attribute word scores images with the attribute "
              "above images without it; AUC in %, chance 50)", "",
-             "| method | seeds | shape | material | colour | size | mean | mean vs baseline, paired |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| method | seeds | shape | material | colour | size | mean | mean vs baseline, paired "
+             "| ours: the word in context, mean | in context vs baseline, paired |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for label, g in gathered.items():
         stats, row = g["stats"], g["row"]
         cells = " | ".join(_cell(stats, k) for k in TABLE1_KEYS)
         vs = f"{_paired(gathered, label, 'attr:mean')} vs {row.baseline}" if row.baseline else ""
-        lines.append(f"| {label} | {_seeds(stats)} | {cells} | {vs} |")
+        vs_context = f"{_paired(gathered, label, 'attr:context')}" if row.baseline else ""
+        lines.append(f"| {label} | {_seeds(stats)} | {cells} | {vs} | {_cell(stats, 'attr:context')} | {vs_context} |")
         if row.paper:
             paper = " | ".join(f"*{v:.1f}*" for v in PAPER_TABLE1[row.paper])
-            lines.append(f"| *paper: {row.paper}* | | {paper} | |")
+            lines.append(f"| *paper: {row.paper}* | | {paper} | | | |")
     lines += ["", "**Table 2** (recall@k in %, mean of audio→image and image→audio over 500 "
               "test pairs, as the paper's)", "",
               "| method | seeds | R@1 | R@5 | R@10 | R@10 vs baseline, paired |", "|---|---|---|---|---|---|"]
