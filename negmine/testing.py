@@ -78,6 +78,21 @@ def make_context(
     )
 
 
+def batch_context(task: Task, ids: Tensor, step: int = 0) -> MiningContext:
+    """The single-process context the trainer builds for the training pairs ``ids`` Long[B] of ``task``: both
+    sides encoded without gradient, the score matrix S Float[B, B] as (S.T, S), pairs sharing an id or group
+    excluded."""
+    model = task.model
+    batch = task.train.batch(ids)
+    with torch.no_grad():
+        ea, eb = model.encode(0, batch.a), model.encode(1, batch.b)
+        matrix = model.score_matrix(ea, eb)
+    same = (batch.ids[:, None] == batch.ids[None]) | (batch.group_ids[:, None] == batch.group_ids[None])
+    return MiningContext(batch=batch, embeddings=(ea, eb), candidates=(ea, eb), scores=(matrix.T, matrix),
+                         positive=torch.arange(len(batch)), exclude=same, candidate_ids=batch.ids, model=model,
+                         task=task, step=step, margin=1.0, device=torch.device("cpu"))
+
+
 def check_generator(cls: type[NegativeGenerator], task: Task | None = None, batch_size: int = 16,
                     options: Any = None) -> dict[int, Any]:
     """Run a generator on a real batch of a tiny task and validate its output (raises on a contract violation).

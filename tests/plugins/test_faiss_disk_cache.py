@@ -10,9 +10,9 @@ import torch
 
 from negmine import DualEncoder, Embedding, Task, TensorPairs, Trainer
 from negmine.errors import ConfigError
-from negmine.generator import MiningContext
 from negmine.plugins import get_plugin_manager
 from negmine.scoring import MatchmapScore
+from negmine.testing import batch_context
 from negmine_faiss.generator import FaissNegatives, encode_corpus, encode_corpus_streamed
 from negmine_faiss.store import DiskEmbeddings
 from negmine_random.generator import RandomNegatives
@@ -21,18 +21,7 @@ from negmine_toy.task import build_toy
 CPU = torch.device("cpu")
 
 
-def make_ctx(task, ids, step=0):
-    """The MiningContext the trainer would build for the batch ``ids`` (one process), as in test_faiss.py."""
-    model = task.model
-    batch = task.train.batch(ids)
-    with torch.no_grad():
-        ea, eb = model.encode(0, batch.a), model.encode(1, batch.b)
-        matrix = model.score_matrix(ea, eb)
-    b = len(batch)
-    same = (batch.ids[:, None] == batch.ids[None]) | (batch.group_ids[:, None] == batch.group_ids[None])
-    return MiningContext(batch=batch, embeddings=(ea, eb), candidates=(ea, eb), scores=(matrix.T, matrix),
-                         positive=torch.arange(b), exclude=same, candidate_ids=batch.ids, model=model, task=task,
-                         step=step, margin=1.0, device=CPU)
+make_ctx = batch_context  # the trainer's context for a batch of training ids
 
 
 class Ragged(DualEncoder):
