@@ -65,6 +65,17 @@ class GanConfig:
     d_arch: str = "residual"
     d_features: str = ""  # path of the feature network's checkpoint (``segmenter.pt`` of an "encoder" reader)
     augment: bool = False  # random translation of real and fake images before the projected discriminator
+    #: "dcgan" (:class:`Generator`: everything learned from z) or "scene"
+    #: (:class:`audio_clevrgan.scene_gan.SceneCodedGenerator`: z picks a scene, a learned network draws it)
+    g_arch: str = "dcgan"
+    scene_profile: str = "cpu"  # the scene sampler of a "scene" generator (``render.SCENE_PROFILES``)
+    #: losses of a "scene" generator, trained on (latent, rendered image) pairs: L1 on pixels (object pixels weigh
+    #: ``1 + obj_weight``), ``perc_weight`` x the L1 distance in the frozen feature network ``perc_features``,
+    #: ``adv_weight`` x the adversarial generator loss of the pixel discriminator (0 = no discriminator steps)
+    obj_weight: float = 0.0
+    perc_weight: float = 0.0
+    perc_features: str = ""
+    adv_weight: float = 0.0
 
     def __post_init__(self) -> None:
         n = int(round(math.log2(self.resolution))) - 1
@@ -83,6 +94,10 @@ class GanConfig:
             raise ValueError(f"d_arch must be 'residual' or 'projected', got {self.d_arch!r}")
         if self.d_arch == "projected" and not self.d_features:
             raise ValueError("d_arch 'projected' needs d_features: the path of a trained feature network")
+        if self.g_arch not in ("dcgan", "scene"):
+            raise ValueError(f"g_arch must be 'dcgan' or 'scene', got {self.g_arch!r}")
+        if self.perc_weight > 0 and not self.perc_features:
+            raise ValueError("perc_weight > 0 needs perc_features: the path of a trained feature network")
         if self.g_double_upto and self.g_double_upto < 8:
             raise ValueError(f"g_double_upto must be 0 or >= 8 (layer4 is the 8x8 map), got {self.g_double_upto}")
 
@@ -118,6 +133,21 @@ GAN_PROFILES["cpu-lite-r1"] = dataclasses.replace(
 GAN_PROFILES["cpu-projected"] = dataclasses.replace(
     GAN_PROFILES["cpu"], g_double_upto=16, d_arch="projected", d_features="examples/audio_clevrgan/checkpoints/features.pt",
     loss="hinge", batch_size=32, lr_g=1e-3, lr_d=2e-4, augment=True,
+)
+#: scene-coded generators (``audio_clevrgan.scene_gan``), trained on (latent, rendered image) pairs; the painter's
+#: hidden width 128, layer4 128 x 8 x 8, one convolution per resolution above 16 px, no discriminator unless
+#: ``adv_weight`` > 0 (then the lite pixel discriminator, hinge)
+GAN_PROFILES["cpu-scene"] = GanConfig(
+    g_arch="scene", g_channels=(128, 128, 64, 32, 16), g_double_upto=16, d_channels=(8, 16, 64, 128, 128),
+    batch_size=32, lr_g=1e-3, lr_d=1e-3, obj_weight=4.0, loss="hinge", d_norm="spectral",
+)
+GAN_PROFILES["cpu-scene-perc"] = dataclasses.replace(
+    GAN_PROFILES["cpu-scene"], perc_weight=1.0, perc_features="examples/audio_clevrgan/checkpoints/features.pt"
+)
+GAN_PROFILES["cpu-scene-adv"] = dataclasses.replace(GAN_PROFILES["cpu-scene"], adv_weight=0.05)
+GAN_PROFILES["tiny-scene"] = GanConfig(
+    g_arch="scene", z_dim=128, resolution=16, g_channels=(16, 16, 8), d_channels=(8, 16, 16), batch_size=4,
+    obj_weight=4.0,
 )
 
 
@@ -398,12 +428,21 @@ class GanState:
     cpu_seconds: float = 0.0  # process CPU time spent in training steps, over all resumed parts
 
 
+def build_generator(config: GanConfig) -> nn.Module:
+    """The generator that ``config.g_arch`` names (both have ``features``, ``decode``, ``generate``, ``layer4``)."""
+    if config.g_arch == "scene":
+        from .scene_gan import SceneCodedGenerator
+
+        return SceneCodedGenerator(config)
+    return Generator(config)
+
+
 def build_gan(config: GanConfig, seed: int, device: str | torch.device = "cpu") -> GanState:
     """Fresh generator, discriminator, EMA copy and optimisers, initialised from ``seed``."""
     torch.manual_seed(seed)
-    G = Generator(config).to(device)
+    G = build_generator(config).to(device)
     D = build_discriminator(config).to(device)
-    G_ema = Generator(config).to(device)
+    G_ema = build_generator(config).to(device)
     G_ema.load_state_dict(G.state_dict())
     G_ema.requires_grad_(False).eval()
     opt_g = torch.optim.Adam(G.parameters(), lr=config.lr_g, betas=config.betas, eps=1e-8)
@@ -470,6 +509,7 @@ __all__ = [
     "GanState",
     "Generator",
     "build_discriminator",
+    "build_generator",
     "discriminate",
     "PixelNorm",
     "build_gan",

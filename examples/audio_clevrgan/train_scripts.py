@@ -97,6 +97,28 @@ def render_bank(
     return torch.cat(out)
 
 
+def scene_bank(
+    seed: int, n: int, config: ganlib.GanConfig, device: str | torch.device = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The training pairs of a scene-coded generator: painter codes ``(n, K, 11)``, the renderer's images of the
+    latents' scenes ``(n, 3, R, R)`` uint8 and their object masks ``(n, 1, R, R)`` uint8, on ``device``.
+
+    Latents are :func:`audio_clevrgan.scene_gan.latent_bank` ``(seed, n)``; each one's scene is
+    :func:`~audio_clevrgan.scene_gan.scene_from_z`.
+    """
+    from .scene_gan import encode_scenes, latent_bank, scene_from_z
+
+    scfg = SCENE_PROFILES[config.scene_profile]
+    scenes = [scene_from_z(z, scfg) for z in latent_bank(seed, n, config.z_dim).numpy()]
+    codes = encode_scenes(scenes, scfg.max_objects)
+    images, masks = [], []
+    for i in range(0, n, 1024):
+        out = render_scenes(scenes[i : i + 1024], resolution=config.resolution, device=device)
+        images.append((out.images * 255 + 0.5).clamp(0, 255).to(torch.uint8))
+        masks.append((out.instances > 0).to(torch.uint8)[:, None])
+    return codes.to(device), torch.cat(images), torch.cat(masks)
+
+
 def _step_generator(seed: int, step: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(seed) * 1_000_003 + int(step))
 
@@ -138,7 +160,7 @@ def load_gan(path: str | os.PathLike, device: str | torch.device = "cpu") -> gan
         sd, cfg, meta = ck["G_ema"], ck["config"], {"step": ck["step"]}
     else:
         sd, cfg, meta = ck["state_dict"], ck["config"], ck.get("meta", {})
-    G = ganlib.Generator(ganlib.GanConfig.from_dict(cfg))
+    G = ganlib.build_generator(ganlib.GanConfig.from_dict(cfg))
     G.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in sd.items()})
     G.meta = meta
     return G.to(device).eval().requires_grad_(False)
@@ -226,7 +248,16 @@ def train_gan(
         st.cpu_seconds = ck.get("cpu_seconds", 0.0)
         del ck
     t0 = time.time()
-    bank = render_bank(seed, bank_size, cfg.resolution, device, scene_config, workers)
+    encoder = None
+    if cfg.g_arch == "scene":
+        # (latent, image) pairs: the latents' own scenes, so scene_config does not apply
+        codes_bank, bank, mask_bank = scene_bank(seed, bank_size, cfg, device)
+        if cfg.perc_weight > 0:
+            from .segmenter import load_segmenter as _load_reader
+
+            encoder = _load_reader(cfg.perc_features, device).requires_grad_(False).eval()
+    else:
+        bank = render_bank(seed, bank_size, cfg.resolution, device, scene_config, workers)
     t_bank = time.time() - t0
     if verbose:
         print(f"[gan] bank of {bank_size} scenes in {t_bank:.1f}s; start at step {st.step}", flush=True)
@@ -260,7 +291,13 @@ def train_gan(
             idx = torch.randint(bank.shape[0], (B,), generator=g)
             z = torch.randn(2, B, cfg.z_dim, generator=g)
             real = bank[idx.to(device)].float() / 127.5 - 1
-            stats = ganlib.train_step(st, real, z[0].to(device), z[1].to(device), g)
+            if cfg.g_arch == "scene":
+                from .scene_gan import scene_train_step
+
+                idx = idx.to(device)
+                stats = scene_train_step(st, real, codes_bank[idx], mask_bank[idx].float(), encoder, g)
+            else:
+                stats = ganlib.train_step(st, real, z[0].to(device), z[1].to(device), g)
             st.cpu_seconds += time.process_time() - c0
             if next_snapshot is not None and st.cpu_seconds >= next_snapshot:
                 save_generator(
