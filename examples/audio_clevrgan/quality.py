@@ -104,6 +104,31 @@ def gan_quality(
             np.mean([o.min_confidence >= threshold for o in ref_seg_flat]) if ref_seg_flat else 0.0
         ),
         "rendered_segmented_objects_per_image": len(ref_seg_flat) / n_ref,
+        "count_hist_rendered_segmented": dict(sorted(Counter(len(x) for x in ref_seg).items())),
+        **(_intended(G, gan_objs, n, seed, device) if hasattr(G, "scenes") else {}),
+    }
+
+
+def _intended(G, gan_objs: list, n: int, seed: int, device) -> dict:
+    """For a generator that knows each latent's scene (``G.scenes``, the scene-coded one): how many intended
+    objects the reader finds where the renderer would draw them (centroid within 4 px) with all four attributes as
+    intended, and in how many images it finds exactly the intended number of objects."""
+    scenes = G.scenes(standard_z(n, seed, G.z_dim))
+    ren = render_scenes(scenes, resolution=G.config.resolution, device=device)
+    right = total = 0
+    for b, s in enumerate(scenes):
+        for k, o in enumerate(s):
+            rr, cc = torch.nonzero(ren.instances[b] == k + 1, as_tuple=True)
+            if len(rr) == 0:
+                continue
+            total += 1
+            hit = nearest_object(gan_objs[b], float(cc.float().mean()), float(rr.float().mean()))
+            right += hit is not None and hit.attributes == {a: getattr(o, a) for a in ATTRIBUTES}
+    return {
+        "intended_object_acc": right / max(total, 1),
+        "intended_n_objects": total,
+        "count_exact": float(np.mean([len(g) == len(s) for g, s in zip(gan_objs, scenes, strict=True)])),
+        "count_hist_intended": dict(sorted(Counter(len(s) for s in scenes).items())),
     }
 
 
@@ -150,6 +175,17 @@ def reader_agreement(
     return out
 
 
+def _count_pct(q: dict) -> str:
+    hists = [q["count_hist_gan"], q["count_hist_rendered"], q.get("count_hist_rendered_segmented", {})]
+    tot = [max(sum(h.values()), 1) for h in hists]
+    keys = sorted({int(k) for h in hists for k in h})
+
+    def pct(h: dict, t: int, k: int) -> float:
+        return 100 * (h.get(k, h.get(str(k), 0))) / t
+
+    return ", ".join(f"{k}: " + " / ".join(f"{pct(h, t, k):.1f}" for h, t in zip(hists, tot, strict=True)) for k in keys)
+
+
 def format_quality(q: dict) -> str:
     """Markdown summary of :func:`gan_quality`'s output."""
     lines = [
@@ -163,6 +199,15 @@ def format_quality(q: dict) -> str:
         f"- largest |frequency difference| GAN vs rendered ground truth: **{q['max_abs_freq_diff_pp']:.2f} pp**; "
         f"vs the same reader's reading of rendered scenes: **{q['max_abs_freq_diff_pp_vs_segmented']:.2f} pp**",
         f"- objects per image, GAN: {q['count_hist_gan']}; rendered: {q['count_hist_rendered']}",
+        "- objects per image in % of images (GAN read by this reader / rendered ground truth / rendered read by this "
+        "reader): " + _count_pct(q),
+        *(
+            [f"- the latents' intended scenes (scene-coded generator): **{100 * q['intended_object_acc']:.1f}%** of "
+             f"the {q['intended_n_objects']} intended objects found where the renderer draws them with all four "
+             f"attributes as intended; exactly the intended number of objects in {100 * q['count_exact']:.1f}% "
+             f"of images; intended counts {q['count_hist_intended']}"]
+            if "intended_object_acc" in q else []
+        ),
         "",
         "| attribute | value | GAN % | rendered % | diff pp | diff pp vs segmented renders |",
         "|---|---|---|---|---|---|",
