@@ -405,6 +405,7 @@ def main(argv: list[str] | None = None) -> None:
             res["evaluator"] = gan_quality(G, ev, n=a.n, seed=a.seed, device=a.device)
             text = ("Read by the segmenter (reader 1):\n\n" + text + "\n\nRead by the independent evaluator "
                     "(reader 2):\n\n" + format_quality(res["evaluator"]))
+        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1))
         Path(a.out).with_suffix(".md").write_text(text + "\n")
         if a.sheet:
