@@ -232,7 +232,31 @@ class OutputBlock(nn.Module):
 # --------------------------------------------------------------------------------------------------------------
 
 
-class Generator(nn.Sequential):
+class NamedLayers:
+    """What GAN Dissection's edits need of a generator whose children run in order (``layer1 ... output_RxR``):
+    the layer names, ``z_dim`` and ``decode`` from an (edited) layer output. Shared by both generators."""
+
+    config: GanConfig
+
+    @property
+    def z_dim(self) -> int:
+        return self.config.z_dim
+
+    @property
+    def layer_names(self) -> list[str]:
+        return [name for name, _ in self.named_children()]
+
+    def decode(self, h: torch.Tensor, after: str = "layer4") -> torch.Tensor:
+        """Run the layers after ``after`` on its (possibly edited) output ``h``; returns unclamped images."""
+        names = self.layer_names
+        if after not in names:
+            raise KeyError(after)
+        for name in names[names.index(after) + 1 :]:
+            h = getattr(self, name)(h)
+        return h
+
+
+class Generator(NamedLayers, nn.Sequential):
     """z ``(B, z_dim)`` -> image ``(B, 3, R, R)`` (unclamped; ``generate`` clamps to [-1, 1]).
 
     Children are ``layer1 ... layerN`` and ``output_{R}x{R}`` (``N = 2 log2(R) - 2``, fewer with
@@ -255,14 +279,6 @@ class Generator(nn.Sequential):
         super().__init__(mods)
         self.config = config
 
-    @property
-    def z_dim(self) -> int:
-        return self.config.z_dim
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [name for name, _ in self.named_children()]
-
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         """``(B, z_dim)`` or ``(B, z_dim, 1, 1)`` -> ``(B, 3, R, R)``, unclamped."""
         if z.dim() == 2:
@@ -282,16 +298,6 @@ class Generator(nn.Sequential):
             if name == upto:
                 return x
         raise KeyError(upto)
-
-    def decode(self, h: torch.Tensor, after: str = "layer4") -> torch.Tensor:
-        """Run the layers after ``after`` on its (possibly edited) output ``h``; returns unclamped images."""
-        names = self.layer_names
-        if after not in names:
-            raise KeyError(after)
-        for name in names[names.index(after) + 1 :]:
-            h = getattr(self, name)(h)
-        return h
-
 
 def standard_z(n: int, seed: int = 0, z_dim: int = 128) -> torch.Tensor:
     """The z table of GAN Dissection: ``RandomState(seed).standard_normal(n * z_dim)`` as ``(n, z_dim)`` float32.

@@ -109,6 +109,16 @@ def gan_quality(
     }
 
 
+def _rendered_objects(scenes, instances: torch.Tensor):
+    """``(image index, centroid column, centroid row, true attributes)`` of every object the renderer drew
+    (``instances`` ``(B, H, W)``: its instance maps; objects hidden entirely are skipped)."""
+    for b, s in enumerate(scenes):
+        for k, o in enumerate(s):
+            rr, cc = torch.nonzero(instances[b] == k + 1, as_tuple=True)
+            if len(rr):
+                yield b, float(cc.float().mean()), float(rr.float().mean()), {a: getattr(o, a) for a in ATTRIBUTES}
+
+
 def _intended(G, gan_objs: list, n: int, seed: int, device) -> dict:
     """For a generator that knows each latent's scene (``G.scenes``, the scene-coded one): how many intended
     objects the reader finds where the renderer would draw them (centroid within 4 px) with all four attributes as
@@ -116,14 +126,10 @@ def _intended(G, gan_objs: list, n: int, seed: int, device) -> dict:
     scenes = G.scenes(standard_z(n, seed, G.z_dim))
     ren = render_scenes(scenes, resolution=G.config.resolution, device=device)
     right = total = 0
-    for b, s in enumerate(scenes):
-        for k, o in enumerate(s):
-            rr, cc = torch.nonzero(ren.instances[b] == k + 1, as_tuple=True)
-            if len(rr) == 0:
-                continue
-            total += 1
-            hit = nearest_object(gan_objs[b], float(cc.float().mean()), float(rr.float().mean()))
-            right += hit is not None and hit.attributes == {a: getattr(o, a) for a in ATTRIBUTES}
+    for b, cx, cy, truth in _rendered_objects(scenes, ren.instances):
+        total += 1
+        hit = nearest_object(gan_objs[b], cx, cy)
+        right += hit is not None and hit.attributes == truth
     return {
         "intended_object_acc": right / max(total, 1),
         "intended_n_objects": total,
@@ -153,20 +159,14 @@ def reader_agreement(
     read = [segment_objects(r.predict(ren.images)) for r in (reader1, reader2)]
     right = [0, 0]
     both = same = total = 0
-    for b, s in enumerate(scenes):
-        for k, o in enumerate(s):
-            rr, cc = torch.nonzero(ren.instances[b] == k + 1, as_tuple=True)
-            if len(rr) == 0:
-                continue
-            total += 1
-            cy, cx = float(rr.float().mean()), float(cc.float().mean())
-            hits = [nearest_object(objs[b], cx, cy) for objs in read]
-            truth = {a: getattr(o, a) for a in ATTRIBUTES}
-            for i, h in enumerate(hits):
-                right[i] += h is not None and h.attributes == truth
-            if hits[0] is not None and hits[1] is not None:
-                both += 1
-                same += hits[0].attributes == hits[1].attributes
+    for b, cx, cy, truth in _rendered_objects(scenes, ren.instances):
+        total += 1
+        hits = [nearest_object(objs[b], cx, cy) for objs in read]
+        for i, h in enumerate(hits):
+            right[i] += h is not None and h.attributes == truth
+        if hits[0] is not None and hits[1] is not None:
+            both += 1
+            same += hits[0].attributes == hits[1].attributes
     out = {"n_scenes": n, "n_objects": total, "n_both": both, "agree": same / max(both, 1)}
     for i, objs in enumerate(read):
         flat = [o for img in objs for o in img]

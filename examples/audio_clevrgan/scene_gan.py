@@ -36,6 +36,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .gan import GBlock, NamedLayers, OutputBlock, d_loss, discriminate, ema_update, g_loss
 from .render import DEFAULT_CAMERA, SCENE_PROFILES, Camera, Scene, SceneConfig, _disc, sample_scene
 from .vocab import ATTRIBUTES, VALUES
 
@@ -172,7 +173,7 @@ class ObjectPainter(nn.Module):
         return mixed.transpose(1, 2).reshape(B, self.channels, self.grid, self.grid)
 
 
-class SceneCodedGenerator(nn.Module):
+class SceneCodedGenerator(NamedLayers, nn.Module):
     """z ``(B, z_dim)`` -> image ``(B, 3, R, R)`` (unclamped; ``generate`` clamps to [-1, 1]).
 
     The same interface as :class:`audio_clevrgan.gan.Generator` (``layer_names``, ``features``, ``decode``,
@@ -183,8 +184,6 @@ class SceneCodedGenerator(nn.Module):
     """
 
     def __init__(self, config):
-        from .gan import GBlock, OutputBlock
-
         super().__init__()
         ch = config.g_channels
         self.config = config
@@ -201,14 +200,6 @@ class SceneCodedGenerator(nn.Module):
                 self.add_module(f"layer{n}", GBlock(ch[i], ch[i]))
                 n += 1
         self.add_module(f"output_{config.resolution}x{config.resolution}", OutputBlock(ch[-1]))
-
-    @property
-    def z_dim(self) -> int:
-        return self.config.z_dim
-
-    @property
-    def layer_names(self) -> list[str]:
-        return [name for name, _ in self.named_children()]
 
     def scenes(self, z: torch.Tensor) -> list[Scene]:
         """The scene of every latent row of ``z`` ``(B, z_dim)``: what the image is meant to show."""
@@ -245,13 +236,6 @@ class SceneCodedGenerator(nn.Module):
         if upto not in names:
             raise KeyError(upto)
         return self._run(self.codes(z.flatten(1)), names[: names.index(upto) + 1])
-
-    def decode(self, h: torch.Tensor, after: str = "layer4") -> torch.Tensor:
-        """Run the layers after ``after`` on its (possibly edited) output ``h``; returns unclamped images."""
-        names = self.layer_names
-        if after not in names:
-            raise KeyError(after)
-        return self._run(h, names[names.index(after) + 1 :])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -291,8 +275,6 @@ def scene_train_step(
         objects: ``(B, 1, R, R)`` 1 on object pixels (the renderer's instance map > 0), else 0.
         encoder: the frozen feature network of the perceptual loss (needed when ``perc_weight > 0``).
     """
-    from .gan import d_loss, discriminate, ema_update, g_loss
-
     cfg = st.config
     G, D = st.G, st.D
     stats: dict[str, torch.Tensor] = {}
