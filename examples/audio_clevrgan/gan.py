@@ -76,6 +76,10 @@ class GanConfig:
     perc_weight: float = 0.0
     perc_features: str = ""
     adv_weight: float = 0.0
+    #: units per attribute value in an attribute-factored ``layer4`` of a "scene" generator (0 = not factored; see
+    #: :class:`audio_clevrgan.scene_gan.FactoredPainter`): every shape, colour and material value but a default
+    #: (sphere, gray, rubber) owns this many units, on only where an object of that value is drawn
+    g_factored: int = 0
 
     def __post_init__(self) -> None:
         n = int(round(math.log2(self.resolution))) - 1
@@ -98,6 +102,10 @@ class GanConfig:
             raise ValueError(f"g_arch must be 'dcgan' or 'scene', got {self.g_arch!r}")
         if self.perc_weight > 0 and not self.perc_features:
             raise ValueError("perc_weight > 0 needs perc_features: the path of a trained feature network")
+        if self.g_factored and self.g_arch != "scene":
+            raise ValueError("g_factored needs g_arch 'scene'")
+        if self.g_factored < 0:
+            raise ValueError(f"g_factored must be >= 0, got {self.g_factored}")
         if self.g_double_upto and self.g_double_upto < 8:
             raise ValueError(f"g_double_upto must be 0 or >= 8 (layer4 is the 8x8 map), got {self.g_double_upto}")
 
@@ -145,10 +153,15 @@ GAN_PROFILES["cpu-scene-perc"] = dataclasses.replace(
     GAN_PROFILES["cpu-scene"], perc_weight=1.0, perc_features="examples/audio_clevrgan/checkpoints/features.pt"
 )
 GAN_PROFILES["cpu-scene-adv"] = dataclasses.replace(GAN_PROFILES["cpu-scene"], adv_weight=0.05)
+#: cpu-scene-perc with an attribute-factored layer4: 10 value groups of 8 units (cube, cylinder, 7 colours, metal)
+#: beside 48 attribute-blind geometry units, so ablating a value's units redraws the object with the default value
+GAN_PROFILES["cpu-scene-factored"] = dataclasses.replace(GAN_PROFILES["cpu-scene-perc"], g_factored=8)
 GAN_PROFILES["tiny-scene"] = GanConfig(
     g_arch="scene", z_dim=128, resolution=16, g_channels=(16, 16, 8), d_channels=(8, 16, 16), batch_size=4,
     obj_weight=4.0,
 )
+GAN_PROFILES["tiny-scene-factored"] = dataclasses.replace(GAN_PROFILES["tiny-scene"], g_channels=(16, 24, 8),
+                                                          g_factored=2)
 
 
 # --------------------------------------------------------------------------------------------------------------

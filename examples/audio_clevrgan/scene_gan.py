@@ -37,7 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .gan import GBlock, NamedLayers, OutputBlock, d_loss, discriminate, ema_update, g_loss
-from .render import DEFAULT_CAMERA, SCENE_PROFILES, Camera, Scene, SceneConfig, _disc, sample_scene
+from .render import _FOOTPRINT, DEFAULT_CAMERA, SCENE_PROFILES, Camera, Scene, SceneConfig, _disc, sample_scene
 from .vocab import ATTRIBUTES, VALUES
 
 # --------------------------------------------------------------------------------------------------------------
@@ -148,29 +148,106 @@ class ObjectPainter(nn.Module):
         gv, gu = torch.meshgrid(centres, centres, indexing="ij")
         self.register_buffer("cells", torch.stack([gu.flatten(), gv.flatten()], -1), persistent=False)  # (G*G, 2)
 
-    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+    def cell_inputs(self, codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Scene codes ``(B, K, 11)`` -> (present Bool[B, K], attribute indices Long[B, K, 4], per object and cell
+        the geometry features Float[B, K, G*G, 16])."""
         B, K, _ = codes.shape
         present = codes[..., 0] > 0.5
         idx = codes[..., 1:5].long().clamp_min(0)
         geom = codes[..., 5:]
-        emb = sum(e(idx[..., i]) for i, e in enumerate(self.embeddings))  # (B, K, E)
         centre, radius = geom[..., None, 0:2], geom[..., None, 2:3].clamp_min(1e-3)  # (B, K, 1, 2), (B, K, 1, 1)
         off = self.cells - centre  # (B, K, P, 2)
         rel = off / radius
         four = torch.cat([torch.sin(math.pi * rel * f) for f in (0.5, 1.0)] + [torch.cos(math.pi * rel * f) for f in (0.5, 1.0)], -1)
         P = self.cells.shape[0]
         rest = geom[..., None, 2:].expand(B, K, P, _N_GEOM - 2) * torch.tensor([self.grid, 1.0, 1.0, 1.0], device=codes.device)
-        cell_in = torch.cat([rel.clamp(-6, 6), off * self.grid, rest, four], -1)  # (B, K, P, 16)
-        h = self.from_object(emb)[:, :, None] + self.from_cell(cell_in)
-        out = self.mlp(h)  # (B, K, P, C + 1)
-        feats, alpha = out[..., :-1], out[..., -1]
+        return present, idx, torch.cat([rel.clamp(-6, 6), off * self.grid, rest, four], -1)
+
+    def composite(self, feats: torch.Tensor, alpha: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Per object and cell features ``(B, K, P, C)`` and opacity logits ``(B, K, P)`` -> the ``(B, C, G, G)``
+        softmax-over-opacity mixture with the learned background (opacity 0; absent objects never show)."""
+        B, K, P, C = feats.shape
         alpha = alpha.masked_fill(~present[..., None], float("-inf"))
         bg = self.background.flatten(1).T[None, None]  # (1, 1, P, C)
-        feats = torch.cat([bg.expand(B, 1, P, self.channels), feats], 1)
-        alpha = torch.cat([torch.zeros(B, 1, P, device=codes.device), alpha], 1)
+        feats = torch.cat([bg.expand(B, 1, P, C), feats], 1)
+        alpha = torch.cat([torch.zeros(B, 1, P, device=feats.device), alpha], 1)
         w = torch.softmax(alpha, dim=1)[..., None]  # (B, K + 1, P, 1)
         mixed = (w * feats).sum(1)  # (B, P, C)
-        return mixed.transpose(1, 2).reshape(B, self.channels, self.grid, self.grid)
+        return mixed.transpose(1, 2).reshape(B, C, self.grid, self.grid)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        present, idx, cell_in = self.cell_inputs(codes)
+        emb = sum(e(idx[..., i]) for i, e in enumerate(self.embeddings))  # (B, K, E)
+        out = self.mlp(self.from_object(emb)[:, :, None] + self.from_cell(cell_in))  # (B, K, P, C + 1)
+        return self.composite(out[..., :-1], out[..., -1], present)
+
+
+#: the value of each factored attribute that owns no units in a factored painter: ablating the units of another
+#: value redraws the object with this one (size is left to the geometry: the screen radius is part of it)
+FACTOR_DEFAULTS: dict[str, str] = {"shape": "sphere", "color": "gray", "material": "rubber"}
+
+
+def factor_groups() -> list[tuple[str, str]]:
+    """The (attribute, value) of every unit group of a factored ``layer4``, in channel order after the shared
+    units: cube, cylinder, the seven colours but gray, metal."""
+    return [(a, v) for a in FACTOR_DEFAULTS for v in VALUES[a] if v != FACTOR_DEFAULTS[a]]
+
+
+class FactoredPainter(ObjectPainter):
+    """``layer1`` of an attribute-factored generator: scene codes ``(B, K, 11)`` -> ``(B, C, G, G)`` whose channels
+    are ``C - 10 U`` shared units, then 10 groups of ``U`` units, one per (attribute, value) of :func:`factor_groups`.
+
+    The shared units and every object's opacity are functions of the object's geometry alone (screen disc, depth,
+    rotation), blind to its attributes: the disc is the widest shape's footprint whatever the shape. A value group's units are ``relu(MLP(geometry))`` for objects of that value
+    and exactly 0 for every other object, composited like the shared units. So an object drawn with the default
+    value (sphere, gray, rubber) has all units of that attribute's groups at 0, and zeroing the units of its value
+    in its cells gives exactly the map of the same scene with that attribute set to the default — the edit that
+    GAN Dissection's ablation makes, by construction. ``layer2``-``layer4`` of the factored generator process the
+    shared units only and pass the groups through, so ``layer4`` keeps this structure.
+    """
+
+    def __init__(self, channels: int, units: int, hidden: int = 128, grid: int = 8):
+        groups = factor_groups()
+        shared = channels - units * len(groups)
+        if shared < 1:
+            raise ValueError(f"a factored layer of {channels} channels cannot hold {len(groups)} groups of {units} "
+                             "units and a shared unit")
+        super().__init__(channels, hidden=hidden, grid=grid)
+        self.units, self.shared = units, shared
+        self.embeddings = nn.ModuleList()  # the shared units and opacities see no attribute
+        self.from_object = None
+        # which units each object's values switch on: (attribute index, value index) -> its group's channels
+        mask = torch.zeros(len(ATTRIBUTES), max(len(VALUES[a]) for a in ATTRIBUTES), units * len(groups))
+        for g, (a, v) in enumerate(groups):
+            mask[ATTRIBUTES.index(a), VALUES[a].index(v), g * units:(g + 1) * units] = 1.0
+        self.register_buffer("value_units", mask, persistent=False)
+        # the renderer's screen disc grows with a shape's footprint; the painter sees every object with the widest
+        # footprint, so that its geometry (and the shared units, the opacities) cannot tell the shape either
+        widest = max(_FOOTPRINT.values())
+        self.register_buffer("disc_scale", torch.tensor([widest / _FOOTPRINT[v] for v in VALUES["shape"]]),
+                             persistent=False)
+
+    def forward(self, codes: torch.Tensor) -> torch.Tensor:
+        shape = codes[..., 1].long().clamp(0, len(VALUES["shape"]) - 1)
+        codes = torch.cat([codes[..., :7], codes[..., 7:8] * self.disc_scale[shape][..., None], codes[..., 8:]], -1)
+        present, idx, cell_in = self.cell_inputs(codes)
+        out = self.mlp(self.from_cell(cell_in))  # (B, K, P, C + 1)
+        attr = torch.arange(len(ATTRIBUTES), device=codes.device)
+        on = self.value_units[attr, idx].amax(2)  # (B, K, 10 U): the units of the object's own values
+        groups = F.relu(out[..., self.shared:-1]) * on[:, :, None]
+        return self.composite(torch.cat([out[..., :self.shared], groups], -1), out[..., -1], present)
+
+
+class SharedUnitsBlock(GBlock):
+    """A :class:`audio_clevrgan.gan.GBlock` on the first ``shared`` channels of ``(B, C, G, G)``; the other
+    channels (a factored layer's value groups) pass through unchanged."""
+
+    def __init__(self, channels: int, shared: int):
+        super().__init__(shared, shared)
+        self.shared = shared
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([super().forward(x[:, :self.shared]), x[:, self.shared:]], 1)
 
 
 class SceneCodedGenerator(NamedLayers, nn.Module):
@@ -188,11 +265,21 @@ class SceneCodedGenerator(NamedLayers, nn.Module):
         ch = config.g_channels
         self.config = config
         self.scene_config = SCENE_PROFILES[config.scene_profile]
-        self.add_module("layer1", ObjectPainter(ch[1], hidden=ch[0]))
-        self.add_module("layer2", GBlock(ch[1], ch[1]))
-        self.add_module("layer3", GBlock(ch[1], ch[1]))
-        self.add_module("layer4", GBlock(ch[1], ch[1]))
-        n = 5
+        if config.g_factored:
+            painter = FactoredPainter(ch[1], config.g_factored, hidden=ch[0])
+            self.add_module("layer1", painter)
+            for i in (2, 3, 4):
+                self.add_module(f"layer{i}", SharedUnitsBlock(ch[1], painter.shared))
+            # the attributes meet the geometry only after layer4: two mixing convolutions at 8x8
+            self.add_module("layer5", GBlock(ch[1], ch[1]))
+            self.add_module("layer6", GBlock(ch[1], ch[1]))
+            n = 7
+        else:
+            self.add_module("layer1", ObjectPainter(ch[1], hidden=ch[0]))
+            self.add_module("layer2", GBlock(ch[1], ch[1]))
+            self.add_module("layer3", GBlock(ch[1], ch[1]))
+            self.add_module("layer4", GBlock(ch[1], ch[1]))
+            n = 5
         for i in range(2, len(ch)):
             self.add_module(f"layer{n}", GBlock(ch[i - 1], ch[i], upsample=True))
             n += 1
@@ -312,10 +399,14 @@ def scene_train_step(
 
 
 __all__ = [
+    "FACTOR_DEFAULTS",
+    "FactoredPainter",
     "LatentStream",
     "ObjectPainter",
+    "SharedUnitsBlock",
     "SceneCodedGenerator",
     "encode_scenes",
+    "factor_groups",
     "latent_bank",
     "perceptual_distance",
     "scene_from_z",

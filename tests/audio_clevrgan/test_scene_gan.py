@@ -16,8 +16,8 @@ except ImportError:  # running from a checkout without the package installed
     sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "examples"))
 
 from audio_clevrgan import gan as ganlib
-from audio_clevrgan.render import SceneObject, render_scenes, sample_scenes, scene_is_valid
-from audio_clevrgan.scene_gan import LatentStream, encode_scenes, scene_from_z
+from audio_clevrgan.render import SceneObject, edit_scene, render_scenes, sample_scenes, scene_is_valid
+from audio_clevrgan.scene_gan import FACTOR_DEFAULTS, LatentStream, encode_scenes, factor_groups, scene_from_z
 from audio_clevrgan.train_scripts import load_gan, scene_bank, train_gan
 from audio_clevrgan.vocab import ATTRIBUTES, VALUES
 
@@ -139,7 +139,47 @@ def test_training_lowers_l1_and_resume_equals_uninterrupted(tmp_path, extra):
     assert G.generate(ganlib.standard_z(2, 0)).shape == (2, 3, 16, 16)
 
 
+def _group_channels(G, attribute: str, value: str) -> slice:
+    g, units = factor_groups().index((attribute, value)), G.config.g_factored
+    start = G.layer1.shared + g * units
+    return slice(start, start + units)
+
+
+@pytest.mark.parametrize("profile", ["tiny-scene-factored", "cpu-scene-factored"])
+def test_factored_layer4_ablating_a_value_group_redraws_the_default_value(profile):
+    """Zeroing one value's units of layer4 where an object is drawn gives exactly the map (and so the image) of
+    the scene with that object's attribute at its default: the one-attribute edit, by construction."""
+    torch.manual_seed(0)
+    G = ganlib.build_generator(ganlib.GAN_PROFILES[profile]).eval()
+    assert G.layer_names[:4] == ["layer1", "layer2", "layer3", "layer4"]
+    assert len(factor_groups()) == 10 and all(v != FACTOR_DEFAULTS[a] for a, v in factor_groups())
+    red = SceneObject("cube", "red", "metal", "large", -1.5, 1.0, 10.0)
+    blue = SceneObject("cylinder", "blue", "rubber", "small", 2.0, -1.5, 0.0)
+    layers = G.layer_names[: G.layer_names.index("layer4") + 1]
+    with torch.no_grad():
+        h = G._run(encode_scenes([(red, blue)], 3), layers)
+        for attribute, value in (("color", "red"), ("shape", "cube"), ("material", "metal")):
+            cut = h.clone()
+            cut[:, _group_channels(G, attribute, value)] = 0
+            want = G._run(encode_scenes([edit_scene((red, blue), 0, attribute, FACTOR_DEFAULTS[attribute])], 3),
+                          layers)
+            assert torch.allclose(cut, want, atol=1e-6), (attribute, value)
+            assert (G.decode(cut) - G.decode(h)).abs().amax() > 1e-4  # the drawing follows the units
+        # the groups of values no object has stay at 0; the others are on only where objects are
+        assert h[:, _group_channels(G, "color", "green")].abs().amax() == 0
+        assert h[:, _group_channels(G, "color", "red")].amax() > 0
+        # the shared units see the geometry only: changing every attribute leaves them as they were
+        other = (SceneObject("sphere", "gray", "rubber", "large", -1.5, 1.0, 10.0), blue)
+        h2 = G._run(encode_scenes([other], 3), layers)
+        shared = G.layer1.shared
+        assert torch.allclose(h2[:, :shared], h[:, :shared], atol=1e-5)
+
+
 def test_config_checks():
+    with pytest.raises(ValueError, match="g_factored"):
+        ganlib.GanConfig(g_factored=4)
+    with pytest.raises(ValueError, match="cannot hold"):
+        ganlib.build_generator(ganlib.GanConfig(**{**TINY.to_dict(), "g_factored": 2}))
     with pytest.raises(ValueError, match="g_arch"):
         ganlib.GanConfig(g_arch="vae")
     with pytest.raises(ValueError, match="perc_features"):
