@@ -13,17 +13,15 @@ import attrs
 import numpy as np
 import torch
 
+from negmine import hookimpl
 from negmine.errors import ConfigError
 from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
 
 from .vocab import ATTRIBUTES
 
 
-class RenderedEdits(NegativeGenerator):
-    """Each anchor's scene re-rendered with one attribute of one object changed (side a, UInt8 images)."""
-
-    name = "render-edit"
-    requires = frozenset({"scenes"})
+class _OneAttributeEdits(NegativeGenerator):
+    """What both oracles share: the options of a one-attribute edit and the scoring of the edited images."""
 
     @attrs.frozen
     class Options:
@@ -35,42 +33,116 @@ class RenderedEdits(NegativeGenerator):
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
         wanted = [a.strip() for a in self.options.attributes.split(",") if a.strip()]
-        unknown = [a for a in wanted if a not in ATTRIBUTES]
-        if unknown or not wanted:
-            raise ConfigError([f"render-edit attributes: expected a comma-separated subset of "
-                               f"{', '.join(ATTRIBUTES)}, got {self.options.attributes!r}"], "render-edit options")
-        self.attributes = tuple(wanted)
         problems = []
+        if [a for a in wanted if a not in ATTRIBUTES] or not wanted:
+            problems.append(f"{self.name} attributes: expected a comma-separated subset of {', '.join(ATTRIBUTES)}, "
+                            f"got {self.options.attributes!r}")
+        self.attributes = tuple(wanted)
         if self.options.balance not in ("value", "attribute"):
-            problems.append(f"render-edit balance: expected 'value' or 'attribute', got {self.options.balance!r}")
+            problems.append(f"{self.name} balance: expected 'value' or 'attribute', got {self.options.balance!r}")
         if self.options.per_anchor < 1:
-            problems.append(f"render-edit per_anchor: expected an integer >= 1, got {self.options.per_anchor}")
+            problems.append(f"{self.name} per_anchor: expected an integer >= 1, got {self.options.per_anchor}")
         if problems:
-            raise ConfigError(problems, "render-edit options")
+            raise ConfigError(problems, f"{self.name} options")
 
-    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
-        from .render import SCENE_PROFILES, random_edit, render_scenes, scene_from_dicts, to_uint8
-
-        data = self.task.train
-        ids = ctx.batch.ids.long().cpu().tolist()
+    def _edit_rng(self) -> np.random.Generator:
         # a numpy stream drawn from the generator's torch stream: checkpointed with it, so resume is exact
-        rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.rng)))
+        return np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.rng)))
+
+    def _negatives(self, ctx: MiningContext, images: torch.Tensor, changed: list[int]) -> dict[int, Negatives]:
+        """``images`` (B*k, 3, H, W), anchor-major (anchor i's edits are rows i*k .. i*k+k-1), scored against their
+        anchor's caption."""
         k = self.options.per_anchor
-        edited, changed = [], []  # anchor-major: anchor i's edits are rows i*k .. i*k+k-1
-        for i in ids:
-            scene = scene_from_dicts(data.scenes[i])
-            for _ in range(k):
-                new, edit = random_edit(scene, rng, SCENE_PROFILES["cpu"], self.attributes, self.options.balance)
-                edited.append(new)
-                changed.append(ATTRIBUTES.index(edit.attribute))
-        size = int(self.task.resources["meta"]["image_size"])
-        images = torch.from_numpy(to_uint8(render_scenes(edited, resolution=size).images)).permute(0, 3, 1, 2)
-        images = images.to(ctx.device)  # UInt8[B*k, 3, H, W]
+        b = images.shape[0] // k
         with torch.no_grad():
-            b = len(ids)
             captions = ctx.embeddings[1]
             if k > 1:  # each caption once per edit of its anchor
                 captions = captions[torch.arange(b, device=ctx.device).repeat_interleave(k)]
             score = ctx.model.score_pairs(ctx.model.encode(0, images), captions)
         return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), source=self.name,
                                          attribute=torch.tensor(changed).view(b, k))}
+
+
+class RenderedEdits(_OneAttributeEdits):
+    """Each anchor's scene re-rendered with one attribute of one object changed (side a, UInt8 images)."""
+
+    name = "render-edit"
+    requires = frozenset({"scenes"})
+
+    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
+        from .render import SCENE_PROFILES, random_edit, render_scenes, scene_from_dicts, to_uint8
+
+        data = self.task.train
+        rng = self._edit_rng()
+        edited, changed = [], []
+        for i in ctx.batch.ids.long().cpu().tolist():
+            scene = scene_from_dicts(data.scenes[i])
+            for _ in range(self.options.per_anchor):
+                new, edit = random_edit(scene, rng, SCENE_PROFILES["cpu"], self.attributes, self.options.balance)
+                edited.append(new)
+                changed.append(ATTRIBUTES.index(edit.attribute))
+        size = int(self.task.resources["meta"]["image_size"])
+        images = torch.from_numpy(to_uint8(render_scenes(edited, resolution=size).images)).permute(0, 3, 1, 2)
+        return self._negatives(ctx, images.to(ctx.device), changed)  # UInt8[B*k, 3, H, W]
+
+
+class GanSceneEdits(_OneAttributeEdits):
+    """``gan-scene-edit``: the oracle of a scene-coded GAN. Each anchor's latent names a scene
+    (:meth:`audio_clevrgan.scene_gan.SceneCodedGenerator.scenes`); exactly one attribute of one object of it is
+    changed and the GAN itself draws the edited scene (side a, Float[B, 1, 3, R, R] in [0, 1]).
+
+    The negative is drawn in the positive's own style (the GAN's, not the renderer's), so unlike ``render-edit`` on
+    GAN data a model cannot tell it by how it is drawn, only by what changed. The positives are regenerated from
+    their latents as floats at stage start (as the GAN-edit generators do), so quantisation cannot tell them apart
+    either.
+    """
+
+    name = "gan-scene-edit"
+    requires = frozenset({"gan", "latents"})
+
+    def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
+        super().__init__(options, seed=seed, task=task)
+        self._gan = None
+
+    def gan(self) -> Any:
+        from negmine_gan.edit import resolve_gan
+
+        if self._gan is None:
+            gan = resolve_gan(self.task)
+            if not callable(getattr(gan, "scenes", None)):
+                raise ConfigError([f"gan-scene-edit needs a scene-coded GAN (one with .scenes(z)), the task's is "
+                                   f"{type(gan).__name__}"], "gan-scene-edit")
+            self._gan = gan
+        return self._gan
+
+    @hookimpl
+    def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
+        data = trainer.task.train
+        if hasattr(data, "use_generated_positives"):
+            device = trainer.device
+            data.use_generated_positives(lambda z: self.draw(z.to(device)))
+
+    def draw(self, z: torch.Tensor, codes: torch.Tensor | None = None) -> torch.Tensor:
+        """Float[B, 3, R, R] in [0, 1]: the GAN's images of latents z (B, Z), or of scene codes (B, K, 11)."""
+        gan = self.gan()
+        if next(gan.parameters()).device != z.device:
+            gan.to(z.device)
+        with torch.no_grad():
+            images = gan(z) if codes is None else gan(codes=codes.to(z.device))
+        return (images.clamp(-1, 1) + 1) / 2
+
+    def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
+        from .render import random_edit
+        from .scene_gan import encode_scenes
+
+        gan = self.gan()
+        z = ctx.batch.extras["latent"].to(ctx.device)
+        rng = self._edit_rng()
+        edited, changed = [], []
+        for scene in gan.scenes(z):
+            for _ in range(self.options.per_anchor):
+                new, edit = random_edit(scene, rng, gan.scene_config, self.attributes, self.options.balance)
+                edited.append(new)
+                changed.append(ATTRIBUTES.index(edit.attribute))
+        images = self.draw(z, encode_scenes(edited, gan.scene_config.max_objects))  # Float[B*k, 3, R, R]
+        return self._negatives(ctx, images, changed)

@@ -37,9 +37,9 @@ def negmine_register_tasks():
 
 @hookimpl
 def negmine_register_generators():
-    from .oracle import RenderedEdits
+    from .oracle import GanSceneEdits, RenderedEdits
 
-    return [RenderedEdits]
+    return [RenderedEdits, GanSceneEdits]
 
 
 @click.group("data")

@@ -37,7 +37,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from .gan import GBlock, NamedLayers, OutputBlock, d_loss, discriminate, ema_update, g_loss
-from .render import _FOOTPRINT, DEFAULT_CAMERA, SCENE_PROFILES, Camera, Scene, SceneConfig, _disc, sample_scene
+from .render import (
+    _FOOTPRINT,
+    DEFAULT_CAMERA,
+    SCENE_PROFILES,
+    Camera,
+    Scene,
+    SceneConfig,
+    _disc,
+    sample_scene,
+)
 from .vocab import ATTRIBUTES, VALUES
 
 # --------------------------------------------------------------------------------------------------------------

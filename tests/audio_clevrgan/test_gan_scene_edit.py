@@ -1,0 +1,63 @@
+"""``gan-scene-edit``: the oracle of a scene-coded GAN. Each negative is the GAN's drawing of its anchor's scene with
+exactly one attribute of one object changed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from audio_clevrgan.oracle import GanSceneEdits
+from audio_clevrgan.render import edit_scene
+from audio_clevrgan.scene_gan import encode_scenes
+from audio_clevrgan.task import build_task
+from audio_clevrgan.vocab import ATTRIBUTES, VALUES
+from negmine.errors import ConfigError, MissingCapabilityError
+from negmine.testing import check_generator, make_context, make_task
+
+
+def test_each_negative_is_the_gan_drawing_one_attribute_of_one_object_changed(acg_gan):
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    assert {"gan", "latents"} <= task.provides
+    out = check_generator(GanSceneEdits, task, batch_size=6)  # contract, determinism, state round trip
+    assert out[0].inputs.shape == (6, 1, 3, 64, 64) and out[0].inputs.dtype == torch.float32
+    gen = GanSceneEdits(seed=0, task=task)
+    batch = task.train.batch(torch.arange(6))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        negs = gen.mine(make_context(task.model.score_matrix(*emb), task=task, embeddings=emb))[0]
+    gan = gen.gan()
+    z = batch.extras["latent"]
+    for i, scene in enumerate(gan.scenes(z)):
+        changed = ATTRIBUTES[int(negs.meta["attribute"][i, 0])]
+        # every single-attribute change of that attribute, drawn by the GAN: exactly one is the negative
+        cands = [edit_scene(scene, k, changed, v) for k, obj in enumerate(scene) for v in VALUES[changed]
+                 if v != getattr(obj, changed)]
+        drawn = gen.draw(z[i:i + 1].expand(len(cands), -1), encode_scenes(cands, gan.scene_config.max_objects))
+        hits = [torch.allclose(d, negs.inputs[i, 0], atol=1e-5) for d in drawn]
+        assert sum(hits) == 1, (i, changed, sum(hits))
+        assert not torch.allclose(negs.inputs[i, 0], gen.draw(z[i:i + 1])[0], atol=1e-3)  # the drawing changed
+
+
+def test_needs_a_scene_coded_gan(acg_gan):
+    with pytest.raises(MissingCapabilityError):
+        GanSceneEdits.check_requirements(make_task())
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    task.resources["gan"] = torch.nn.Linear(2, 2)  # a GAN without the scenes it draws
+    with pytest.raises(ConfigError, match="scene-coded"):
+        GanSceneEdits(seed=0, task=task).gan()
+    with pytest.raises(ConfigError, match="balance"):
+        GanSceneEdits(GanSceneEdits.Options(balance="objects"))
+
+
+def test_train_with_the_gan_oracle(acg_gan, tmp_path):
+    from negmine.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "audio-clevrgan", "--profile", "tiny", "--task-option", f"data_dir={acg_gan}",
+                 "-n", "random", "-n", "gan-scene-edit", "--gan-scene-edit-balance", "attribute",
+                 "--reduction", "mean", "--reduction", "hardest", "--steps", "2", "--batch-size", "8",
+                 "--run-dir", str(run), "-q"]) == 0
+    last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
+    assert last["gan-scene-edit/side0/count"] == 8
