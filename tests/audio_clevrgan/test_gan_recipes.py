@@ -177,3 +177,22 @@ def test_quality_with_the_evaluator_writes_both_readers_figures_and_labels(tmp_p
     assert "independent evaluator" in (tmp_path / "two.md").read_text()
     h1, h2 = Image.open(tmp_path / "one.png").size[1], Image.open(tmp_path / "two.png").size[1]
     assert h2 > h1  # three more labelled rows: the evaluator's reading of rendered and GAN tiles
+
+
+def test_recipe_benchmark_trains_on_a_named_device_within_a_wall_budget(tmp_path, monkeypatch):
+    """`gan_recipes.py train --device D --wall-seconds S`: the GPU path's command is the CPU one with two flags."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gan_recipes.py"
+    spec = importlib.util.spec_from_file_location("gan_recipes_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    calls = []
+    monkeypatch.setattr(bench, "train_gan", lambda out, **kw: calls.append(kw) or {"step": 3, "cpu_seconds": 1.0})
+    monkeypatch.setattr(sys, "argv", ["gan_recipes.py", "train", "--recipes", "tiny", "--out", str(tmp_path),
+                                      "--device", "cuda", "--wall-seconds", "600"])
+    bench.main()
+    assert calls[0]["device"] == "cuda" and calls[0]["max_seconds"] == 600.0 and calls[0]["profile"] == "tiny"
+    monkeypatch.setattr(sys, "argv", ["gan_recipes.py", "train", "--recipes", "tiny", "--out", str(tmp_path)])
+    bench.main()
+    assert calls[1]["device"] == "cpu" and calls[1]["max_seconds"] is None
