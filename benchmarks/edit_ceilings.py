@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.dataset import describe_images  # noqa: E402
 from audio_clevrgan.gan import standard_z  # noqa: E402
@@ -42,14 +42,6 @@ from audio_clevrgan.train_scripts import load_gan, load_segmenter  # noqa: E402
 from negmine_gan.export import describe_change  # noqa: E402
 
 CHECKPOINTS = ROOT / "examples/audio_clevrgan/checkpoints"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _to01(images: torch.Tensor) -> torch.Tensor:
@@ -79,8 +71,8 @@ def read(readers: dict, before: torch.Tensor, after: torch.Tensor, intended: lis
 @torch.no_grad()
 def group_ablation(gan, z: torch.Tensor, scenes, rng: np.random.Generator):
     """For each scene with an object of a non-default value: zero that value's ``layer4`` group in the object's
-    cells (the cells where the group's units differ between the scene and the scene with that value set to the
-    default). Returns (kept indices, original and edited images in [-1, 1], intended changes, pixel figures: mean
+    cells (where the group's units of the scene and of the scene with that value set to the default differ by at
+    least 5% of their largest difference). Returns (kept indices, original and edited images in [-1, 1], intended changes, pixel figures: mean
     |change| on a 0-1 scale inside and outside the region, and the region's share of the 8x8 map)."""
     groups = factor_groups()
     u, shared = gan.layer1.units, gan.layer1.shared
@@ -151,18 +143,18 @@ def main() -> None:
         rows.append(("GAN draws the edited scene (`gan-scene-edit`)", a.n, read(readers, original, drawn, intended),
                      None))
         if getattr(gan.config, "g_factored", 0):
-            keep, orig, images, want, outside = group_ablation(gan, z, scenes, np.random.default_rng(a.seed))
+            keep, orig, images, want, pixels = group_ablation(gan, z, scenes, np.random.default_rng(a.seed))
             rows.append(("`layer4` value-group ablation in the object's cells", len(keep),
-                         read(readers, _to01(orig), _to01(images), want), outside))
+                         read(readers, _to01(orig), _to01(images), want), pixels))
     print(f"Commit {_commit()}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"GAN `{a.gan}` (step {gan.meta.get('step', '?')}); latents standard_z({a.n}, seed={a.seed}); edits "
           f"balanced over attributes; r1 = segmenter, r2 = evaluator\n")
     print("| edit | edits | changed r1 | single attribute r1 | as intended r1 | changed r2 | single attribute r2 "
           "| as intended r2 | change inside / outside (region share) |")
     print("|---|---|---|---|---|---|---|---|---|")
-    for name, n, r, outside in rows:
+    for name, n, r, pixels in rows:
         cells = [f"{r[k]['changed']:.1f}% | {r[k]['single']:.1f}% | {r[k]['intended']:.1f}%" for k in ("r1", "r2")]
-        print(f"| {name} | {n} | {cells[0]} | {cells[1]} | {_pixels(outside)} |")
+        print(f"| {name} | {n} | {cells[0]} | {cells[1]} | {_pixels(pixels)} |")
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
