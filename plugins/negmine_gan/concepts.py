@@ -99,19 +99,77 @@ def cluster_segmentation(features: Tensor, centroids: Tensor, mu: Tensor, sigma:
     return scores > threshold
 
 
-def rank_units(unit_acts: Tensor, segmentation: Tensor, quantile: float = 0.95) -> tuple[Tensor, Tensor]:
+def _entropy(*probs: Tensor) -> Tensor:
+    """Entropy (nats) of a distribution given as tensors of its cell probabilities (same shape each)."""
+    total = torch.zeros_like(probs[0])
+    for p in probs:
+        total -= torch.where(p > 0, p * p.clamp_min(1e-30).log(), torch.zeros_like(p))
+    return total
+
+
+def iqr_thresholds(acts: Tensor, seg: Tensor, levels: int = 100) -> tuple[Tensor, Tensor]:
+    """Per unit, the activation threshold that best predicts one concept: GAN Dissection's ``'iqr'`` rule, its
+    default for generators (PAPER-NOTES §2.3).
+
+    acts: Float[C, P] each unit's activations over P positions; seg: Bool[K, P] each concept's mask. A unit's
+    candidate thresholds are its (1 - f) quantiles for f in logspace(-3, 0, ``levels``) (f = 1, every position on,
+    excluded); for each (concept, threshold) the information quality ratio IQR = I(on; c) / H(on, c) of the 2x2
+    joint distribution of "unit on" and "concept present" is computed, set to 0 where the two agree on at most 80%
+    of positions or the concept covers under 0.1% of them. The unit's threshold is the one of its best (concept,
+    threshold). Returns (thresholds Float[C], best IQR Float[C]).
+
+    Why not one quantile for every unit: a unit that draws every object (geometry) and a unit that draws only cyan
+    objects fire on very different shares of the map; a fixed top 5% cuts the first to the few largest objects and
+    makes it look as specific as the second. Under the IQR rule each unit's mask is what it draws, so the IoU
+    ranking puts the units that draw a concept, not the ones that draw every object strongly, first.
+    """
+    c, p = acts.shape
+    seg = seg.float()
+    p_c = seg.mean(1)  # [K]
+    fractions = torch.logspace(-3, 0, levels, dtype=torch.float64)[:-1]  # f = 1 excluded
+    counts = (fractions * p).round().long().clamp(1, p)  # positions on at each level
+    p_on = counts.double() / p  # [L]
+    thresholds, best = torch.empty(c), torch.empty(c)
+    for u in range(c):
+        values, order = acts[u].sort(descending=True)
+        inter = seg[:, order].double().cumsum(1)[:, counts - 1] / p  # [K, L] P(on and c)
+        on_c = inter
+        on_not = p_on[None, :] - on_c
+        off_c = p_c.double()[:, None] - on_c
+        off_not = 1 - on_c - on_not - off_c
+        joint = _entropy(on_c, on_not, off_c, off_not)
+        h_on = _entropy(p_on[None, :].expand_as(on_c), 1 - p_on[None, :].expand_as(on_c))
+        h_c = _entropy(p_c.double()[:, None].expand_as(on_c), 1 - p_c.double()[:, None].expand_as(on_c))
+        iqr = (h_on + h_c - joint) / joint.clamp_min(1e-30)
+        iqr[(on_c + off_not) <= 0.8] = 0
+        iqr[p_c < 1e-3] = 0
+        flat = int(iqr.flatten().argmax())
+        level = flat % iqr.shape[1]
+        # the threshold sits between the last position on and the first off, so ties at the cut stay off
+        k = int(counts[level])
+        thresholds[u] = values[k - 1] if k == p else (values[k - 1] + values[k]) / 2
+        best[u] = float(iqr.flatten()[flat])
+    return thresholds, best
+
+
+def rank_units(unit_acts: Tensor, segmentation: Tensor, quantile: float | None = 0.95) -> tuple[Tensor, Tensor]:
     """Per cluster, GAN units by descending IoU with the cluster's segmentation.
 
     unit_acts: Float[N, C, H, W] the GAN layer's outputs; segmentation: Bool[N, K, H, W] on the same grid.
     Returns (ranking Long[K, C], iou Float[K, C]). A unit is "on" above its own ``quantile`` over all images and
-    positions.
+    positions, or, with ``quantile`` None, above the threshold of GAN Dissection's IQR rule
+    (:func:`iqr_thresholds`).
     """
     n, c, h, w = unit_acts.shape
     acts = unit_acts.permute(1, 0, 2, 3).reshape(c, -1).float()  # [C, N*H*W]
-    thresholds = torch.quantile(acts, quantile, dim=1) if acts.shape[1] <= 16_000_000 else acts.kthvalue(
-        int(quantile * acts.shape[1]), dim=1).values
-    on = (acts > thresholds[:, None]).float()  # [C, P]
     seg = segmentation.permute(1, 0, 2, 3).reshape(segmentation.shape[1], -1).float()  # [K, P]
+    if quantile is None:
+        thresholds, _ = iqr_thresholds(acts, seg > 0)
+    elif acts.shape[1] <= 16_000_000:
+        thresholds = torch.quantile(acts, quantile, dim=1)
+    else:
+        thresholds = acts.kthvalue(int(quantile * acts.shape[1]), dim=1).values
+    on = (acts > thresholds[:, None]).float()  # [C, P]
     inter = seg @ on.T  # [K, C]
     union = seg.sum(1, keepdim=True) + on.sum(1)[None, :] - inter
     iou = inter / (union + 1e-20)
@@ -143,7 +201,7 @@ class Concepts:
 
 @torch.no_grad()
 def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clusters: int | None,
-                     max_datapoints: int, n_dissect: int, unit_quantile: float, seed: int, device: torch.device,
+                     max_datapoints: int, n_dissect: int, unit_quantile: float | None, seed: int, device: torch.device,
                      batch_size: int = 64, step: int = 0, active_fraction: float | None = None,
                      latents: Any = None) -> Concepts:
     """Datapoints from up to ``max_datapoints`` training pairs, unit clusters (``n_clusters``, or ``active_fraction``
@@ -167,8 +225,23 @@ def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clu
     counts: dict = {}
     centroids = cluster_units(datapoints, n_clusters, active_fraction=active_fraction, stats=counts)
     mu, sigma = image_vectors.mean(0), image_vectors.std(0)
-    gen = torch.Generator().manual_seed(seed)
     z_dim = int(data.batch(torch.arange(1)).extras["latent"].shape[1])
+    acts, segs = dissection_maps(model, editor, to_input, centroids, mu, sigma, n_dissect=n_dissect, seed=seed,
+                                 device=device, z_dim=z_dim, latents=latents, batch_size=batch_size)
+    ranking, iou = rank_units(acts, segs, unit_quantile)
+    if was_training:
+        model.train()
+    return Concepts(centroids, mu, sigma, ranking, iou, step, counts["requested"], counts["active"])
+
+
+@torch.no_grad()
+def dissection_maps(model: Any, editor: Any, to_input: Any, centroids: Tensor, mu: Tensor, sigma: Tensor, *,
+                    n_dissect: int, seed: int, device: torch.device, z_dim: int, latents: Any = None,
+                    batch_size: int = 64) -> tuple[Tensor, Tensor]:
+    """What the dissection compares, on ``n_dissect`` GAN samples (latents as in :func:`compute_concepts`): the
+    edited layer's activations Float[N, C, H, W] and the concepts' segmentation of the same images by the model,
+    Bool[N, K, H, W] (the model's map pooled onto the layer's grid when they differ)."""
+    gen = torch.Generator().manual_seed(seed)
     acts, segs = [], []
     for start in range(0, n_dissect, batch_size):
         m = min(batch_size, n_dissect - start)
@@ -180,7 +253,4 @@ def compute_concepts(model: Any, data: Any, editor: Any, to_input: Any, *, n_clu
             feats = torch.nn.functional.adaptive_avg_pool2d(feats, h.shape[-2:])
         acts.append(h.cpu())
         segs.append(cluster_segmentation(feats.cpu(), centroids, mu, sigma))
-    ranking, iou = rank_units(torch.cat(acts), torch.cat(segs), unit_quantile)
-    if was_training:
-        model.train()
-    return Concepts(centroids, mu, sigma, ranking, iou, step, counts["requested"], counts["active"])
+    return torch.cat(acts), torch.cat(segs)

@@ -61,8 +61,11 @@ class GanTargetedEdits(GanEditGenerator):
                                       min=0)
         max_datapoints: int = option(10000, "training pairs used to find concepts", min=10)
         dissect_samples: int = option(1000, "GAN samples used to rank units per concept", min=10)
-        unit_quantile: float = option(0.95, "a GAN unit is 'on' above this quantile of its activations", min=0.0,
-                                      max=1.0)
+        unit_quantile: float = option(0.95, "a GAN unit is 'on' above this quantile of its activations (with "
+                                      "unit_threshold = quantile)", min=0.0, max=1.0)
+        unit_threshold: str = option("quantile", "how a GAN unit's 'on' threshold is set for the dissection: one "
+                                     "quantile for every unit (unit_quantile), or per unit by GAN Dissection's "
+                                     "IQR rule (its default for generators)", choices=("quantile", "iqr"))
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
@@ -83,7 +86,8 @@ class GanTargetedEdits(GanEditGenerator):
             model, data, self._editor(), self.to_input,
             n_clusters=None if o.clusters is None else max(2, round(o.clusters * dim)),
             active_fraction=PAPER_CLUSTERS if o.clusters is None else None,
-            max_datapoints=o.max_datapoints, n_dissect=o.dissect_samples, unit_quantile=o.unit_quantile,
+            max_datapoints=o.max_datapoints, n_dissect=o.dissect_samples,
+            unit_quantile=None if o.unit_threshold == "iqr" else o.unit_quantile,
             seed=self.seed, device=device, step=step, latents=(self.task.resources or {}).get("sample_latents"))
         self._few_warned = False
 

@@ -172,3 +172,65 @@ def test_a_layer_off_the_models_grid_is_refused_naming_the_layers_on_it():
         GanRandomEdits(GanRandomEdits.Options(layer="output.1"), task=task).generate(ctx)
     assert ("GAN layer 'output.1' outputs a 16x16 map, but the model's image map is 8x8; edit a layer on the model's "
             "grid: 'layer4', 'layer4.0', 'layer4.1', 'layer4.2'") in str(err.value)
+
+
+def _iqr_brute_force(a, s, counts):
+    """IQR = I(on; c) / H(on, c) of one unit (a: Float[P]) and one concept (s: Bool[P]) at each count of positions
+    on, by counting the 2x2 table directly."""
+    import math
+
+    order = sorted(range(len(a)), key=lambda i: -float(a[i]))
+    p = len(a)
+    out = []
+    for k in counts:
+        on = set(order[:k])
+        cells = [sum(1 for i in range(p) if (i in on) == x and bool(s[i]) == y) / p
+                 for x in (True, False) for y in (True, False)]
+        ent = lambda *q: -sum(v * math.log(v) for v in q if v > 0)  # noqa: E731
+        p_on, p_c = cells[0] + cells[1], cells[0] + cells[2]
+        joint = ent(*cells)
+        mi = ent(p_on, 1 - p_on) + ent(p_c, 1 - p_c) - joint
+        agree = cells[0] + cells[3]
+        out.append(0.0 if agree <= 0.8 or p_c < 1e-3 or joint <= 0 else mi / joint)
+    return out
+
+
+def test_iqr_thresholds_match_brute_force():
+    from negmine_gan.concepts import iqr_thresholds
+
+    g = torch.Generator().manual_seed(5)
+    p, c, k = 300, 4, 3
+    seg = torch.rand(k, p, generator=g) > 0.85
+    acts = torch.rand(c, p, generator=g)
+    acts[1] += 2.0 * seg[0]  # unit 1 predicts concept 0; unit 2 predicts concept 2 weakly
+    acts[2] += 0.5 * seg[2]
+    levels = 30
+    thresholds, best = iqr_thresholds(acts, seg, levels=levels)
+    fractions = torch.logspace(-3, 0, levels, dtype=torch.float64)[:-1]
+    counts = (fractions * p).round().long().clamp(1, p).tolist()
+    for u in range(c):
+        table = [(v, n) for concept in range(k)
+                 for v, n in zip(_iqr_brute_force(acts[u], seg[concept], counts), counts, strict=True)]
+        want = max(v for v, _ in table)
+        assert abs(float(best[u]) - want) < 1e-6
+        # the threshold switches on exactly the positions of one of the best levels
+        n_on = int((acts[u] > thresholds[u]).sum())
+        assert any(abs(v - want) < 1e-9 and n == n_on for v, n in table)
+    assert abs(int((acts[1] > thresholds[1]).sum()) - int(seg[0].sum())) <= 0.1 * int(seg[0].sum())
+
+
+def test_iqr_ranking_puts_a_concepts_own_unit_above_a_unit_that_draws_every_object():
+    # planted: objects on 30% of positions, a third of them cyan; unit 0 draws every object (strongest on the
+    # large ones), unit 1 only the cyan ones. A fixed top-5% cut makes unit 0 look as cyan as unit 1.
+    g = torch.Generator().manual_seed(6)
+    n, h, w = 400, 4, 4
+    objects = torch.rand(n, h, w, generator=g) < 0.3
+    cyan = objects & (torch.rand(n, h, w, generator=g) < 0.33)
+    large = objects & (torch.rand(n, h, w, generator=g) < 0.5)
+    acts = torch.zeros(n, 2, h, w)
+    acts[:, 0] = objects * (1.0 + 1.0 * large) + 0.01 * torch.rand(n, h, w, generator=g)
+    acts[:, 1] = cyan * 1.0 + 0.01 * torch.rand(n, h, w, generator=g)
+    seg = torch.stack([cyan, objects], 1)  # concept 0: cyan, concept 1: any object
+    ranking, iou = rank_units(acts, seg, quantile=None)
+    assert ranking[0, 0] == 1 and ranking[1, 0] == 0
+    assert iou[0, 1] > 0.9 and iou[1, 0] > 0.9
