@@ -33,19 +33,12 @@ sys.path.insert(0, str(ROOT / "plugins"))
 import torch  # noqa: E402
 from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
-from audio_clevrgan.scene_gan import factor_groups  # noqa: E402
+from audio_clevrgan.scene_gan import factored_unit_roles  # noqa: E402
 from negmine.evaluate import load_run  # noqa: E402
 from negmine.plugins import get_plugin_manager  # noqa: E402
 from negmine_gan.base import gan_to_input  # noqa: E402
 from negmine_gan.concepts import compute_concepts, dissection_maps, rank_units  # noqa: E402
 from negmine_gan.targeted import PAPER_CLUSTERS, GanTargetedEdits  # noqa: E402
-
-
-def unit_roles(channels: int, units_per_group: int) -> list[str]:
-    """The role of each layer4 channel of a factored generator: "shared" or "attribute=value"."""
-    groups = factor_groups()
-    shared = channels - units_per_group * len(groups)
-    return ["shared"] * shared + [f"{a}={v}" for a, v in groups for _ in range(units_per_group)]
 
 
 def read_ranking(ranking: torch.Tensor, roles: list[str], k: int) -> tuple[list[str], float, float]:
@@ -90,7 +83,7 @@ def main() -> None:
     units = int(getattr(getattr(editor.gan, "config", None), "g_factored", 0) or 0)
     if not units:
         sys.exit("the run's generator is not attribute-factored: its units have no known roles")
-    roles = unit_roles(channels, units)
+    roles = factored_unit_roles(channels, units)
     print("# GAN unit rankings of `gan-targeted` read against the factored generator's unit roles\n")
     print(f"run {a.run_dir} ({a.checkpoint}); {concepts.centroids.shape[0]} concepts of more than 3 units "
           f"({concepts.requested} requested, {concepts.active} embedding units fire); layer4 {channels} units: "

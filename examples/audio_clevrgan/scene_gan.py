@@ -202,6 +202,14 @@ def factor_groups() -> list[tuple[str, str]]:
     return [(a, v) for a in FACTOR_DEFAULTS for v in VALUES[a] if v != FACTOR_DEFAULTS[a]]
 
 
+def factored_unit_roles(channels: int, units: int) -> list[str]:
+    """The role of every channel of a factored ``layer4`` of ``channels`` units with value groups of ``units``:
+    ``"shared"`` (geometry, every object) or ``"attribute=value"`` (see :class:`FactoredPainter`). For reading
+    which units an edit ablates; no generator of negatives uses it."""
+    groups = factor_groups()
+    return ["shared"] * (channels - units * len(groups)) + [f"{a}={v}" for a, v in groups for _ in range(units)]
+
+
 class FactoredPainter(ObjectPainter):
     """``layer1`` of an attribute-factored generator: scene codes ``(B, K, 11)`` -> ``(B, C, G, G)`` whose channels
     are ``C - 10 U`` shared units, then 10 groups of ``U`` units, one per (attribute, value) of :func:`factor_groups`.
@@ -416,6 +424,7 @@ __all__ = [
     "SceneCodedGenerator",
     "encode_scenes",
     "factor_groups",
+    "factored_unit_roles",
     "latent_bank",
     "perceptual_distance",
     "scene_from_z",

@@ -17,7 +17,14 @@ except ImportError:  # running from a checkout without the package installed
 
 from audio_clevrgan import gan as ganlib
 from audio_clevrgan.render import SceneObject, edit_scene, render_scenes, sample_scenes, scene_is_valid
-from audio_clevrgan.scene_gan import FACTOR_DEFAULTS, LatentStream, encode_scenes, factor_groups, scene_from_z
+from audio_clevrgan.scene_gan import (
+    FACTOR_DEFAULTS,
+    LatentStream,
+    encode_scenes,
+    factor_groups,
+    factored_unit_roles,
+    scene_from_z,
+)
 from audio_clevrgan.train_scripts import load_gan, scene_bank, train_gan
 from audio_clevrgan.vocab import ATTRIBUTES, VALUES
 
@@ -173,6 +180,17 @@ def test_factored_layer4_ablating_a_value_group_redraws_the_default_value(profil
         h2 = G._run(encode_scenes([other], 3), layers)
         shared = G.layer1.shared
         assert torch.allclose(h2[:, :shared], h[:, :shared], atol=1e-5)
+
+
+def test_factored_unit_roles_name_each_value_groups_channels():
+    G = ganlib.build_generator(ganlib.GAN_PROFILES["cpu-scene-factored"])
+    with torch.no_grad():
+        channels = G.features(ganlib.standard_z(1, 0), upto="layer4").shape[1]
+    roles = factored_unit_roles(channels, G.config.g_factored)
+    assert roles[: G.layer1.shared] == ["shared"] * G.layer1.shared
+    for attribute, value in (("shape", "cube"), ("color", "cyan"), ("material", "metal")):
+        assert roles[_group_channels(G, attribute, value)] == [f"{attribute}={value}"] * G.config.g_factored
+    assert len(roles) == G.layer1.shared + 10 * G.config.g_factored
 
 
 def test_config_checks():
