@@ -109,6 +109,20 @@ def group_ablation(gan, z: torch.Tensor, scenes, rng: np.random.Generator):
     return keep, original, images, intended, pixels
 
 
+def ratio_quantiles(original: torch.Tensor, edited: torch.Tensor) -> dict[str, list[float]]:
+    """The change ratio that the edit generators' acceptance test computes (``negmine_gan.edit.change_ratio``:
+    ImageNet-normalised, inside a mask), for edits right by construction: over the pixels they change (mean
+    |change| > 0.02 on a 0-1 scale) and over the whole image; 10th, 50th and 90th percentiles. What a one-attribute
+    edit of this generator scores, to read the generators' ``accept`` threshold against (paper: 0.95)."""
+    from negmine_gan.edit import change_ratio, imagenet_transform
+
+    a, b = _to01(original), _to01(edited)
+    changed = (b - a).abs().mean(1) > 0.02
+    q = torch.tensor([0.1, 0.5, 0.9])
+    return {name: [round(float(v), 3) for v in torch.quantile(change_ratio(a, b, mask, imagenet_transform), q)]
+            for name, mask in (("changed pixels", changed), ("whole image", torch.ones_like(changed)))}
+
+
 def _pixels(p: dict | None) -> str:
     return "" if p is None else f"{p['inside']:.4f} / {p['outside']:.4f} ({100 * p['region']:.1f}% of cells)"
 
@@ -146,6 +160,7 @@ def main() -> None:
             keep, orig, images, want, pixels = group_ablation(gan, z, scenes, np.random.default_rng(a.seed))
             rows.append(("`layer4` value-group ablation in the object's cells", len(keep),
                          read(readers, _to01(orig), _to01(images), want), pixels))
+            ratios = ratio_quantiles(orig, images)
     print(f"Commit {_commit()}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"GAN `{a.gan}` (step {gan.meta.get('step', '?')}); latents standard_z({a.n}, seed={a.seed}); edits "
           f"balanced over attributes; r1 = segmenter, r2 = evaluator\n")
@@ -155,6 +170,9 @@ def main() -> None:
     for name, n, r, pixels in rows:
         cells = [f"{r[k]['changed']:.1f}% | {r[k]['single']:.1f}% | {r[k]['intended']:.1f}%" for k in ("r1", "r2")]
         print(f"| {name} | {n} | {cells[0]} | {cells[1]} | {_pixels(pixels)} |")
+    if getattr(gan.config, "g_factored", 0):
+        print("\nChange ratio of the value-group ablations (the edit generators' acceptance test; 10th / 50th / 90th "
+              "percentiles): " + "; ".join(f"over the {k} {' / '.join(map(str, v))}" for k, v in ratios.items()))
     print(f"\n({time.perf_counter() - t0:.0f} s)")
 
 
