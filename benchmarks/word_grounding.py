@@ -117,6 +117,23 @@ def grounding_accuracy(vectors: torch.Tensor, objects: list[dict], encodings: di
     return float((scores.argmax(1) == truth).float().mean())
 
 
+def only_by(rows: list[dict], attribute: str, pairs: int = 20000, seed: int = 0) -> float:
+    """Share of random pairs of images (a positive and an in-batch impostor) whose objects differ, but would not if
+    ``attribute`` were ignored: the pairs that only the attribute's words can tell apart."""
+    g = torch.Generator().manual_seed(seed)
+    i, j = torch.randint(len(rows), (2, pairs), generator=g)
+    rest = [a for a in ATTRIBUTES if a != attribute]
+
+    def content(row, keys):
+        return sorted(tuple(o[k] for k in keys) for o in row["objects"])
+
+    hits = 0
+    for a, b in zip(i.tolist(), j.tolist(), strict=True):
+        ra, rb = rows[a], rows[b]
+        hits += content(ra, ATTRIBUTES) != content(rb, ATTRIBUTES) and content(ra, rest) == content(rb, rest)
+    return hits / pairs
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("runs", nargs="+", type=Path)
@@ -126,6 +143,11 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)
     pm, device = get_plugin_manager(), torch.device("cpu")
+    task0, _, _ = load_run(get_plugin_manager(), a.runs[0], a.checkpoint, "cpu")
+    shares = {attr: only_by(task0.train.rows, attr) for attr in ATTRIBUTES}
+    print("Random in-batch impostors that only an attribute's words tell apart from the positive (20,000 random pairs "
+          "of training images; their objects compared as multisets): "
+          + ", ".join(f"{attr} {100 * v:.2f}%" for attr, v in shares.items()) + ".\n")
     print("# Where attribute words fail: image tower, audio tower, or their alignment\n")
     print(f"`PYTHONPATH=examples OMP_NUM_THREADS=1 python benchmarks/word_grounding.py {' '.join(map(str, a.runs))} "
           f"--checkpoint {a.checkpoint}`; commit {_commit()}, {platform.machine()}, torch {torch.__version__}. Image "
