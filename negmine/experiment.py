@@ -43,11 +43,19 @@ config there; a run found in the ledger is not trained again unless a child that
 checkpoint, and then the retrained run's numbers are compared with the ledger's (a reproducibility check). Each
 record keeps the run's spec (:func:`run_spec`); a record whose spec no longer matches the experiment file is stale:
 it does not count and is replaced when the run is trained again.
+
+Training on a CPU is not bitwise reproducible across machines and code versions, and a retrained DaveNet can differ
+from its record by several points; a child trained from the retrained run must then be paired with *that* run, not
+with the record. So every run has a *lineage* (``lineage.json``: its identity, a digest of the validation
+evaluations it logged while training, and the identities of the runs of its chain it started from). A retrained
+run that differs from its record replaces it, and the record moves to ``earlier/<identity>/`` beside it: the
+records trained from it keep pairing with it (:func:`paired_difference`), the new ones pair with the new run.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
 import time
@@ -312,26 +320,107 @@ def _spec_differences(old: Any, new: Any, prefix: str = "") -> list[str]:
     return [] if old == new else [prefix.rstrip(".") or "(all)"]
 
 
+LINEAGE = "lineage.json"
+
+
+def run_identity(run_dir: Path) -> str | None:
+    """A trained run's identity (16 hex digits): a digest of the steps and validation evaluations it logged while
+    training (``summary.json``). A retrained run has the same identity only when its training was bitwise the same;
+    evaluating it again does not change it. None without a summary."""
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    key = json.dumps({"steps": summary.get("steps"), "evaluations": summary.get("evaluations")}, sort_keys=True)
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def read_lineage(record: Path) -> dict[str, Any]:
+    """``{"run": identity, "ancestors": {method name: identity}}`` of a run directory or ledger record (see the module
+    docstring); a record written before lineages existed has its identity and the ancestors stamped on it since."""
+    path = record / LINEAGE
+    if path.exists():
+        return json.loads(path.read_text())
+    return {"run": run_identity(record), "ancestors": {}}
+
+
+def _write_lineage(exp: Experiment, method: Method, seed: int, out: Path, run_dir: Path) -> None:
+    """``run_dir/lineage.json`` of a finished run: its identity and those of the runs of its chain it started from,
+    read from their run directories in ``out`` (where its init checkpoint came from)."""
+    ancestors: dict[str, str] = {}
+    if method.parent is not None:
+        parent = read_lineage(out / exp.method(method.parent).slug / f"seed-{seed}")
+        ancestors = {**parent["ancestors"], method.parent: parent["run"]}
+    _write_atomic(run_dir / LINEAGE, _json_text({"run": run_identity(run_dir), "ancestors": ancestors}))
+
+
+def descendants(exp: Experiment, name: str) -> list[Method]:
+    """The methods whose init chains pass through ``name``."""
+    found = []
+    for m in exp.methods:
+        parent = m.parent
+        while parent is not None and parent != name:
+            parent = exp.method(parent).parent
+        if parent == name:
+            found.append(m)
+    return found
+
+
+def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str | None]], split: str) -> None:
+    """Move the record of run ``old`` of method ``name`` to ``earlier/<old>/`` and stamp the records of its
+    descendants (``later``: (record, identity of that descendant's run in the run directory, or None)) that were
+    trained from it, so that they keep pairing with it."""
+    earlier = ledger_dir / "earlier" / old
+    earlier.mkdir(parents=True, exist_ok=True)
+    for f in ledger_dir.iterdir():
+        if f.is_file():
+            f.replace(earlier / f.name)
+    for record, in_out in later:
+        if not (record / f"eval-{split}.json").exists():
+            continue
+        lineage = read_lineage(record)
+        # a record of the run now in the run directory was trained from the new run, not from this one
+        if name in lineage["ancestors"] or (in_out is not None and lineage["run"] == in_out):
+            continue
+        lineage["ancestors"][name] = old
+        _write_atomic(record / LINEAGE, _json_text(lineage))
+
+
 def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str,
-               spec: Mapping[str, Any] | None = None, replace: bool = False) -> None:
-    """Copy a finished run's small files into the ledger; when the ledger already has this run, compare instead
-    (``replace``: overwrite a stale record)."""
+               spec: Mapping[str, Any] | None = None, replace: bool = False,
+               archive: Callable[[str], None] | None = None, retrained: bool = True) -> None:
+    """Copy a finished run's small files into the ledger (``replace``: overwrite a stale record). When the ledger
+    already has a record: of the same run (same identity), keep it and add the lineage it lacks; of another run
+    (a retrain that came out different), log how far apart they are and replace it, after ``archive(old identity)``
+    has moved it aside (without ``archive`` the record is kept)."""
     previous = ledger_dir / f"eval-{split}.json"
     if previous.exists() and not replace:
+        old_id, new_id = read_lineage(ledger_dir)["run"], run_identity(run_dir)
+        same = old_id is not None and old_id == new_id
         old = _metric_rows(json.loads(previous.read_text()))
         new = _metric_rows(json.loads((run_dir / f"eval-{split}.json").read_text()))
         diffs = {k: 100 * (new[k] - old[k]) for k in old if k in new}
         worst = max(diffs.items(), key=lambda kv: abs(kv[1]), default=("-", 0.0))
-        log(f"[ledger] {label}: retrained; largest difference from the ledger {worst[0]} {worst[1]:+.2f} points "
-            "(the ledger keeps its record)")
-        return
+        if same or archive is None:
+            if same and not (ledger_dir / LINEAGE).exists() and (run_dir / LINEAGE).exists():
+                _write_atomic(ledger_dir / LINEAGE, (run_dir / LINEAGE).read_text())
+            if retrained:
+                log(f"[ledger] {label}: retrained; largest difference from the ledger {worst[0]} {worst[1]:+.2f} "
+                    f"points ({'the same run' if same else 'another run'}: the ledger keeps its record)")
+            return
+        log(f"[ledger] {label}: {'retrained' if retrained else 'trained again earlier'}; largest difference from the "
+            f"ledger {worst[0]} {worst[1]:+.2f} points (the new run replaces the record, which moves to "
+            f"earlier/{old_id}/ for the runs trained from it)")
+        archive(old_id)
     ledger_dir.mkdir(parents=True, exist_ok=True)
-    written = {"provenance.json": machine_record()}
+    # where the run was trained (written in its run directory when it started), else this process
+    trained = run_dir / "provenance.json"
+    written = {"provenance.json": json.loads(trained.read_text()) if trained.exists() else machine_record()}
     if spec is not None:
         written["spec.json"] = dict(spec)
     for name, value in written.items():
         _write_atomic(ledger_dir / name, _json_text(value))
-    for name in LEDGER_FILES:
+    for name in (*LEDGER_FILES, LINEAGE):
         src = run_dir / name.format(split=split)
         if src.exists():
             _write_atomic(ledger_dir / src.name, src.read_text())
@@ -358,6 +447,8 @@ def _re_evaluated_to_ledger(run_dir: Path, ledger_dir: Path, split: str, spec: M
     provenance_path = ledger_dir / "provenance.json"
     record = json.loads(provenance_path.read_text()) if provenance_path.exists() else {}
     record["evaluated"] = machine_record()
+    if not (ledger_dir / LINEAGE).exists() and (run_dir / LINEAGE).exists():
+        _write_atomic(ledger_dir / LINEAGE, (run_dir / LINEAGE).read_text())
     _write_atomic(ledger_dir / f"eval-{split}.json", (run_dir / f"eval-{split}.json").read_text())
     _write_atomic(provenance_path, _json_text(record))
 
@@ -380,6 +471,12 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     from negmine.trainer import Trainer
 
     machine_record()  # the commit this process starts with is the one its records name
+
+    def archiver(method: Method, seed: int, record: Path) -> Callable[[str], None]:
+        later = [(ledger / d.slug / f"seed-{seed}", read_lineage(out / d.slug / f"seed-{seed}")["run"])
+                 for d in descendants(exp, method.name)] if ledger is not None else []
+        return lambda old: _archive(record, method.name, old, later, exp.eval_split)
+
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
     out.mkdir(parents=True, exist_ok=True)
     eval_name = f"eval-{exp.eval_split}.json"
@@ -398,6 +495,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                     f"{', '.join(_spec_differences(recorded, spec))}); it is replaced when this run finishes")
             if in_out[method.name] and re_evaluate:
                 started = time.perf_counter()
+                if not (run_dir / LINEAGE).exists():
+                    _write_lineage(exp, method, seed, out, run_dir)
                 evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
                 log(f"[re-eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
                 if record is not None:
@@ -406,9 +505,12 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 continue
             if in_out[method.name]:
                 log(f"[skip] {method.name} seed {seed}: finished")
-                if record is not None and not in_ledger[method.name]:
-                    _to_ledger(run_dir, record, exp.eval_split, log, method.name, spec,
-                               replace=states[method.name] == "stale")
+                if not (run_dir / LINEAGE).exists():  # a run finished before lineages were recorded
+                    _write_lineage(exp, method, seed, out, run_dir)
+                if record is not None:
+                    _to_ledger(run_dir, record, exp.eval_split, log, f"{method.name} seed {seed}", spec,
+                               replace=states[method.name] == "stale", archive=archiver(method, seed, record),
+                               retrained=False)
                 continue
             if method.name not in must:
                 note = " (not re-evaluated: its run directory is not in --out)" if re_evaluate else ""
@@ -428,6 +530,9 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 task = build_task(pm, raw)
                 config = build_task_config(pm, task, raw, source=f"experiment method {method.name!r}")
                 resume = (run_dir / "checkpoints" / "last.pt").exists()
+                if not resume or not (run_dir / "provenance.json").exists():
+                    run_dir.mkdir(parents=True, exist_ok=True)
+                    _write_atomic(run_dir / "provenance.json", _json_text(machine_record()))
                 log(f"[{'resume' if resume else 'train'}] {method.name} seed {seed} -> {run_dir}")
                 trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())
                 trainer.keep_steps = set(keep)
@@ -435,9 +540,10 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
             started = time.perf_counter()
             evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
             log(f"[eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")
+            _write_lineage(exp, method, seed, out, run_dir)
             if record is not None:
                 _to_ledger(run_dir, record, exp.eval_split, log, f"{method.name} seed {seed}", spec,
-                           replace=states[method.name] == "stale")
+                           replace=states[method.name] == "stale", archive=archiver(method, seed, record))
     if only_seeds:
         exp = attrs.evolve(exp, seeds=tuple(dict.fromkeys((*exp.seeds, *only_seeds))))
     results = collect(exp, out, ledger)
@@ -482,13 +588,18 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
     ``out``, else the ledger's record of it (when not stale)."""
     methods = {}
     for method in exp.methods:
-        per_seed = {}
+        per_seed, lineages, earlier = {}, {}, {}
         for seed in exp.seeds:
             run = Path(method.slug) / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
             roots = [out] + ([ledger] if ledger_state(ledger, exp, method, seed) == "ok" else [])
             path = next((root / run for root in roots if (root / run).exists()), None)
             if path is not None:
                 per_seed[seed] = _metric_rows(json.loads(path.read_text()))
+                lineages[seed] = read_lineage(path.parent)
+            if ledger is not None:  # earlier runs of this seed, kept for the records trained from them
+                found = sorted((ledger / method.slug / f"seed-{seed}" / "earlier").glob(f"*/eval-{exp.eval_split}.json"))
+                if found:
+                    earlier[seed] = {f.parent.name: _metric_rows(json.loads(f.read_text())) for f in found}
         keys = list(dict.fromkeys(k for v in per_seed.values() for k in v))
         stats = {}
         for k in keys:
@@ -496,7 +607,8 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             mean = sum(vals) / len(vals)
             std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
             stats[k] = {"mean": mean, "std": std, "n": len(vals)}
-        methods[method.name] = {"chain_steps": chain_steps(exp, method), "seeds": per_seed, "stats": stats}
+        methods[method.name] = {"chain_steps": chain_steps(exp, method), "seeds": per_seed, "stats": stats,
+                                "lineage": lineages, "earlier": earlier}
     return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
 
 
@@ -566,16 +678,29 @@ def _mean_std(stat: Mapping[str, Any], scale: float = 100.0, sign: str = "") -> 
 
 def paired_difference(results: Mapping[str, Any], method: str, baseline: str, key: str) -> dict[str, Any] | None:
     """``method``'s metric minus ``baseline``'s on the seeds both have (``{"per_seed": {seed: diff}, "mean": float,
-    "std": float}``), or None when they share no seed with the metric."""
-    ours, base = results["methods"][method]["seeds"], results["methods"][baseline]["seeds"]
-    diffs = {seed: v[key] - base[seed][key] for seed, v in ours.items()
-             if seed in base and key in v and key in base[seed]}
+    "std": float, "unpaired": [seed, ...]}``), or None when they share no seed with the metric.
+
+    When ``baseline`` is in the chain ``method``'s run started from, the difference is taken against that very run
+    of it (its lineage): the current record, or the earlier one it was trained from (a retrained baseline that came
+    out different replaces the record); a seed whose baseline run was not recorded is left out, in ``unpaired``."""
+    ours_m, base_m = results["methods"][method], results["methods"][baseline]
+    ours, base = ours_m["seeds"], base_m["seeds"]
+    diffs, unpaired = {}, []
+    for seed, v in ours.items():
+        b = base.get(seed)
+        wanted = ours_m.get("lineage", {}).get(seed, {}).get("ancestors", {}).get(baseline)
+        if wanted is not None and base_m.get("lineage", {}).get(seed, {}).get("run") != wanted:
+            b = base_m.get("earlier", {}).get(seed, {}).get(wanted)
+            if b is None:
+                unpaired.append(seed)
+        if b is not None and key in v and key in b:
+            diffs[seed] = v[key] - b[key]
     if not diffs:
         return None
     vals = list(diffs.values())
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return {"per_seed": diffs, "mean": mean, "std": std}
+    return {"per_seed": diffs, "mean": mean, "std": std, "unpaired": unpaired}
 
 
 def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:

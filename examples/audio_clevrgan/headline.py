@@ -90,7 +90,8 @@ def gather(rows: Sequence[Row] = ROWS, experiments: Path = EXPERIMENTS, results:
             # run directories are not needed: the ledger holds every finished run's evaluation
             collected[row.experiment] = collect(exp, results / "__no_run_dirs__", ledger)
         method = collected[row.experiment]["methods"][row.method]
-        out[row.label] = {"row": row, "stats": method["stats"], "seeds": method["seeds"]}
+        out[row.label] = {"row": row, "stats": method["stats"], "seeds": method["seeds"],
+                          "results": collected[row.experiment]}
     return out
 
 
@@ -106,8 +107,12 @@ def _paired(gathered: Mapping[str, Any], label: str, key: str) -> str:
     row = gathered[label]["row"]
     if row.baseline is None:
         return ""
-    both = {"methods": {"a": {"seeds": gathered[label]["seeds"]}, "b": {"seeds": gathered[row.baseline]["seeds"]}}}
-    d = paired_difference(both, "a", "b", key)
+    base = gathered[row.baseline]["row"]
+    if base.experiment == row.experiment:  # paired with the very baseline run each run started from (its lineage)
+        d = paired_difference(gathered[label]["results"], row.method, base.method, key)
+    else:
+        both = {"methods": {"a": {"seeds": gathered[label]["seeds"]}, "b": {"seeds": gathered[row.baseline]["seeds"]}}}
+        d = paired_difference(both, "a", "b", key)
     if d is None:
         return "-"
     ahead = sum(v > 0 for v in d["per_seed"].values())

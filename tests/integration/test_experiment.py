@@ -122,7 +122,8 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     capsys.readouterr()
     recorded = sorted(p.relative_to(ledger).as_posix() for p in ledger.rglob("*.json"))
     assert recorded == [f"{m}/seed-0/{f}" for m in ("hard-neg", "random", "semi")
-                        for f in ("config.json", "eval-test.json", "provenance.json", "spec.json", "summary.json")]
+                        for f in ("config.json", "eval-test.json", "lineage.json", "provenance.json", "spec.json",
+                                  "summary.json")]
     expected = json.loads((first / "results.json").read_text())["methods"]
 
     # a new session: the run directory is gone, the ledger is not; nothing trains and the results are the same
@@ -148,6 +149,73 @@ def test_ledger_spans_lost_run_directories(tmp_path, capsys):
     assert err.count("largest difference from the ledger") == 2 and "+0.00 points" in err
     assert (ledger / "semi" / "seed-0" / "eval-test.json").exists()
     assert json.loads((third / "results.json").read_text())["methods"] == expected
+
+
+def _tamper_run(record, delta):
+    """Make a record look like another run of the same method: other validation numbers while training (another
+    identity) and another evaluation, as a retrain on another machine gives."""
+    summary = json.loads((record / "summary.json").read_text())
+    for e in summary["evaluations"]:
+        e["mean@10"] += delta
+    (record / "summary.json").write_text(json.dumps(summary))
+    ev = json.loads((record / "eval-test.json").read_text())
+    ev["retrieval"]["mean@10"] += delta
+    (record / "eval-test.json").write_text(json.dumps(ev))
+    lineage = json.loads((record / "lineage.json").read_text())
+    from negmine.experiment import run_identity
+
+    lineage["run"] = run_identity(record)
+    (record / "lineage.json").write_text(json.dumps(lineage))
+
+
+def test_children_pair_with_the_parent_run_they_started_from(tmp_path, capsys):
+    """A retrained parent that comes out different replaces its record; the records trained from the earlier run
+    keep pairing with that run (kept under earlier/), the new children with the new one."""
+    from negmine.experiment import collect, paired_difference, read_lineage
+
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    ledger = tmp_path / "ledger"
+    assert main(["experiment", str(path), "--out", str(tmp_path / "a"), "--seed", "0", "--ledger", str(ledger),
+                 "-q"]) == 0
+    random_run = read_lineage(ledger / "random" / "seed-0")["run"]
+    assert read_lineage(ledger / "semi" / "seed-0")["ancestors"] == {
+        "Random": random_run, "Hard Neg": read_lineage(ledger / "hard-neg" / "seed-0")["run"]}
+    # the ledger's Random and Hard Neg records came from other runs (a machine that trains differently), and the
+    # Semi record is lost: Random and Hard Neg train again (identically here) and differ from their records
+    _tamper_run(ledger / "random" / "seed-0", -0.05)
+    _tamper_run(ledger / "hard-neg" / "seed-0", -0.02)
+    for name in ("lineage.json",):  # Hard Neg's record as written before lineages existed
+        (ledger / "hard-neg" / "seed-0" / name).unlink()
+    old_random = read_lineage(ledger / "random" / "seed-0")["run"]
+    old_hard = read_lineage(ledger / "hard-neg" / "seed-0")["run"]
+    for f in (ledger / "semi" / "seed-0").iterdir():
+        f.unlink()
+    capsys.readouterr()
+    out = tmp_path / "b"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("the new run replaces the record, which moves to earlier/") == 2, err
+    assert (ledger / "random" / "seed-0" / "earlier" / old_random / "eval-test.json").exists()
+    # the old Hard Neg (written before lineages) is stamped as trained from the old Random
+    stamped = read_lineage(ledger / "hard-neg" / "seed-0" / "earlier" / old_hard)
+    assert stamped["ancestors"] == {"Random": old_random}
+    exp = load_experiment(path)
+    results = collect(exp, tmp_path / "nowhere", ledger)
+    new_semi = results["methods"]["Semi"]
+    assert new_semi["lineage"][0]["ancestors"]["Random"] == results["methods"]["Random"]["lineage"][0]["run"]
+    # paired with the current Random: the runs of one lineage, a difference of the real runs
+    d = paired_difference(results, "Semi", "Random", "R@10")
+    want = results["methods"]["Semi"]["seeds"][0]["R@10"] - results["methods"]["Random"]["seeds"][0]["R@10"]
+    assert abs(d["per_seed"][0] - want) < 1e-12 and d["unpaired"] == []
+    # a record trained from the earlier Random pairs with the earlier one
+    results["methods"]["Semi"]["lineage"][0]["ancestors"]["Random"] = old_random
+    d = paired_difference(results, "Semi", "Random", "R@10")
+    earlier = results["methods"]["Random"]["earlier"][0][old_random]["R@10"]
+    assert abs(d["per_seed"][0] - (results["methods"]["Semi"]["seeds"][0]["R@10"] - earlier)) < 1e-12
+    # ... and a run whose baseline run is recorded nowhere is not paired at all
+    results["methods"]["Semi"]["lineage"][0]["ancestors"]["Random"] = "0" * 16
+    assert paired_difference(results, "Semi", "Random", "R@10") is None
 
 
 def test_ledger_record_of_another_configuration_is_stale(tmp_path, capsys):
