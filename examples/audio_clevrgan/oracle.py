@@ -45,6 +45,22 @@ class _OneAttributeEdits(NegativeGenerator):
         if problems:
             raise ConfigError(problems, f"{self.name} options")
 
+    def _edit(self, scene: Any, rng: np.random.Generator, cfg: Any, word: tuple[str, str, str] | None) -> tuple[Any, int]:
+        """(edited scene, index of the changed attribute) for one anchor. An anchor whose caption is one isolated
+        word (task option ``isolated_words``) gets the scene with that word's value removed from every object
+        (:func:`audio_clevrgan.render.remove_value`): a one-attribute edit of a random object would mostly leave
+        the value in the scene, a false negative of the word. Else one attribute of one object changes."""
+        from .render import random_edit, remove_value
+
+        if word is not None and any(getattr(o, word[0]) == word[1] for o in scene):
+            return remove_value(scene, rng, word[0], word[1], cfg), ATTRIBUTES.index(word[0])
+        new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance)
+        return new, ATTRIBUTES.index(edit.attribute)
+
+    def _words(self, ids: torch.Tensor) -> list[tuple[str, str, str] | None]:
+        isolated = getattr(self.task.train, "isolated", None)
+        return [None] * len(ids) if isolated is None else [isolated[i] for i in ids.long().cpu().tolist()]
+
     def _edit_rng(self) -> np.random.Generator:
         # a numpy stream drawn from the generator's torch stream: checkpointed with it, so resume is exact
         return np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.rng)))
@@ -70,17 +86,17 @@ class RenderedEdits(_OneAttributeEdits):
     requires = frozenset({"scenes"})
 
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
-        from .render import SCENE_PROFILES, random_edit, render_scenes, scene_from_dicts, to_uint8
+        from .render import SCENE_PROFILES, render_scenes, scene_from_dicts, to_uint8
 
         data = self.task.train
         rng = self._edit_rng()
         edited, changed = [], []
-        for i in ctx.batch.ids.long().cpu().tolist():
+        for i, word in zip(ctx.batch.ids.long().cpu().tolist(), self._words(ctx.batch.ids), strict=True):
             scene = scene_from_dicts(data.scenes[i])
             for _ in range(self.options.per_anchor):
-                new, edit = random_edit(scene, rng, SCENE_PROFILES["cpu"], self.attributes, self.options.balance)
+                new, attribute = self._edit(scene, rng, SCENE_PROFILES["cpu"], word)
                 edited.append(new)
-                changed.append(ATTRIBUTES.index(edit.attribute))
+                changed.append(attribute)
         size = int(self.task.resources["meta"]["image_size"])
         images = torch.from_numpy(to_uint8(render_scenes(edited, resolution=size).images)).permute(0, 3, 1, 2)
         return self._negatives(ctx, images.to(ctx.device), changed)  # UInt8[B*k, 3, H, W]
@@ -132,17 +148,16 @@ class GanSceneEdits(_OneAttributeEdits):
         return (images.clamp(-1, 1) + 1) / 2
 
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
-        from .render import random_edit
         from .scene_gan import encode_scenes
 
         gan = self.gan()
         z = ctx.batch.extras["latent"].to(ctx.device)
         rng = self._edit_rng()
         edited, changed = [], []
-        for scene in gan.scenes(z):
+        for scene, word in zip(gan.scenes(z), self._words(ctx.batch.ids), strict=True):
             for _ in range(self.options.per_anchor):
-                new, edit = random_edit(scene, rng, gan.scene_config, self.attributes, self.options.balance)
+                new, attribute = self._edit(scene, rng, gan.scene_config, word)
                 edited.append(new)
-                changed.append(ATTRIBUTES.index(edit.attribute))
+                changed.append(attribute)
         images = self.draw(z, encode_scenes(edited, gan.scene_config.max_objects))  # Float[B*k, 3, R, R]
         return self._negatives(ctx, images, changed)

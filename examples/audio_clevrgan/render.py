@@ -392,6 +392,36 @@ def edit_scene(scene: Scene, index: int, attribute: str, value: str) -> Scene:
     return tuple(objs)
 
 
+def remove_value(
+    scene: Scene,
+    rng: np.random.Generator,
+    attribute: str,
+    value: str,
+    cfg: SceneConfig | None = SCENE_PROFILES["cpu"],
+    tries: int = 20,
+) -> Scene:
+    """The scene that a word naming ``value`` no longer describes: every object whose ``attribute`` is ``value``
+    gets another value of it (drawn per object), nothing else changes. The negative of an isolated-word caption.
+
+    With ``cfg`` given, draws are repeated (up to ``tries``) until the placement rules hold; if none does (a small
+    object that can only grow into a neighbour) the last draw is returned, overlapping but still without the value.
+    Raises ``ValueError`` if no object has the value."""
+    if attribute not in ATTRIBUTES:
+        raise ValueError(f"unknown attribute {attribute!r}; expected one of {ATTRIBUTES}")
+    holders = [i for i, o in enumerate(scene) if getattr(o, attribute) == value]
+    if not holders:
+        raise ValueError(f"no object of the scene has {attribute} {value!r}")
+    others = [v for v in VALUES[attribute] if v != value]
+    new = scene
+    for _ in range(max(1, tries)):
+        new = scene
+        for i in holders:
+            new = edit_scene(new, i, attribute, others[int(rng.integers(len(others)))])
+        if cfg is None or attribute in ("color", "material") or scene_is_valid(new, cfg):
+            break
+    return new
+
+
 def random_edit(
     scene: Scene,
     rng: np.random.Generator,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,9 @@ OPTIONS = {
     "davenet": ("", "DaveNet config overrides, e.g. 'dim=256,image_relu=false,audio_widths=32/64/128/128'"),
     "group_by": ("none", "training pairs that are never negatives of each other: none (only the pair itself), or "
                          "content (captions naming the same objects: same multiset of size, colour, material, shape)"),
+    "isolated_words": (0.0, "share of training pairs whose caption is replaced by one attribute word, spoken alone, "
+                            "that names a value of one of the image's objects (the input of the Table 1 test); the "
+                            "edit oracles then remove that value from the scene. 0: none"),
 }
 GROUP_BY_CHOICES = ("none", "content")
 
@@ -80,6 +84,11 @@ def fill_padding(feats: Tensor, nframes: Tensor, value: float) -> Tensor:
     return feats.masked_fill(pad.view(shape), value)
 
 
+# (rate in words per minute, pitch) shifts of a speaker for the isolated training words: none is (0, 0), so no
+# training word is a recording of the Table 1 test (spoken at the speaker's own rate and pitch).
+_WORD_VARIANTS = ((-20, 6), (-8, -6), (8, 6), (20, -6))
+
+
 class ImageSplit(PairedDataset):
     """One split of an Audio CLEVRGAN dataset held in memory, side a: images UInt8[N, 3, S, S] (and GAN latents
     Float[N, Z] when the dataset has them). Subclasses provide side b through ``side_b(ids)``."""
@@ -97,6 +106,7 @@ class ImageSplit(PairedDataset):
         self.scenes = [r["scene"] for r in self.rows] if all("scene" in r for r in self.rows) else None
         self.groups = None
         self.positive_fn = None
+        self.isolated = None  # per pair (attribute, value, word) when its caption is one word: use_isolated_words
 
     def use_generated_positives(self, fn, cache_bytes: int = 2 << 30) -> None:
         """Serve side-a images as ``fn(latents)`` (Float[B, 3, S, S] in [0, 1]) instead of the stored PNGs, so that
@@ -209,6 +219,55 @@ class AudioClevrganSplit(ImageSplit):
             out[i, 0], out[i, 1] = st.st_size, st.st_mtime_ns
         return out
 
+    def use_isolated_words(self, share: float, seed: int) -> int:
+        """Replace the audio of about ``share`` of the split's pairs by one attribute word spoken alone, and return
+        how many were replaced.
+
+        Why: the paper's Table 1 scores images with an isolated spoken word, but every training caption is a
+        sentence, so the test's input is unlike anything the audio tower saw (issue 16, part 1). A replaced pair's
+        word names the value of one attribute (drawn uniformly) of one of its image's objects, with a synonym drawn
+        as captions draw them, spoken by the pair's own speaker at a shifted rate and pitch (four variants, none the
+        speaker's own, so the test's recordings never occur in training). Pairs and words are drawn from ``seed``
+        alone. ``self.isolated[i]`` is (attribute, value, word) for a replaced pair i, else None; the edit oracles
+        read it to remove the value from the scene. Recordings are cached in ``cache/isolated-words/``."""
+        from .captions import spoken_words
+        from .speech import get_speaker, synthesize, write_wav
+        from .vocab import ATTRIBUTES
+
+        rng = np.random.default_rng([seed, 0x150])
+        chosen = np.flatnonzero(rng.random(len(self.rows)) < share)
+        self.isolated = [None] * len(self.rows)
+        cache = self.root / "cache" / "isolated-words"
+        cache.mkdir(parents=True, exist_ok=True)
+        feats: dict[str, Tensor] = {}
+        todo, paths = [], []
+        for i in chosen.tolist():
+            objects = self.rows[i]["objects"]
+            attribute = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
+            obj = objects[int(rng.integers(len(objects)))] if objects else None
+            words = spoken_words(attribute, obj[attribute]) if obj else ()
+            word = words[int(rng.integers(len(words)))] if words else ""
+            variant = int(rng.integers(len(_WORD_VARIANTS)))
+            if not word:  # nothing seen in the image (GAN data): the pair keeps its caption
+                continue
+            speaker = get_speaker(self.rows[i]["speaker"])
+            path = cache / f"{word}-{speaker.name}-{variant}.wav"
+            if str(path) not in feats:
+                if not path.is_file():
+                    rate, pitch = _WORD_VARIANTS[variant]
+                    shifted = replace_fields(speaker, rate=speaker.rate + rate, pitch=speaker.pitch + pitch)
+                    tmp = path.with_suffix(f".{os.getpid()}.tmp.wav")
+                    write_wav(tmp, synthesize(word, shifted))
+                    os.replace(tmp, path)
+                feats[str(path)] = load_features(path)
+            self.isolated[i] = (attribute, obj[attribute], word)
+            todo.append(i)
+            paths.append(str(path))
+        if todo:
+            new_feats, new_frames = pad_or_crop_batch([feats[p] for p in paths], self.frames)
+            self.feats[todo], self.nframes[todo] = new_feats, new_frames
+        return len(todo)
+
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         nframes = self.nframes[ids]
         return (fill_padding(self.feats[ids].unsqueeze(1).float(), nframes, self.audio_pad), nframes)
@@ -261,6 +320,14 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
     splits = {s: AudioClevrganSplit(root, rows, s, frames, latents, audio_pad) for s in ("train", "val", "test")}
     if group_by == "content":  # training only: evaluation keeps the paper's protocol (one correct item per query)
         splits["train"].group_by_content()
+    try:
+        isolated = float(opts["isolated_words"] or 0.0)
+    except (TypeError, ValueError):
+        isolated = -1.0
+    if not 0.0 <= isolated <= 1.0:
+        raise DataError(f"task option isolated_words: expected a share in [0, 1], got {opts['isolated_words']!r}")
+    if isolated > 0:  # chosen from the dataset's seed, not the run's: every method of an experiment sees the same
+        splits["train"].use_isolated_words(isolated, int(meta.get("seed", 0)))
     torch.manual_seed(seed)
     model = build_model(profile, image_size=int(meta["image_size"]), overrides=overrides)
     provides, resources = dataset_capabilities(root, meta, latents)

@@ -1,0 +1,108 @@
+"""Isolated words in training (task option ``isolated_words``) and the oracle's negative for them (remove_value)."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from audio_clevrgan import dataset as ds
+from audio_clevrgan.captions import spoken_words
+from audio_clevrgan.oracle import RenderedEdits
+from audio_clevrgan.render import edit_scene, remove_value, render_scenes, scene_from_dicts, to_uint8
+from audio_clevrgan.task import build_task
+from audio_clevrgan.vocab import ATTRIBUTES, VALUES
+from negmine.errors import DataError
+from negmine.testing import make_context
+
+
+def _scenes(rendered):
+    _, rows = ds.read_dataset(rendered)
+    return [scene_from_dicts(r["scene"]) for r in rows]
+
+
+def test_remove_value_changes_exactly_the_holders_of_the_value(acg_rendered):
+    checked = 0
+    for scene in _scenes(acg_rendered)[:12]:
+        for attribute in ATTRIBUTES:
+            for value in {getattr(o, attribute) for o in scene}:
+                new = remove_value(scene, np.random.default_rng(checked), attribute, value, cfg=None)
+                checked += 1
+                assert len(new) == len(scene)
+                for old, now in zip(scene, new, strict=True):
+                    changed = {k for k in vars(old) if getattr(old, k) != getattr(now, k)}
+                    if getattr(old, attribute) == value:  # a holder: its value and nothing else replaced
+                        assert changed == {attribute} and getattr(now, attribute) in VALUES[attribute]
+                    else:
+                        assert not changed
+                assert all(getattr(o, attribute) != value for o in new)
+    assert checked > 40
+    scene = _scenes(acg_rendered)[0]
+    absent = next(v for v in VALUES["color"] if all(o.color != v for o in scene))
+    with pytest.raises(ValueError, match="no object"):
+        remove_value(scene, np.random.default_rng(0), "color", absent)
+
+
+def test_isolated_words_replace_a_share_of_captions(acg_rendered):
+    plain = build_task("tiny", options={"data_dir": str(acg_rendered)})
+    task = build_task("tiny", seed=0, options={"data_dir": str(acg_rendered), "isolated_words": 0.5})
+    again = build_task("tiny", seed=3, options={"data_dir": str(acg_rendered), "isolated_words": 0.5})
+    words = task.train.isolated
+    replaced = [i for i, w in enumerate(words) if w is not None]
+    assert 0.25 < len(replaced) / len(words) < 0.75
+    assert again.train.isolated == words  # drawn from the dataset's seed, not the run's
+    assert torch.equal(again.train.feats, task.train.feats)
+    for i, row in enumerate(task.train.rows):
+        same = torch.equal(task.train.feats[i], plain.train.feats[i])
+        if words[i] is None:
+            assert same
+            continue
+        attribute, value, word = words[i]
+        assert not same and task.train.nframes[i] < plain.train.nframes[i]  # one word is shorter than a caption
+        assert any(o[attribute] == value for o in row["objects"]) and word in spoken_words(attribute, value)
+    assert {w[0] for w in words if w} == set(ATTRIBUTES)
+    # a word the Table 1 test also speaks is never its recording: the speaker's rate and pitch are shifted
+    canonical = [i for i in replaced if words[i][2] == words[i][1]]
+    assert canonical
+    for i in canonical:
+        test_word = ds.load_features(acg_rendered / f"semantic/{words[i][2]}-{task.train.rows[i]['speaker']}.wav")
+        n = int(task.train.nframes[i])
+        assert test_word.shape[1] != n or not torch.allclose(test_word.half(), task.train.feats[i, :, :n])
+    with pytest.raises(DataError, match="isolated_words"):
+        build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 1.5})
+
+
+def test_the_oracle_removes_an_isolated_words_value(acg_rendered):
+    """An anchor whose caption is one word gets its scene without that value (a one-attribute edit of a random
+    object would mostly leave the word true: a false negative); the other anchors keep one-attribute edits."""
+    task = build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5})
+    words = task.train.isolated
+    ids = torch.arange(len(words))
+    gen = RenderedEdits(seed=0, task=task)
+    batch = task.train.batch(ids)
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        negs = gen.mine(make_context(task.model.score_matrix(*emb), task=task, embeddings=emb))[0]
+    checked = 0
+    for i, word in enumerate(words):
+        if word is None:
+            continue
+        attribute, value, _ = word
+        assert ATTRIBUTES[int(negs.meta["attribute"][i, 0])] == attribute
+        scene = scene_from_dicts(task.train.scenes[i])
+        holders = [k for k, o in enumerate(scene) if getattr(o, attribute) == value]
+        others = [v for v in VALUES[attribute] if v != value]
+        if len(others) ** len(holders) > 64:
+            continue
+        hits = 0  # brute force: exactly one assignment of other values to the holders re-renders the negative
+        for values in itertools.product(others, repeat=len(holders)):
+            new = scene
+            for k, v in zip(holders, values, strict=True):
+                new = edit_scene(new, k, attribute, v)
+            img = torch.from_numpy(to_uint8(render_scenes([new], resolution=64).images)[0]).permute(2, 0, 1)
+            hits += int(torch.equal(img, negs.inputs[i, 0]))
+        assert hits == 1
+        checked += 1
+    assert checked >= 5
