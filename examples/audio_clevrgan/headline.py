@@ -63,7 +63,8 @@ class Row:
 # should beat (Targeted Edits with DaveNet as in the gate). The GAN-drawn oracle: the generator draws each
 # anchor's own scene with one attribute of one object changed (gan-scene-edit). The rendered-scene rows:
 # oracle-cpu.toml (part 1). The rows of the previous, blob-drawing GAN (paper-cpu.toml) left the headline; they are
-# in results/paper-cpu.md.
+# in results/paper-cpu.md. Last, the rendered rows with a fifth of the training captions replaced by one attribute
+# word spoken alone (results/oracle-cpu.md, "The isolated word in training").
 ROWS: tuple[Row, ...] = (
     Row("DaveNet", "scene-cpu", "DaveNet", paper="DaveNet"),
     Row("Random Edits", "scene-cpu", "Random Edits", "DaveNet", "Random Edits"),
@@ -75,6 +76,11 @@ ROWS: tuple[Row, ...] = (
     Row("DaveNet, rendered scenes", "oracle-cpu", "DaveNet (1.6 s audio, centred image)"),
     Row("Oracle Edits, rendered scenes", "oracle-cpu", "Oracle Edits (balanced, 1.6 s audio, centred image)",
         "DaveNet, rendered scenes"),
+    # The isolated word in training (task option isolated_words = 0.2): the Table 1 protocol's input put in
+    # distribution, the same pairs and words for both rows; paired with the rows above on the same seeds.
+    Row("DaveNet, rendered, isolated words", "oracle-cpu", "DaveNet (isolated words)", "DaveNet, rendered scenes"),
+    Row("Oracle Edits, rendered, isolated words", "oracle-cpu", "Oracle Edits (isolated words)",
+        "DaveNet, rendered, isolated words"),
 )
 
 
