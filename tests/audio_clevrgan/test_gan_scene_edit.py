@@ -61,3 +61,42 @@ def test_train_with_the_gan_oracle(acg_gan, tmp_path):
                  "--run-dir", str(run), "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
     assert last["gan-scene-edit/side0/count"] == 8
+
+
+def test_an_isolated_words_value_is_removed_from_the_gan_scene(acg_gan):
+    """With task option isolated_words, an anchor whose caption is one word gets the GAN's drawing of its scene
+    with that word's value removed from every object (when the GAN's scene holds it, as the segmenter read it)."""
+    from audio_clevrgan.render import remove_value
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.6})
+    words = task.train.isolated
+    ids = torch.arange(len(words))  # the whole split: make_context's batch is its first rows
+    assert sum(w is not None for w in words) >= 4
+    gen = GanSceneEdits(seed=0, task=task)
+    batch = task.train.batch(ids)
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        negs = gen.mine(make_context(task.model.score_matrix(*emb), task=task, embeddings=emb))[0]
+    gan = gen.gan()
+    z = batch.extras["latent"]
+    checked = 0
+    for k, scene in enumerate(gan.scenes(z)):
+        if words[k] is None:
+            continue
+        attribute, value, _ = words[k]
+        if not any(getattr(o, attribute) == value for o in scene):
+            continue
+        assert ATTRIBUTES[int(negs.meta["attribute"][k, 0])] == attribute
+        drawn = gen.draw(z[k:k + 1], encode_scenes([remove_value(scene, _numpy_rng(s), attribute, value,
+                                                                  gan.scene_config) for s in range(64)],
+                                                   gan.scene_config.max_objects))
+        # the negative is one of the value's removals (64 draws cover every assignment of a value group this small)
+        assert any(torch.allclose(d, negs.inputs[k, 0], atol=1e-5) for d in drawn)
+        checked += 1
+    assert checked >= 2
+
+
+def _numpy_rng(seed: int):
+    import numpy as np
+
+    return np.random.default_rng(seed)
