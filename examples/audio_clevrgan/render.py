@@ -392,6 +392,12 @@ def edit_scene(scene: Scene, index: int, attribute: str, value: str) -> Scene:
     return tuple(objs)
 
 
+def _placement_holds(scene: Scene, attribute: str, cfg: SceneConfig | None) -> bool:
+    """Whether an edit of ``attribute`` that gave ``scene`` keeps the placement rules (without ``cfg``: always).
+    Colour and material never move a boundary, so only shape and size changes are checked."""
+    return cfg is None or attribute in ("color", "material") or scene_is_valid(scene, cfg)
+
+
 def remove_value(
     scene: Scene,
     rng: np.random.Generator,
@@ -417,7 +423,7 @@ def remove_value(
         new = scene
         for i in holders:
             new = edit_scene(new, i, attribute, others[int(rng.integers(len(others)))])
-        if cfg is None or attribute in ("color", "material") or scene_is_valid(new, cfg):
+        if _placement_holds(new, attribute, cfg):
             break
     return new
 
@@ -450,7 +456,7 @@ def random_edit(
         for k in rng.permutation(len(cands)):
             e = cands[int(k)]
             new = edit_scene(scene, e.index, e.attribute, e.new)
-            if cfg is None or e.attribute in ("color", "material") or scene_is_valid(new, cfg):
+            if _placement_holds(new, e.attribute, cfg):
                 return new, e
         return None
 

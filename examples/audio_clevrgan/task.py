@@ -8,9 +8,9 @@ time (a file that changed is read and validated again).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
-from dataclasses import replace as replace_fields
 from pathlib import Path
 from typing import Any
 
@@ -244,18 +244,18 @@ class AudioClevrganSplit(ImageSplit):
         for i in chosen.tolist():
             objects = self.rows[i]["objects"]
             attribute = ATTRIBUTES[int(rng.integers(len(ATTRIBUTES)))]
-            obj = objects[int(rng.integers(len(objects)))] if objects else None
-            words = spoken_words(attribute, obj[attribute]) if obj else ()
-            word = words[int(rng.integers(len(words)))] if words else ""
-            variant = int(rng.integers(len(_WORD_VARIANTS)))
-            if not word:  # nothing seen in the image (GAN data): the pair keeps its caption
+            if not objects:  # nothing seen in the image (GAN data): the pair keeps its caption
                 continue
+            obj = objects[int(rng.integers(len(objects)))]
+            words = spoken_words(attribute, obj[attribute])
+            word = words[int(rng.integers(len(words)))]
+            variant = int(rng.integers(len(_WORD_VARIANTS)))
             speaker = get_speaker(self.rows[i]["speaker"])
             path = cache / f"{word}-{speaker.name}-{variant}.wav"
             if str(path) not in feats:
                 if not path.is_file():
                     rate, pitch = _WORD_VARIANTS[variant]
-                    shifted = replace_fields(speaker, rate=speaker.rate + rate, pitch=speaker.pitch + pitch)
+                    shifted = dataclasses.replace(speaker, rate=speaker.rate + rate, pitch=speaker.pitch + pitch)
                     tmp = path.with_suffix(f".{os.getpid()}.tmp.wav")
                     write_wav(tmp, synthesize(word, shifted))
                     os.replace(tmp, path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -87,16 +88,10 @@ def test_an_isolated_words_value_is_removed_from_the_gan_scene(acg_gan):
         if not any(getattr(o, attribute) == value for o in scene):
             continue
         assert ATTRIBUTES[int(negs.meta["attribute"][k, 0])] == attribute
-        drawn = gen.draw(z[k:k + 1], encode_scenes([remove_value(scene, _numpy_rng(s), attribute, value,
+        drawn = gen.draw(z[k:k + 1], encode_scenes([remove_value(scene, np.random.default_rng(s), attribute, value,
                                                                   gan.scene_config) for s in range(64)],
                                                    gan.scene_config.max_objects))
         # the negative is one of the value's removals (64 draws cover every assignment of a value group this small)
         assert any(torch.allclose(d, negs.inputs[k, 0], atol=1e-5) for d in drawn)
         checked += 1
     assert checked >= 2
-
-
-def _numpy_rng(seed: int):
-    import numpy as np
-
-    return np.random.default_rng(seed)
