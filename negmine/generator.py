@@ -116,6 +116,9 @@ class MiningContext:
     candidate_groups: Long[N] groups of the candidates (default: ``candidate_ids``); needed when ``exclude`` is None.
     unique_ids: the candidates' ids are distinct (the trainer's batches are drawn without replacement), so without
         groups (``batch.groups`` None, ``candidate_groups`` None) the excluded pairs are exactly (i, positive[i]).
+    false_negatives: Bool[B, N] or None: more pairs that are never negatives, beyond shared ids and groups, as the
+        training split's :meth:`negmine.PairedDataset.false_negatives` marks them (multi-label data; a caption that is
+        also true of another image). ``exclude`` and every exclusion helper include them.
     """
 
     batch: Any
@@ -132,6 +135,7 @@ class MiningContext:
     device: torch.device
     candidate_groups: Tensor | None = None
     unique_ids: bool = False
+    false_negatives: Tensor | None = None
     _cache: dict = attrs.field(factory=dict, init=False, repr=False, eq=False)
 
     @property
@@ -144,13 +148,20 @@ class MiningContext:
 
     @property
     def exclude(self) -> Tensor:
-        """Bool[B, N]: True where candidate j shares anchor i's id or group (built once, on first use)."""
-        if self._exclude is not None:
+        """Bool[B, N]: True where candidate j shares anchor i's id or group, or is one of the ``false_negatives``
+        (built once, on first use)."""
+        if self._exclude is not None and self.false_negatives is None:
             return self._exclude
         if "exclude" not in self._cache:
-            ids, groups = self._anchor_keys()
-            cand_ids, cand_groups = self._candidate_keys()
-            self._cache["exclude"] = (ids[:, None] == cand_ids[None, :]) | (groups[:, None] == cand_groups[None, :])
+            if self._exclude is not None:
+                mask = self._exclude
+            else:
+                ids, groups = self._anchor_keys()
+                cand_ids, cand_groups = self._candidate_keys()
+                mask = (ids[:, None] == cand_ids[None, :]) | (groups[:, None] == cand_groups[None, :])
+            if self.false_negatives is not None:
+                mask = mask | self.false_negatives.to(mask.device)
+            self._cache["exclude"] = mask
         return self._cache["exclude"]
 
     def _anchor_keys(self) -> tuple[Tensor, Tensor]:
@@ -163,7 +174,7 @@ class MiningContext:
     def _only_positives(self) -> bool:
         """Whether the excluded candidates are exactly each anchor's own item (distinct ids, no groups)."""
         return (self._exclude is None and self.unique_ids and self.batch.groups is None
-                and self.candidate_groups is None)
+                and self.candidate_groups is None and self.false_negatives is None)
 
     def excluded_pairs(self) -> tuple[Tensor, Tensor]:
         """(rows Long[E], cols Long[E]): every (anchor, candidate) pair that ``exclude`` marks, possibly repeated.
@@ -172,8 +183,8 @@ class MiningContext:
         anchor's equal run is found by binary search (with ``unique_ids`` and no groups: the positives).
         """
         if "pairs" not in self._cache:
-            if self._exclude is not None:
-                rows, cols = self._exclude.nonzero(as_tuple=True)
+            if self._exclude is not None or self.false_negatives is not None and self.false_negatives.any():
+                rows, cols = self.exclude.nonzero(as_tuple=True)  # the task's pairs have no sorted structure
             elif self._only_positives():
                 rows, cols = torch.arange(self.positive.shape[0], device=self.positive.device), self.positive
             else:
@@ -191,12 +202,16 @@ class MiningContext:
     def excluded_at(self, index: Tensor) -> Tensor:
         """Bool[B, K]: whether candidate ``index[i, k]`` (Long[B, K], in range) is excluded for anchor i; O(B x K)."""
         if self._exclude is not None:
-            return self._exclude.gather(1, index)
-        if self._only_positives():
+            out = self._exclude.gather(1, index)
+        elif self._only_positives():
             return index == self.positive[:, None]
-        ids, groups = self._anchor_keys()
-        cand_ids, cand_groups = self._candidate_keys()
-        return (cand_ids[index] == ids[:, None]) | (cand_groups[index] == groups[:, None])
+        else:
+            ids, groups = self._anchor_keys()
+            cand_ids, cand_groups = self._candidate_keys()
+            out = (cand_ids[index] == ids[:, None]) | (cand_groups[index] == groups[:, None])
+        if self.false_negatives is not None:
+            out = out | self.false_negatives.to(out.device).gather(1, index)
+        return out
 
     def masked_scores(self, side: int, keep_layout: bool = False) -> Tensor:
         """Float[B, N]: a fresh copy of ``scores[side]`` with every excluded candidate at -inf.
@@ -217,8 +232,8 @@ class MiningContext:
             out = s.clone()  # preserve_format: a transposed view's copy keeps strides (1, B), a plain memcpy
         else:
             out = s.contiguous()
-        if self._exclude is not None:
-            return out.masked_fill_(self._exclude, float("-inf"))
+        if self._exclude is not None or self.false_negatives is not None:
+            return out.masked_fill_(self.exclude, float("-inf"))
         # the excluded entries are written through a flat view of the copy's storage (rows * stride0 + cols *
         # stride1, per layout); without groups they are (i, positive[i]): one add on a cached arange. Few and simple
         # torch calls: this runs once per side and step, and its fixed cost is what in-batch mining costs at B = 256
@@ -233,6 +248,21 @@ class MiningContext:
                 self._cache[key] = rows * s0 + cols * s1
         out.as_strided((out.numel(),), (1,)).index_fill_(0, self._cache[key], float("-inf"))
         return out
+
+
+def split_false_negatives(data: Any, ids: Tensor, candidate_ids: Tensor,
+                          device: torch.device | None = None) -> Tensor | None:
+    """Bool[B, N] or None: ``data.false_negatives(ids, candidate_ids)`` (see :meth:`negmine.PairedDataset.
+    false_negatives`) checked and moved to ``device``; None when the split marks nothing or has no such method."""
+    ask = getattr(data, "false_negatives", None)
+    marked = None if ask is None else ask(ids, candidate_ids)
+    if marked is None:
+        return None
+    want = (len(ids), len(candidate_ids))
+    if not isinstance(marked, Tensor) or tuple(marked.shape) != want or marked.dtype != torch.bool:
+        got = f"{marked.dtype} {tuple(marked.shape)}" if isinstance(marked, Tensor) else type(marked).__name__
+        raise PluginError(f"{type(data).__name__}.false_negatives: expected Bool{list(want)}, got {got}")
+    return marked if device is None else marked.to(device)
 
 
 @functools.lru_cache(maxsize=32)

@@ -195,18 +195,35 @@ class PairedDataset:
         """Model inputs of one side only (used for dataset-id negatives). Override when one side is cheaper to load."""
         return self.batch(ids).side(side)
 
+    def false_negatives(self, ids: Tensor, candidate_ids: Tensor) -> Tensor | None:
+        """Bool[B, N] or None: True where pair ``candidate_ids[j]`` must never be a negative of pair ``ids[i]``
+        although their ids and groups differ; ids Long[B], candidate_ids Long[N], both of this split.
+
+        Groups express "the same item"; this expresses any other relation the data knows: multi-label items that
+        share a label, a caption that is also true of another image. The trainer asks once per step (generators
+        see it through :class:`negmine.MiningContext`'s exclusion helpers) and the FAISS corpus generator for its
+        candidates. The default, None, adds nothing and costs nothing; an override costs O(B x N) per step.
+        """
+        return None
+
 
 class TensorPairs(PairedDataset):
     """A paired dataset held in memory as two tensors (or tuples of tensors) with a leading item axis.
 
     a: [N, ...] inputs of side a; b: [N, ...] inputs of side b; groups: Long[N] or None; extras: name -> [N, ...].
+    labels: Bool[N, L] or None: multi-label items; two pairs that share a label are never each other's negatives
+        (a group is one label per item; labels let an item belong to several).
     """
 
-    def __init__(self, a: Any, b: Any, groups: Tensor | None = None, extras: Mapping[str, Tensor] | None = None):
+    def __init__(self, a: Any, b: Any, groups: Tensor | None = None, extras: Mapping[str, Tensor] | None = None,
+                 labels: Tensor | None = None):
         self.a, self.b, self.groups = a, b, groups
         self.extras = dict(extras or {})
         first = a if isinstance(a, Tensor) else a[0]
         self._n = int(first.shape[0])
+        if labels is not None and (labels.dim() != 2 or labels.shape[0] != self._n):
+            raise ValueError(f"labels: expected Bool[{self._n}, L], got shape {tuple(labels.shape)}")
+        self.labels = None if labels is None else labels.bool()
 
     def __len__(self) -> int:
         return self._n
@@ -223,6 +240,14 @@ class TensorPairs(PairedDataset):
 
     def side_batch(self, side: int, ids: Tensor) -> Any:
         return index_inputs(self.a if side == 0 else self.b, ids.long().cpu())
+
+    def false_negatives(self, ids: Tensor, candidate_ids: Tensor) -> Tensor | None:
+        """Bool[B, N]: the pairs sharing a label (None without ``labels``)."""
+        if self.labels is None:
+            return None
+        a = self.labels[ids.long().cpu()].float()
+        c = self.labels[candidate_ids.long().cpu()].float()
+        return (a @ c.T) > 0  # a shared label: a positive dot product of the multi-hot rows
 
 
 class DualEncoder(nn.Module):

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from negmine.generator import MiningContext, NegativeGenerator
+from negmine.generator import MiningContext, NegativeGenerator, split_false_negatives
 from negmine.model import Batch, DualEncoder, Embedding, Task, TensorPairs
 from negmine.scoring import DotScore
 
@@ -81,7 +81,7 @@ def make_context(
 def batch_context(task: Task, ids: Tensor, step: int = 0) -> MiningContext:
     """The single-process context the trainer builds for the training pairs ``ids`` Long[B] of ``task``: both
     sides encoded without gradient, the score matrix S Float[B, B] as (S.T, S), pairs sharing an id or group
-    excluded."""
+    excluded, and those the split's ``false_negatives`` marks."""
     model = task.model
     batch = task.train.batch(ids)
     with torch.no_grad():
@@ -90,7 +90,8 @@ def batch_context(task: Task, ids: Tensor, step: int = 0) -> MiningContext:
     same = (batch.ids[:, None] == batch.ids[None]) | (batch.group_ids[:, None] == batch.group_ids[None])
     return MiningContext(batch=batch, embeddings=(ea, eb), candidates=(ea, eb), scores=(matrix.T, matrix),
                          positive=torch.arange(len(batch)), exclude=same, candidate_ids=batch.ids, model=model,
-                         task=task, step=step, margin=1.0, device=torch.device("cpu"))
+                         task=task, step=step, margin=1.0, device=torch.device("cpu"),
+                         false_negatives=split_false_negatives(task.train, batch.ids, batch.ids))
 
 
 def check_generator(cls: type[NegativeGenerator], task: Task | None = None, batch_size: int = 16,

@@ -32,7 +32,7 @@ from negmine import checkpoint as ckpt
 from negmine import distributed as dist_utils
 from negmine.config import StageConfig, TrainConfig, build_config, make_options, merge
 from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError, PluginError
-from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives
+from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives, split_false_negatives
 from negmine.loss import source_telemetry, triplet_loss
 from negmine.metrics import recall_at_k
 from negmine.model import (
@@ -786,6 +786,7 @@ def mining_context(batch: Any, embeddings: tuple[Embedding, Embedding], candidat
         candidate_ids=candidate_ids,
         candidate_groups=None if batch.groups is None else candidate_groups,  # None: the ids are the groups
         unique_ids=True,  # a batch is drawn from a permutation of the training split
+        false_negatives=split_false_negatives(getattr(task, "train", None), batch.ids, candidate_ids, device),
         model=model,
         task=task,
         step=step,

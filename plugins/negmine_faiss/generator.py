@@ -3,8 +3,9 @@
 For every side s that gets negatives the generator keeps one index over the pooled side-s encodings of the whole
 training split. The side-s negatives of pair i are found by searching that index with pair i's *other* side, encoded
 fresh in the current step; the ``candidates`` nearest items are re-scored with the model's true score against the
-cached (unpooled) corpus encodings, items sharing the anchor's id or group are dropped, and ``k`` negatives are taken
-from a rank window of what is left. The trainer then loads those dataset ids and encodes them with gradient.
+cached (unpooled) corpus encodings, items sharing the anchor's id or group (or marked by the split's
+``false_negatives``) are dropped, and ``k`` negatives are taken from a rank window of what is left. The trainer
+then loads those dataset ids and encodes them with gradient.
 
 Life cycle: the index is built at ``negmine_stage_start`` (also when a stage is resumed: an index is never stored in a
 checkpoint) and rebuilt every ``refresh_every`` steps in ``negmine_step_end``. When the generator is used without a
@@ -32,7 +33,14 @@ from torch import Tensor
 
 from negmine import hookimpl
 from negmine.errors import NegmineError, PluginError
-from negmine.generator import SIDE_CHOICES, MiningContext, NegativeGenerator, Negatives, option
+from negmine.generator import (
+    SIDE_CHOICES,
+    MiningContext,
+    NegativeGenerator,
+    Negatives,
+    option,
+    split_false_negatives,
+)
 from negmine.model import Embedding, PairedDataset, to_device
 
 from .store import DiskEmbeddings, release
@@ -141,6 +149,16 @@ def tune_and_measure(index: Any, vectors: np.ndarray, queries: np.ndarray, query
         ivf.nprobe = min(ivf.nlist, ivf.nprobe * 2)
         quality = measure()
     return quality
+
+
+def _false_negatives(ctx: MiningContext, ids: Tensor) -> Tensor:
+    """Bool[B, C]: the training split's extra exclusions (``PairedDataset.false_negatives``) for each anchor's
+    candidate ids Long[B, C] (all False when the split marks none); asked once for the distinct ids."""
+    distinct, where = ids.unique(return_inverse=True)  # where: Long[B, C], positions in distinct
+    marked = split_false_negatives(getattr(ctx.task, "train", None), ctx.batch.ids, distinct, ids.device)
+    if marked is None:
+        return torch.zeros(ids.shape, dtype=torch.bool, device=ids.device)
+    return marked.gather(1, where)
 
 
 def corpus_groups(data: PairedDataset, batch_size: int = 1024) -> Tensor:
@@ -774,6 +792,7 @@ class FaissNegatives(NegativeGenerator):
         anchor_ids = ctx.batch.ids.to(device)[:, None]
         anchor_groups = ctx.batch.group_ids.to(device)[:, None]
         allowed = (ids >= 0) & (ids != anchor_ids) & (cand_groups != anchor_groups)
+        allowed &= ~_false_negatives(ctx, safe)
         if o.rescore == "cached":
             scores = self._rescore(ctx, side, query_emb, safe)
         else:
