@@ -38,6 +38,9 @@ OPTIONS = {
     "isolated_words": (0.0, "share of training pairs whose caption is replaced by one attribute word, spoken alone, "
                             "that names a value of one of the image's objects (the input of the Table 1 test); the "
                             "edit oracles then remove that value from the scene. 0: none"),
+    "exclude_true_words": (False, "with isolated_words: a one-word pair is never a negative of a pair whose image holds "
+                                  "the word's value, nor the other way round (else most impostors of a common value "
+                                  "hold it: 70% of training images hold a given material); default false"),
 }
 GROUP_BY_CHOICES = ("none", "content")
 
@@ -107,6 +110,7 @@ class ImageSplit(PairedDataset):
         self.groups = None
         self.positive_fn = None
         self.isolated = None  # per pair (attribute, value, word) when its caption is one word: use_isolated_words
+        self._claims = self._holds = None  # exclude_true_words: the value each one-word caption claims, held values
 
     def use_generated_positives(self, fn, cache_bytes: int = 2 << 30) -> None:
         """Serve side-a images as ``fn(latents)`` (Float[B, 3, S, S] in [0, 1]) instead of the stored PNGs, so that
@@ -268,6 +272,36 @@ class AudioClevrganSplit(ImageSplit):
             self.feats[todo], self.nframes[todo] = new_feats, new_frames
         return len(todo)
 
+    def exclude_true_words(self) -> int:
+        """Mark as false negatives the pairs where one pair's isolated word is true of the other's image (read by
+        the trainer through :meth:`false_negatives`); returns how many pairs have a one-word caption.
+
+        Why: content groups exclude only captions naming the same objects, so the in-batch impostors of the word
+        "metal" are images that mostly hold metal objects; the loss then pushes the word away from what it names."""
+        from .vocab import ATTRIBUTES, VALUES
+
+        if self.isolated is None:
+            raise DataError("task option exclude_true_words needs isolated_words > 0")
+        column = {(a, v): k for k, (a, v) in enumerate((a, v) for a in ATTRIBUTES for v in VALUES[a])}
+        self._holds = torch.zeros(len(self.rows), len(column), dtype=torch.bool)  # Bool[N, V]: values in image i
+        for i, row in enumerate(self.rows):
+            for obj in row["objects"]:
+                for a in ATTRIBUTES:
+                    self._holds[i, column[(a, obj[a])]] = True
+        self._claims = torch.tensor([-1 if w is None else column[(w[0], w[1])] for w in self.isolated])  # Long[N]
+        return int((self._claims >= 0).sum())
+
+    def false_negatives(self, ids: Tensor, candidate_ids: Tensor) -> Tensor | None:
+        """Bool[B, N]: pair i's one word is true of candidate j's image, or candidate j's one word of pair i's image
+        (one mask serves both sides); None unless :meth:`exclude_true_words` was called."""
+        if self._claims is None:
+            return None
+        ids, candidate_ids = ids.long().cpu(), candidate_ids.long().cpu()
+        mine, theirs = self._claims[ids], self._claims[candidate_ids]
+        word_true_there = self._holds[candidate_ids][:, mine.clamp_min(0)].T & (mine >= 0)[:, None]
+        their_word_true_here = self._holds[ids][:, theirs.clamp_min(0)] & (theirs >= 0)[None, :]
+        return word_true_there | their_word_true_here
+
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         nframes = self.nframes[ids]
         return (fill_padding(self.feats[ids].unsqueeze(1).float(), nframes, self.audio_pad), nframes)
@@ -328,6 +362,11 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         raise DataError(f"task option isolated_words: expected a share in [0, 1], got {opts['isolated_words']!r}")
     if isolated > 0:  # chosen from the dataset's seed, not the run's: every method of an experiment sees the same
         splits["train"].use_isolated_words(isolated, int(meta.get("seed", 0)))
+    exclude = str(opts["exclude_true_words"]).strip().lower()
+    if exclude not in ("true", "false", "1", "0", "yes", "no"):
+        raise DataError(f"task option exclude_true_words: expected true or false, got {opts['exclude_true_words']!r}")
+    if exclude in ("true", "1", "yes"):
+        splits["train"].exclude_true_words()
     torch.manual_seed(seed)
     model = build_model(profile, image_size=int(meta["image_size"]), overrides=overrides)
     provides, resources = dataset_capabilities(root, meta, latents)

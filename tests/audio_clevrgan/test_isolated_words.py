@@ -15,7 +15,7 @@ from audio_clevrgan.render import edit_scene, remove_value, render_scenes, scene
 from audio_clevrgan.task import build_task
 from audio_clevrgan.vocab import ATTRIBUTES, VALUES
 from negmine.errors import DataError
-from negmine.testing import make_context
+from negmine.testing import batch_context, make_context
 
 
 def _scenes(rendered):
@@ -106,3 +106,29 @@ def test_the_oracle_removes_an_isolated_words_value(acg_rendered):
         assert hits == 1
         checked += 1
     assert checked >= 5
+
+
+def test_exclude_true_words_marks_exactly_the_pairs_where_a_word_is_true_of_the_other_image(acg_rendered):
+    task = build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5,
+                                       "exclude_true_words": "true"})
+    train = task.train
+    n = len(train.rows)
+
+    def true_of(i, j):  # pair i's one word names a value some object of image j holds
+        word = train.isolated[i]
+        return word is not None and any(o[word[0]] == word[1] for o in train.rows[j]["objects"])
+
+    expected = torch.tensor([[true_of(i, j) or true_of(j, i) for j in range(n)] for i in range(n)])
+    ids = torch.arange(n)
+    assert torch.equal(train.false_negatives(ids, ids), expected)
+    assert 0 < int(expected.sum()) < n * n
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(0))[: n // 2]
+    assert torch.equal(train.false_negatives(perm, ids), expected[perm])
+    ctx = batch_context(task, perm)  # what generators see: the marked pairs are excluded with the ids
+    assert torch.equal(ctx.exclude, expected[perm][:, perm] | (perm[:, None] == perm[None, :]))
+    off = build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5})
+    assert off.train.false_negatives(ids, ids) is None  # the default changes nothing
+    with pytest.raises(DataError, match="needs isolated_words"):
+        build_task("tiny", options={"data_dir": str(acg_rendered), "exclude_true_words": True})
+    with pytest.raises(DataError, match="exclude_true_words"):
+        build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5, "exclude_true_words": "maybe"})
