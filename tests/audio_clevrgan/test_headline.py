@@ -31,3 +31,19 @@ def test_the_docs_hold_the_tables_the_ledgers_give():
     # a ledger record added without `python -m audio_clevrgan.headline --update docs/audio-clevrgan.md` fails here
     document = (headline.ROOT / "docs" / "audio-clevrgan.md").read_text()
     assert headline.embedded(document) == headline.render(headline.gather())
+
+
+def test_paired_blocks_pair_by_seed_and_the_results_files_hold_what_the_ledgers_give():
+    text = headline.render_paired("oracle-cpu", "Oracle Edits (isolated words)", "DaveNet (isolated words)")
+    row = next(line for line in text.splitlines() if line.startswith("| **Table 1 protocol"))
+    base, ours, diff = (cell.strip() for cell in row.split("|")[2:5])
+    mean = lambda cell: float(cell.split()[0])  # noqa: E731
+    assert abs(mean(ours) - mean(base) - mean(diff)) <= 0.11  # each mean rounded to 0.1 on its own
+    assert diff.endswith("ahead)")
+    blocks = 0
+    for path in sorted((headline.RESULTS).glob("*.md")):
+        document = path.read_text()
+        blocks += len(headline.PAIRED.findall(document))
+        # a ledger record added without `python -m audio_clevrgan.headline --update <file>` fails here
+        assert headline.update_paired(document) == document, path.name
+    assert blocks >= 2
