@@ -230,7 +230,7 @@ def parse_overrides(text: str) -> list[tuple[str, object]]:
             continue
         default = getattr(DavenetConfig(), key)
         try:
-            out.append((key, _parse_value(raw.strip(), default)))
+            out.append((key, parse_value(raw.strip(), default)))
         except ValueError:
             problems.append(f"{key}={raw!r}: expected a value like {default!r}")
     if problems:
@@ -238,7 +238,9 @@ def parse_overrides(text: str) -> list[tuple[str, object]]:
     return out
 
 
-def _parse_value(raw: str, default: object) -> object:
+def parse_value(raw: str, default: object) -> object:
+    """``raw`` read as the type of ``default``: a bool (1/true/yes/on, 0/false/no/off), an int, a tuple of ints
+    joined by "/" (blocks as CxN), else the string; ValueError when it does not parse."""
     if isinstance(default, bool):
         if raw.lower() in ("1", "true", "yes", "on"):
             return True

@@ -22,7 +22,7 @@ from negmine import Batch, PairedDataset, Task
 from negmine.errors import DataError, UnknownNameError
 
 from .dataset import load_features, load_image, read_dataset
-from .davenet import PROFILES, build_model, parse_overrides
+from .davenet import PROFILES, build_model, parse_overrides, parse_value
 
 DEFAULT_DATA = "data/audio-clevrgan"
 
@@ -362,10 +362,11 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         raise DataError(f"task option isolated_words: expected a share in [0, 1], got {opts['isolated_words']!r}")
     if isolated > 0:  # chosen from the dataset's seed, not the run's: every method of an experiment sees the same
         splits["train"].use_isolated_words(isolated, int(meta.get("seed", 0)))
-    exclude = str(opts["exclude_true_words"]).strip().lower()
-    if exclude not in ("true", "false", "1", "0", "yes", "no"):
-        raise DataError(f"task option exclude_true_words: expected true or false, got {opts['exclude_true_words']!r}")
-    if exclude in ("true", "1", "yes"):
+    try:  # True from a TOML file, "true" from --task-option
+        exclude = parse_value(str(opts["exclude_true_words"]).strip(), False)
+    except ValueError:
+        raise DataError(f"task option exclude_true_words: expected true or false, got {opts['exclude_true_words']!r}") from None
+    if exclude:
         splits["train"].exclude_true_words()
     torch.manual_seed(seed)
     model = build_model(profile, image_size=int(meta["image_size"]), overrides=overrides)
