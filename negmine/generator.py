@@ -40,7 +40,7 @@ import torch
 from torch import Tensor
 
 from negmine.errors import MissingCapabilityError, NegmineError, PluginError
-from negmine.model import running_stats_kept
+from negmine.model import equal_pairs, running_stats_kept
 
 SIDE_CHOICES = ("both", "a", "b")
 
@@ -154,13 +154,15 @@ class MiningContext:
             return self._exclude
         if "exclude" not in self._cache:
             if self._exclude is not None:
-                mask = self._exclude
-            else:
-                ids, groups = self._anchor_keys()
-                cand_ids, cand_groups = self._candidate_keys()
-                mask = (ids[:, None] == cand_ids[None, :]) | (groups[:, None] == cand_groups[None, :])
-            if self.false_negatives is not None:
-                mask = mask | self.false_negatives.to(mask.device)
+                mask = self._exclude | self.false_negatives.to(self._exclude.device)
+            else:  # the task's pairs, then the id and group pairs written in (sparse: no B x N comparisons)
+                if self.false_negatives is not None:
+                    mask = self.false_negatives.to(self.positive.device, copy=True)
+                else:
+                    mask = torch.zeros(self.positive.shape[0], self.candidate_ids.shape[0], dtype=torch.bool,
+                                       device=self.positive.device)
+                rows, cols = self._key_pairs()
+                mask[rows, cols] = True
             self._cache["exclude"] = mask
         return self._cache["exclude"]
 
@@ -171,10 +173,11 @@ class MiningContext:
         groups = self.candidate_ids if self.candidate_groups is None else self.candidate_groups
         return self.candidate_ids.to(self.positive.device), groups.to(self.positive.device)
 
-    def _only_positives(self) -> bool:
-        """Whether the excluded candidates are exactly each anchor's own item (distinct ids, no groups)."""
+    def _only_positives(self, ignore_false_negatives: bool = False) -> bool:
+        """Whether the excluded candidates are exactly each anchor's own item (distinct ids, no groups; with
+        ``ignore_false_negatives``, whatever the task's false negatives add)."""
         return (self._exclude is None and self.unique_ids and self.batch.groups is None
-                and self.candidate_groups is None and self.false_negatives is None)
+                and self.candidate_groups is None and (ignore_false_negatives or self.false_negatives is None))
 
     def excluded_pairs(self) -> tuple[Tensor, Tensor]:
         """(rows Long[E], cols Long[E]): every (anchor, candidate) pair that ``exclude`` marks, possibly repeated.
@@ -185,19 +188,22 @@ class MiningContext:
         if "pairs" not in self._cache:
             if self._exclude is not None or self.false_negatives is not None and self.false_negatives.any():
                 rows, cols = self.exclude.nonzero(as_tuple=True)  # the task's pairs have no sorted structure
-            elif self._only_positives():
-                rows, cols = torch.arange(self.positive.shape[0], device=self.positive.device), self.positive
             else:
-                ids, groups = self._anchor_keys()
-                cand_ids, cand_groups = self._candidate_keys()
-                if groups is ids and cand_groups is cand_ids:  # no groups: one key
-                    rows, cols = _equal_pairs(ids, cand_ids)
-                else:
-                    r1, c1 = _equal_pairs(groups, cand_groups)
-                    r2, c2 = _equal_pairs(ids, cand_ids)
-                    rows, cols = torch.cat([r1, r2]), torch.cat([c1, c2])
+                rows, cols = self._key_pairs()
             self._cache["pairs"] = (rows, cols)
         return self._cache["pairs"]
+
+    def _key_pairs(self) -> tuple[Tensor, Tensor]:
+        """(rows Long[E], cols Long[E]): the pairs sharing an id or a group (without the task's false negatives)."""
+        if self._only_positives(ignore_false_negatives=True):
+            return torch.arange(self.positive.shape[0], device=self.positive.device), self.positive
+        ids, groups = self._anchor_keys()
+        cand_ids, cand_groups = self._candidate_keys()
+        if groups is ids and cand_groups is cand_ids:  # no groups: one key
+            return equal_pairs(ids, cand_ids)
+        r1, c1 = equal_pairs(groups, cand_groups)
+        r2, c2 = equal_pairs(ids, cand_ids)
+        return torch.cat([r1, r2]), torch.cat([c1, c2])
 
     def excluded_at(self, index: Tensor) -> Tensor:
         """Bool[B, K]: whether candidate ``index[i, k]`` (Long[B, K], in range) is excluded for anchor i; O(B x K)."""
@@ -269,20 +275,6 @@ def split_false_negatives(data: Any, ids: Tensor, candidate_ids: Tensor,
 def _strided_arange(n: int, step: int, device: torch.device) -> Tensor:
     """Long[n]: 0, step, 2 step, ... Cached across steps and shared: never written (callers add out of place)."""
     return torch.arange(0, n * step, step, device=device) if n else torch.zeros(0, dtype=torch.long, device=device)
-
-
-def _equal_pairs(keys: Tensor, cand_keys: Tensor) -> tuple[Tensor, Tensor]:
-    """(rows Long[E], cols Long[E]) of every i, j with ``keys[i] == cand_keys[j]``; keys Long[B], cand_keys Long[N]."""
-    sorted_keys, order = cand_keys.sort()
-    lo = torch.searchsorted(sorted_keys, keys, right=False)
-    hi = torch.searchsorted(sorted_keys, keys, right=True)
-    counts = hi - lo
-    if bool((counts == 1).all()):  # each anchor matches one candidate (its own item): the usual case
-        return torch.arange(keys.shape[0], device=keys.device), order[lo]
-    rows = torch.repeat_interleave(torch.arange(keys.shape[0], device=keys.device), counts)
-    starts = torch.cumsum(counts, 0) - counts
-    offset = torch.arange(rows.shape[0], device=keys.device) - starts[rows]
-    return rows, order[lo[rows] + offset]
 
 
 def option(

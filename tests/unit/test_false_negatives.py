@@ -9,6 +9,7 @@ import torch
 from negmine import Task, TensorPairs, Trainer
 from negmine.errors import PluginError
 from negmine.generator import split_false_negatives
+from negmine.model import shared_labels
 from negmine.plugins import get_plugin_manager
 from negmine.testing import VectorModel, batch_context
 from negmine.trainer import mining_context
@@ -57,6 +58,16 @@ def test_tensor_pairs_marks_the_pairs_sharing_a_label():
     marked = task.train.false_negatives(ids, cand)
     assert torch.equal(marked, expected)
     assert 0 < int(marked.sum()) < marked.numel()  # the test data has both kinds of pair
+
+
+@pytest.mark.parametrize("density", [0.0, 0.02, 0.3, 0.9])
+def test_shared_labels_sparse_join_and_dense_product_agree_with_brute_force(density):
+    # sparse labels take the join on the label, dense ones (more matches than pairs) the product: both must be exact
+    gen = torch.Generator().manual_seed(int(density * 100))
+    labels = torch.rand(30, 12, generator=gen) < density
+    cand = torch.rand(45, 12, generator=gen) < density
+    expected = torch.tensor([[bool((labels[i] & cand[j]).any()) for j in range(45)] for i in range(30)])
+    assert torch.equal(shared_labels(labels, cand), expected)
 
 
 @pytest.mark.parametrize("with_groups", [False, True])
