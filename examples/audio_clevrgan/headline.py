@@ -86,6 +86,11 @@ ROWS: tuple[Row, ...] = (
     Row("DaveNet, rendered, isolated words", "oracle-cpu", "DaveNet (isolated words)", "DaveNet, rendered scenes"),
     Row("Oracle Edits, rendered, isolated words", "oracle-cpu", "Oracle Edits (isolated words)",
         "DaveNet, rendered, isolated words"),
+    # Part 2 in part 1's regime (scene-iso-cpu.toml: the GAN data with isolated words in training), the rows
+    # finished so far; they replace the GAN rows above once every method has its seeds.
+    Row("DaveNet, GAN, isolated words", "scene-iso-cpu", "DaveNet"),
+    Row("Hard Neg, GAN, isolated words", "scene-iso-cpu", "Hard Neg", "DaveNet, GAN, isolated words"),
+    Row("Random Edits, GAN, isolated words", "scene-iso-cpu", "Random Edits", "DaveNet, GAN, isolated words"),
 )
 
 
