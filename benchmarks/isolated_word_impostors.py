@@ -4,8 +4,8 @@ With task option ``isolated_words`` a fifth of the training captions are one att
 Content groups only keep captions of the same objects apart, so the word's in-batch impostors are images that often
 hold the word's value (70% of training images hold a given material): false negatives. A random negative is one
 with the base rate; a *hard* negative is the impostor the model scores highest, and a model that has learned the
-word scores exactly the images holding it highest. This script measures, for trained runs, over training batches
-drawn as the trainer draws them (batch 64, seeded):
+word scores exactly the images holding it highest. This script measures, for trained runs, over random training
+batches of 64 (seeded; the trainer's own batches are random draws of the same size):
 
 - ``random``: the share of a one-word anchor's in-batch impostors (same group excluded) whose image holds its value;
 - ``hardest``: the share of one-word anchors whose hardest impostor image (highest score) holds its value;
