@@ -33,6 +33,13 @@ An experiment file (TOML)::
     steps = 1500
     settings = { warmup_steps = 100 }  # config keys of this method's runs only, over [settings]
 
+A file may extend another and give only what differs (``extends = "other.toml"``, see
+:func:`read_experiment_file`)::
+
+    extends = "paper-cpu.toml"
+    [settings]
+    task_options = { isolated_words = 0.2 }   # merged into the other file's task_options
+
 A method's chain budget is its own steps plus its parent's steps at the init point. ``DaveNet@1500`` needs a
 checkpoint of DaveNet at step 1500: the runner asks the parent run to keep one (``keep_steps``). Runs are resumable:
 a finished run (``summary.json`` present) is skipped, an interrupted one resumes from ``last.pt``.
@@ -68,7 +75,8 @@ import attrs
 from negmine.config import config_help, merge, read_config_file
 from negmine.errors import ConfigError, closest
 
-_TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule"}
+_TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule",
+        "extends"}
 LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction",
            "group_weights", "init_optimizer", "negative_encoding", "baseline", "settings"}
@@ -113,9 +121,82 @@ class Experiment:
         raise ConfigError([f"unknown method {name!r}"])
 
 
-def load_experiment(path: str | Path) -> Experiment:
-    """Read and validate an experiment file, reporting every problem at once."""
+# keys of a method that make up its single stage; a method gives these or a list of ``stages``, not both
+_STAGE_KEYS = ("negatives", "combine", "generators", "lr", "reduction", "group_weights", "init_optimizer",
+               "negative_encoding")
+
+
+def _merge_method(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """A method of an extending file over the base file's method of the same name: keys replace the base's, except
+    ``generators`` (per generator, per option) and ``settings`` (per key, as :func:`negmine.config.merge`). Giving
+    ``stages`` drops the base's single-stage keys, and giving a single-stage key drops the base's ``stages``."""
+    out = dict(base)
+    if "stages" in over:
+        for key in _STAGE_KEYS:
+            out.pop(key, None)
+    if any(key in over for key in _STAGE_KEYS):
+        out.pop("stages", None)
+    for key, value in over.items():
+        if key in ("generators", "settings") and isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            merged = merge({"generators": out[key]}, {"generators": value})["generators"] if key == "generators" \
+                else merge(out[key], value)
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def read_experiment_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """An experiment file's keys with its ``extends`` chain resolved (plain dict, not validated).
+
+    ``extends = "other.toml"`` (a path relative to the file) starts from that file's resolved keys: top-level keys
+    replace the base's; ``settings`` merges per key (``task_options`` and ``generators`` per option, as run
+    configs do); a ``[[methods]]`` table whose name is one of the base's changes that method (see
+    :func:`_merge_method`), a new name is added after the base's methods. A missing base file or a cycle is a
+    :class:`ConfigError`."""
+    path = Path(path)
     raw = read_config_file(path)
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str) or not base_name:
+        raise ConfigError([f"extends: expected the path of another experiment file, got {base_name!r}"],
+                          source=str(path))
+    base_path = (path.parent / base_name).resolve()
+    chain = (*_chain, path.resolve())
+    if base_path in chain:
+        raise ConfigError([f"extends: cycle ({' -> '.join(p.name for p in (*chain, base_path))})"], source=str(path))
+    if not base_path.is_file():
+        raise ConfigError([f"extends: {base_name!r} does not exist (looked for {str(base_path)!r})"],
+                          source=str(path))
+    base = read_experiment_file(base_path, chain)
+    out = {k: v for k, v in base.items() if k not in ("settings", "methods")}
+    out.update({k: v for k, v in raw.items() if k not in ("settings", "methods")})
+    settings = raw.get("settings")
+    if isinstance(settings, Mapping) and isinstance(base.get("settings"), Mapping):
+        out["settings"] = merge(base["settings"], settings)
+    elif "settings" in raw or "settings" in base:
+        out["settings"] = raw.get("settings", base.get("settings"))
+    methods = [dict(m) for m in base.get("methods") or [] if isinstance(m, Mapping)]
+    if "methods" in raw:
+        if not isinstance(raw["methods"], list):  # reported by the validation as the file's own problem
+            out["methods"] = raw["methods"]
+            return out
+        index = {m.get("name"): i for i, m in enumerate(methods)}
+        for m in raw["methods"]:
+            if isinstance(m, Mapping) and m.get("name") in index:
+                methods[index[m["name"]]] = _merge_method(methods[index[m["name"]]], m)
+            else:
+                methods.append(dict(m) if isinstance(m, Mapping) else m)
+    if methods or "methods" in base:
+        out["methods"] = methods
+    return out
+
+
+def load_experiment(path: str | Path) -> Experiment:
+    """Read and validate an experiment file (its ``extends`` chain resolved, see :func:`read_experiment_file`),
+    reporting every problem at once."""
+    raw = read_experiment_file(path)
     problems: list[str] = []
     for key in raw:
         if key not in _TOP:
@@ -144,8 +225,7 @@ def load_experiment(path: str | Path) -> Experiment:
         if "stages" in m:
             stages = tuple(dict(s) for s in m["stages"])
         else:
-            stage = {k: m[k] for k in ("negatives", "combine", "generators", "lr", "reduction", "group_weights",
-                                       "init_optimizer", "negative_encoding") if k in m}
+            stage = {k: m[k] for k in _STAGE_KEYS if k in m}
             stage.update(name="main", steps=m.get("steps", 0))
             stages = (stage,)
         steps = sum(int(s.get("steps", 0)) for s in stages)
