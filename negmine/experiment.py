@@ -668,7 +668,7 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
     ``out``, else the ledger's record of it (when not stale)."""
     methods = {}
     for method in exp.methods:
-        per_seed, lineages, earlier = {}, {}, {}
+        per_seed, lineages, earlier, validation = {}, {}, {}, {}
         for seed in exp.seeds:
             run = Path(method.slug) / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
             roots = [out] + ([ledger] if ledger_state(ledger, exp, method, seed) == "ok" else [])
@@ -676,6 +676,9 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             if path is not None:
                 per_seed[seed] = _metric_rows(json.loads(path.read_text()))
                 lineages[seed] = read_lineage(path.parent)
+                curve = _validation_curve(path.parent / "summary.json")
+                if curve:
+                    validation[seed] = curve
             if ledger is not None:  # earlier runs of this seed, kept for the records trained from them
                 found = sorted((ledger / method.slug / f"seed-{seed}" / "earlier").glob(f"*/eval-{exp.eval_split}.json"))
                 if found:
@@ -688,8 +691,50 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
             stats[k] = {"mean": mean, "std": std, "n": len(vals)}
         methods[method.name] = {"chain_steps": chain_steps(exp, method), "seeds": per_seed, "stats": stats,
-                                "lineage": lineages, "earlier": earlier}
+                                "lineage": lineages, "earlier": earlier, "validation": validation}
     return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
+
+
+def _validation_curve(summary_path: Path) -> dict[int, float]:
+    """Validation R@10 (mean of both directions) at each step a run logged, from its ``summary.json`` ({} without
+    one). Keys are steps within the run (0: before training)."""
+    if not summary_path.exists():
+        return {}
+    summary = json.loads(summary_path.read_text())
+    points = [summary.get("initial"), *(summary.get("evaluations") or [])]
+    return {int(e["step"]): float(e["mean@10"]) for e in points
+            if isinstance(e, Mapping) and "step" in e and "mean@10" in e}
+
+
+# a seed whose parent, at a branch point, is this many points of validation R@10 below the median of the seeds is
+# flagged: its children start from a much weaker model, and their paired differences mean something else there
+SLOW_START_POINTS = 20.0
+
+
+def branch_points(exp: Experiment, results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Where the children start: for each (parent, step) of the init chains, the parent's validation R@10 at that step
+    per seed (in [0, 1], from its ``summary.json``), the children starting there, and the seeds flagged as slow
+    starts (at least :data:`SLOW_START_POINTS` points below the median of the seeds: with two seeds, the lower one
+    when they are twice that apart)."""
+    points: dict[tuple[str, int], list[str]] = {}
+    for m in exp.methods:
+        if m.parent is not None and m.parent_step is not None:
+            points.setdefault((m.parent, m.parent_step), []).append(m.name)
+    out = []
+    for (parent, step), children in points.items():
+        curves = (results["methods"].get(parent) or {}).get("validation") or {}
+        # keys are ints from collect(), strings when read back from results.json
+        at = {int(seed): v for seed, curve in curves.items()
+              for k, v in curve.items() if int(k) == step}
+        if not at:
+            continue
+        values = sorted(at.values())
+        n = len(values)
+        median = (values[(n - 1) // 2] + values[n // 2]) / 2
+        slow = sorted(s for s, v in at.items() if 100 * (median - v) >= SLOW_START_POINTS)
+        out.append({"parent": parent, "step": step, "children": children, "r10": dict(sorted(at.items())),
+                    "median": median, "slow": slow})
+    return out
 
 
 def machine_record() -> dict[str, str]:
@@ -835,6 +880,17 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
         lines += ["", "Paired differences against each method's `baseline` (same seeds), in points: mean ± std "
                   "(per seed):", "", "| method | baseline | " + " | ".join(compared) + " |",
                   "|" + "---|" * (len(compared) + 2), *rows]
+    points = branch_points(exp, results)
+    if points:
+        seeds = sorted({s for p in points for s in p["r10"]})
+        lines += ["", "Branch points: the parent's validation R@10 (%) where its children start, per seed; **bold**: "
+                  f"a slow start ({SLOW_START_POINTS:.0f}+ points below the seeds' median), whose children start from a "
+                  "much weaker model:", "", "| parent | children | " + " | ".join(f"seed {s}" for s in seeds) + " |",
+                  "|" + "---|" * (len(seeds) + 2)]
+        for p in points:
+            cells = [("-" if s not in p["r10"] else
+                      f"**{100 * p['r10'][s]:.1f}**" if s in p["slow"] else f"{100 * p['r10'][s]:.1f}") for s in seeds]
+            lines.append(f"| {p['parent']}@{p['step']} | {', '.join(p['children'])} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
