@@ -366,6 +366,65 @@ def ledger_runs_needed(exp: Experiment, methods: list[Method], finished: Mapping
     return must
 
 
+def prefix_target(exp: Experiment, method: Method, must: set[str]) -> int | None:
+    """The step a method recorded in the ledger needs to be retrained to: the latest init step of its children that
+    train now (``must``), when that is before its end; None when it must train to the end (or has no such child).
+
+    A run found in the ledger is retrained only for its children's checkpoints; when its retraining is the same run
+    as the record up to that step (:func:`same_prefix`), the rest of it would only reproduce the record."""
+    steps = [int(c.parent_step) for c in exp.methods
+             if c.parent == method.name and c.name in must and c.parent_step is not None]
+    if not steps or max(steps) >= method.steps:
+        return None
+    return max(steps)
+
+
+def same_prefix(recorded: Mapping[str, Any], partial: Mapping[str, Any], step: int) -> tuple[bool, str]:
+    """Whether a run retrained to ``step`` (``partial``: :meth:`Trainer.fit`'s summary at ``stop_at``) is the run of a
+    ledger record (``recorded``: its ``summary.json``) so far: the evaluation before training and every validation
+    evaluation up to ``step`` equal on every key the record has (the standard of :func:`run_identity`: the logged
+    evaluations), and at least one of them after step 0. Returns (same, a short reason)."""
+    def upto(summary: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+        return [summary.get("initial") or {}] + [e for e in summary.get("evaluations") or [] if e.get("step", 0) <= step]
+
+    ours, theirs = upto(partial), upto(recorded)
+    if not any(0 < e.get("step", 0) for e in theirs):
+        # the evaluation before training says nothing about the training since: nothing to compare
+        return False, f"no validation evaluation between step 0 and step {step} to compare"
+    if len(ours) != len(theirs):
+        return False, f"{len(theirs) - 1} recorded evaluations up to step {step}, {len(ours) - 1} retrained"
+    for mine, rec in zip(ours, theirs, strict=True):
+        plain = json.loads(json.dumps(mine))  # the record went through JSON
+        differs = sorted(k for k in rec if plain.get(k) != rec[k])
+        if differs:
+            k = next((k for k in ("mean@10", "mean@1") if k in differs), differs[0])
+            return False, f"step {rec.get('step', 0)}: {k} {plain.get(k)!r} retrained, {rec[k]!r} recorded"
+    return True, f"{len(ours)} validation evaluations identical"
+
+
+PREFIX = "prefix.json"
+
+
+def _write_prefix(run_dir: Path, record: Path, step: int) -> None:
+    """Mark a run directory trained to ``step`` as the ledger record's run: its lineage is the record's (so that
+    the children trained from its checkpoints pair with the record), and ``prefix.json`` says how far it went."""
+    lineage = read_lineage(record)
+    _write_atomic(run_dir / LINEAGE, _json_text(lineage))
+    _write_atomic(run_dir / PREFIX, _json_text({"step": step, "run": lineage["run"]}))
+
+
+def prefix_ready(run_dir: Path, record: Path, exp: Experiment, method: Method, step: int) -> bool:
+    """A run directory trained to at least ``step`` earlier, found to be the record's run (the record unchanged since),
+    with the checkpoints its children start from up to ``step``."""
+    path = run_dir / PREFIX
+    if not path.exists():
+        return False
+    prefix = json.loads(path.read_text())
+    if prefix.get("step", -1) < step or prefix.get("run") != read_lineage(record)["run"]:
+        return False
+    return all((run_dir / "checkpoints" / f"step-{s}.pt").exists() for s in keep_steps(exp, method) if s <= step)
+
+
 def run_spec(exp: Experiment, method: Method, seed: int) -> dict[str, Any]:
     """What defines one run of an experiment (plain JSON): the shared settings, the method's stages, the seed, and
     the spec of the run it starts from with the step. A ledger record made under another spec is stale."""
@@ -597,26 +656,53 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                 log(f"[skip] {method.name} seed {seed}: finished (ledger){note}")
                 continue
             if not (run_dir / "summary.json").exists():
-                stages = [dict(s) for s in method.stages]
-                if method.parent is not None:
-                    parent_dir = out / exp.method(method.parent).slug / f"seed-{seed}"
-                    stages[0]["init"] = str(parent_dir / "checkpoints" / f"step-{method.parent_step}.pt")
-                raw = merge(exp.settings, method.settings,
-                            {"task": exp.task, "profile": exp.profile, "seed": seed, "stages": stages,
-                             "run_dir": str(run_dir), "keep_steps": keep_steps(exp, method)})
-                if method.parent is not None and exp.lr_schedule == "continue":
-                    raw["lr_schedule_start"] = chain_steps(exp, method) - method.steps
-                keep = raw.pop("keep_steps")
-                task = build_task(pm, raw)
-                config = build_task_config(pm, task, raw, source=f"experiment method {method.name!r}")
-                resume = (run_dir / "checkpoints" / "last.pt").exists()
-                if not resume or not (run_dir / "provenance.json").exists():
-                    run_dir.mkdir(parents=True, exist_ok=True)
-                    _write_atomic(run_dir / "provenance.json", _json_text(machine_record()))
-                log(f"[{'resume' if resume else 'train'}] {method.name} seed {seed} -> {run_dir}")
-                trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())
-                trainer.keep_steps = set(keep)
-                trainer.fit()
+                def train(stop_at: int | None = None, method: Method = method, run_dir: Path = run_dir,
+                          seed: int = seed) -> dict[str, Any]:
+                    stages = [dict(s) for s in method.stages]
+                    if method.parent is not None:
+                        parent_dir = out / exp.method(method.parent).slug / f"seed-{seed}"
+                        stages[0]["init"] = str(parent_dir / "checkpoints" / f"step-{method.parent_step}.pt")
+                    raw = merge(exp.settings, method.settings,
+                                {"task": exp.task, "profile": exp.profile, "seed": seed, "stages": stages,
+                                 "run_dir": str(run_dir), "keep_steps": keep_steps(exp, method)})
+                    if method.parent is not None and exp.lr_schedule == "continue":
+                        raw["lr_schedule_start"] = chain_steps(exp, method) - method.steps
+                    keep = raw.pop("keep_steps")
+                    task = build_task(pm, raw)
+                    config = build_task_config(pm, task, raw, source=f"experiment method {method.name!r}")
+                    resume = (run_dir / "checkpoints" / "last.pt").exists()
+                    if not resume or not (run_dir / "provenance.json").exists():
+                        run_dir.mkdir(parents=True, exist_ok=True)
+                        _write_atomic(run_dir / "provenance.json", _json_text(machine_record()))
+                    until = f" to step {stop_at} (its children start there)" if stop_at is not None else ""
+                    log(f"[{'resume' if resume else 'train'}] {method.name} seed {seed}{until} -> {run_dir}")
+                    trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())
+                    trainer.keep_steps = set(keep)
+                    trainer.stop_at = stop_at
+                    return trainer.fit()
+
+                label = f"{method.name} seed {seed}"
+                target = prefix_target(exp, method, must) if states[method.name] == "ok" else None
+                recorded = (json.loads((record / "summary.json").read_text())
+                            if target is not None and record is not None and (record / "summary.json").exists()
+                            else {})
+                # only where the record logged a validation evaluation in (0, target] to check the retrained run by
+                if any(0 < e.get("step", 0) <= target for e in recorded.get("evaluations") or []):
+                    if prefix_ready(run_dir, record, exp, method, target):
+                        log(f"[skip] {label}: trained to step {target} already, the ledger's run")
+                        continue
+                    partial = train(stop_at=target)
+                    if "stopped_at" in partial:
+                        same, why = same_prefix(recorded, partial, target)
+                        if same:
+                            _write_prefix(run_dir, record, target)
+                            log(f"[prefix] {label}: the same run as the ledger's record up to step {target} "
+                                f"({why}); not trained further, its children start from it")
+                            continue
+                        log(f"[prefix] {label}: differs from the ledger's record ({why}); training it to the end")
+                        train()
+                else:
+                    train()
             started = time.perf_counter()
             evaluate_run(pm, run_dir, split=exp.eval_split, checkpoint="best")
             log(f"[eval] {method.name} seed {seed}: {time.perf_counter() - started:.0f}s")

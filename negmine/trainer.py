@@ -174,8 +174,12 @@ class Trainer:
         self._dead_units_warned = [False, False]
         self._pending_state: dict[str, Any] | None = None
         self.initial: dict[str, Any] = {}
-        self.keep_steps: set[int] = set()
-        self._initialised_stage = -1  # the stage whose init weights were loaded last  # global steps whose weights are kept as checkpoints/step-N.pt
+        self.keep_steps: set[int] = set()  # global steps whose weights are kept as checkpoints/step-N.pt
+        # stop once global_step reaches this (last.pt saved, no summary written: the run stays resumable); None: to the
+        # end. The experiment runner uses it to retrain a recorded run only as far as its children start.
+        self.stop_at: int | None = None
+        self.stopped = False  # fit() returned at stop_at, before the end
+        self._initialised_stage = -1  # the stage whose init weights were loaded last
         self._check_stage_requirements()
 
     # ------------------------------------------------------------------------------------------------------------
@@ -230,7 +234,10 @@ class Trainer:
     # ------------------------------------------------------------------------------------------------------------
 
     def fit(self) -> dict[str, Any]:
-        """Run every stage to the end (or continue a resumed run); returns the summary written to ``summary.json``."""
+        """Run every stage to the end (or continue a resumed run); returns the summary written to ``summary.json``.
+
+        With ``stop_at`` set, training stops once ``global_step`` reaches it (before the end): ``last.pt`` is saved,
+        ``stopped`` is True and the summary returned has ``stopped_at`` and is not written (the run is resumable)."""
         torch.manual_seed(self.config.seed)
         self.model.to(self.device)
         dist_utils.broadcast_parameters(self.model)
@@ -249,10 +256,19 @@ class Trainer:
             self.reporter.log(f"before training: {_recall_line(self.initial)}")
         try:
             while self.stage_index < len(self.config.stages):
+                if self.stop_at is not None and self.global_step >= self.stop_at:
+                    self.stopped = True  # e.g. resumed at or past stop_at, or stop_at at the end of a stage
+                    break
                 self._run_stage()
+                if self.stopped:
+                    break
         finally:
             self._unregister_generators()
             self.reporter.close()
+        if self.stopped:
+            self.reporter.log(f"stopped at step {self.global_step} of {self.config.total_steps} (stop_at): resumable")
+            return {"task": self.task.name, "steps": self.global_step, "stopped_at": self.global_step,
+                    "initial": _plain(self.initial), "evaluations": [_plain(h) for h in self.history]}
         summary = self._write_summary()
         if self.plugins:
             self.plugins.train_end(self, summary)
@@ -307,6 +323,10 @@ class Trainer:
                 self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
             if self.global_step in self.keep_steps:
                 self.save_checkpoint(self.run_dir / "checkpoints" / f"step-{self.global_step}.pt")
+            if self.stop_at is not None and self.global_step >= self.stop_at and self.step_in_stage < stage.steps:
+                self.save_checkpoint(self.run_dir / "checkpoints" / "last.pt")
+                self.stopped = True
+                return
         final = self.evaluate_and_track()
         self.save_checkpoint(self.run_dir / "checkpoints" / f"stage-{stage.name}.pt")
         if self.plugins:

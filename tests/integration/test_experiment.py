@@ -1,9 +1,11 @@
 """`negmine experiment`: init chains, equal budgets, resumable runs, results table."""
 
 import json
+import shutil
 import textwrap
 
 import pytest
+import torch
 
 from negmine.cli import main
 from negmine.errors import ConfigError
@@ -418,3 +420,96 @@ def test_interrupted_child_resumes_with_out_spelled_another_way(tmp_path, capsys
     err = capsys.readouterr().err
     assert "[resume] Hard Neg seed 0" in err
     assert json.loads((hard / "summary.json").read_text())["steps"] == 20
+
+
+EVALUATED = EXPERIMENT.replace("total_steps = 30\n", "total_steps = 30\n\n[settings]\neval_every = 5\n")
+
+
+def test_recorded_parents_retrain_only_to_where_their_children_start(tmp_path, capsys):
+    """A lost child record: its recorded ancestors train again only as far as their children start (checked
+    against their records' validation evaluations so far), and the child pairs with the records."""
+    from negmine.experiment import collect, paired_difference, read_lineage
+
+    path = tmp_path / "e.toml"
+    path.write_text(EVALUATED)
+    ledger = tmp_path / "ledger"
+    assert main(["experiment", str(path), "--out", str(tmp_path / "a"), "--seed", "0", "--ledger", str(ledger),
+                 "-q"]) == 0
+    expected = json.loads((tmp_path / "a" / "results.json").read_text())["methods"]
+    for f in (ledger / "semi" / "seed-0").iterdir():
+        f.unlink()
+    capsys.readouterr()
+    out = tmp_path / "b"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    for m in ("Random", "Hard Neg"):
+        assert f"[train] {m} seed 0 to step 10 (its children start there)" in err
+        assert f"[prefix] {m} seed 0: the same run as the ledger's record up to step 10 (3 validation" in err
+    assert "[train] Semi seed 0 -> " in err and "largest difference from the ledger" not in err
+    for slug in ("random", "hard-neg"):
+        run = out / slug / "seed-0"
+        assert not (run / "summary.json").exists() and (run / "checkpoints" / "step-10.pt").exists()
+        assert json.loads((run / "prefix.json").read_text())["step"] == 10
+        assert torch.load(run / "checkpoints" / "last.pt", weights_only=True)["global_step"] == 10
+    ids = {m: read_lineage(ledger / slug / "seed-0")["run"] for m, slug in (("Random", "random"), ("Hard Neg", "hard-neg"))}
+    assert read_lineage(ledger / "semi" / "seed-0")["ancestors"] == ids
+    # the toy task is deterministic: the child is the run it was, and its paired difference is taken
+    assert json.loads((out / "results.json").read_text())["methods"] == expected
+    exp = load_experiment(path)
+    assert paired_difference(collect(exp, out, ledger), "Semi", "Hard Neg", "R@10")["unpaired"] == []
+
+    # again with the same run directory, the child's run and record lost: the prefixes are there already and only
+    # the child trains
+    shutil.rmtree(out / "semi")
+    for f in (ledger / "semi" / "seed-0").iterdir():
+        f.unlink()
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("trained to step 10 already, the ledger's run") == 2 and "[train] Random" not in err
+    assert "[train] Semi seed 0 -> " in err
+    assert json.loads((out / "results.json").read_text())["methods"] == expected
+
+    # a record from a machine that trains differently: the prefix differs at its first evaluation, so the parent
+    # trains to the end (resuming from step 10) and replaces the record, as a full retrain does
+    _tamper_run(ledger / "random" / "seed-0", -0.05)
+    for f in (ledger / "semi" / "seed-0").iterdir():
+        f.unlink()
+    out = tmp_path / "c"
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "[prefix] Random seed 0: differs from the ledger's record (step 5: mean@10" in err
+    assert "[resume] Random seed 0 -> " in err and (out / "random" / "seed-0" / "summary.json").exists()
+    assert "the new run replaces the record, which moves to earlier/" in err
+    # the full retrain is the run an uninterrupted training gives
+    assert (json.loads((out / "random" / "seed-0" / "summary.json").read_text())["evaluations"]
+            == json.loads((tmp_path / "a" / "random" / "seed-0" / "summary.json").read_text())["evaluations"])
+
+
+def test_trainer_stop_at_then_resume_equals_an_uninterrupted_run(tmp_path):
+    from negmine.config import build_task, build_task_config
+    from negmine.plugins import PluginManager
+    from negmine.trainer import Trainer
+
+    pm = PluginManager()
+    pm.load_entry_points()
+
+    def trainer(run_dir, resume=False):
+        raw = {"task": "toy", "profile": "small", "seed": 1, "run_dir": str(run_dir), "eval_every": 4,
+               "stages": [{"name": "a", "steps": 6, "negatives": ["random"]},
+                          {"name": "b", "steps": 6, "negatives": ["random", "hard-minibatch"]}]}
+        task = build_task(pm, raw)
+        return Trainer(task, build_task_config(pm, task, raw), plugins=pm, resume=resume)
+
+    full = trainer(tmp_path / "full").fit()
+    for stop in (4, 6, 9):  # mid-stage, at the end of a stage, mid-stage of the second
+        t = trainer(tmp_path / f"cut{stop}")
+        t.stop_at = stop
+        partial = t.fit()
+        assert t.stopped and partial["stopped_at"] == stop
+        assert not (tmp_path / f"cut{stop}" / "summary.json").exists()
+        assert [e["step"] for e in partial["evaluations"]] == [e["step"] for e in full["evaluations"] if e["step"] <= stop]
+        again = trainer(tmp_path / f"cut{stop}", resume=True)
+        again.stop_at = stop  # resumed at stop_at: stops at once, trains nothing
+        assert again.fit()["stopped_at"] == stop
+        resumed = trainer(tmp_path / f"cut{stop}", resume=True).fit()
+        assert resumed["evaluations"] == full["evaluations"] and resumed["steps"] == 12
