@@ -848,8 +848,10 @@ def _machine_record_once() -> dict[str, str]:
         commit += " + uncommitted code changes" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         commit = "unknown (not a git checkout)"
+    # the CPU's vector ISA picks torch's kernels: runs are bitwise repeatable on one ISA, not across ISAs
+    isa = torch.backends.cpu.get_cpu_capability()
     device = (torch.cuda.get_device_name(0) if torch.cuda.is_available()
-              else f"CPU only, {os.cpu_count()} cores, {torch.get_num_threads()} threads")
+              else f"CPU only ({isa}), {os.cpu_count()} cores, {torch.get_num_threads()} threads")
     return {"commit": commit,
             "machine": f"{platform.machine()}, {device}, torch {torch.__version__}, Python {platform.python_version()}"}
 
