@@ -736,6 +736,9 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
         context = attributes.get("context")
         if isinstance(context, Mapping) and context.get("mean") is not None:
             rows["attr:context"] = context["mean"]
+            for g, v in (context.get("per_group") or {}).items():
+                if v is not None:  # kept in results.json for paired tables; results.md's tables show the mean
+                    rows[f"attr:context:{g}"] = v
             if context.get("mean_normalised") is not None:
                 rows["attr:context-norm"] = context["mean_normalised"]
     rendered = result.get("rendered")
@@ -937,13 +940,13 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     for m in results["methods"].values():
         keys += [k for k in m["stats"] if k not in keys]
     retrieval = [k for k in keys if k.startswith("R@")]
-    others = [k for k in keys if k not in retrieval]
+    others = [k for k in keys if k not in retrieval and not k.startswith("attr:context:")]
     lines = [f"Task `{exp.task}` (profile `{exp.profile}`), split `{exp.eval_split}`; mean ± std over seeds, in %.", ""]
     if others and retrieval:
         lines += ["Retrieval (recall@k, mean of both directions):", "", *_table(results, retrieval), "",
                   "Attributes (AUC per group and mean) and other metrics:", "", *_table(results, others)]
     else:
-        lines += _table(results, keys)
+        lines += _table(results, [k for k in keys if not k.startswith("attr:context:")])
     names = list(results["methods"])
     compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:mean-matched", "attr:context",
                             "attr:context-norm", "rendered", "word-frames")

@@ -47,3 +47,20 @@ def test_paired_blocks_pair_by_seed_and_the_results_files_hold_what_the_ledgers_
         # a ledger record added without `python -m audio_clevrgan.headline --update <file>` fails here
         assert headline.update_paired(document) == document, path.name
     assert blocks >= 2
+
+
+def test_a_paired_block_can_take_its_baseline_from_another_experiment():
+    import json
+
+    text = headline.render_paired("scene-iso-excl-cpu", "DaveNet", "scene-iso-cpu:DaveNet")
+    row = next(line for line in text.splitlines() if line.startswith("| **Table 1 protocol"))
+    per_seed = dict(part.split(": ") for part in row.split("|")[5].strip().split(", "))
+
+    def table1(experiment, seed):
+        path = headline.RESULTS / f"{experiment}-runs" / "davenet" / f"seed-{seed}" / "eval-test.json"
+        return json.loads(path.read_text())["attributes"]["mean"]
+
+    assert per_seed, row
+    for seed, diff in per_seed.items():
+        expected = 100 * (table1("scene-iso-excl-cpu", seed) - table1("scene-iso-cpu", seed))
+        assert abs(float(diff) - expected) <= 0.051, (seed, diff, expected)
