@@ -236,6 +236,8 @@ def render_paired(experiment: str, method: str, baseline: str, experiments: Path
         per_seed = ", ".join(f"{seed}: {100 * d['per_seed'][seed]:+.1f}" for seed in seeds)
         lines.append(f"| {label} | {_mean_std(theirs)} | {_mean_std(ours)} | "
                      f"{100 * d['mean']:+.1f}{spread} ({ahead}/{len(seeds)} ahead) | {per_seed} |")
+    if len(lines) == 2:
+        return f"*No seed has both {method} and {baseline} yet.*\n"
     return "\n".join(lines) + "\n"
 
 
