@@ -31,6 +31,8 @@ def test_the_docs_hold_the_tables_the_ledgers_give():
     # a ledger record added without `python -m audio_clevrgan.headline --update docs/audio-clevrgan.md` fails here
     document = (headline.ROOT / "docs" / "audio-clevrgan.md").read_text()
     assert headline.embedded(document) == headline.render(headline.gather())
+    variants = headline.embedded(document, headline.VARIANTS_START, headline.VARIANTS_END)
+    assert variants == headline.render(headline.gather(headline.VARIANTS))
 
 
 def test_paired_blocks_pair_by_seed_and_the_results_files_hold_what_the_ledgers_give():
