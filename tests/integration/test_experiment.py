@@ -425,6 +425,18 @@ def test_interrupted_child_resumes_with_out_spelled_another_way(tmp_path, capsys
 EVALUATED = EXPERIMENT.replace("total_steps = 30\n", "total_steps = 30\n\n[settings]\neval_every = 5\n")
 
 
+def run_seed_0(path, out, ledger, capsys):
+    """Run the experiment's seed 0 with the ledger; return what it printed on stderr."""
+    capsys.readouterr()
+    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
+    return capsys.readouterr().err
+
+
+def lose_record(method_dir):
+    for f in (method_dir / "seed-0").iterdir():
+        f.unlink()
+
+
 def test_recorded_parents_retrain_only_to_where_their_children_start(tmp_path, capsys):
     """A lost child record: its recorded ancestors train again only as far as their children start (checked
     against their records' validation evaluations so far), and the child pairs with the records."""
@@ -433,15 +445,11 @@ def test_recorded_parents_retrain_only_to_where_their_children_start(tmp_path, c
     path = tmp_path / "e.toml"
     path.write_text(EVALUATED)
     ledger = tmp_path / "ledger"
-    assert main(["experiment", str(path), "--out", str(tmp_path / "a"), "--seed", "0", "--ledger", str(ledger),
-                 "-q"]) == 0
+    run_seed_0(path, tmp_path / "a", ledger, capsys)
     expected = json.loads((tmp_path / "a" / "results.json").read_text())["methods"]
-    for f in (ledger / "semi" / "seed-0").iterdir():
-        f.unlink()
-    capsys.readouterr()
+    lose_record(ledger / "semi")
     out = tmp_path / "b"
-    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
-    err = capsys.readouterr().err
+    err = run_seed_0(path, out, ledger, capsys)
     for m in ("Random", "Hard Neg"):
         assert f"[train] {m} seed 0 to step 10 (its children start there)" in err
         assert f"[prefix] {m} seed 0: the same run as the ledger's record up to step 10 (3 validation" in err
@@ -461,10 +469,8 @@ def test_recorded_parents_retrain_only_to_where_their_children_start(tmp_path, c
     # again with the same run directory, the child's run and record lost: the prefixes are there already and only
     # the child trains
     shutil.rmtree(out / "semi")
-    for f in (ledger / "semi" / "seed-0").iterdir():
-        f.unlink()
-    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
-    err = capsys.readouterr().err
+    lose_record(ledger / "semi")
+    err = run_seed_0(path, out, ledger, capsys)
     assert err.count("trained to step 10 already, the ledger's run") == 2 and "[train] Random" not in err
     assert "[train] Semi seed 0 -> " in err
     assert json.loads((out / "results.json").read_text())["methods"] == expected
@@ -472,11 +478,9 @@ def test_recorded_parents_retrain_only_to_where_their_children_start(tmp_path, c
     # a record from a machine that trains differently: the prefix differs at its first evaluation, so the parent
     # trains to the end (resuming from step 10) and replaces the record, as a full retrain does
     _tamper_run(ledger / "random" / "seed-0", -0.05)
-    for f in (ledger / "semi" / "seed-0").iterdir():
-        f.unlink()
+    lose_record(ledger / "semi")
     out = tmp_path / "c"
-    assert main(["experiment", str(path), "--out", str(out), "--seed", "0", "--ledger", str(ledger), "-q"]) == 0
-    err = capsys.readouterr().err
+    err = run_seed_0(path, out, ledger, capsys)
     assert "[prefix] Random seed 0: differs from the ledger's record (step 5: mean@10" in err
     assert "[resume] Random seed 0 -> " in err and (out / "random" / "seed-0" / "summary.json").exists()
     assert "the new run replaces the record, which moves to earlier/" in err
