@@ -62,6 +62,13 @@ def edit_fraction_option() -> Any:
                   "paper)", min=0.01, max=1.0)
 
 
+def drop_still_true_option() -> Any:
+    """The ``drop_still_true`` option shared by the edit generators."""
+    return option(False, "drop an edit that its anchor's caption still describes, as the task reads it (task resource "
+                  "caption_still_true: ids Long[M], images -> Bool[M]); such an edit is a false negative (e.g. a "
+                  "one-word caption whose value another object still holds)")
+
+
 def tries_stats(tries: Any, accepted: Any = None) -> dict[str, float]:
     """Telemetry of one batch's edits (tries Long[M], accepted Bool[M]): ``tries_mean``, ``first_try`` (the
     fraction accepted at their first try), ``accept_rate`` (the fraction whose change reached the acceptance
@@ -143,6 +150,24 @@ class GanEditGenerator(NegativeGenerator):
             return
         check_layer_grid(self._editor(), tuple(feats.shape[-2:]), tuple(image.values.shape[2:]), z, self.describe())
         self._grid_checked = True
+
+    def still_true(self, ctx: Any, items: Tensor, edited: Tensor) -> Tensor:
+        """Bool[M]: the edits (model inputs Float[M, ...] of the anchors ``items`` Long[M]) whose anchor's caption
+        the task still reads as true of them; all False unless ``options.drop_still_true``."""
+        if not getattr(self.options, "drop_still_true", False):
+            return torch.zeros(items.shape[0], dtype=torch.bool)
+        check = (getattr(self.task, "resources", None) or {}).get("caption_still_true")
+        if not callable(check):
+            raise PluginError(f"generator {self.name!r}: drop_still_true needs the task resource "
+                              f"'caption_still_true' (ids, images -> Bool[M]), which task "
+                              f"{getattr(self.task, 'name', '?')!r} does not provide; set drop_still_true = false")
+        ids = ctx.batch.ids[items.to(ctx.batch.ids.device)].cpu()
+        with torch.no_grad():
+            still = torch.as_tensor(check(ids, edited.detach()), dtype=torch.bool).cpu()
+        if still.shape != (items.shape[0],):
+            raise PluginError(f"task resource caption_still_true returned shape {tuple(still.shape)}, expected "
+                              f"({items.shape[0]},)")
+        return still
 
     def edit_items(self, b: int) -> Tensor:
         """Long[M]: the batch items edited this step, ascending (all of them unless ``options.edit_fraction`` < 1)."""

@@ -20,6 +20,7 @@ from negmine.generator import MiningContext, Negatives, option
 from negmine.model import Embedding
 from negmine_gan.base import (
     GanEditGenerator,
+    drop_still_true_option,
     edit_fraction_option,
     to_model_input,
     tries_stats,
@@ -68,6 +69,7 @@ class GanRandomEdits(GanEditGenerator):
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
+        drop_still_true: bool = drop_still_true_option()
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""
@@ -106,7 +108,10 @@ class GanRandomEdits(GanEditGenerator):
         self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(ratios.mean()),
                            "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
         full = self.scatter_items
-        valid = full(items, torch.ones(m, 1, dtype=torch.bool), b, False)
+        still = self.still_true(ctx, items, inputs[dev_items])  # false negatives, dropped
+        if getattr(o, "drop_still_true", False):
+            self.last_stats["still_true"] = float(still.float().mean())
+        valid = full(items, (~still)[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name,
                                          region=full(items, region, b, False)[:, None],

@@ -21,6 +21,7 @@ from negmine.generator import MiningContext, Negatives, option
 from negmine.model import running_stats_kept
 from negmine_gan.base import (
     GanEditGenerator,
+    drop_still_true_option,
     edit_fraction_option,
     tries_stats,
     warm_start_option,
@@ -55,6 +56,7 @@ class GanTargetedEdits(GanEditGenerator):
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
+        drop_still_true: bool = drop_still_true_option()
         score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
                                    min=0.0)
         recluster_every: int = option(1000, "recompute concepts and dissection every N steps (0: stage start only)",
@@ -185,7 +187,10 @@ class GanTargetedEdits(GanEditGenerator):
                            "units_ablated": float(result["units"].float().sum(1).mean()),
                            "clusters": float(self.concepts.centroids.shape[0]), "start_level": float(start)}
         full = self.scatter_items
-        valid = full(items, torch.ones(m, 1, dtype=torch.bool), b, False)
+        still = self.still_true(ctx, items, inputs[dev_items])  # false negatives, dropped
+        if getattr(o, "drop_still_true", False):
+            self.last_stats["still_true"] = float(still.float().mean())
+        valid = full(items, (~still)[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name,
                                          region=full(items, result["region"], b, False)[:, None],

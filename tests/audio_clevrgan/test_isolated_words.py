@@ -132,3 +132,37 @@ def test_exclude_true_words_marks_exactly_the_pairs_where_a_word_is_true_of_the_
         build_task("tiny", options={"data_dir": str(acg_rendered), "exclude_true_words": True})
     with pytest.raises(DataError, match="exclude_true_words"):
         build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5, "exclude_true_words": "maybe"})
+
+
+def test_caption_still_true_reads_one_word_and_full_captions(acg_gan):
+    """The task's reader of generated negatives (resource caption_still_true, for drop_still_true): a pair's own
+    image still fits its caption; an image without the word's value, or with nothing in it, does not."""
+    task = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.5})
+    train = task.train
+    check = task.resources["caption_still_true"]
+    one_word = [i for i, w in enumerate(train.isolated) if w is not None]
+    full = [i for i, w in enumerate(train.isolated) if w is None and train.rows[i]["objects"]]
+    assert one_word and full
+    ids = torch.tensor(one_word + full)
+    own = train.batch(ids).a.float() / 255  # the pairs' own images, in [0, 1]
+    describe = task.resources["describe_images"]
+    readings = describe(own)
+    fits = check(ids, own)
+    assert fits.dtype == torch.bool and fits.shape == (len(ids),)
+    assert torch.equal(check(ids, train.batch(ids).a), fits)  # stored uint8 images read alike
+    for k, i in enumerate(ids.tolist()):  # brute force from the segmenter's readings
+        if train.isolated[i] is not None:
+            attribute, value, _ = train.isolated[i]
+            assert bool(fits[k]) == any(o[attribute] == value for o in readings[k])
+    assert fits[: len(one_word)].float().mean() > 0.5  # the word was read in this very image when it was chosen
+    assert fits[len(one_word):].float().mean() > 0.5  # ... and the caption's objects
+    # another pair's image: a full caption no longer fits it (other objects)
+    others = own[len(one_word):].roll(1, 0)
+    assert not check(ids[len(one_word):], others).any()
+    # a one-word claim of a value the image does not hold is not true of it
+    i = one_word[0]
+    attribute = train.isolated[i][0]
+    held = {o[attribute] for o in readings[0]}
+    absent = next(v for v in VALUES[attribute] if v not in held)
+    train.isolated[i] = (attribute, absent, absent)
+    assert not bool(check(torch.tensor([i]), own[:1])[0])

@@ -386,3 +386,36 @@ def test_export_pictures_of_inputs_that_are_not_images_in_0_1():
         images_for_png(plain, normalised)
     task = SimpleNamespace(resources={"input_to_image": lambda x: x * 0.25 + 0.5})
     assert torch.allclose(images_for_png(task, normalised), images, atol=1e-6)
+
+
+@pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
+def test_drop_still_true_drops_exactly_the_edits_the_task_reads_as_still_true(which):
+    """An edit its anchor's caption still describes is a false negative: with drop_still_true the generator asks the
+    task (resource caption_still_true) and marks those edits invalid; the edits themselves are unchanged."""
+    from negmine.errors import PluginError
+    from negmine_gan.targeted import GanTargetedEdits
+
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    cls, extra = (GanRandomEdits, {}) if which == "gan-random" else (
+        GanTargetedEdits, {"max_datapoints": 200, "dissect_samples": 64, "max_tries": 3})
+    seen = []
+
+    def still_true(ids, images):  # a stand-in reader: the pairs of even id still hold their caption
+        seen.append((ids.clone(), images.shape))
+        return ids % 2 == 0
+
+    task.resources["caption_still_true"] = still_true
+    plain = cls(cls.Options(edit_fraction=0.5, **extra), seed=2, task=task)
+    checked = cls(cls.Options(edit_fraction=0.5, drop_still_true=True, **extra), seed=2, task=task)
+    a, b = plain.generate(ctx)[0], checked.generate(ctx)[0]
+    assert torch.equal(a.inputs, b.inputs)  # the same edits: the check draws nothing from the generator's rng
+    edited = a.valid[:, 0]
+    ids = ctx.batch.ids
+    assert torch.equal(b.valid[:, 0], edited & (ids % 2 != 0))
+    assert len(seen) == 1 and torch.equal(seen[0][0], ids[edited]) and seen[0][1] == (int(edited.sum()), 3, 16, 16)
+    assert checked.last_stats["still_true"] == pytest.approx(float((ids[edited] % 2 == 0).float().mean()))
+    assert "still_true" not in plain.last_stats
+    del task.resources["caption_still_true"]
+    with pytest.raises(PluginError, match="caption_still_true"):
+        cls(cls.Options(drop_still_true=True, **extra), seed=2, task=task).generate(ctx)
