@@ -41,6 +41,9 @@ OPTIONS = {
     "exclude_true_words": (False, "with isolated_words: a one-word pair is never a negative of a pair whose image holds "
                                   "the word's value, nor the other way round (else most impostors of a common value "
                                   "hold it: 70% of training images hold a given material); default false"),
+    "still_true_captions": (False, "the edit generators' drop_still_true also reads the edits of full captions (every "
+                                   "edit segmented: about 1.5 s more per step on one CPU thread); by default only "
+                                   "one-word captions' edits are read (a fifth of them); default false"),
 }
 GROUP_BY_CHOICES = ("none", "content")
 
@@ -302,29 +305,38 @@ class AudioClevrganSplit(ImageSplit):
         their_word_true_here = self._holds[ids][:, theirs.clamp_min(0)] & (theirs >= 0)[None, :]
         return word_true_there | their_word_true_here
 
-    def caption_still_true(self, ids: Tensor, images01: Tensor, describe: Any) -> Tensor:
+    def caption_still_true(self, ids: Tensor, images01: Tensor, describe: Any, captions: bool = False) -> Tensor:
         """Bool[M]: pair ``ids[k]``'s caption still describes ``images01[k]`` (Float[M, 3, S, S] in [0, 1], e.g. an
         edit of the pair's image), as the attribute segmenter reads it (``describe``: images -> objects per image).
 
-        A one-word caption is still true when any object of the image holds its value; a full caption when the
-        segmenter reads the same objects as in the pair's own image (no attribute changed, none added or removed).
+        A one-word caption is still true when any object of the image holds its value; with ``captions``, a full
+        caption when the segmenter reads the same objects as in the pair's own image (no attribute changed, none
+        added or removed); without it full captions are not read (False: the segmenter runs on the one-word pairs'
+        images alone, a fifth of them, as it costs about 45 ms per image on one CPU thread).
         Why: such an edit is a false negative. An edit changes one object, so the value of an isolated word
         ("metal") is usually still held by another object: measured on the GAN edits of scene-iso-excl-cpu.toml,
         82% (gan-targeted) and 72% (gan-random) of one-word anchors' edits still held their word, and 21% / 44% of
         full captions' edits changed nothing the segmenter reads (benchmarks/results/edit_false_negatives.md)."""
         from negmine_gan.export import describe_change
 
+        ids = ids.long().cpu()
+        one_word = torch.tensor([self.isolated is not None and self.isolated[i] is not None for i in ids.tolist()],
+                                dtype=torch.bool)
+        read = torch.ones_like(one_word) if captions else one_word
+        still = torch.zeros(len(ids), dtype=torch.bool)
+        if not read.any():
+            return still
+        images01 = images01[read.to(images01.device)]
         if not images01.is_floating_point():  # stored images (uint8) rather than generated ones
             images01 = images01.float() / 255
-        after = describe(images01)
-        still = []
-        for i, objects in zip(ids.long().tolist(), after, strict=True):
-            claim = self.isolated[i] if self.isolated is not None else None
-            if claim is not None:
-                still.append(any(o[claim[0]] == claim[1] for o in objects))
+        for k, objects in zip(read.nonzero().flatten().tolist(), describe(images01), strict=True):
+            i = int(ids[k])
+            if one_word[k]:
+                attribute, value, _ = self.isolated[i]
+                still[k] = any(o[attribute] == value for o in objects)
             else:
-                still.append(not describe_change(self.rows[i]["objects"], objects)["changed"])
-        return torch.tensor(still, dtype=torch.bool)
+                still[k] = not describe_change(self.rows[i]["objects"], objects)["changed"]
+        return still
 
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         nframes = self.nframes[ids]
@@ -398,7 +410,13 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
     resources["audio_pad"] = audio_pad
     if "describe_images" in resources:  # for the edit generators' drop_still_true (training pairs only)
         describe, train = resources["describe_images"], splits["train"]
-        resources["caption_still_true"] = lambda ids, images: train.caption_still_true(ids, images, describe)
+        try:
+            captions = parse_value(str(opts["still_true_captions"]).strip(), False)
+        except ValueError:
+            raise DataError("task option still_true_captions: expected true or false, got "
+                            f"{opts['still_true_captions']!r}") from None
+        resources["caption_still_true"] = lambda ids, images: train.caption_still_true(ids, images, describe,
+                                                                                      bool(captions))
     from .evaluate import attribute_test, rendered_test
     from .figures import figures
     from .grounding import word_evidence

@@ -234,6 +234,9 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     elif hasattr(gen, "refresh"):
         gen.refresh(model, task.train, torch.device(device), 0)
         concepts_from = "recomputed (the checkpoint holds none of this generator)"
+    if saved is not None and "start_level" in saved and getattr(gen.options, "warm_start", 0.0) > 0:
+        gen.start_level = int(saved["start_level"])  # the warm-start level the run reached: edits as in training
+    start_level = int(getattr(gen, "start_level", 0))  # the export's batches move it on as training would
     describe = task.resources.get("describe_images")
     editor = gen._editor()
     to_input = gan_to_input(task)
@@ -301,6 +304,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         "options": attrs.asdict(gen.options),
         "options_from": options_from + (f", overridden by {sorted(options)}" if options else ""),
         "concepts_from": concepts_from,
+        "start_level": start_level,
         "gan_sha256": gan_digest(task, editor.gan),
         "negmine_version": _negmine_version(),
         "negmine_commit": _negmine_commit(),

@@ -137,7 +137,7 @@ def test_exclude_true_words_marks_exactly_the_pairs_where_a_word_is_true_of_the_
 def test_caption_still_true_reads_one_word_and_full_captions(acg_gan):
     """The task's reader of generated negatives (resource caption_still_true, for drop_still_true): a pair's own
     image still fits its caption; an image without the word's value, or with nothing in it, does not."""
-    task = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.5})
+    task = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.5, "still_true_captions": True})
     train = task.train
     check = task.resources["caption_still_true"]
     one_word = [i for i, w in enumerate(train.isolated) if w is not None]
@@ -166,3 +166,17 @@ def test_caption_still_true_reads_one_word_and_full_captions(acg_gan):
     absent = next(v for v in VALUES[attribute] if v not in held)
     train.isolated[i] = (attribute, absent, absent)
     assert not bool(check(torch.tensor([i]), own[:1])[0])
+
+
+def test_caption_still_true_reads_only_one_word_captions_by_default(acg_gan):
+    task = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.5})
+    both = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.5, "still_true_captions": True})
+    ids = torch.arange(len(task.train))
+    images = task.train.batch(ids).a
+    one_word = torch.tensor([w is not None for w in task.train.isolated])
+    words_only, everything = task.resources["caption_still_true"](ids, images), both.resources["caption_still_true"](
+        ids, images)
+    assert not words_only[~one_word].any() and everything[~one_word].any()  # full captions are read only on request
+    assert torch.equal(words_only[one_word], everything[one_word])
+    with pytest.raises(DataError, match="still_true_captions"):
+        build_task("tiny", options={"data_dir": str(acg_gan), "still_true_captions": "maybe"})

@@ -419,3 +419,25 @@ def test_drop_still_true_drops_exactly_the_edits_the_task_reads_as_still_true(wh
     del task.resources["caption_still_true"]
     with pytest.raises(PluginError, match="caption_still_true"):
         cls(cls.Options(drop_still_true=True, **extra), seed=2, task=task).generate(ctx)
+
+
+def test_edits_export_starts_at_the_warm_start_level_the_run_reached(tmp_path, capsys):
+    """A run with warm_start edits from the escalation level it settled at; its export must too (it edited from
+    level 0 for gan-random, so its edits were weaker than the ones the model trained on)."""
+    import json
+
+    from negmine import checkpoint as ckpt
+    from negmine.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "toy", "--profile", "gan", "-n", "random", "-n", "gan-random", "--steps", "4",
+                 "--gan-random-warm-start", "1.0", "--gan-random-accept", "5.0", "--gan-random-max-tries", "6",
+                 "--eval-size", "20", "--run-dir", str(run), "-q"]) == 0
+    level = int(ckpt.load(run / "checkpoints" / "stage-main.pt")["generators"]["gan-random"]["start_level"])
+    assert level > 0  # an unreachable threshold: the controller climbed
+    out = tmp_path / "edits"
+    assert main(["edits", "export", str(run), "--out", str(out), "--n", "3", "--generator", "gan-random",
+                 "--checkpoint", "stage-main"]) == 0, capsys.readouterr().err
+    assert json.loads((out / "edits.json").read_text())["start_level"] == level
+    rows = [json.loads(line) for line in (out / "edits.jsonl").read_text().splitlines()]
+    assert rows and all(r["level"] >= level for r in rows)
