@@ -315,8 +315,8 @@ class AudioClevrganSplit(ImageSplit):
         images alone, a fifth of them, as it costs about 45 ms per image on one CPU thread).
         Why: such an edit is a false negative. An edit changes one object, so the value of an isolated word
         ("metal") is usually still held by another object: measured on the GAN edits of scene-iso-excl-cpu.toml,
-        82% (gan-targeted) and 72% (gan-random) of one-word anchors' edits still held their word, and 21% / 44% of
-        full captions' edits changed nothing the segmenter reads (benchmarks/results/edit_false_negatives.md)."""
+        61-88% of one-word anchors' edits still held their word, and 21-44% of full captions' edits changed nothing
+        the segmenter reads (benchmarks/results/edit_false_negatives.md)."""
         from negmine_gan.export import describe_change
 
         ids = ids.long().cpu()

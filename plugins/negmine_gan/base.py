@@ -151,11 +151,12 @@ class GanEditGenerator(NegativeGenerator):
         check_layer_grid(self._editor(), tuple(feats.shape[-2:]), tuple(image.values.shape[2:]), z, self.describe())
         self._grid_checked = True
 
-    def still_true(self, ctx: Any, items: Tensor, edited: Tensor) -> Tensor:
-        """Bool[M]: the edits (model inputs Float[M, ...] of the anchors ``items`` Long[M]) whose anchor's caption
-        the task still reads as true of them; all False unless ``options.drop_still_true``."""
+    def kept_edits(self, ctx: Any, items: Tensor, edited: Tensor) -> Tensor:
+        """Bool[M]: the edits (model inputs Float[M, ...] of the anchors ``items`` Long[M]) to keep as negatives:
+        all of them unless ``options.drop_still_true``; then those whose anchor's caption the task does not still
+        read as true of them (the share dropped goes to ``last_stats["still_true"]``)."""
         if not getattr(self.options, "drop_still_true", False):
-            return torch.zeros(items.shape[0], dtype=torch.bool)
+            return torch.ones(items.shape[0], dtype=torch.bool)
         check = (getattr(self.task, "resources", None) or {}).get("caption_still_true")
         if not callable(check):
             raise PluginError(f"generator {self.name!r}: drop_still_true needs the task resource "
@@ -167,7 +168,8 @@ class GanEditGenerator(NegativeGenerator):
         if still.shape != (items.shape[0],):
             raise PluginError(f"task resource caption_still_true returned shape {tuple(still.shape)}, expected "
                               f"({items.shape[0]},)")
-        return still
+        self.last_stats["still_true"] = float(still.float().mean()) if still.numel() else 0.0
+        return ~still
 
     def edit_items(self, b: int) -> Tensor:
         """Long[M]: the batch items edited this step, ascending (all of them unless ``options.edit_fraction`` < 1)."""

@@ -108,10 +108,7 @@ class GanRandomEdits(GanEditGenerator):
         self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(ratios.mean()),
                            "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
         full = self.scatter_items
-        still = self.still_true(ctx, items, inputs[dev_items])  # false negatives, dropped
-        if getattr(o, "drop_still_true", False):
-            self.last_stats["still_true"] = float(still.float().mean())
-        valid = full(items, (~still)[:, None], b, False)
+        valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name,
                                          region=full(items, region, b, False)[:, None],

@@ -187,10 +187,7 @@ class GanTargetedEdits(GanEditGenerator):
                            "units_ablated": float(result["units"].float().sum(1).mean()),
                            "clusters": float(self.concepts.centroids.shape[0]), "start_level": float(start)}
         full = self.scatter_items
-        still = self.still_true(ctx, items, inputs[dev_items])  # false negatives, dropped
-        if getattr(o, "drop_still_true", False):
-            self.last_stats["still_true"] = float(still.float().mean())
-        valid = full(items, (~still)[:, None], b, False)
+        valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name,
                                          region=full(items, result["region"], b, False)[:, None],
