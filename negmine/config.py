@@ -75,9 +75,11 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
                       "every group or a list with one per group (e.g. [1.0, 0.5])"),
     "negative_encoding": (str, "joint", "how negatives given as inputs or dataset ids (GAN edits, corpus negatives) go "
                           "through the encoder: joint (in one forward pass with the batch's side they replace, so "
-                          "BatchNorm normalises positives and negatives alike) or separate (a pass of their own: a "
-                          "BatchNorm model can then tell them apart by their batch's statistics, which exist only in "
-                          "training, and the hinge falls to zero without learning their content)"),
+                          "BatchNorm normalises positives and negatives alike), joint-clean (the same, but that pass "
+                          "leaves BatchNorm's running statistics alone: they follow the batch's own pairs only, the "
+                          "data evaluation sees) or separate (a pass of their own: a BatchNorm model can then tell them "
+                          "apart by their batch's statistics, which exist only in training, and the hinge falls to "
+                          "zero without learning their content)"),
     "optimizer": (str, "sgd", "sgd, adam or adamw"),
     "lr": (float, 1e-3, "learning rate"),
     "momentum": (float, 0.9, "SGD momentum"),
@@ -99,7 +101,7 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
 }
 _STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction", "group_weights",
                "init_optimizer", "negative_encoding"}
-NEGATIVE_ENCODINGS = ("joint", "separate")
+NEGATIVE_ENCODINGS = ("joint", "joint-clean", "separate")
 
 
 def _check_negative_encoding(where: str, value: Any, problems: list[str]) -> str:

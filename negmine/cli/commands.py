@@ -66,9 +66,10 @@ class TrainCommand(click.Command):
               "over all: batch-all); one word, or one per --combine group, comma-separated")
 @click.option("--group-weights", help="per --combine group: the factor of its loss terms; one number, or one per "
               "group, comma-separated (e.g. 1,0.5)")
-@click.option("--negative-encoding", type=click.Choice(["joint", "separate"]),
+@click.option("--negative-encoding", type=click.Choice(["joint", "joint-clean", "separate"]),
               help="encode input and dataset-id negatives in one pass with the batch (joint, the default: BatchNorm "
-              "cannot tell them apart) or in a pass of their own")
+              "cannot tell them apart; joint-clean: and that pass leaves BatchNorm's running statistics to the "
+              "batch's own pairs) or in a pass of their own")
 @click.option("--seed", type=int)
 @click.option("--device", help="cpu, cuda, cuda:N or auto")
 @click.option("--eval-every", type=click.IntRange(min=0))

@@ -9,6 +9,7 @@ from negmine import Trainer
 from negmine.generator import NegativeGenerator, Negatives
 from negmine.model import concat_inputs
 from negmine.testing import make_task
+from negmine_random.generator import RandomNegatives
 
 
 class HalfCopies(NegativeGenerator):
@@ -44,6 +45,27 @@ def test_a_copy_of_the_positive_scores_as_the_positive_when_encoded_jointly(tmp_
     # in a pass of their own, BatchNorm normalises the copies with other statistics: they no longer score as the
     # positives (the leak that let a model tell GAN edits from originals without looking at their content)
     assert _first_step(tmp_path, "separate", True)["group0/side0/loss"] != pytest.approx(1.0, abs=1e-3)
+
+
+def _running_mean_after_one_step(tmp_path, negatives: list[str], encoding: str) -> torch.Tensor:
+    task = _bn_task()
+    run = tmp_path / f"{'-'.join(negatives)}-{encoding}"
+    Trainer(task, {"steps": 1, "batch_size": 16, "negatives": negatives, "negative_encoding": encoding,
+                   "log_every": 1, "eval_size": 8, "device": "cpu", "margin": 1.0, "checkpoint_every": 0},
+            generators=[HalfCopies, RandomNegatives], run_dir=str(run), reporter=None).fit()
+    return task.model.proj_a[1].running_mean.clone()
+
+
+def test_joint_clean_leaves_running_statistics_to_the_batchs_own_pairs(tmp_path):
+    # the first step's loss is joint encoding's: the negatives are normalised together with the batch
+    clean = _first_step(tmp_path, "joint-clean", True)
+    assert clean["group0/side0/loss"] == pytest.approx(1.0, abs=1e-5)
+    assert clean["loss"] == pytest.approx(_first_step(tmp_path, "joint", True)["loss"], abs=1e-6)
+    # the running statistics moved only with the batch's own pass: as in a step without input negatives (the same
+    # batch, the same initial weights), whereas joint encoding also moves them with the batch plus its copies
+    own_pairs_only = _running_mean_after_one_step(tmp_path, ["random"], "joint")
+    assert torch.allclose(_running_mean_after_one_step(tmp_path, ["half-copies"], "joint-clean"), own_pairs_only)
+    assert not torch.allclose(_running_mean_after_one_step(tmp_path, ["half-copies"], "joint"), own_pairs_only)
 
 
 def test_concat_inputs():
