@@ -27,6 +27,9 @@ import torch
 
 
 def _attributes(task, model, split: str) -> tuple[float, float]:
+    if "attributes" not in task.evaluators:
+        raise SystemExit(f"--attributes: task {task.name!r} has no 'attributes' evaluation "
+                         f"(it has: {', '.join(sorted(task.evaluators)) or 'none'})")
     with tempfile.TemporaryDirectory() as tmp:
         out = task.evaluators["attributes"](model=model, task=task, run_dir=Path(tmp), device=torch.device("cpu"),
                                             split=split)
