@@ -225,8 +225,11 @@ def figures(model: Any, task: Any, run_dir: Path, device: torch.device, split: s
     paths = {
         "retrieval": retrieval_examples(model, task, run_dir / "fig-retrieval.png", device=device),
         "heatmaps": word_heatmaps(model, task, run_dir / "fig-word-heatmaps.png", device=device),
-        "curves": training_curves([run_dir], run_dir / "fig-training.png"),
     }
+    # A run directory copied without its training log (a checkpoint evaluated elsewhere) still gets the model's
+    # figures; only the curves need the log.
+    if (run_dir / "metrics.jsonl").is_file():
+        paths["curves"] = training_curves([run_dir], run_dir / "fig-training.png")
     md = "\n".join(f"![{name}]({p.name})" for name, p in paths.items())
     return {"files": {k: str(v) for k, v in paths.items()}, "markdown": md}
 

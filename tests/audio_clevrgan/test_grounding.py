@@ -65,6 +65,18 @@ def test_word_learning_figure(acg_rendered, tmp_path):
     assert (tmp_path / "iso.png").stat().st_size > 0
 
 
+def test_figures_evaluation_of_a_run_directory_without_its_training_log(acg_rendered, tmp_path):
+    """A checkpoint evaluated in a copied directory (no metrics.jsonl) gets the model's figures, not a traceback."""
+    from audio_clevrgan.figures import figures
+
+    task = build_task("tiny", options={"data_dir": str(acg_rendered)})
+    out = figures(task.model, task, tmp_path, torch.device("cpu"))
+    assert set(out["files"]) == {"retrieval", "heatmaps"}
+    assert (tmp_path / "fig-retrieval.png").stat().st_size > 0 and not (tmp_path / "fig-training.png").exists()
+    (tmp_path / "metrics.jsonl").write_text(json.dumps({"step": 1, "loss": 0.5}) + "\n")
+    assert set(figures(task.model, task, tmp_path, torch.device("cpu"))["files"]) == {"retrieval", "heatmaps", "curves"}
+
+
 def test_audio_receptive_field_matches_the_gradient():
     """The analytic reach of one audio output frame equals the input frames its gradient touches (brute force)."""
     import attrs
