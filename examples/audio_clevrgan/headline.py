@@ -121,6 +121,9 @@ VARIANTS: tuple[Row, ...] = (
         "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
+    Row("Hard Neg, GAN, 5% isolated words", "scene-iso05-excl-cpu", "Hard Neg", "DaveNet, GAN, 5% isolated words"),
+    Row("HN+Targeted (checked), GAN, 5% isolated words", "scene-iso05-excl-cpu", "HN+Targeted (checked)",
+        "Hard Neg, GAN, 5% isolated words"),
 )
 
 
