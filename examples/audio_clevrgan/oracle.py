@@ -19,6 +19,8 @@ from negmine.generator import MiningContext, NegativeGenerator, Negatives, optio
 
 from .vocab import ATTRIBUTES
 
+_ANCHORS = ("all", "isolated", "sentences")
+
 
 class _OneAttributeEdits(NegativeGenerator):
     """What both oracles share: the options of a one-attribute edit and the scoring of the edited images."""
@@ -29,6 +31,8 @@ class _OneAttributeEdits(NegativeGenerator):
         balance: str = option("value", "how the edit is drawn: 'value' (uniform over every (object, attribute, "
                               "value) change: 64% colour) or 'attribute' (each attribute equally often)")
         per_anchor: int = option(1, "edits per anchor (independent draws; the group's reduction picks among them)")
+        anchors: str = option("all", "which anchors get edits: 'all', 'isolated' (only those whose caption is one "
+                              "isolated word, task option isolated_words) or 'sentences' (only the others)")
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
@@ -42,6 +46,9 @@ class _OneAttributeEdits(NegativeGenerator):
             problems.append(f"{self.name} balance: expected 'value' or 'attribute', got {self.options.balance!r}")
         if self.options.per_anchor < 1:
             problems.append(f"{self.name} per_anchor: expected an integer >= 1, got {self.options.per_anchor}")
+        if self.options.anchors not in _ANCHORS:
+            problems.append(f"{self.name} anchors: expected one of {', '.join(map(repr, _ANCHORS))}, "
+                            f"got {self.options.anchors!r}")
         if problems:
             raise ConfigError(problems, f"{self.name} options")
 
@@ -65,18 +72,29 @@ class _OneAttributeEdits(NegativeGenerator):
         # a numpy stream drawn from the generator's torch stream: checkpointed with it, so resume is exact
         return np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.rng)))
 
-    def _negatives(self, ctx: MiningContext, images: torch.Tensor, changed: list[int]) -> dict[int, Negatives]:
+    def _valid(self, words: list[tuple[str, str, str] | None], device: Any) -> torch.Tensor | None:
+        """Bool[B]: the anchors whose edits count (option ``anchors``); None when all do. Every anchor is still
+        edited, so the random streams, and with them the edits of the anchors that count, do not depend on it."""
+        if self.options.anchors == "all":
+            return None
+        isolated = torch.tensor([w is not None for w in words], dtype=torch.bool, device=device)
+        return isolated if self.options.anchors == "isolated" else ~isolated
+
+    def _negatives(self, ctx: MiningContext, images: torch.Tensor, changed: list[int],
+                   words: list[tuple[str, str, str] | None]) -> dict[int, Negatives]:
         """``images`` (B*k, 3, H, W), anchor-major (anchor i's edits are rows i*k .. i*k+k-1), scored against their
-        anchor's caption."""
+        anchor's caption; ``words`` (B) each anchor's isolated word or None (:meth:`_words`)."""
         k = self.options.per_anchor
         b = images.shape[0] // k
+        anchor_valid = self._valid(words, ctx.device)
+        valid = None if anchor_valid is None else anchor_valid[:, None].expand(b, k)
         with torch.no_grad():
             captions = ctx.embeddings[1]
             if k > 1:  # each caption once per edit of its anchor
                 captions = captions[torch.arange(b, device=ctx.device).repeat_interleave(k)]
             score = ctx.model.score_pairs(ctx.model.encode(0, images), captions)
-        return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), source=self.name,
-                                         attribute=torch.tensor(changed).view(b, k))}
+        return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), valid,
+                                         source=self.name, attribute=torch.tensor(changed).view(b, k))}
 
 
 class RenderedEdits(_OneAttributeEdits):
@@ -90,8 +108,8 @@ class RenderedEdits(_OneAttributeEdits):
 
         data = self.task.train
         rng = self._edit_rng()
-        edited, changed = [], []
-        for i, word in zip(ctx.batch.ids.long().cpu().tolist(), self._words(ctx.batch.ids), strict=True):
+        edited, changed, words = [], [], self._words(ctx.batch.ids)
+        for i, word in zip(ctx.batch.ids.long().cpu().tolist(), words, strict=True):
             scene = scene_from_dicts(data.scenes[i])
             for _ in range(self.options.per_anchor):
                 new, attribute = self._edit(scene, rng, SCENE_PROFILES["cpu"], word)
@@ -99,7 +117,7 @@ class RenderedEdits(_OneAttributeEdits):
                 changed.append(attribute)
         size = int(self.task.resources["meta"]["image_size"])
         images = torch.from_numpy(to_uint8(render_scenes(edited, resolution=size).images)).permute(0, 3, 1, 2)
-        return self._negatives(ctx, images.to(ctx.device), changed)  # UInt8[B*k, 3, H, W]
+        return self._negatives(ctx, images.to(ctx.device), changed, words)  # UInt8[B*k, 3, H, W]
 
 
 class GanSceneEdits(_OneAttributeEdits):
@@ -153,11 +171,11 @@ class GanSceneEdits(_OneAttributeEdits):
         gan = self.gan()
         z = ctx.batch.extras["latent"].to(ctx.device)
         rng = self._edit_rng()
-        edited, changed = [], []
-        for scene, word in zip(gan.scenes(z), self._words(ctx.batch.ids), strict=True):
+        edited, changed, words = [], [], self._words(ctx.batch.ids)
+        for scene, word in zip(gan.scenes(z), words, strict=True):
             for _ in range(self.options.per_anchor):
                 new, attribute = self._edit(scene, rng, gan.scene_config, word)
                 edited.append(new)
                 changed.append(attribute)
         images = self.draw(z, encode_scenes(edited, gan.scene_config.max_objects))  # Float[B*k, 3, R, R]
-        return self._negatives(ctx, images, changed)
+        return self._negatives(ctx, images, changed, words)

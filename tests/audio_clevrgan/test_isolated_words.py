@@ -14,7 +14,7 @@ from audio_clevrgan.oracle import RenderedEdits
 from audio_clevrgan.render import edit_scene, remove_value, render_scenes, scene_from_dicts, to_uint8
 from audio_clevrgan.task import build_task
 from audio_clevrgan.vocab import ATTRIBUTES, VALUES
-from negmine.errors import DataError
+from negmine.errors import ConfigError, DataError
 from negmine.testing import batch_context, make_context
 
 
@@ -180,3 +180,28 @@ def test_caption_still_true_reads_only_one_word_captions_by_default(acg_gan):
     assert torch.equal(words_only[one_word], everything[one_word])
     with pytest.raises(DataError, match="still_true_captions"):
         build_task("tiny", options={"data_dir": str(acg_gan), "still_true_captions": "maybe"})
+
+
+@pytest.mark.parametrize("anchors", ["isolated", "sentences"])
+def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
+    """Option anchors: the valid anchors are exactly the one-word ones ('isolated') or exactly the others
+    ('sentences'), per_anchor edits each; the edits themselves are those of anchors='all' on the same seed."""
+    task = build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5})
+    words = task.train.isolated
+    isolated = torch.tensor([w is not None for w in words])
+    assert 0 < int(isolated.sum()) < len(words)
+    batch = task.train.batch(torch.arange(len(words)))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+    ctx = make_context(task.model.score_matrix(*emb), task=task, embeddings=emb)
+    chosen = RenderedEdits(RenderedEdits.Options(anchors=anchors, per_anchor=2), seed=3, task=task).mine(ctx)[0]
+    every = RenderedEdits(RenderedEdits.Options(per_anchor=2), seed=3, task=task).mine(ctx)[0]
+    expected = isolated if anchors == "isolated" else ~isolated
+    assert torch.equal(chosen.valid, expected[:, None].expand(len(words), 2))
+    assert every.valid.all()
+    assert torch.equal(chosen.inputs, every.inputs) and torch.equal(chosen.meta["attribute"], every.meta["attribute"])
+
+
+def test_the_oracle_rejects_an_unknown_anchor_kind():
+    with pytest.raises(ConfigError, match="anchors.*'isolated'"):
+        RenderedEdits(RenderedEdits.Options(anchors="words"))
