@@ -121,9 +121,19 @@ VARIANTS: tuple[Row, ...] = (
         "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, edit weight 0.25, 5% isolated words", "scene-iso05-excl-cpu",
+        "Oracle Edits (edit weight 0.25)", "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, one-word anchors, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
+        "Oracle Edits (one-word anchors, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
+    Row("Random Edits (checked), GAN, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
+        "Random Edits (checked, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
+    Row("Targeted Edits (checked), GAN, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
+        "Targeted Edits (checked, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
     Row("Hard Neg, GAN, 5% isolated words", "scene-iso05-excl-cpu", "Hard Neg", "DaveNet, GAN, 5% isolated words"),
     Row("HN+Targeted (checked), GAN, 5% isolated words", "scene-iso05-excl-cpu", "HN+Targeted (checked)",
         "Hard Neg, GAN, 5% isolated words"),
+    Row("HN+Targeted (checked), GAN, edit group 0.5, 5% isolated words", "scene-iso05-excl-cpu",
+        "HN+Targeted (checked, edit group 0.5)", "Hard Neg, GAN, 5% isolated words"),
 )
 
 
