@@ -125,6 +125,8 @@ VARIANTS: tuple[Row, ...] = (
         "Oracle Edits (edit weight 0.25)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, one-word anchors, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (one-word anchors, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, one-word anchors, edit weight 0.0226, 5% isolated words", "scene-iso05-excl-cpu",
+        "Oracle Edits (one-word anchors, edit weight 0.0226)", "DaveNet, GAN, 5% isolated words"),
     Row("Random Edits (checked), GAN, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Random Edits (checked, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
     Row("Targeted Edits (checked), GAN, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
