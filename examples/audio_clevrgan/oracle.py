@@ -31,8 +31,9 @@ class _OneAttributeEdits(NegativeGenerator):
         balance: str = option("value", "how the edit is drawn: 'value' (uniform over every (object, attribute, "
                               "value) change: 64% colour) or 'attribute' (each attribute equally often)")
         per_anchor: int = option(1, "edits per anchor (independent draws; the group's reduction picks among them)")
-        anchors: str = option("all", "which anchors get edits: 'all', 'isolated' (only those whose caption is one "
-                              "isolated word, task option isolated_words) or 'sentences' (only the others)")
+        anchors: str = option("all", "whose edits count in the loss: 'all', 'isolated' (only anchors whose caption is "
+                              "one isolated word, task option isolated_words) or 'sentences' (only the others); "
+                              "every anchor is still edited")
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
