@@ -57,12 +57,19 @@ class _OneAttributeEdits(NegativeGenerator):
         """(edited scene, index of the changed attribute) for one anchor. An anchor whose caption is one isolated
         word (task option ``isolated_words``) gets the scene with that word's value removed from every object
         (:func:`audio_clevrgan.render.remove_value`): a one-attribute edit of a random object would mostly leave
-        the value in the scene, a false negative of the word. Else one attribute of one object changes."""
+        the value in the scene, a false negative of the word. Else one attribute of one object changes.
+
+        A scene with no valid edit of the allowed attributes (with ``attributes = "shape"``, say, every shape
+        change would hide a neighbour) gives the scene itself and index -1: a placeholder that
+        :meth:`_negatives` marks invalid, so that anchor has no edit this step and training goes on."""
         from .render import random_edit, remove_value
 
         if word is not None and any(getattr(o, word[0]) == word[1] for o in scene):
             return remove_value(scene, rng, word[0], word[1], cfg), ATTRIBUTES.index(word[0])
-        new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance)
+        try:
+            new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance)
+        except ValueError:
+            return scene, -1
         return new, ATTRIBUTES.index(edit.attribute)
 
     def _words(self, ids: torch.Tensor) -> list[tuple[str, str, str] | None]:
@@ -89,6 +96,9 @@ class _OneAttributeEdits(NegativeGenerator):
         b = images.shape[0] // k
         anchor_valid = self._valid(words, ctx.device)
         valid = None if anchor_valid is None else anchor_valid[:, None].expand(b, k)
+        edited = torch.tensor(changed, device=ctx.device).view(b, k) >= 0  # -1: no valid edit (see _edit)
+        if not bool(edited.all()):
+            valid = edited if valid is None else valid & edited
         with torch.no_grad():
             captions = ctx.embeddings[1]
             if k > 1:  # each caption once per edit of its anchor

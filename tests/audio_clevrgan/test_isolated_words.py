@@ -205,3 +205,30 @@ def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
 def test_the_oracle_rejects_an_unknown_anchor_kind():
     with pytest.raises(ConfigError, match="anchors.*'isolated'"):
         RenderedEdits(RenderedEdits.Options(anchors="words"))
+
+
+def test_an_anchor_without_a_valid_edit_gets_no_negative_and_training_goes_on(acg_rendered, monkeypatch):
+    """A scene with no valid edit of the allowed attributes (render.random_edit raises, as it does when every shape
+    change would hide a neighbour under attributes = "shape") leaves that anchor's edit invalid, with attribute -1;
+    every other anchor keeps its edit."""
+    import audio_clevrgan.render as render
+
+    task = build_task("tiny", options={"data_dir": str(acg_rendered)})
+    n = len(task.train)
+    batch = task.train.batch(torch.arange(n))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+    ctx = make_context(task.model.score_matrix(*emb), task=task, embeddings=emb)
+    real, calls = render.random_edit, itertools.count()
+
+    def every_third_fails(*args, **kwargs):
+        if next(calls) % 3 == 0:
+            raise ValueError("no valid single-attribute edit for this scene")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(render, "random_edit", every_third_fails)
+    negatives = RenderedEdits(RenderedEdits.Options(attributes="shape"), seed=3, task=task).mine(ctx)[0]
+    failed = torch.arange(n) % 3 == 0
+    assert torch.equal(negatives.valid[:, 0], ~failed)
+    assert (negatives.meta["attribute"][failed] == -1).all()
+    assert (negatives.meta["attribute"][~failed] == ATTRIBUTES.index("shape")).all()
