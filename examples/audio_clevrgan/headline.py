@@ -140,6 +140,8 @@ VARIANTS: tuple[Row, ...] = (
         "Hard Neg, GAN, 5% isolated words"),
     Row("HN+Targeted (checked), GAN, edit group 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "HN+Targeted (checked, edit group 0.5)", "Hard Neg, GAN, 5% isolated words"),
+    Row("HN+Oracle, GAN-drawn, shape only, edit group 0.25, 5% isolated words", "scene-iso05-excl-cpu",
+        "HN+Oracle (shape only, edit group 0.25)", "Hard Neg, GAN, 5% isolated words"),
 )
 
 
