@@ -125,6 +125,8 @@ VARIANTS: tuple[Row, ...] = (
         "Oracle Edits (edit weight 0.25)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.25, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, edit weight 0.25)", "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.125, 5% isolated words", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape only, edit weight 0.125)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, one-word anchors, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
