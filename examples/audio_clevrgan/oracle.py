@@ -62,13 +62,13 @@ class _OneAttributeEdits(NegativeGenerator):
         A scene with no valid edit of the allowed attributes (with ``attributes = "shape"``, say, every shape
         change would hide a neighbour) gives the scene itself and index -1: a placeholder that
         :meth:`_negatives` marks invalid, so that anchor has no edit this step and training goes on."""
-        from .render import random_edit, remove_value
+        from .render import NoValidEdit, random_edit, remove_value
 
         if word is not None and any(getattr(o, word[0]) == word[1] for o in scene):
             return remove_value(scene, rng, word[0], word[1], cfg), ATTRIBUTES.index(word[0])
         try:
             new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance)
-        except ValueError:
+        except NoValidEdit:
             return scene, -1
         return new, ATTRIBUTES.index(edit.attribute)
 

@@ -428,6 +428,10 @@ def remove_value(
     return new
 
 
+class NoValidEdit(ValueError):
+    """:func:`random_edit` found no change of the allowed attributes that keeps the scene's placement rules."""
+
+
 def random_edit(
     scene: Scene,
     rng: np.random.Generator,
@@ -443,7 +447,7 @@ def random_edit(
     among its valid edits (each attribute changed equally often).
 
     With ``cfg`` given, edits that break the placement rules (a small object grown large into a neighbour, or
-    a shape change that hides another object) are skipped. Raises ``ValueError`` if no edit is valid.
+    a shape change that hides another object) are skipped. Raises :class:`NoValidEdit` if no edit is valid.
     """
     if balance not in ("value", "attribute"):
         raise ValueError(f"balance must be 'value' or 'attribute', got {balance!r}")
@@ -466,7 +470,7 @@ def random_edit(
         found = first_valid(candidates(group))
         if found is not None:
             return found
-    raise ValueError("no valid single-attribute edit for this scene")
+    raise NoValidEdit("no valid single-attribute edit for this scene")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -937,6 +941,7 @@ __all__ = [
     "SceneObject",
     "Shading",
     "edit_scene",
+    "NoValidEdit",
     "make_dataset",
     "occlusion_fractions",
     "random_edit",

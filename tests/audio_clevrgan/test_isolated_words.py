@@ -223,7 +223,7 @@ def test_an_anchor_without_a_valid_edit_gets_no_negative_and_training_goes_on(ac
 
     def every_third_fails(*args, **kwargs):
         if next(calls) % 3 == 0:
-            raise ValueError("no valid single-attribute edit for this scene")
+            raise render.NoValidEdit("no valid single-attribute edit for this scene")
         return real(*args, **kwargs)
 
     monkeypatch.setattr(render, "random_edit", every_third_fails)
