@@ -27,9 +27,12 @@ class _OneAttributeEdits(NegativeGenerator):
 
     @attrs.frozen
     class Options:
-        attributes: str = option("shape,color,material,size", "comma-separated attributes an edit may change")
+        attributes: str = option("shape,color,material,size", "comma-separated attributes an edit may change, each "
+                                 "optionally with a weight ('shape:4,color:1,material:1,size:1': shape edits 4x as "
+                                 "often as each other; needs balance 'attribute')")
         balance: str = option("value", "how the edit is drawn: 'value' (uniform over every (object, attribute, "
-                              "value) change: 64% colour) or 'attribute' (each attribute equally often)")
+                              "value) change: 64% colour) or 'attribute' (each attribute equally often, or in "
+                              "proportion to its weight)")
         per_anchor: int = option(1, "edits per anchor (independent draws; the group's reduction picks among them)")
         anchors: str = option("all", "whose edits count in the loss: 'all', 'isolated' (only anchors whose caption is "
                               "one isolated word, task option isolated_words) or 'sentences' (only the others); "
@@ -37,14 +40,13 @@ class _OneAttributeEdits(NegativeGenerator):
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
-        wanted = [a.strip() for a in self.options.attributes.split(",") if a.strip()]
         problems = []
-        if [a for a in wanted if a not in ATTRIBUTES] or not wanted:
-            problems.append(f"{self.name} attributes: expected a comma-separated subset of {', '.join(ATTRIBUTES)}, "
-                            f"got {self.options.attributes!r}")
-        self.attributes = tuple(wanted)
+        self.attributes, self.weights = self._parse_attributes(problems)
         if self.options.balance not in ("value", "attribute"):
             problems.append(f"{self.name} balance: expected 'value' or 'attribute', got {self.options.balance!r}")
+        elif self.weights is not None and self.options.balance != "attribute":
+            problems.append(f"{self.name} attributes: weights ({self.options.attributes!r}) need balance 'attribute', "
+                            f"got {self.options.balance!r}")
         if self.options.per_anchor < 1:
             problems.append(f"{self.name} per_anchor: expected an integer >= 1, got {self.options.per_anchor}")
         if self.options.anchors not in _ANCHORS:
@@ -52,6 +54,27 @@ class _OneAttributeEdits(NegativeGenerator):
                             f"got {self.options.anchors!r}")
         if problems:
             raise ConfigError(problems, f"{self.name} options")
+
+    def _parse_attributes(self, problems: list[str]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
+        """Option ``attributes`` as (names, weights or None when no entry has one); appends to ``problems``."""
+        names, weights, bad = [], [], []
+        for entry in (e.strip() for e in self.options.attributes.split(",")):
+            if not entry:
+                continue
+            name, sep, weight = (p.strip() for p in entry.partition(":"))
+            try:
+                w = float(weight) if sep else 1.0
+            except ValueError:
+                w = float("nan")
+            if name not in ATTRIBUTES or name in names or not w > 0 or w == float("inf"):
+                bad.append(entry)
+            names.append(name)
+            weights.append(w)
+        if bad or not names:
+            problems.append(f"{self.name} attributes: expected distinct names from {', '.join(ATTRIBUTES)}, each "
+                            f"optionally ':weight' with a positive weight; got {self.options.attributes!r}"
+                            + (f" (bad: {', '.join(map(repr, bad))})" if bad else ""))
+        return tuple(names), (tuple(weights) if ":" in self.options.attributes else None)
 
     def _edit(self, scene: Any, rng: np.random.Generator, cfg: Any, word: tuple[str, str, str] | None) -> tuple[Any, int]:
         """(edited scene, index of the changed attribute) for one anchor. An anchor whose caption is one isolated
@@ -67,7 +90,7 @@ class _OneAttributeEdits(NegativeGenerator):
         if word is not None and any(getattr(o, word[0]) == word[1] for o in scene):
             return remove_value(scene, rng, word[0], word[1], cfg), ATTRIBUTES.index(word[0])
         try:
-            new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance)
+            new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance, self.weights)
         except NoValidEdit:
             return scene, -1
         return new, ATTRIBUTES.index(edit.attribute)

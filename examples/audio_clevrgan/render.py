@@ -438,13 +438,16 @@ def random_edit(
     cfg: SceneConfig | None = SCENE_PROFILES["cpu"],
     attributes: Sequence[str] = ATTRIBUTES,
     balance: str = "value",
+    weights: Sequence[float] | None = None,
 ) -> tuple[Scene, Edit]:
     """Change exactly one attribute of one object to a different value.
 
     ``balance="value"``: uniformly among the valid (object, attribute, new value) edits, so an attribute is chosen
     in proportion to its number of other values (colour 7, shape 2, material and size 1: 64% of edits change a
     colour). ``balance="attribute"``: the attribute first, uniformly among those with a valid edit, then uniformly
-    among its valid edits (each attribute changed equally often).
+    among its valid edits (each attribute changed equally often). ``weights`` (one positive number per entry of
+    ``attributes``, ``balance="attribute"`` only) draws the attribute in proportion to its weight instead; an
+    attribute with no valid edit passes its turn to the next one drawn.
 
     With ``cfg`` given, edits that break the placement rules (a small object grown large into a neighbour, or
     a shape change that hides another object) are skipped. Raises :class:`NoValidEdit` if no edit is valid.
@@ -464,8 +467,16 @@ def random_edit(
                 return new, e
         return None
 
-    groups = [list(attributes)] if balance == "value" else [[attributes[int(k)]]
-                                                             for k in rng.permutation(len(attributes))]
+    if weights is not None and (balance != "attribute" or len(weights) != len(attributes) or min(weights) <= 0):
+        raise ValueError(f"weights must be one positive number per attribute, with balance='attribute'; got "
+                         f"{list(weights)} for {list(attributes)}, balance={balance!r}")
+    if balance == "value":
+        groups = [list(attributes)]
+    else:
+        # without weights the order is rng.permutation, as before weights existed: same seed, same edits
+        order = rng.permutation(len(attributes)) if weights is None else rng.choice(
+            len(attributes), size=len(attributes), replace=False, p=np.asarray(weights, float) / sum(weights))
+        groups = [[attributes[int(k)]] for k in order]
     for group in groups:
         found = first_valid(candidates(group))
         if found is not None:

@@ -60,8 +60,21 @@ def test_oracle_edits_exactly_one_attribute_of_one_object(rendered):
 def test_oracle_needs_a_rendered_dataset_and_valid_attributes():
     with pytest.raises(MissingCapabilityError):
         RenderedEdits.check_requirements(make_task())
-    with pytest.raises(ConfigError, match="subset of"):
+    with pytest.raises(ConfigError, match="distinct names from"):
         RenderedEdits(RenderedEdits.Options(attributes="shape,colour"))
+
+
+def test_oracle_attribute_weights_are_parsed_and_bad_ones_reported_together():
+    oracle = RenderedEdits(RenderedEdits.Options(attributes="shape:4, color:1,material:0.5,size", balance="attribute"))
+    assert oracle.attributes == ("shape", "color", "material", "size")
+    assert oracle.weights == (4.0, 1.0, 0.5, 1.0)
+    plain = RenderedEdits(RenderedEdits.Options(attributes="shape,size"))
+    assert plain.attributes == ("shape", "size") and plain.weights is None
+    with pytest.raises(ConfigError) as err:
+        RenderedEdits(RenderedEdits.Options(attributes="shape:0,color:x,size:inf,shape,colour:1", balance="value"))
+    message = str(err.value)
+    for bad in ("'shape:0'", "'color:x'", "'size:inf'", "'shape'", "'colour:1'", "need balance 'attribute'"):
+        assert bad in message, (bad, message)
 
 
 def test_train_with_the_oracle(rendered, tmp_path):
@@ -122,6 +135,37 @@ def test_attribute_balance_changes_each_attribute_equally_often(rendered):
     assert by_value["color"] / n > 0.55  # the default: 7 of 11 changes per object are colours
     with pytest.raises(ValueError, match="balance"):
         random_edit(scene, rng, None, balance="object")
+
+
+def test_attribute_weights_draw_each_attribute_in_proportion(rendered):
+    from audio_clevrgan.render import random_edit
+
+    scene = _scene(rendered)
+    rng = np.random.default_rng(1)
+    counts = {a: 0 for a in ATTRIBUTES}
+    n = 3000
+    weights = {"shape": 4.0, "color": 1.0, "material": 1.0, "size": 2.0}
+    for _ in range(n):
+        counts[random_edit(scene, rng, None, ATTRIBUTES, "attribute", [weights[a] for a in ATTRIBUTES])[1].attribute] += 1
+    for a in ATTRIBUTES:
+        assert abs(counts[a] / n - weights[a] / 8) < 0.03, counts
+    # equal weights or none draw the same attributes, but only no weights keeps the stream of runs made before them
+    for bad in ({"balance": "value", "weights": [1, 1, 1, 1]}, {"balance": "attribute", "weights": [1, 1]},
+                {"balance": "attribute", "weights": [1, 0, 1, 1]}):
+        with pytest.raises(ValueError, match="weights"):
+            random_edit(scene, rng, None, ATTRIBUTES, **bad)
+
+
+def test_a_weighted_attribute_without_a_valid_edit_passes_its_turn(rendered, monkeypatch):
+    """Shape weighted 100:1, but with every shape change forbidden (monkeypatched placement) every edit is a size."""
+    import audio_clevrgan.render as render
+
+    scene = _scene(rendered)
+    rng = np.random.default_rng(0)
+    monkeypatch.setattr(render, "_placement_holds", lambda new, attribute, cfg: attribute != "shape")
+    got = {render.random_edit(scene, rng, render.SCENE_PROFILES["cpu"], ("shape", "size"), "attribute", (100, 1))[1]
+           .attribute for _ in range(50)}
+    assert got == {"size"}
 
 
 def test_oracle_several_edits_per_anchor(rendered):
