@@ -20,6 +20,7 @@ from negmine.generator import MiningContext, NegativeGenerator, Negatives, optio
 from .vocab import ATTRIBUTES
 
 _ANCHORS = ("all", "isolated", "sentences")
+_BALANCES = ("value", "attribute", "confusion")
 
 
 class _OneAttributeEdits(NegativeGenerator):
@@ -31,8 +32,13 @@ class _OneAttributeEdits(NegativeGenerator):
                                  "optionally with a weight ('shape:4,color:1,material:1,size:1': shape edits 4x as "
                                  "often as each other; needs balance 'attribute')")
         balance: str = option("value", "how the edit is drawn: 'value' (uniform over every (object, attribute, "
-                              "value) change: 64% colour) or 'attribute' (each attribute equally often, or in "
-                              "proportion to its weight)")
+                              "value) change: 64% colour), 'attribute' (each attribute equally often, or in "
+                              "proportion to its weight) or 'confusion' (in proportion to how often the model "
+                              "still scores that attribute's edits within the margin of the positive)")
+        confusion_decay: float = option(0.95, "balance 'confusion': the running rate's weight on the past, per step "
+                                        "(0.95: about the last 20 steps)")
+        confusion_floor: float = option(0.1, "balance 'confusion': added to each attribute's rate, so an attribute "
+                                        "the model has learnt is still edited now and then (and seen to slip)")
         per_anchor: int = option(1, "edits per anchor (independent draws; the group's reduction picks among them)")
         anchors: str = option("all", "whose edits count in the loss: 'all', 'isolated' (only anchors whose caption is "
                               "one isolated word, task option isolated_words) or 'sentences' (only the others); "
@@ -42,11 +48,17 @@ class _OneAttributeEdits(NegativeGenerator):
         super().__init__(options, seed=seed, task=task)
         problems = []
         self.attributes, self.weights = self._parse_attributes(problems)
-        if self.options.balance not in ("value", "attribute"):
-            problems.append(f"{self.name} balance: expected 'value' or 'attribute', got {self.options.balance!r}")
-        elif self.weights is not None and self.options.balance != "attribute":
-            problems.append(f"{self.name} attributes: weights ({self.options.attributes!r}) need balance 'attribute', "
+        if self.options.balance not in _BALANCES:
+            problems.append(f"{self.name} balance: expected one of {', '.join(map(repr, _BALANCES))}, "
                             f"got {self.options.balance!r}")
+        elif self.weights is not None and self.options.balance == "value":
+            problems.append(f"{self.name} attributes: weights ({self.options.attributes!r}) need balance 'attribute' "
+                            f"or 'confusion', got {self.options.balance!r}")
+        if not 0 <= self.options.confusion_decay < 1:
+            problems.append(f"{self.name} confusion_decay: expected a number in [0, 1), got "
+                            f"{self.options.confusion_decay}")
+        if not self.options.confusion_floor > 0:
+            problems.append(f"{self.name} confusion_floor: expected a number > 0, got {self.options.confusion_floor}")
         if self.options.per_anchor < 1:
             problems.append(f"{self.name} per_anchor: expected an integer >= 1, got {self.options.per_anchor}")
         if self.options.anchors not in _ANCHORS:
@@ -54,6 +66,10 @@ class _OneAttributeEdits(NegativeGenerator):
                             f"got {self.options.anchors!r}")
         if problems:
             raise ConfigError(problems, f"{self.name} options")
+        # balance 'confusion': per attribute (ATTRIBUTES order), the running fraction of its edits the model scored
+        # within the margin of the positive; 1 at the start (every attribute drawn alike until the model shows
+        # which it has learnt). Float64 on the CPU, in the checkpoint (state_dict) so that resume is exact.
+        self.confusion = torch.ones(len(ATTRIBUTES), dtype=torch.float64)
 
     def _parse_attributes(self, problems: list[str]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
         """Option ``attributes`` as (names, weights or None when no entry has one); appends to ``problems``."""
@@ -90,10 +106,45 @@ class _OneAttributeEdits(NegativeGenerator):
         if word is not None and any(getattr(o, word[0]) == word[1] for o in scene):
             return remove_value(scene, rng, word[0], word[1], cfg), ATTRIBUTES.index(word[0])
         try:
-            new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance, self.weights)
+            if self.options.balance == "confusion":
+                new, edit = random_edit(scene, rng, cfg, self.attributes, "attribute", self.draw_weights())
+            else:
+                new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance, self.weights)
         except NoValidEdit:
             return scene, -1
         return new, ATTRIBUTES.index(edit.attribute)
+
+    def draw_weights(self) -> tuple[float, ...]:
+        """Balance 'confusion': each allowed attribute's draw weight, (its running confusion + the floor) times its
+        weight in option ``attributes`` (1 without one)."""
+        prior = self.weights or (1.0,) * len(self.attributes)
+        return tuple(w * (float(self.confusion[ATTRIBUTES.index(a)]) + self.options.confusion_floor)
+                     for a, w in zip(self.attributes, prior, strict=True))
+
+    def observe(self, changed: torch.Tensor, score: torch.Tensor, positive: torch.Tensor, margin: float,
+                edited: torch.Tensor) -> None:
+        """Update the running confusion from one step's edits: ``changed`` Long[B, K] each edit's attribute (index
+        into ATTRIBUTES, -1 none), ``score`` Float[B, K] its score against its anchor's caption, ``positive``
+        Float[B] the anchor's own score, ``edited`` Bool[B] the anchors whose edits count toward the rates (those
+        with a sentence caption: a one-word anchor's edit removes its word instead, :meth:`_edit`). An attribute
+        with no edit this step keeps its rate."""
+        within = (score > positive[:, None] - margin).cpu()
+        changed = changed.cpu()
+        keep = edited.cpu()[:, None].expand_as(changed)
+        decay = self.options.confusion_decay
+        for a in range(len(ATTRIBUTES)):
+            mask = keep & (changed == a)
+            if bool(mask.any()):
+                rate = within[mask].double().mean()
+                self.confusion[a] = decay * self.confusion[a] + (1 - decay) * rate
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "confusion": self.confusion.clone()}
+
+    def load_state_dict(self, state: Any) -> None:
+        super().load_state_dict(state)
+        if "confusion" in state:  # checkpoints written before balance 'confusion' existed have none
+            self.confusion = state["confusion"].to(torch.float64).clone()
 
     def _words(self, ids: torch.Tensor) -> list[tuple[str, str, str] | None]:
         isolated = getattr(self.task.train, "isolated", None)
@@ -127,6 +178,9 @@ class _OneAttributeEdits(NegativeGenerator):
             if k > 1:  # each caption once per edit of its anchor
                 captions = captions[torch.arange(b, device=ctx.device).repeat_interleave(k)]
             score = ctx.model.score_pairs(ctx.model.encode(0, images), captions)
+        if self.options.balance == "confusion":
+            self.observe(torch.tensor(changed).view(b, k), score.view(b, k), ctx.positive_scores, ctx.margin,
+                         torch.tensor([w is None for w in words], dtype=torch.bool))
         return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), valid,
                                          source=self.name, attribute=torch.tensor(changed).view(b, k))}
 

@@ -52,12 +52,13 @@ def test_needs_a_scene_coded_gan(acg_gan):
         GanSceneEdits(GanSceneEdits.Options(balance="objects"))
 
 
-def test_train_with_the_gan_oracle(acg_gan, tmp_path):
+@pytest.mark.parametrize("balance", ["attribute", "confusion"])
+def test_train_with_the_gan_oracle(acg_gan, tmp_path, balance):
     from negmine.cli import main
 
     run = tmp_path / "run"
     assert main(["train", "--task", "audio-clevrgan", "--profile", "tiny", "--task-option", f"data_dir={acg_gan}",
-                 "-n", "random", "-n", "gan-scene-edit", "--gan-scene-edit-balance", "attribute",
+                 "-n", "random", "-n", "gan-scene-edit", "--gan-scene-edit-balance", balance,
                  "--reduction", "mean", "--reduction", "hardest", "--steps", "2", "--batch-size", "8",
                  "--run-dir", str(run), "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
@@ -95,3 +96,48 @@ def test_an_isolated_words_value_is_removed_from_the_gan_scene(acg_gan):
         assert any(torch.allclose(d, negs.inputs[k, 0], atol=1e-5) for d in drawn)
         checked += 1
     assert checked >= 2
+
+
+def test_confusion_balance_draws_the_attributes_the_model_still_confuses(acg_gan):
+    """balance 'confusion': each attribute's running rate of edits scored within the margin of the positive sets
+    how often it is drawn; an attribute the model separates fades to the floor, one with no edits keeps its rate,
+    one-word anchors' edits do not count, and the rates are in the generator's state (exact resume)."""
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    options = GanSceneEdits.Options(balance="confusion", confusion_decay=0.5, confusion_floor=0.1)
+    check_generator(GanSceneEdits, task, batch_size=6, options=options)  # contract, determinism, state round trip
+    gen = GanSceneEdits(options, seed=0, task=task)
+    shape, color = ATTRIBUTES.index("shape"), ATTRIBUTES.index("color")
+    changed = torch.tensor([[shape], [color], [shape], [color], [color]])
+    score = torch.tensor([[1.0], [-5.0], [0.0], [-5.0], [9.0]])  # shape edits within the margin, colour ones not
+    edited = torch.tensor([True, True, True, True, False])  # the last anchor's (a one-word anchor's) is ignored
+    for _ in range(12):
+        gen.observe(changed, score, torch.zeros(5), 0.5, edited)
+    rates = dict(zip(ATTRIBUTES, gen.confusion.tolist(), strict=True))
+    assert rates["shape"] == 1.0 and rates["color"] < 1e-3 and rates["material"] == rates["size"] == 1.0
+    weights = dict(zip(gen.attributes, gen.draw_weights(), strict=True))
+    assert weights["shape"] == pytest.approx(1.1) and weights["color"] == pytest.approx(0.1, abs=1e-3)
+    restored = GanSceneEdits(options, seed=0, task=task)
+    restored.load_state_dict(gen.state_dict())
+    assert torch.equal(restored.confusion, gen.confusion)
+    # resume: a generator restored after one step draws the second step's edits as the uninterrupted one does
+    batch = task.train.batch(torch.arange(8))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+    ctx = make_context(task.model.score_matrix(*emb), task=task, embeddings=emb)
+    steady = GanSceneEdits(options, seed=3, task=task)
+    steady.mine(ctx)
+    interrupted = GanSceneEdits(options, seed=3, task=task)
+    interrupted.mine(ctx)
+    resumed = GanSceneEdits(options, seed=0, task=task)
+    resumed.load_state_dict(interrupted.state_dict())
+    assert not torch.equal(resumed.confusion, torch.ones(len(ATTRIBUTES), dtype=torch.float64))
+    expected, got = steady.mine(ctx)[0], resumed.mine(ctx)[0]
+    assert torch.equal(expected.meta["attribute"], got.meta["attribute"]) and torch.equal(expected.inputs, got.inputs)
+    old = GanSceneEdits(options, seed=0, task=task)
+    old.load_state_dict({"rng": gen.state_dict()["rng"]})  # a checkpoint from before the rates existed
+    assert torch.equal(old.confusion, torch.ones(len(ATTRIBUTES), dtype=torch.float64))
+    weighted = GanSceneEdits(GanSceneEdits.Options(balance="confusion", attributes="shape:2,color:1"), task=task)
+    assert weighted.draw_weights() == pytest.approx((2.2, 1.1))
+    with pytest.raises(ConfigError) as err:
+        GanSceneEdits(GanSceneEdits.Options(balance="confusion", confusion_decay=1.0, confusion_floor=0.0))
+    assert "confusion_decay" in str(err.value) and "confusion_floor" in str(err.value)
