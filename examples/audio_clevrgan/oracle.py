@@ -138,6 +138,16 @@ class _OneAttributeEdits(NegativeGenerator):
                 rate = within[mask].double().mean()
                 self.confusion[a] = decay * self.confusion[a] + (1 - decay) * rate
 
+    @hookimpl
+    def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
+        """Balance 'confusion': log each allowed attribute's running rate and its share of the draws."""
+        if self.options.balance != "confusion":
+            return
+        weights = self.draw_weights()
+        for a, w in zip(self.attributes, weights, strict=True):
+            metrics[f"{self.name}/confusion/{a}"] = float(self.confusion[ATTRIBUTES.index(a)])
+            metrics[f"{self.name}/draw_share/{a}"] = w / sum(weights)
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "confusion": self.confusion.clone()}
 

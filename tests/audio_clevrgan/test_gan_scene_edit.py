@@ -63,6 +63,12 @@ def test_train_with_the_gan_oracle(acg_gan, tmp_path, balance):
                  "--run-dir", str(run), "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
     assert last["gan-scene-edit/side0/count"] == 8
+    shares = [last.get(f"gan-scene-edit/draw_share/{a}") for a in ATTRIBUTES]
+    if balance == "confusion":  # the rates and the draw shares are logged with each step
+        assert sum(shares) == pytest.approx(1.0) and all(0 <= last[f"gan-scene-edit/confusion/{a}"] <= 1
+                                                         for a in ATTRIBUTES)
+    else:
+        assert shares == [None] * len(ATTRIBUTES)
 
 
 def test_an_isolated_words_value_is_removed_from_the_gan_scene(acg_gan):
