@@ -129,6 +129,8 @@ VARIANTS: tuple[Row, ...] = (
         "Oracle Edits (shape only, edit weight 0.125)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, shape only, edit weight 1, 5% isolated words", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape only, edit weight 1)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape-weighted 4:1:1:1, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape-weighted 4:1:1:1, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, confusion-weighted, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
