@@ -7,6 +7,7 @@ change nothing, several things, or leak outside the object); training with it bo
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import attrs
@@ -30,7 +31,7 @@ class _OneAttributeEdits(NegativeGenerator):
     class Options:
         attributes: str = option("shape,color,material,size", "comma-separated attributes an edit may change, each "
                                  "optionally with a weight ('shape:4,color:1,material:1,size:1': shape edits 4x as "
-                                 "often as each other; needs balance 'attribute')")
+                                 "often as each other; needs balance 'attribute' or 'confusion')")
         balance: str = option("value", "how the edit is drawn: 'value' (uniform over every (object, attribute, "
                               "value) change: 64% colour), 'attribute' (each attribute equally often, or in "
                               "proportion to its weight) or 'confusion' (in proportion to how often the model "
@@ -81,8 +82,8 @@ class _OneAttributeEdits(NegativeGenerator):
             try:
                 w = float(weight) if sep else 1.0
             except ValueError:
-                w = float("nan")
-            if name not in ATTRIBUTES or name in names or not w > 0 or w == float("inf"):
+                w = math.nan
+            if name not in ATTRIBUTES or name in names or not (math.isfinite(w) and w > 0):
                 bad.append(entry)
             names.append(name)
             weights.append(w)
@@ -180,7 +181,8 @@ class _OneAttributeEdits(NegativeGenerator):
         b = images.shape[0] // k
         anchor_valid = self._valid(words, ctx.device)
         valid = None if anchor_valid is None else anchor_valid[:, None].expand(b, k)
-        edited = torch.tensor(changed, device=ctx.device).view(b, k) >= 0  # -1: no valid edit (see _edit)
+        changed_at = torch.tensor(changed).view(b, k)  # Long[B, K] index into ATTRIBUTES, -1: no valid edit (_edit)
+        edited = changed_at.to(ctx.device) >= 0
         if not bool(edited.all()):
             valid = edited if valid is None else valid & edited
         with torch.no_grad():
@@ -189,10 +191,10 @@ class _OneAttributeEdits(NegativeGenerator):
                 captions = captions[torch.arange(b, device=ctx.device).repeat_interleave(k)]
             score = ctx.model.score_pairs(ctx.model.encode(0, images), captions)
         if self.options.balance == "confusion":
-            self.observe(torch.tensor(changed).view(b, k), score.view(b, k), ctx.positive_scores, ctx.margin,
+            self.observe(changed_at, score.view(b, k), ctx.positive_scores, ctx.margin,
                          torch.tensor([w is None for w in words], dtype=torch.bool))
         return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), valid,
-                                         source=self.name, attribute=torch.tensor(changed).view(b, k))}
+                                         source=self.name, attribute=changed_at)}
 
 
 class RenderedEdits(_OneAttributeEdits):

@@ -149,7 +149,7 @@ def test_attribute_weights_draw_each_attribute_in_proportion(rendered):
         counts[random_edit(scene, rng, None, ATTRIBUTES, "attribute", [weights[a] for a in ATTRIBUTES])[1].attribute] += 1
     for a in ATTRIBUTES:
         assert abs(counts[a] / n - weights[a] / 8) < 0.03, counts
-    # equal weights or none draw the same attributes, but only no weights keeps the stream of runs made before them
+    # weights only with balance 'attribute', one positive number per attribute
     for bad in ({"balance": "value", "weights": [1, 1, 1, 1]}, {"balance": "attribute", "weights": [1, 1]},
                 {"balance": "attribute", "weights": [1, 0, 1, 1]}):
         with pytest.raises(ValueError, match="weights"):
