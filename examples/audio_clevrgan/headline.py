@@ -134,6 +134,8 @@ VARIANTS: tuple[Row, ...] = (
     Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, 1,200 steps from step 400, 5% isolated words",
         "scene-iso05-excl-cpu", "Oracle Edits (shape only, edit weight 0.5, from step 400)",
         "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, fresh Adam, 5% isolated words", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape only, edit weight 0.5, fresh Adam)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape-weighted 4:1:1:1, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape-weighted 4:1:1:1, edit weight 0.5)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, confusion-weighted, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
