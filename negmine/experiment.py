@@ -728,6 +728,9 @@ def _metric_rows(result: Mapping[str, Any]) -> dict[str, float]:
         for g, v in attributes["per_group"].items():
             if v is not None:
                 rows[f"attr:{g}"] = v
+        for word, w in (attributes.get("per_word") or {}).items():
+            if isinstance(w, Mapping) and w.get("auc") is not None:  # for paired tables per word, as context's
+                rows[f"attr:word:{w.get('attribute', '?')}:{word}"] = w["auc"]
         rows["attr:mean"] = attributes["mean"]
         if attributes.get("mean_normalised") is not None:
             rows["attr:mean-norm"] = attributes["mean_normalised"]
@@ -933,6 +936,10 @@ def _difference_text(d: Mapping[str, Any]) -> tuple[str, str]:
     return _mean_std({**d, "n": len(d["per_seed"])}, sign="+"), per
 
 
+# per attribute in context and per word: kept in results.json for paired tables; results.md's tables show the means
+_DETAIL_KEYS = ("attr:context:", "attr:word:")
+
+
 def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     """Markdown: the retrieval table, the attribute table (when the task reports one), paired differences against
     the first method (same seeds), and one table of each method with a ``baseline`` against it, all in %."""
@@ -940,13 +947,13 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     for m in results["methods"].values():
         keys += [k for k in m["stats"] if k not in keys]
     retrieval = [k for k in keys if k.startswith("R@")]
-    others = [k for k in keys if k not in retrieval and not k.startswith("attr:context:")]
+    others = [k for k in keys if k not in retrieval and not k.startswith(_DETAIL_KEYS)]
     lines = [f"Task `{exp.task}` (profile `{exp.profile}`), split `{exp.eval_split}`; mean ± std over seeds, in %.", ""]
     if others and retrieval:
         lines += ["Retrieval (recall@k, mean of both directions):", "", *_table(results, retrieval), "",
                   "Attributes (AUC per group and mean) and other metrics:", "", *_table(results, others)]
     else:
-        lines += _table(results, [k for k in keys if not k.startswith("attr:context:")])
+        lines += _table(results, [k for k in keys if not k.startswith(_DETAIL_KEYS)])
     names = list(results["methods"])
     compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:mean-matched", "attr:context",
                             "attr:context-norm", "rendered", "word-frames")

@@ -273,14 +273,17 @@ PAIRED_METRICS = (
     ("test R@1", "R@1"),
     ("test R@10", "R@10"),
 )
-PAIRED = re.compile(r"<!-- paired: (?P<experiment>[^|]+?) \| (?P<method>[^|]+?) \| (?P<baseline>[^|]+?) -->\n"
-                    r"(?P<body>.*?)<!-- paired: end -->", re.S)
+# "paired-words" blocks list the Table 1 protocol per word instead (the eval's per-word AUC)
+PAIRED = re.compile(r"<!-- paired(?P<words>-words)?: (?P<experiment>[^|]+?) \| (?P<method>[^|]+?) \| "
+                    r"(?P<baseline>[^|]+?) -->\n(?P<body>.*?)<!-- paired: end -->", re.S)
+ATTRIBUTE_ORDER = ("shape", "material", "color", "size")  # as PAIRED_METRICS lists them
 
 
 def render_paired(experiment: str, method: str, baseline: str, experiments: Path = EXPERIMENTS,
-                  results: Path = RESULTS) -> str:
+                  results: Path = RESULTS, words: bool = False) -> str:
     """Markdown: ``method`` against ``baseline`` of one experiment's ledger, per metric: both means ± std over
-    seeds, the paired difference (mean ± std, seeds ahead) and each seed's difference, in points.
+    seeds, the paired difference (mean ± std, seeds ahead) and each seed's difference, in points. ``words``: one
+    row per attribute word of the Table 1 protocol (its AUC), attribute by attribute, instead of the metrics.
 
     ``baseline`` may name another experiment's method as ``OTHER-EXPERIMENT:METHOD`` (e.g. the same method without
     one task option): its runs pair with ours by seed (no lineage joins them)."""
@@ -295,7 +298,7 @@ def render_paired(experiment: str, method: str, baseline: str, experiments: Path
                                               baseline: ledger(other.strip())["methods"][other_method.strip()]}}
     runs = collected["methods"][method]["seeds"]
     lines = [f"| metric | {baseline} | {method} | paired difference | per seed |", "|---|---|---|---|---|"]
-    for label, key in PAIRED_METRICS:
+    for label, key in _word_metrics(runs) if words else PAIRED_METRICS:
         d = paired_difference(collected, method, baseline, key)
         if d is None:
             continue
@@ -313,6 +316,20 @@ def render_paired(experiment: str, method: str, baseline: str, experiments: Path
     return "\n".join(lines) + "\n"
 
 
+def _word_metrics(runs: Mapping[Any, Mapping[str, float]]) -> list[tuple[str, str]]:
+    """(label, key) of every per-word metric (``attr:word:<attribute>:<word>``) the runs have, in the order of
+    ATTRIBUTE_ORDER, then as the evaluation lists the words."""
+    keys = list(dict.fromkeys(k for seed_rows in runs.values() for k in seed_rows if k.startswith("attr:word:")))
+
+    def rank(key: str) -> int:
+        attribute = key.split(":")[2]
+        return ATTRIBUTE_ORDER.index(attribute) if attribute in ATTRIBUTE_ORDER else len(ATTRIBUTE_ORDER)
+
+    spelled = {"color": "colour"}  # as the metric rows spell it
+    return [(f"{spelled.get(key.split(':')[2], key.split(':')[2])}: {key.split(':')[3]}", key)
+            for key in sorted(keys, key=rank)]
+
+
 def _mean_std(values: Sequence[float]) -> str:
     """Mean ± sample std in points (the std omitted for one value), as the experiment reports print them."""
     mean = sum(values) / len(values)
@@ -325,8 +342,10 @@ def _mean_std(values: Sequence[float]) -> str:
 def update_paired(document: str) -> str:
     """``document`` with every paired block regenerated from the ledgers."""
     def fill(m: re.Match) -> str:
-        table = render_paired(m["experiment"].strip(), m["method"].strip(), m["baseline"].strip())
-        return f"<!-- paired: {m['experiment']} | {m['method']} | {m['baseline']} -->\n{table}<!-- paired: end -->"
+        table = render_paired(m["experiment"].strip(), m["method"].strip(), m["baseline"].strip(),
+                              words=bool(m["words"]))
+        kind = "paired-words" if m["words"] else "paired"
+        return f"<!-- {kind}: {m['experiment']} | {m['method']} | {m['baseline']} -->\n{table}<!-- paired: end -->"
     return PAIRED.sub(fill, document)
 
 

@@ -66,3 +66,27 @@ def test_a_paired_block_can_take_its_baseline_from_another_experiment():
     for seed, diff in per_seed.items():
         expected = 100 * (table1("scene-iso-excl-cpu", seed) - table1("scene-iso-cpu", seed))
         assert abs(float(diff) - expected) <= 0.051, (seed, diff, expected)
+
+
+def test_a_words_block_lists_each_words_paired_auc_from_the_runs_evaluations():
+    import json
+
+    text = headline.render_paired("scene-iso05-excl-cpu", "Hard Neg", "DaveNet", words=True)
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines()[2:]}
+    ledger = headline.RESULTS / "scene-iso05-excl-cpu-runs"
+
+    def auc(slug, seed, word):
+        return json.loads((ledger / slug / f"seed-{seed}" / "eval-test.json").read_text())["attributes"]["per_word"][word]["auc"]
+
+    # attribute by attribute in the metric rows' order, every word of the evaluation once
+    assert [label.split(":")[0] for label in rows] == sorted((label.split(":")[0] for label in rows),
+                                                            key=["shape", "material", "colour", "size"].index)
+    words = json.loads((ledger / "davenet" / "seed-0" / "eval-test.json").read_text())["attributes"]["per_word"]
+    assert sorted(label.split(": ")[1] for label in rows) == sorted(words)
+    per_seed = dict(part.split(": ") for part in rows["shape: cube"].split("|")[5].strip().split(", "))
+    assert len(per_seed) == 4
+    for seed, diff in per_seed.items():  # Hard Neg's runs start from the DaveNet runs of the same seed
+        assert abs(float(diff) - 100 * (auc("hard-neg", seed, "cube") - auc("davenet", seed, "cube"))) <= 0.051
+    # the block form regenerates like the metric blocks
+    block = "<!-- paired-words: scene-iso05-excl-cpu | Hard Neg | DaveNet -->\nstale\n<!-- paired: end -->"
+    assert headline.update_paired(block) == block.replace("stale\n", text)

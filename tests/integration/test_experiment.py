@@ -517,3 +517,23 @@ def test_trainer_stop_at_then_resume_equals_an_uninterrupted_run(tmp_path):
         assert again.fit()["stopped_at"] == stop
         resumed = trainer(tmp_path / f"cut{stop}", resume=True).fit()
         assert resumed["evaluations"] == full["evaluations"] and resumed["steps"] == 12
+
+
+def test_per_word_and_in_context_rows_reach_the_results_but_not_the_report_tables(tmp_path):
+    from negmine.experiment import _metric_rows, render_results
+
+    evaluation = {"retrieval": {"mean@1": 0.5, "mean@5": 0.8, "mean@10": 0.9},
+                  "attributes": {"per_group": {"shape": 0.6, "size": 0.9}, "mean": 0.75,
+                                 "per_word": {"cube": {"attribute": "shape", "auc": 0.55},
+                                              "large": {"attribute": "size", "auc": 0.95}},
+                                 "context": {"mean": 0.7, "per_group": {"shape": 0.65}}}}
+    rows = _metric_rows(evaluation)
+    assert rows["attr:word:shape:cube"] == 0.55 and rows["attr:word:size:large"] == 0.95
+    assert rows["attr:context:shape"] == 0.65 and rows["attr:shape"] == 0.6
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT)
+    exp = load_experiment(path)
+    stats = {k: {"mean": v, "std": 0.0, "n": 1} for k, v in rows.items()}
+    results = {"methods": {m.name: {"chain_steps": 30, "seeds": {0: rows}, "stats": stats} for m in exp.methods}}
+    text = render_results(exp, results)
+    assert "attr:shape" in text and "attr:word:" not in text and "attr:context:" not in text
