@@ -155,6 +155,8 @@ VARIANTS: tuple[Row, ...] = (
         "HN+Targeted (checked, edit group 0.5)", "Hard Neg, GAN, 5% isolated words"),
     Row("HN+Oracle, GAN-drawn, shape only, edit group 0.25, 5% isolated words", "scene-iso05-excl-cpu",
         "HN+Oracle (shape only, edit group 0.25)", "Hard Neg, GAN, 5% isolated words"),
+    Row("Hard Neg + Oracle, GAN-drawn, shape only, edit group 0.5, 800 steps, 5% isolated words",
+        "scene-iso05-excl-cpu", "Hard Neg + Oracle (shape only, edit group 0.5)", "Hard Neg, GAN, 5% isolated words"),
 )
 
 
