@@ -4,7 +4,7 @@
     PYTHONPATH=examples python -m audio_clevrgan.headline --update examples/audio_clevrgan/results/oracle-cpu.md
 
 ``--update`` also regenerates every paired block of the document (one method against its baseline, metric by
-metric, per seed: :func:`render_paired`).
+metric, per seed: :func:`render_paired`; a ``paired-words`` block lists the Table 1 protocol word by word).
 
 Every number is read from the committed experiment ledgers (``examples/audio_clevrgan/results/*-runs``) through
 :func:`negmine.experiment.collect`, the same path as ``negmine experiment --report-only``, so the table regenerates
