@@ -321,15 +321,15 @@ def render_paired(experiment: str, method: str, baseline: str, experiments: Path
 def _word_metrics(runs: Mapping[Any, Mapping[str, float]]) -> list[tuple[str, str]]:
     """(label, key) of every per-word metric (``attr:word:<attribute>:<word>``) the runs have, in the order of
     ATTRIBUTE_ORDER, then as the evaluation lists the words."""
-    keys = list(dict.fromkeys(k for seed_rows in runs.values() for k in seed_rows if k.startswith("attr:word:")))
+    keys = dict.fromkeys(k for seed_rows in runs.values() for k in seed_rows if k.startswith("attr:word:"))
+    parsed = [(key, *key.split(":", 3)[2:]) for key in keys]  # (key, attribute, word)
 
-    def rank(key: str) -> int:
-        attribute = key.split(":")[2]
-        return ATTRIBUTE_ORDER.index(attribute) if attribute in ATTRIBUTE_ORDER else len(ATTRIBUTE_ORDER)
+    def rank(item: tuple[str, str, str]) -> int:
+        return ATTRIBUTE_ORDER.index(item[1]) if item[1] in ATTRIBUTE_ORDER else len(ATTRIBUTE_ORDER)
 
     spelled = {"color": "colour"}  # as the metric rows spell it
-    return [(f"{spelled.get(key.split(':')[2], key.split(':')[2])}: {key.split(':')[3]}", key)
-            for key in sorted(keys, key=rank)]
+    return [(f"{spelled.get(attribute, attribute)}: {word}", key)
+            for key, attribute, word in sorted(parsed, key=rank)]
 
 
 def _mean_std(values: Sequence[float]) -> str:
