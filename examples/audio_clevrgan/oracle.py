@@ -18,7 +18,7 @@ from negmine import hookimpl
 from negmine.errors import ConfigError
 from negmine.generator import MiningContext, NegativeGenerator, Negatives, option
 
-from .vocab import ATTRIBUTES
+from .vocab import ATTRIBUTES, VALUES
 
 _ANCHORS = ("all", "isolated", "sentences")
 _BALANCES = ("value", "attribute", "confusion")
@@ -40,6 +40,10 @@ class _OneAttributeEdits(NegativeGenerator):
                                         "(0.95: about the last 20 steps)")
         confusion_floor: float = option(0.1, "balance 'confusion': added to each attribute's rate, so an attribute "
                                         "the model has learnt is still edited now and then (and seen to slip)")
+        values: str = option("", "comma-separated 'value:weight' pairs weighting an edit by the value it changes "
+                             "('cube:2': a cube becomes another shape twice as often as a sphere or a cylinder "
+                             "does; unlisted values weigh 1). Why: a value named by fewer caption words (cube "
+                             "is said 'cube' or 'block', cylinder only 'cylinder') gets fewer edits per word")
         per_anchor: int = option(1, "edits per anchor (independent draws; the group's reduction picks among them)")
         anchors: str = option("all", "whose edits count in the loss: 'all', 'isolated' (only anchors whose caption is "
                               "one isolated word, task option isolated_words) or 'sentences' (only the others); "
@@ -49,6 +53,7 @@ class _OneAttributeEdits(NegativeGenerator):
         super().__init__(options, seed=seed, task=task)
         problems = []
         self.attributes, self.weights = self._parse_attributes(problems)
+        self.value_weights = self._parse_values(problems)
         if self.options.balance not in _BALANCES:
             problems.append(f"{self.name} balance: expected one of {', '.join(map(repr, _BALANCES))}, "
                             f"got {self.options.balance!r}")
@@ -93,6 +98,28 @@ class _OneAttributeEdits(NegativeGenerator):
                             + (f" (bad: {', '.join(map(repr, bad))})" if bad else ""))
         return tuple(names), (tuple(weights) if ":" in self.options.attributes else None)
 
+    def _parse_values(self, problems: list[str]) -> dict[str, float] | None:
+        """Option ``values`` as {value: weight} (None when empty); appends to ``problems``. Each value must belong
+        to one of the allowed attributes: a weight on a value no edit may change would silently do nothing."""
+        allowed = {v for a in self.attributes if a in VALUES for v in VALUES[a]}
+        out, bad = {}, []
+        for entry in (e.strip() for e in self.options.values.split(",")):
+            if not entry:
+                continue
+            name, sep, weight = (p.strip() for p in entry.partition(":"))
+            try:
+                w = float(weight) if sep else math.nan
+            except ValueError:
+                w = math.nan
+            if name not in allowed or name in out or not (math.isfinite(w) and w > 0):
+                bad.append(entry)
+            out[name] = w
+        if bad:
+            problems.append(f"{self.name} values: expected distinct 'value:weight' pairs with a positive weight and a "
+                            f"value of the allowed attributes ({', '.join(sorted(allowed))}); got "
+                            f"{self.options.values!r} (bad: {', '.join(map(repr, bad))})")
+        return out or None
+
     def _edit(self, scene: Any, rng: np.random.Generator, cfg: Any, word: tuple[str, str, str] | None) -> tuple[Any, int]:
         """(edited scene, index of the changed attribute) for one anchor. An anchor whose caption is one isolated
         word (task option ``isolated_words``) gets the scene with that word's value removed from every object
@@ -108,9 +135,11 @@ class _OneAttributeEdits(NegativeGenerator):
             return remove_value(scene, rng, word[0], word[1], cfg), ATTRIBUTES.index(word[0])
         try:
             if self.options.balance == "confusion":
-                new, edit = random_edit(scene, rng, cfg, self.attributes, "attribute", self.draw_weights())
+                new, edit = random_edit(scene, rng, cfg, self.attributes, "attribute", self.draw_weights(),
+                                        self.value_weights)
             else:
-                new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance, self.weights)
+                new, edit = random_edit(scene, rng, cfg, self.attributes, self.options.balance, self.weights,
+                                        self.value_weights)
         except NoValidEdit:
             return scene, -1
         return new, ATTRIBUTES.index(edit.attribute)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -439,6 +439,7 @@ def random_edit(
     attributes: Sequence[str] = ATTRIBUTES,
     balance: str = "value",
     weights: Sequence[float] | None = None,
+    value_weights: Mapping[str, float] | None = None,
 ) -> tuple[Scene, Edit]:
     """Change exactly one attribute of one object to a different value.
 
@@ -448,6 +449,10 @@ def random_edit(
     among its valid edits (each attribute changed equally often). ``weights`` (one positive number per entry of
     ``attributes``, ``balance="attribute"`` only) draws the attribute in proportion to its weight instead; an
     attribute with no valid edit passes its turn to the next one drawn.
+
+    ``value_weights`` (value -> positive weight; unlisted values weigh 1) draws, within the chosen attribute, an
+    edit in proportion to the weight of the value it changes (``{"cube": 2}``: a cube becomes another shape twice
+    as often as a sphere or a cylinder does). Without it the draw is uniform, as before it existed.
 
     With ``cfg`` given, edits that break the placement rules (a small object grown large into a neighbour, or
     a shape change that hides another object) are skipped. Raises :class:`NoValidEdit` if no edit is valid.
@@ -460,7 +465,12 @@ def random_edit(
                 if v != getattr(o, a)]
 
     def first_valid(cands: list[Edit]) -> tuple[Scene, Edit] | None:
-        for k in rng.permutation(len(cands)):
+        if not value_weights or not cands:
+            order = rng.permutation(len(cands))  # the draw of every seed before value_weights existed
+        else:
+            w = np.asarray([value_weights.get(e.old, 1.0) for e in cands], float)
+            order = rng.choice(len(cands), size=len(cands), replace=False, p=w / w.sum())
+        for k in order:
             e = cands[int(k)]
             new = edit_scene(scene, e.index, e.attribute, e.new)
             if _placement_holds(new, e.attribute, cfg):
@@ -470,6 +480,8 @@ def random_edit(
     if weights is not None and (balance != "attribute" or len(weights) != len(attributes) or min(weights) <= 0):
         raise ValueError(f"weights must be one positive number per attribute, with balance='attribute'; got "
                          f"{list(weights)} for {list(attributes)}, balance={balance!r}")
+    if value_weights is not None and not all(math.isfinite(w) and w > 0 for w in value_weights.values()):
+        raise ValueError(f"value_weights must be positive numbers; got {dict(value_weights)}")
     if balance == "value":
         groups = [list(attributes)]
     else:

@@ -156,6 +156,33 @@ def test_attribute_weights_draw_each_attribute_in_proportion(rendered):
             random_edit(scene, rng, None, ATTRIBUTES, **bad)
 
 
+def test_value_weights_draw_each_changed_value_in_proportion(rendered):
+    """Shape edits of a scene with one cube, one sphere and one cylinder: with ``{"cube": 4}`` the cube is the one
+    changed 4/6 of the time (each object has two other shapes; weights 4, 1, 1), without weights 1/3."""
+    from audio_clevrgan.render import SceneObject, random_edit
+
+    base = _scene(rendered)[:3]
+    scene = [SceneObject(**{**vars(o), "shape": s}) for o, s in zip(base, ("cube", "sphere", "cylinder"), strict=True)]
+    rng = np.random.default_rng(2)
+    n = 3000
+    weighted = sum(random_edit(scene, rng, None, ("shape",), "attribute", None, {"cube": 4.0})[1].old == "cube"
+                   for _ in range(n))
+    plain = sum(random_edit(scene, rng, None, ("shape",), "attribute")[1].old == "cube" for _ in range(n))
+    assert abs(weighted / n - 4 / 6) < 0.03 and abs(plain / n - 1 / 3) < 0.03, (weighted, plain)
+    with pytest.raises(ValueError, match="value_weights"):
+        random_edit(scene, rng, None, ("shape",), "attribute", None, {"cube": 0.0})
+
+
+def test_oracle_value_weights_are_parsed_and_bad_ones_reported_together():
+    oracle = RenderedEdits(RenderedEdits.Options(attributes="shape", values="cube:2, sphere:0.5"))
+    assert oracle.value_weights == {"cube": 2.0, "sphere": 0.5}
+    assert RenderedEdits(RenderedEdits.Options()).value_weights is None
+    with pytest.raises(ConfigError) as err:  # red is a colour, and colour edits are not allowed here
+        RenderedEdits(RenderedEdits.Options(attributes="shape", values="cube:0,cylinder,red:2,cube:1,ball:2"))
+    for bad in ("'cube:0'", "'cylinder'", "'red:2'", "'cube:1'", "'ball:2'"):
+        assert bad in str(err.value), (bad, str(err.value))
+
+
 def test_a_weighted_attribute_without_a_valid_edit_passes_its_turn(rendered, monkeypatch):
     """Shape weighted 100:1, but with every shape change forbidden (monkeypatched placement) every edit is a size."""
     import audio_clevrgan.render as render
