@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
+sys.path.insert(0, str(ROOT / "benchmarks"))  # gan_recipes, also when this file is imported, not run
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
