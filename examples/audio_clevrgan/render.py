@@ -450,8 +450,9 @@ def random_edit(
     ``attributes``, ``balance="attribute"`` only) draws the attribute in proportion to its weight instead; an
     attribute with no valid edit passes its turn to the next one drawn.
 
-    ``value_weights`` (value -> positive weight; unlisted values weigh 1) draws, within the chosen attribute, an
-    edit in proportion to the weight of the value it changes (``{"cube": 2}``: a cube becomes another shape twice
+    ``value_weights`` (value -> positive weight; unlisted values weigh 1) draws, among the candidate edits (those of
+    the chosen attribute, or every change with ``balance="value"``), an edit in proportion to the weight of the
+    value it changes (``{"cube": 2}``: a cube becomes another shape twice
     as often as a sphere or a cylinder does). Without it the draw is uniform, as before it existed.
 
     With ``cfg`` given, edits that break the placement rules (a small object grown large into a neighbour, or
