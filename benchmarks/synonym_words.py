@@ -51,9 +51,10 @@ def spoken_forms() -> list[tuple[str, str, str]]:
     return [(a, v, w) for a, values in SPOKEN_WORDS.items() for v, words in values.items() for w in words]
 
 
-def word_rows(root: Path) -> list[dict]:
+def word_rows(root: Path) -> tuple[list[dict], list[str]]:
     """Rows like ``semantic/words.jsonl``'s, one per (form, speaker): canonical forms point at the dataset's own
-    recordings, synonyms at recordings synthesized here (once per dataset) by the same speakers."""
+    recordings, synonyms at recordings synthesized here (once per dataset) by the same speakers; and the canonical
+    words in the semantic test's order."""
     from audio_clevrgan.speech import synthesize, write_wav
 
     semantic = [json.loads(line) for line in (root / "semantic" / "words.jsonl").read_text().splitlines()]
@@ -72,7 +73,7 @@ def word_rows(root: Path) -> list[dict]:
                     write_wav(tmp, synthesize(word, speaker))
                     tmp.replace(root / audio)
             rows.append({"word": word, "attribute": attribute, "value": value, "speaker": speaker, "audio": audio})
-    return rows
+    return rows, list(dict.fromkeys(r["word"] for r in semantic))
 
 
 def caption_counts(rows: list[dict]) -> Counter:
@@ -90,7 +91,7 @@ def form_aucs(run: Path, checkpoint: str) -> tuple[dict[str, float | None], Coun
     model = task.model.eval()
     root = Path(task.resources["data_dir"])
     pad = task.resources.get("audio_pad", 0.0)
-    words = word_rows(root)
+    words, canonical = word_rows(root)
     rows = task.test.rows
     images = _encode_images(model, [root / r["image"] for r in rows], torch.device("cpu"))
     scores = word_scores(model, images, words, lambda entries: _encode_audio(
@@ -100,8 +101,6 @@ def form_aucs(run: Path, checkpoint: str) -> tuple[dict[str, float | None], Coun
     # The protocol draws each word's images from one generator in the semantic test's word order, so a synonym is
     # scored in its canonical word's place: pass k replaces each canonical word by its k-th form (where it has one)
     # and draws the very images the protocol drew for that value; pass 0 is the ledger's own test.
-    semantic = [json.loads(line) for line in (root / "semantic" / "words.jsonl").read_text().splitlines()]
-    canonical = list(dict.fromkeys(r["word"] for r in semantic))
     forms = {v: words_ for values in SPOKEN_WORDS.values() for v, words_ in values.items()}
     aucs: dict[str, float | None] = {}
     for k in range(max(len(f) for f in forms.values())):

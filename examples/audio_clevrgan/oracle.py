@@ -24,6 +24,22 @@ _ANCHORS = ("all", "isolated", "sentences")
 _BALANCES = ("value", "attribute", "confusion")
 
 
+def _weighted_entries(text: str, default: float) -> list[tuple[str, str, float]]:
+    """``'a:2, b'`` -> [(entry, name, weight)]: ``default`` where an entry has no weight, NaN where it is not a
+    number (the caller reports it with the other bad entries)."""
+    out = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        name, sep, weight = (p.strip() for p in entry.partition(":"))
+        try:
+            w = float(weight) if sep else default
+        except ValueError:
+            w = math.nan
+        out.append((entry, name, w))
+    return out
+
+
 class _OneAttributeEdits(NegativeGenerator):
     """What both oracles share: the options of a one-attribute edit and the scoring of the edited images."""
 
@@ -80,14 +96,7 @@ class _OneAttributeEdits(NegativeGenerator):
     def _parse_attributes(self, problems: list[str]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
         """Option ``attributes`` as (names, weights or None when no entry has one); appends to ``problems``."""
         names, weights, bad = [], [], []
-        for entry in (e.strip() for e in self.options.attributes.split(",")):
-            if not entry:
-                continue
-            name, sep, weight = (p.strip() for p in entry.partition(":"))
-            try:
-                w = float(weight) if sep else 1.0
-            except ValueError:
-                w = math.nan
+        for entry, name, w in _weighted_entries(self.options.attributes, default=1.0):
             if name not in ATTRIBUTES or name in names or not (math.isfinite(w) and w > 0):
                 bad.append(entry)
             names.append(name)
@@ -103,14 +112,7 @@ class _OneAttributeEdits(NegativeGenerator):
         to one of the allowed attributes: a weight on a value no edit may change would silently do nothing."""
         allowed = {v for a in self.attributes if a in VALUES for v in VALUES[a]}
         out, bad = {}, []
-        for entry in (e.strip() for e in self.options.values.split(",")):
-            if not entry:
-                continue
-            name, sep, weight = (p.strip() for p in entry.partition(":"))
-            try:
-                w = float(weight) if sep else math.nan
-            except ValueError:
-                w = math.nan
+        for entry, name, w in _weighted_entries(self.options.values, default=math.nan):
             if name not in allowed or name in out or not (math.isfinite(w) and w > 0):
                 bad.append(entry)
             out[name] = w

@@ -452,8 +452,8 @@ def random_edit(
 
     ``value_weights`` (value -> positive weight; unlisted values weigh 1) draws, among the candidate edits (those of
     the chosen attribute, or every change with ``balance="value"``), an edit in proportion to the weight of the
-    value it changes (``{"cube": 2}``: a cube becomes another shape twice
-    as often as a sphere or a cylinder does). Without it the draw is uniform, as before it existed.
+    value it changes (``{"cube": 2}``: a cube becomes another shape twice as often as a sphere or a cylinder
+    does). Without it the draw is uniform, as before it existed.
 
     With ``cfg`` given, edits that break the placement rules (a small object grown large into a neighbour, or
     a shape change that hides another object) are skipped. Raises :class:`NoValidEdit` if no edit is valid.
