@@ -8,7 +8,8 @@ Prints one row per method: the share of anchors left without an edit and the sha
 attribute and each value (the value the object had)::
 
     PYTHONPATH=examples python benchmarks/edit_shares.py \
-        examples/audio_clevrgan/experiments/scene-iso05-excl-cpu.toml --data data/audio-clevrgan --n 3000
+        examples/audio_clevrgan/experiments/scene-iso05-excl-cpu.toml --data data/audio-clevrgan --n 3000 \
+        --options '{"attributes": "shape", "values": "cube:3"}'
 
 Why: option weights (``attributes = "shape:6,color:1,size:1"``, ``values = "cube:2"``) set draw odds, not
 shares; an attribute with no valid edit passes its turn, and values differ in how many objects carry them, so the
@@ -18,6 +19,7 @@ shares a row trains on are measured here rather than read off its options.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -64,13 +66,14 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=Path("data/audio-clevrgan"))
     parser.add_argument("--n", type=int, default=3000)
     parser.add_argument("--method", action="append", help="only these methods (default: every gan-scene-edit row)")
+    parser.add_argument("--options", action="append", default=[], metavar="JSON",
+                        help="an extra row: gan-scene-edit options not in the file, e.g. "
+                             "'{\"attributes\": \"shape\", \"values\": \"cube:3\"}'")
     args = parser.parse_args()
 
-    import json
-
-    rows = [json.loads(line) for line in (args.data / "manifest.jsonl").read_text().splitlines()]
+    manifest = [json.loads(line) for line in (args.data / "manifest.jsonl").read_text().splitlines()]
     latents = np.load(args.data / "latents.npy")
-    train = [r["latent_row"] for r in rows if r["split"] == "train"][: args.n]
+    train = [r["latent_row"] for r in manifest if r["split"] == "train"][: args.n]
     scenes = [scene_from_z(latents[i], SCENE_PROFILES["cpu"]) for i in train]
 
     exp = load_experiment(args.experiment)
@@ -80,16 +83,16 @@ def main() -> None:
     print("| method | options | no edit | " + " | ".join(ATTRIBUTES) + " | "
           + " | ".join(v for _, v in values) + " |")
     print("|---|---|---|" + "---|" * (len(ATTRIBUTES) + len(values)))
-    for method in exp.methods:
-        if args.method and method.name not in args.method:
-            continue
-        for options in edit_options(method):
-            none, by_attribute, by_value = shares(options, scenes)
-            n = max(1, sum(by_attribute.values()))
-            cells = [f"{100 * by_attribute[a] / n:.1f}" for a in ATTRIBUTES]
-            cells += [f"{100 * by_value[(a, v)] / n:.1f}" if by_value[(a, v)] else "-" for a, v in values]
-            opts = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
-            print(f"| {method.name} | {opts} | {100 * none:.1f} | " + " | ".join(cells) + " |")
+    table = [(m.name, options) for m in exp.methods if not args.method or m.name in args.method
+             for options in edit_options(m)]
+    table += [("(--options)", json.loads(text)) for text in args.options]
+    for name, options in table:
+        none, by_attribute, by_value = shares(options, scenes)
+        n = max(1, sum(by_attribute.values()))
+        cells = [f"{100 * by_attribute[a] / n:.1f}" for a in ATTRIBUTES]
+        cells += [f"{100 * by_value[(a, v)] / n:.1f}" if by_value[(a, v)] else "-" for a, v in values]
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(options.items())) or "defaults"
+        print(f"| {name} | {opts} | {100 * none:.1f} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
