@@ -150,6 +150,10 @@ VARIANTS: tuple[Row, ...] = (
         "isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape, cube 2x, brown/gray/large held, edit weight 0.5, from step 0)",
         "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, 2 edits per anchor, 1,600 steps from step 0, 5% isolated "
+        "words", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape only, cube 2x, 2 edits per anchor, edit weight 0.5, from step 0)",
+        "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, fresh Adam, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, edit weight 0.5, fresh Adam)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape-weighted 4:1:1:1, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
