@@ -30,6 +30,22 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture
+def load_benchmark():
+    """``load_benchmark("edit_shares")``: the module ``benchmarks/edit_shares.py`` (benchmarks are scripts, not a
+    package), loaded fresh so a test's monkeypatching stays its own."""
+    import importlib.util
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(f"{name}_bench", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture
 def plugin_manager():
     from negmine.plugins import get_plugin_manager
 

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "edit_shares.py"
-
 
 @pytest.fixture
-def bench():
-    spec = importlib.util.spec_from_file_location("edit_shares_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("edit_shares")
 
 
 @pytest.fixture

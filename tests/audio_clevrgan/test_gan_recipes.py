@@ -142,14 +142,8 @@ def test_checkpoints_load_with_weights_only(tmp_path, loader):
         loader(path)
 
 
-def test_report_wall_time_of_a_snapshot_after_the_last_log_row():
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gan_recipes.py"
-    spec = importlib.util.spec_from_file_location("gan_recipes_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+def test_report_wall_time_of_a_snapshot_after_the_last_log_row(load_benchmark):
+    bench = load_benchmark("gan_recipes")
     log = [{"step": 50, "t": 100.0}, {"step": 100, "t": 200.0}]
     assert bench._wall_seconds({"step": 130, "wall_seconds": 275.0}, log) == 275.0
     assert bench._wall_seconds({"step": 130}, log) == pytest.approx(260.0)  # scaled from step 100
@@ -179,14 +173,9 @@ def test_quality_with_the_evaluator_writes_both_readers_figures_and_labels(tmp_p
     assert h2 > h1  # three more labelled rows: the evaluator's reading of rendered and GAN tiles
 
 
-def test_recipe_benchmark_trains_on_a_named_device_within_a_wall_budget(tmp_path, monkeypatch):
+def test_recipe_benchmark_trains_on_a_named_device_within_a_wall_budget(tmp_path, monkeypatch, load_benchmark):
     """`gan_recipes.py train --device D --wall-seconds S`: the GPU path's command is the CPU one with two flags."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "gan_recipes.py"
-    spec = importlib.util.spec_from_file_location("gan_recipes_bench", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
+    bench = load_benchmark("gan_recipes")
     calls = []
     monkeypatch.setattr(bench, "train_gan", lambda out, **kw: calls.append(kw) or {"step": 3, "cpu_seconds": 1.0})
     monkeypatch.setattr(sys, "argv", ["gan_recipes.py", "train", "--recipes", "tiny", "--out", str(tmp_path),

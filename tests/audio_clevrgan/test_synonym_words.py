@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
 import torch
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "synonym_words.py"
-
 
 @pytest.fixture
-def bench():
-    spec = importlib.util.spec_from_file_location("synonym_words_bench", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def bench(load_benchmark):
+    return load_benchmark("synonym_words")
 
 
 def test_canonical_forms_are_the_protocols_and_a_synonym_is_scored_on_its_words_images(bench, acg_rendered, tmp_path,
