@@ -28,10 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from audio_clevrgan.captions import ATTRIBUTE_VALUES  # noqa: E402
 from audio_clevrgan.oracle import GanSceneEdits  # noqa: E402
-from audio_clevrgan.render import SCENE_PROFILES  # noqa: E402
+from audio_clevrgan.render import SCENE_PROFILES, SceneConfig  # noqa: E402
 from audio_clevrgan.scene_gan import scene_from_z  # noqa: E402
 from audio_clevrgan.vocab import ATTRIBUTES  # noqa: E402
 from negmine.experiment import load_experiment  # noqa: E402
@@ -43,13 +44,15 @@ def edit_options(method) -> list[dict]:
             if "gan-scene-edit" in stage.get("negatives", ())]
 
 
-def shares(options: dict, scenes, seed: int = 0) -> tuple[float, Counter, Counter]:
-    """(share of scenes without an edit, edits per attribute, edits per (attribute, old value))."""
+def shares(options: dict, scenes, cfg: SceneConfig = SCENE_PROFILES["cpu"], seed: int = 0
+           ) -> tuple[float, Counter, Counter]:
+    """(share of scenes without an edit, edits per attribute, edits per (attribute, old value)), under the
+    placement rules ``cfg`` (the GAN's scene profile)."""
     gen = GanSceneEdits(GanSceneEdits.Options(**options), seed=seed)
     rng = np.random.default_rng(seed)
     by_attribute, by_value, none = Counter(), Counter(), 0
     for scene in scenes:
-        new, index = gen._edit(scene, rng, SCENE_PROFILES["cpu"], None)
+        new, index = gen._edit(scene, rng, cfg, None)
         if index < 0:
             none += 1
             continue
@@ -74,7 +77,10 @@ def main() -> None:
     manifest = [json.loads(line) for line in (args.data / "manifest.jsonl").read_text().splitlines()]
     latents = np.load(args.data / "latents.npy")
     train = [r["latent_row"] for r in manifest if r["split"] == "train"][: args.n]
-    scenes = [scene_from_z(latents[i], SCENE_PROFILES["cpu"]) for i in train]
+    # the dataset's GAN names its scene profile; its scenes and the generator's placement checks both use it
+    cfg = SCENE_PROFILES[torch.load(args.data / "gan.pt", map_location="cpu", weights_only=False)["config"]
+                         ["scene_profile"]]
+    scenes = [scene_from_z(latents[i], cfg) for i in train]
 
     exp = load_experiment(args.experiment)
     values = [(a, v) for a in ("shape", "color", "size", "material") for v in ATTRIBUTE_VALUES[a]]
@@ -87,7 +93,7 @@ def main() -> None:
              for options in edit_options(m)]
     table += [("(--options)", json.loads(text)) for text in args.options]
     for name, options in table:
-        none, by_attribute, by_value = shares(options, scenes)
+        none, by_attribute, by_value = shares(options, scenes, cfg)
         n = max(1, sum(by_attribute.values()))
         cells = [f"{100 * by_attribute[a] / n:.1f}" for a in ATTRIBUTES]
         cells += [f"{100 * by_value[(a, v)] / n:.1f}" if by_value[(a, v)] else "-" for a, v in values]

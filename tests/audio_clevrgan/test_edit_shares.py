@@ -37,6 +37,7 @@ def test_a_lone_objects_shape_is_changed_whatever_its_values_weight(bench, lone_
         assert {v: n for (_, v), n in by_value.items()} == dict(editable)
         assert none == pytest.approx(1 - sum(editable.values()) / len(lone_objects))
 
+
 def test_attribute_weights_set_the_attribute_shares_when_every_edit_is_valid(bench, lone_objects):
     """Colour and material edits never move a boundary, so every draw is valid and the shares follow the weights
     (3:1 within 3 standard errors of 400 draws)."""
