@@ -37,6 +37,7 @@ A file may extend another and give only what differs (``extends = "other.toml"``
 :func:`read_experiment_file`)::
 
     extends = "paper-cpu.toml"
+    keep_methods = ["DaveNet", "Hard Neg"]    # optional: only these of its methods (default: all)
     [settings]
     task_options = { isolated_words = 0.2 }   # merged into the other file's task_options
 
@@ -152,12 +153,16 @@ def read_experiment_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     ``extends = "other.toml"`` (a path relative to the file) starts from that file's resolved keys: top-level keys
     replace the base's; ``settings`` merges per key (``task_options`` and ``generators`` per option, as run
     configs do); a ``[[methods]]`` table whose name is one of the base's changes that method (see
-    :func:`_merge_method`), a new name is added after the base's methods. A missing base file or a cycle is a
-    :class:`ConfigError`."""
+    :func:`_merge_method`), a new name is added after the base's methods. ``keep_methods = [names]`` keeps only
+    those of the base's methods (``[]``: none, e.g. for rows of a budget of their own). A missing base file, a cycle
+    or a name in ``keep_methods`` that the base lacks is a :class:`ConfigError`."""
     path = Path(path)
     raw = read_config_file(path)
     base_name = raw.pop("extends", None)
     if base_name is None:
+        if "keep_methods" in raw:
+            raise ConfigError(["keep_methods: names methods of the file given by extends, and this file extends none"],
+                              source=str(path))
         return raw
     if not isinstance(base_name, str) or not base_name:
         raise ConfigError([f"extends: expected the path of another experiment file, got {base_name!r}"],
@@ -170,6 +175,9 @@ def read_experiment_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
         raise ConfigError([f"extends: {base_name!r} does not exist (looked for {str(base_path)!r})"],
                           source=str(path))
     base = read_experiment_file(base_path, chain)
+    keep = raw.pop("keep_methods", None)
+    if keep is not None:
+        base = {**base, "methods": _kept_methods(base.get("methods"), keep, base_name, path)}
     out = {k: v for k, v in base.items() if k not in ("settings", "methods")}
     out.update({k: v for k, v in raw.items() if k not in ("settings", "methods")})
     settings = raw.get("settings")
@@ -191,6 +199,25 @@ def read_experiment_file(path: str | Path, _chain: tuple[Path, ...] = ()) -> dic
     if methods or "methods" in base:
         out["methods"] = methods
     return out
+
+
+def _kept_methods(methods: Any, keep: Any, base_name: str, path: Path) -> list[Any]:
+    """The base file's methods that ``keep_methods`` names, in the base's order; every name that is not one of them
+    is reported at once (with the closest)."""
+    methods = [m for m in methods or [] if isinstance(m, Mapping)]
+    known = [m.get("name") for m in methods if isinstance(m.get("name"), str)]
+    if not isinstance(keep, list) or not all(isinstance(n, str) for n in keep):
+        raise ConfigError([f"keep_methods: expected a list of method names of {base_name!r}, got {keep!r}"],
+                          source=str(path))
+    problems = []
+    for name in keep:
+        if name not in known:
+            hint = closest(name, known)
+            problems.append(f"keep_methods: {name!r} is not a method of {base_name!r}"
+                            + (f" (did you mean {hint!r}?)" if hint else ""))
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return [m for m in methods if m.get("name") in keep]
 
 
 def load_experiment(path: str | Path) -> Experiment:

@@ -108,6 +108,50 @@ def test_extends_problems_are_reported(tmp_path):
     assert "seeds: expected a non-empty list of integers" in str(err.value)
 
 
+
+def test_keep_methods_keeps_only_the_named_base_methods(tmp_path):
+    write(tmp_path, "base.toml", BASE)
+    # a budget of its own: none of the base's rows (their chains train 30 steps), two new ones of 40
+    child = write(tmp_path, "child.toml", """
+extends = "base.toml"
+keep_methods = []
+total_steps = 40
+
+[[methods]]
+name = "Random (40 steps)"
+negatives = ["random"]
+steps = 40
+
+[[methods]]
+name = "Hard Neg (40 steps)"
+init = "Random (40 steps)@20"
+baseline = "Random (40 steps)"
+negatives = ["random", "hard-minibatch"]
+steps = 20
+""")
+    exp = load_experiment(child)
+    assert [m.name for m in exp.methods] == ["Random (40 steps)", "Hard Neg (40 steps)"]
+    assert exp.settings == {"eval_every": 10, "task_options": {"n": 64, "dim": 8}}  # settings still inherited
+    kept = write(tmp_path, "kept.toml", 'extends = "base.toml"\nkeep_methods = ["Random"]\n')
+    assert [m.name for m in load_experiment(kept).methods] == ["Random"]
+    # without its parent a kept child is reported like any init naming an unknown method
+    orphan = write(tmp_path, "orphan.toml", 'extends = "base.toml"\nkeep_methods = ["Hard Neg"]\n')
+    with pytest.raises(ConfigError, match="init names unknown method 'Random'"):
+        load_experiment(orphan)
+
+
+def test_keep_methods_problems_are_reported_at_once(tmp_path):
+    write(tmp_path, "base.toml", BASE)
+    bad = write(tmp_path, "bad.toml", 'extends = "base.toml"\nkeep_methods = ["Randm", "Hard Ng"]\n')
+    with pytest.raises(ConfigError) as err:
+        load_experiment(bad)
+    assert "'Randm' is not a method of 'base.toml' (did you mean 'Random'?)" in str(err.value)
+    assert "'Hard Ng' is not a method of 'base.toml' (did you mean 'Hard Neg'?)" in str(err.value)
+    with pytest.raises(ConfigError, match="expected a list of method names"):
+        load_experiment(write(tmp_path, "one.toml", 'extends = "base.toml"\nkeep_methods = "Random"\n'))
+    with pytest.raises(ConfigError, match="this file extends none"):
+        load_experiment(write(tmp_path, "none.toml", 'keep_methods = ["Random"]\n' + BASE))
+
 REPO = Path(__file__).resolve().parents[2]
 LEDGERS = sorted(p for p in (REPO / "examples" / "audio_clevrgan" / "results").glob("*-runs")
                  if (REPO / "examples" / "audio_clevrgan" / "experiments" / f"{p.name[:-5]}.toml").exists())
