@@ -64,7 +64,9 @@ class Negatives:
     index: Long[B, K] batch positions (``BATCH``) or dataset ids (``DATASET``); None for ``INPUTS``.
     inputs: model inputs with leading axes [B, K] (``INPUTS``), e.g. edited images Float[B, K, 3, H, W].
     meta: free-form per-negative provenance (edit region, ablated units, cluster, tries, ...), values with leading
-        axes [B, K] where they are tensors. Exported with edits; never used by the loss.
+        axes [B, K] where they are tensors. Exported with edits; never used by the loss. One key is read by the
+        trainer: ``category`` Long[B, K], an index into the generator's ``categories`` (-1: none), which splits the
+        source's telemetry by category (e.g. the attribute an edit changed; see :class:`NegativeGenerator`).
     """
 
     kind: NegativeKind
@@ -343,6 +345,9 @@ class NegativeGenerator:
       Options: an attrs class built with :func:`option` fields.
       requires: capabilities the task must provide (see :class:`negmine.Capability`).
       encodes: set False when ``mine`` never runs the model, to skip saving its running statistics.
+      categories: names of the kinds of negative the generator tags in ``meta["category"]`` (Long[B, K], an index
+        into them, -1 none): the trainer then logs each category's hardness (``NAME/sideS/CATEGORY/active`` ...) and,
+        in a ``hardest`` group, which category each anchor's hardest negative had (``groupG/sideS/hardest/...``).
 
     Instances are created per stage by the trainer with their options, a seed and the built task. A generator that
     keeps state across steps (an index, clusters) stores it as tensors and plain values in :meth:`state_dict` so that
@@ -355,6 +360,7 @@ class NegativeGenerator:
     requires: ClassVar[frozenset[str]] = frozenset()
     # False when ``mine`` never runs the model (it only reads the context): the running statistics need no saving
     encodes: ClassVar[bool] = True
+    categories: ClassVar[tuple[str, ...]] = ()
     # True when ``mine``'s valid BATCH indices are in [0, N) and never excluded by construction (every excluded
     # candidate scored -inf, and a slot is valid only above -inf), as its own tests check against the full validation:
     # ``generate`` then checks kinds, shapes and dtypes only and skips the O(B x K) tensor checks of the values (a
@@ -422,6 +428,20 @@ class NegativeGenerator:
                 raise PluginError(f"{where}: kind {negs.kind.value} needs index Long[B, K] shaped like valid")
             if negs.index.dtype not in (torch.int64, torch.int32):
                 raise PluginError(f"{where}: index must be an integer tensor, got {negs.index.dtype}")
+        category = negs.meta.get("category")
+        if category is not None:
+            if not self.categories:
+                raise PluginError(f"{where}: meta['category'] needs the generator's class attribute `categories` "
+                                  "(the names its indices stand for)")
+            if (not isinstance(category, torch.Tensor) or category.shape != negs.valid.shape
+                    or category.dtype not in (torch.int64, torch.int32)):
+                raise PluginError(f"{where}: meta['category'] must be Long[B, K] shaped like valid, got "
+                                  f"{getattr(category, 'shape', type(category).__name__)} "
+                                  f"{getattr(category, 'dtype', '')}".rstrip())
+            low, high = category.aminmax() if category.numel() else (torch.tensor(-1), torch.tensor(-1))
+            if int(low) < -1 or int(high) >= len(self.categories):
+                raise PluginError(f"{where}: meta['category'] must index the {len(self.categories)} categories "
+                                  f"(-1: none), got values in [{int(low)}, {int(high)}]")
         if not type(self).__dict__.get("values_valid_by_construction", False):  # declared on this very class
             self._validate_values(ctx, side, negs)
         if negs.kind == NegativeKind.INPUTS:

@@ -94,3 +94,25 @@ def source_telemetry(positive: Tensor, score: Tensor, valid: Tensor, margin: flo
         "above_positive": float((s > p).float().mean()),
         "active": float((margin + s - p > 0).float().mean()),
     }
+
+
+def hardest_shares(scores: Sequence[Tensor], valid: Sequence[Tensor], labels: Sequence[Tensor],
+                   names: Sequence[str]) -> dict[str, float]:
+    """Where each anchor's hardest valid negative of a group came from (no gradient).
+
+    scores, valid, labels: per source of the group, Float / Bool / Long [B, K_j]; ``labels`` index ``names`` (the
+    label of each negative, e.g. its source or its source and category). Returns, for each name, the share of the
+    anchors with a valid negative whose hardest one carries that label (shares sum to 1; ties go to the first).
+    """
+    s = torch.cat([x.detach() for x in scores], dim=1)
+    v = torch.cat(list(valid), dim=1)
+    lab = torch.cat(list(labels), dim=1).to(s.device)
+    has = v.any(dim=1)
+    n = int(has.sum())
+    if n == 0:
+        return {}
+    top = s.masked_fill(~v, float("-inf")).argmax(dim=1)
+    picked = lab.gather(1, top[:, None])[:, 0][has]
+    counts = torch.bincount(picked, minlength=len(names)).tolist()
+    return {name: counts[i] / n for i, name in enumerate(names)}
+

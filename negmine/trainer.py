@@ -34,7 +34,7 @@ from negmine import distributed as dist_utils
 from negmine.config import StageConfig, TrainConfig, build_config, make_options, merge
 from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError, PluginError
 from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives, split_false_negatives
-from negmine.loss import source_telemetry, triplet_loss
+from negmine.loss import hardest_shares, source_telemetry, triplet_loss
 from negmine.metrics import recall_at_k
 from negmine.model import (
     Embedding,
@@ -493,11 +493,74 @@ class Trainer:
                 seen = rescored[name][side][0].detach()
                 for key, value in source_telemetry(pos_scores, seen, negs.valid.to(seen.device), c.margin).items():
                     metrics[f"{name}/side{side}/{key}"] = value
+        if (self.global_step + 1) % c.log_every == 0 or self.step_in_stage + 1 == self.stage.steps:
+            metrics.update(self._category_telemetry(mined, rescored, pos_scores))
         self._watch_collapse(scores_b.detach(), metrics)
         if self.dist.enabled:  # log the global batch, as a single process on it would, not rank 0's rows
             metrics.update(dist_utils.global_batch_stats(loss, pos_scores, scores_b))
         self._watch_dead_units((emb_a, emb_b), metrics)
         return metrics
+
+    def _category_telemetry(self, mined: Mapping[str, Mapping[int, Negatives]],
+                            rescored: Mapping[str, Mapping[int, tuple[Tensor, Tensor]]],
+                            pos_scores: Tensor) -> dict[str, float]:
+        """Log lines only. For a source that tags its negatives (``meta["category"]``, names in its class's
+        ``categories``): its telemetry per category (``NAME/sideS/CATEGORY/active`` ...). For each ``hardest`` group
+        with several sources or a tagged one: the share of anchors whose hardest negative came from each source
+        (``groupG/sideS/hardest/NAME``) and category (``.../hardest/NAME/CATEGORY``): which negatives the loss
+        actually trained on, e.g. which attribute's edits of two per anchor, or hard in-batch negatives against
+        edits."""
+        out: dict[str, float] = {}
+        margin = self.config.margin
+
+        def tags(name: str, side: int) -> tuple[tuple[str, ...], Tensor | None]:
+            cats = type(self.active[name]).categories if name in self.active else ()
+            category = mined[name][side].meta.get("category") if cats else None
+            return (cats, category) if category is not None else ((), None)
+
+        for name, per_side in mined.items():
+            for side in per_side:
+                cats, category = tags(name, side)
+                if category is None:
+                    continue
+                seen, valid = rescored[name][side][0].detach(), rescored[name][side][1]
+                category = category.to(seen.device)
+                for i, cat in enumerate(cats):
+                    for key, value in source_telemetry(pos_scores, seen, valid & (category == i), margin).items():
+                        out[f"{name}/side{side}/{cat}/{key}"] = value
+        reduction = self.stage.reduction or "hardest"
+        for g, group in enumerate(self.stage.combine):
+            if (reduction if isinstance(reduction, str) else reduction[g]) != "hardest":
+                continue
+            for side in (0, 1):
+                members = [n for n in group if n in rescored and side in rescored[n]]
+                if len(members) < 2 and not any(tags(n, side)[1] is not None for n in members):
+                    continue
+                names: list[str] = []
+                spans: list[tuple[str, int, int]] = []  # (source, first label, end) of each source's labels
+                scores, valid, labels = [], [], []
+                for n in members:
+                    sc, va = rescored[n][side]
+                    first = len(names)
+                    names.append(n)  # the label of the source's untagged negatives
+                    label = torch.full(va.shape, first, dtype=torch.long, device=va.device)
+                    cats, category = tags(n, side)
+                    if category is not None:
+                        names.extend(f"{n}/{cat}" for cat in cats)
+                        category = category.to(va.device).long()
+                        label = torch.where(category >= 0, first + 1 + category, label)
+                    spans.append((n, first, len(names)))
+                    scores.append(sc)
+                    valid.append(va)
+                    labels.append(label)
+                shares = hardest_shares(scores, valid, labels, names)
+                if not shares:
+                    continue
+                for n, first, end in spans:
+                    out[f"group{g}/side{side}/hardest/{n}"] = sum(shares[names[i]] for i in range(first, end))
+                    for i in range(first + 1, end):
+                        out[f"group{g}/side{side}/hardest/{names[i]}"] = shares[names[i]]
+        return out
 
     def _update_size(self, before: list[Tensor]) -> dict[str, float]:
         """How far this step moved the weights (on log lines only: it needs a copy of them): ``update_ratio`` =

@@ -43,6 +43,10 @@ def _weighted_entries(text: str, default: float) -> list[tuple[str, str, float]]
 class _OneAttributeEdits(NegativeGenerator):
     """What both oracles share: the options of a one-attribute edit and the scoring of the edited images."""
 
+    # each edit is tagged with the attribute it changed (meta["category"]), so the training telemetry reports each
+    # attribute's edits apart (gan-scene-edit/side0/shape/active ...) and which one a hardest group trained on
+    categories = ATTRIBUTES
+
     @attrs.frozen
     class Options:
         attributes: str = option("shape,color,material,size", "comma-separated attributes an edit may change, each "
@@ -225,7 +229,7 @@ class _OneAttributeEdits(NegativeGenerator):
             self.observe(changed_at, score.view(b, k), ctx.positive_scores, ctx.margin,
                          torch.tensor([w is None for w in words], dtype=torch.bool))
         return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), valid,
-                                         source=self.name, attribute=changed_at)}
+                                         source=self.name, category=changed_at)}
 
 
 class RenderedEdits(_OneAttributeEdits):

@@ -31,7 +31,7 @@ def test_each_negative_is_the_gan_drawing_one_attribute_of_one_object_changed(ac
     gan = gen.gan()
     z = batch.extras["latent"]
     for i, scene in enumerate(gan.scenes(z)):
-        changed = ATTRIBUTES[int(negs.meta["attribute"][i, 0])]
+        changed = ATTRIBUTES[int(negs.meta["category"][i, 0])]
         # every single-attribute change of that attribute, drawn by the GAN: exactly one is the negative
         cands = [edit_scene(scene, k, changed, v) for k, obj in enumerate(scene) for v in VALUES[changed]
                  if v != getattr(obj, changed)]
@@ -94,7 +94,7 @@ def test_an_isolated_words_value_is_removed_from_the_gan_scene(acg_gan):
         attribute, value, _ = words[k]
         if not any(getattr(o, attribute) == value for o in scene):
             continue
-        assert ATTRIBUTES[int(negs.meta["attribute"][k, 0])] == attribute
+        assert ATTRIBUTES[int(negs.meta["category"][k, 0])] == attribute
         drawn = gen.draw(z[k:k + 1], encode_scenes([remove_value(scene, np.random.default_rng(s), attribute, value,
                                                                   gan.scene_config) for s in range(64)],
                                                    gan.scene_config.max_objects))
@@ -138,7 +138,7 @@ def test_confusion_balance_draws_the_attributes_the_model_still_confuses(acg_gan
     resumed.load_state_dict(interrupted.state_dict())
     assert not torch.equal(resumed.confusion, torch.ones(len(ATTRIBUTES), dtype=torch.float64))
     expected, got = steady.mine(ctx)[0], resumed.mine(ctx)[0]
-    assert torch.equal(expected.meta["attribute"], got.meta["attribute"]) and torch.equal(expected.inputs, got.inputs)
+    assert torch.equal(expected.meta["category"], got.meta["category"]) and torch.equal(expected.inputs, got.inputs)
     old = GanSceneEdits(options, seed=0, task=task)
     old.load_state_dict({"rng": gen.state_dict()["rng"]})  # a checkpoint from before the rates existed
     assert torch.equal(old.confusion, torch.ones(len(ATTRIBUTES), dtype=torch.float64))

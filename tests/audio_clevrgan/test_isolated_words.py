@@ -90,7 +90,7 @@ def test_the_oracle_removes_an_isolated_words_value(acg_rendered):
         if word is None:
             continue
         attribute, value, _ = word
-        assert ATTRIBUTES[int(negs.meta["attribute"][i, 0])] == attribute
+        assert ATTRIBUTES[int(negs.meta["category"][i, 0])] == attribute
         scene = scene_from_dicts(task.train.scenes[i])
         holders = [k for k, o in enumerate(scene) if getattr(o, attribute) == value]
         others = [v for v in VALUES[attribute] if v != value]
@@ -199,7 +199,7 @@ def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
     expected = isolated if anchors == "isolated" else ~isolated
     assert torch.equal(chosen.valid, expected[:, None].expand(len(words), 2))
     assert every.valid.all()
-    assert torch.equal(chosen.inputs, every.inputs) and torch.equal(chosen.meta["attribute"], every.meta["attribute"])
+    assert torch.equal(chosen.inputs, every.inputs) and torch.equal(chosen.meta["category"], every.meta["category"])
 
 
 def test_the_oracle_rejects_an_unknown_anchor_kind():
@@ -230,5 +230,5 @@ def test_an_anchor_without_a_valid_edit_gets_no_negative_and_training_goes_on(ac
     negatives = RenderedEdits(RenderedEdits.Options(attributes="shape"), seed=3, task=task).mine(ctx)[0]
     failed = torch.arange(n) % 3 == 0
     assert torch.equal(negatives.valid[:, 0], ~failed)
-    assert (negatives.meta["attribute"][failed] == -1).all()
-    assert (negatives.meta["attribute"][~failed] == ATTRIBUTES.index("shape")).all()
+    assert (negatives.meta["category"][failed] == -1).all()
+    assert (negatives.meta["category"][~failed] == ATTRIBUTES.index("shape")).all()

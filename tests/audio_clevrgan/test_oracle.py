@@ -44,7 +44,7 @@ def test_oracle_edits_exactly_one_attribute_of_one_object(rendered):
     edited = negs.inputs[:, 0]
     for i in range(8):
         scene = scene_from_dicts(task.train.scenes[i])
-        changed = ATTRIBUTES[int(negs.meta["attribute"][i, 0])]
+        changed = ATTRIBUTES[int(negs.meta["category"][i, 0])]
         assert not torch.equal(edited[i], batch.a[i])  # the image changed
         # re-render every single-attribute edit of that attribute: exactly one reproduces the negative
         hits = 0
@@ -200,7 +200,7 @@ def test_oracle_several_edits_per_anchor(rendered):
     opts = RenderedEdits.Options(per_anchor=3, balance="attribute")
     out = check_generator(RenderedEdits, task, batch_size=4, options=opts)
     negs = out[0]
-    assert negs.inputs.shape == (4, 3, 3, 64, 64) and negs.meta["attribute"].shape == (4, 3)
+    assert negs.inputs.shape == (4, 3, 3, 64, 64) and negs.meta["category"].shape == (4, 3)
     gen = RenderedEdits(opts, seed=0, task=task)
     batch = task.train.batch(torch.arange(4))
     task.model.eval()  # batch statistics would differ between the 12 edits and one
