@@ -14,6 +14,9 @@ A config file::
 
     [generators.hard-minibatch]                    # options of one generator (also --hard-minibatch-<option>)
     strategy = "semihard"
+    # NAME:LABEL in negatives is one more instance of a generator, with its own options (here, not the table above),
+    # its own random stream and its own telemetry keys: negatives = ["random", "hard-minibatch", "hard-minibatch:all"]
+    # [generators."hard-minibatch:all"]
 
     [[stages]]                                     # optional curriculum; without it one stage is built from the keys above
     name = "warmup"
@@ -38,6 +41,27 @@ import attrs
 import tomllib
 
 from negmine.errors import ConfigError, closest
+
+# a source is a registered generator's name, or NAME:LABEL for one more instance of it with options of its own
+_LABEL_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def generator_name(source: str) -> str:
+    """The registered generator behind a source name: ``"hard-minibatch:semihard"`` -> ``"hard-minibatch"``."""
+    return source.partition(":")[0]
+
+
+def _source_problem(source: str, generators: Mapping[str, type]) -> str | None:
+    """What is wrong with a source name (an unknown generator with the closest known one, a malformed label)."""
+    base, colon, label = source.partition(":")
+    if base not in generators:
+        hint = closest(base, generators)
+        return (f"unknown generator {base!r}" + (f" (did you mean {hint!r}?)" if hint else "")
+                + f"; known: {', '.join(sorted(generators))}")
+    if colon and (not label or not set(label) <= _LABEL_CHARS):
+        return (f"{source!r}: the label after ':' must be letters, digits, '_' or '-' (one more instance of "
+                f"{base!r} with options of its own, e.g. '{base}:second')")
+    return None
 
 
 @attrs.frozen
@@ -259,7 +283,7 @@ def check_generator_options(
     appended (an unknown name with the closest known one, a value of the wrong type, outside its bounds or not one of
     its choices with the closest choice), and only a table without such problems is built, so that the Options
     class's own checks of combinations (``__attrs_post_init__``) are reported too."""
-    cls = known.get(gen_name)
+    cls = known.get(generator_name(gen_name))
     if cls is None:
         return  # unknown generator names are reported where they are used
     options_cls = cls.Options
@@ -374,21 +398,18 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
             problems.append(f"{where}negatives: expected a non-empty list of generator names, got {names!r}")
             return ()
         for n in names:
-            if n not in generators:
-                hint = closest(n, generators)
-                problems.append(
-                    f"{where}negatives: unknown generator {n!r}" + (f" (did you mean {hint!r}?)" if hint else "")
-                    + f"; known: {', '.join(sorted(generators))}"
-                )
+            problem = _source_problem(n, generators)
+            if problem:
+                problems.append(f"{where}negatives: {problem}")
         if len(set(names)) != len(names):
             problems.append(f"{where}negatives: a source is listed twice: {names}")
         return tuple(names)
 
     gen_opts = values["generators"]
     for gen_name, opts in gen_opts.items():
-        if gen_name not in generators:
-            hint = closest(gen_name, generators)
-            problems.append(f"generators: unknown generator {gen_name!r}" + (f" (did you mean {hint!r}?)" if hint else ""))
+        problem = _source_problem(gen_name, generators)
+        if problem:
+            problems.append(f"generators: {problem}")
         elif not isinstance(opts, Mapping):
             problems.append(f"generators.{gen_name}: expected a table of options, got {opts!r}")
         else:
@@ -444,8 +465,9 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
                 st_gens = {}
             merged_gens = merge({"generators": gen_opts}, {"generators": st_gens})["generators"]
             for gen_name, opts in st_gens.items():
-                if gen_name not in generators:
-                    problems.append(f"{where}generators: unknown generator {gen_name!r}")
+                problem = _source_problem(gen_name, generators)
+                if problem:
+                    problems.append(f"{where}generators: {problem}")
                 elif isinstance(opts, Mapping):
                     check_generator_options(where, gen_name, merged_gens[gen_name], generators, problems)
             lr = st.get("lr")

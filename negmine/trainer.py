@@ -31,7 +31,7 @@ from torch import Tensor
 
 from negmine import checkpoint as ckpt
 from negmine import distributed as dist_utils
-from negmine.config import StageConfig, TrainConfig, build_config, make_options, merge
+from negmine.config import StageConfig, TrainConfig, build_config, generator_name, make_options, merge
 from negmine.errors import CheckpointError, ConfigError, NonFiniteLossError, PluginError
 from negmine.generator import MiningContext, NegativeGenerator, NegativeKind, Negatives, split_false_negatives
 from negmine.loss import hardest_shares, source_telemetry, triplet_loss
@@ -196,7 +196,7 @@ class Trainer:
         """Fail before any training if a generator is unknown or the task lacks what it needs."""
         for stage in self.config.stages:
             for name in stage.negatives:
-                cls = self.generator_classes.get(name)
+                cls = self.generator_classes.get(generator_name(name))
                 if cls is None:
                     raise ConfigError([f"stage {stage.name!r}: unknown generator {name!r}"])
                 cls.check_requirements(self.task)
@@ -204,10 +204,14 @@ class Trainer:
     def _build_generators(self, stage: StageConfig) -> dict[str, NegativeGenerator]:
         gens = {}
         for name in stage.negatives:
-            cls = self.generator_classes[name]
+            cls = self.generator_classes[generator_name(name)]
             options = make_options(cls, stage.generators.get(name, {}))
             seed = _stable_seed(self.config.seed, stage.name, name, self.dist.rank)
-            gens[name] = cls(options, seed=seed, task=self.task)
+            gen = cls(options, seed=seed, task=self.task)
+            if name != cls.name:
+                # a second instance ("NAME:LABEL"): its negatives, telemetry and hook keys carry the source name
+                gen.name = name
+            gens[name] = gen
         return gens
 
     def _make_optimizer(self, stage: StageConfig) -> torch.optim.Optimizer:
