@@ -154,6 +154,26 @@ VARIANTS: tuple[Row, ...] = (
         "words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, cube 2x, 2 edits per anchor, edit weight 0.5, from step 0)",
         "DaveNet, GAN, 5% isolated words"),
+    # the same data built again on a fresh checkout (the seventh and eighth sessions' rows trained on it): DaveNet
+    # retrained there, against its records, and the rows trained there against it (seed by seed)
+    Row("DaveNet, GAN, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo", "DaveNet",
+        "DaveNet, GAN, 5% isolated words"),
+    Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, 1,600 steps from step 0, 5% isolated words, "
+        "against DaveNet on the data built again", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape only, edit weight 0.5, from step 0)", "DaveNet, GAN, 5% isolated words, data built again"),
+    Row("Oracle Edits, GAN-drawn, shape (cube 2x) with brown, gray and large edits, 1,600 steps from step 0, 5% "
+        "isolated words, against DaveNet on the data built again", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape, cube 2x, brown/gray/large held, edit weight 0.5, from step 0)",
+        "DaveNet, GAN, 5% isolated words, data built again"),
+    Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, 2 edits per anchor, 1,600 steps from step 0, 5% isolated "
+        "words, against DaveNet on the data built again", "scene-iso05-excl-cpu",
+        "Oracle Edits (shape only, cube 2x, 2 edits per anchor, edit weight 0.5, from step 0)",
+        "DaveNet, GAN, 5% isolated words, data built again"),
+    # a budget of 2,400 steps for DaveNet and the cube-2x row (scene-iso05-excl-2400-cpu.toml, on the data built again)
+    Row("DaveNet, GAN, 5% isolated words, 2,400 steps", "scene-iso05-excl-2400-cpu", "DaveNet"),
+    Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight 0.5, 2,400 steps from step 0, 5% isolated "
+        "words", "scene-iso05-excl-2400-cpu", "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 0)",
+        "DaveNet, GAN, 5% isolated words, 2,400 steps"),
     Row("Oracle Edits, GAN-drawn, shape only, edit weight 0.5, fresh Adam, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, edit weight 0.5, fresh Adam)", "DaveNet, GAN, 5% isolated words"),
     Row("Oracle Edits, GAN-drawn, shape-weighted 4:1:1:1, edit weight 0.5, 5% isolated words", "scene-iso05-excl-cpu",
