@@ -115,4 +115,3 @@ def hardest_shares(scores: Sequence[Tensor], valid: Sequence[Tensor], labels: Se
     picked = lab.gather(1, top[:, None])[:, 0][has]
     counts = torch.bincount(picked, minlength=len(names)).tolist()
     return {name: counts[i] / n for i, name in enumerate(names)}
-

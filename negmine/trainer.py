@@ -469,12 +469,13 @@ class Trainer:
             )
         self.optimizer.zero_grad(set_to_none=True)
         update: dict[str, float] = {}
+        # a log line (and the last step of a stage): the costlier telemetry is measured on these steps only
+        logged = (self.global_step + 1) % c.log_every == 0 or self.step_in_stage + 1 == self.stage.steps
         if loss.requires_grad:
             loss.backward()
             dist_utils.average_gradients(self.model.parameters())
             if c.grad_clip:
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), c.grad_clip)
-            logged = (self.global_step + 1) % c.log_every == 0 or self.step_in_stage + 1 == self.stage.steps
             before = [p.detach().clone() for p in self.model.parameters()] if logged else None
             self.optimizer.step()
             if before is not None:
@@ -497,7 +498,7 @@ class Trainer:
                 seen = rescored[name][side][0].detach()
                 for key, value in source_telemetry(pos_scores, seen, negs.valid.to(seen.device), c.margin).items():
                     metrics[f"{name}/side{side}/{key}"] = value
-        if (self.global_step + 1) % c.log_every == 0 or self.step_in_stage + 1 == self.stage.steps:
+        if logged:
             metrics.update(self._category_telemetry(mined, rescored, pos_scores))
         self._watch_collapse(scores_b.detach(), metrics)
         if self.dist.enabled:  # log the global batch, as a single process on it would, not rank 0's rows
