@@ -592,6 +592,29 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
             _write_atomic(ledger_dir / src.name, src.read_text())
 
 
+def _check_ledger_data(ledger: Path, digest: str, log: Any) -> None:
+    """Log which records of the ledger were trained on data other than ``digest`` (their ``provenance.json`` names
+    another; records made before digests were kept are not counted)."""
+    other: dict[str, list[str]] = {}
+    for path in sorted(ledger.glob("*/seed-*/provenance.json")):
+        recorded = _read_json(path).get("data")
+        if recorded and recorded != digest:
+            other.setdefault(recorded, []).append(f"{path.parent.parent.name}/{path.parent.name}")
+    for recorded, runs in other.items():
+        shown = ", ".join(runs[:4]) + (f" and {len(runs) - 4} more" if len(runs) > 4 else "")
+        log(f"[data] this data is {digest}, but {len(runs)} record(s) of the ledger trained on data {recorded} "
+            f"({shown}): differences paired with them mix two builds (the report marks those seeds †)")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    """A JSON object from a file, or {} when it is missing or unreadable (provenance is informative only)."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
 def _json_text(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True) + "\n"
 
@@ -637,6 +660,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     from negmine.trainer import Trainer
 
     machine_record()  # the commit this process starts with is the one its records name
+    data_checked: set[str] = set()  # data digests already checked against the ledger's records
 
     def archiver(method: Method, seed: int, record: Path) -> Callable[[str], None]:
         later = [(ledger / d.slug / f"seed-{seed}", read_lineage(out / d.slug / f"seed-{seed}")["run"])
@@ -698,9 +722,17 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                     task = build_task(pm, raw)
                     config = build_task_config(pm, task, raw, source=f"experiment method {method.name!r}")
                     resume = (run_dir / "checkpoints" / "last.pt").exists()
-                    if not resume or not (run_dir / "provenance.json").exists():
+                    digest = task.data_digest() if task.data_digest is not None else None
+                    started = run_dir / "provenance.json"
+                    if not resume or not started.exists():
                         run_dir.mkdir(parents=True, exist_ok=True)
-                        _write_atomic(run_dir / "provenance.json", _json_text(machine_record()))
+                        _write_atomic(started, _json_text({**machine_record(), **({"data": digest} if digest else {})}))
+                    elif digest and json.loads(started.read_text()).get("data") not in (None, digest):
+                        log(f"[data] {method.name} seed {seed}: resumes on data {digest}, but it started on data "
+                            f"{json.loads(started.read_text())['data']}: its record will mix two builds")
+                    if digest and ledger is not None and digest not in data_checked:  # once per experiment run
+                        data_checked.add(digest)
+                        _check_ledger_data(ledger, digest, log)
                     until = f" to step {stop_at} (its children start there)" if stop_at is not None else ""
                     log(f"[{'resume' if resume else 'train'}] {method.name} seed {seed}{until} -> {run_dir}")
                     trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())
@@ -787,7 +819,7 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
     ``out``, else the ledger's record of it (when not stale)."""
     methods = {}
     for method in exp.methods:
-        per_seed, lineages, earlier, validation = {}, {}, {}, {}
+        per_seed, lineages, earlier, validation, data = {}, {}, {}, {}, {}
         for seed in exp.seeds:
             run = Path(method.slug) / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
             roots = [out] + ([ledger] if ledger_state(ledger, exp, method, seed) == "ok" else [])
@@ -795,6 +827,9 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             if path is not None:
                 per_seed[seed] = _metric_rows(json.loads(path.read_text()))
                 lineages[seed] = read_lineage(path.parent)
+                digest = _read_json(path.parent / "provenance.json").get("data")
+                if digest:
+                    data[seed] = digest
                 curve = _validation_curve(path.parent / "summary.json")
                 if curve:
                     validation[seed] = curve
@@ -810,7 +845,7 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
             stats[k] = {"mean": mean, "std": std, "n": len(vals)}
         methods[method.name] = {"chain_steps": chain_steps(exp, method), "seeds": per_seed, "stats": stats,
-                                "lineage": lineages, "earlier": earlier, "validation": validation}
+                                "lineage": lineages, "earlier": earlier, "validation": validation, "data": data}
     return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
 
 
@@ -924,29 +959,35 @@ def _mean_std(stat: Mapping[str, Any], scale: float = 100.0, sign: str = "") -> 
 
 def paired_difference(results: Mapping[str, Any], method: str, baseline: str, key: str) -> dict[str, Any] | None:
     """``method``'s metric minus ``baseline``'s on the seeds both have (``{"per_seed": {seed: diff}, "mean": float,
-    "std": float, "unpaired": [seed, ...]}``), or None when they share no seed with the metric.
+    "std": float, "unpaired": [seed, ...], "mixed_data": [seed, ...]}``), or None when they share no seed with the
+    metric. ``mixed_data``: the paired seeds whose two runs recorded different data digests (see
+    :attr:`negmine.Task.data_digest`); seeds without a digest on either side are not counted.
 
     When ``baseline`` is in the chain ``method``'s run started from, the difference is taken against that very run
     of it (its lineage): the current record, or the earlier one it was trained from (a retrained baseline that came
     out different replaces the record); a seed whose baseline run was not recorded is left out, in ``unpaired``."""
     ours_m, base_m = results["methods"][method], results["methods"][baseline]
     ours, base = ours_m["seeds"], base_m["seeds"]
-    diffs, unpaired = {}, []
+    diffs, unpaired, mixed = {}, [], []
     for seed, v in ours.items():
         b = base.get(seed)
+        b_data = base_m.get("data", {}).get(seed)
         wanted = ours_m.get("lineage", {}).get(seed, {}).get("ancestors", {}).get(baseline)
         if wanted is not None and base_m.get("lineage", {}).get(seed, {}).get("run") != wanted:
-            b = base_m.get("earlier", {}).get(seed, {}).get(wanted)
+            b, b_data = base_m.get("earlier", {}).get(seed, {}).get(wanted), None
             if b is None:
                 unpaired.append(seed)
         if b is not None and key in v and key in b:
             diffs[seed] = v[key] - b[key]
+            a_data = ours_m.get("data", {}).get(seed)
+            if a_data and b_data and a_data != b_data:
+                mixed.append(seed)
     if not diffs:
         return None
     vals = list(diffs.values())
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return {"per_seed": diffs, "mean": mean, "std": std, "unpaired": unpaired}
+    return {"per_seed": diffs, "mean": mean, "std": std, "unpaired": unpaired, "mixed_data": mixed}
 
 
 def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -957,9 +998,17 @@ def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[s
     return {name: d for name, d in pairs if d is not None}
 
 
+# after a seed's paired difference whose two runs trained on different data builds (different digests)
+MIXED_MARK = "†"
+MIXED_NOTE = (f"{MIXED_MARK}: the two runs of this seed trained on different builds of the data (their provenance "
+              "names different data digests); the difference mixes the build's effect with the method's.")
+
+
 def _difference_text(d: Mapping[str, Any]) -> tuple[str, str]:
     """(``mean ± std`` in points, the per-seed differences) of a :func:`paired_difference`."""
-    per = ", ".join(f"{seed}: {100 * v:+.1f}" for seed, v in sorted(d["per_seed"].items()))
+    mixed = set(d.get("mixed_data") or ())
+    per = ", ".join(f"{seed}: {100 * v:+.1f}{MIXED_MARK if seed in mixed else ''}"
+                    for seed, v in sorted(d["per_seed"].items()))
     return _mean_std({**d, "n": len(d["per_seed"])}, sign="+"), per
 
 
@@ -985,10 +1034,12 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:mean-matched", "attr:context",
                             "attr:context-norm", "rendered", "word-frames")
                 if k in keys]
+    mixed = False  # any seed paired across two data builds: the tables then carry MIXED_NOTE
     for key in compared:
         diffs = paired_differences(results, key)
         if not diffs:
             continue
+        mixed = mixed or any(d["mixed_data"] for d in diffs.values())
         lines += ["", f"Paired differences in {key} against {names[0]} (same seed), in points:", "",
                   "| method | mean ± std | per seed |", "|---|---|---|"]
         for name, d in diffs.items():
@@ -998,6 +1049,7 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
         if m.baseline is None or m.name not in results["methods"] or m.baseline not in results["methods"]:
             continue
         cells = [paired_difference(results, m.name, m.baseline, key) for key in compared]
+        mixed = mixed or any(d["mixed_data"] for d in cells if d)
         if any(cells):
             rows.append(f"| {m.name} | {m.baseline} | " + " | ".join("{} ({})".format(*_difference_text(d)) if d else "-" for d in cells)
                         + " |")
@@ -1005,6 +1057,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
         lines += ["", "Paired differences against each method's `baseline` (same seeds), in points: mean ± std "
                   "(per seed):", "", "| method | baseline | " + " | ".join(compared) + " |",
                   "|" + "---|" * (len(compared) + 2), *rows]
+    if mixed:
+        lines += ["", MIXED_NOTE]
     points = branch_points(exp, results)
     if points:
         seeds = sorted({s for p in points for s in p["r10"]})

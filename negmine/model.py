@@ -349,6 +349,10 @@ class Task:
         user's config and flags.
     evaluators: extra evaluations for ``negmine eval``: name -> ``fn(model=, task=, run_dir=, device=, split=) -> dict``
         (called with keywords; a ``"markdown"`` entry of the result is put into the report as is).
+    data_digest: ``() -> str``, a short identity of the data on disk the splits read (a content hash), or None for
+        data made from code and seed alone. The experiment runner records it in each run's ``provenance.json`` and
+        flags records paired across different digests: a dataset built again can train differently even where its
+        counts agree. Called lazily (hashing a dataset takes seconds), at most once per run.
     """
 
     name: str
@@ -360,6 +364,7 @@ class Task:
     resources: dict[str, Any] = attrs.field(factory=dict)
     defaults: dict[str, Any] = attrs.field(factory=dict)
     evaluators: dict[str, Callable[..., dict]] = attrs.field(factory=dict)
+    data_digest: Callable[[], str] | None = None
 
 
 @attrs.frozen

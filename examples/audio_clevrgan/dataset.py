@@ -77,6 +77,45 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+# derived files (feature caches, this digest's own cache) and an unfinished build's state are not the dataset
+_NOT_CONTENT = ("cache", ".progress")
+
+
+def content_digest(root: str | Path) -> str:
+    """The first 16 hex digits of a SHA-256 over every file of a built dataset (relative path, size and bytes, in
+    path order; ``cache/`` and ``.progress/`` left out): two builds train alike only if these agree.
+
+    Hashing a full build (about 1.5 GB) takes seconds, so the result is kept in ``cache/content-digest.json`` with a
+    stamp of every file's path, size and modification time, and read back while the stamp agrees."""
+    root = Path(root)
+    files = sorted(p for p in root.rglob("*")
+                   if p.is_file() and p.relative_to(root).parts[0] not in _NOT_CONTENT)
+    stamp = hashlib.sha256()
+    for path in files:
+        info = path.stat()
+        stamp.update(f"{path.relative_to(root).as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    cache = root / "cache" / "content-digest.json"
+    try:
+        kept = json.loads(cache.read_text())
+        if kept.get("stamp") == stamp.hexdigest() and isinstance(kept.get("digest"), str):
+            return kept["digest"]
+    except (OSError, ValueError, AttributeError):
+        pass
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
+        with open(path, "rb") as fh:
+            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
+                digest.update(block)
+    short = digest.hexdigest()[:16]
+    try:  # a read-only dataset is hashed again next time, nothing worse
+        cache.parent.mkdir(exist_ok=True)
+        _atomic_json(cache, {"stamp": stamp.hexdigest(), "digest": short})
+    except OSError:
+        pass
+    return short
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Image sources: where the images (and their symbolic description) come from
 # --------------------------------------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from torch import Tensor
 from negmine import Batch, PairedDataset, Task
 from negmine.errors import DataError, UnknownNameError
 
-from .dataset import load_features, load_image, read_dataset
+from .dataset import content_digest, load_features, load_image, read_dataset
 from .davenet import PROFILES, build_model, parse_overrides, parse_value
 
 DEFAULT_DATA = "data/audio-clevrgan"
@@ -426,6 +426,7 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         defaults=dict(TASK_DEFAULTS[profile]),
         evaluators={"attributes": attribute_test, "rendered": rendered_test, "grounding": word_evidence,
                     "figures": figures},
+        data_digest=lambda: content_digest(root),
     )
 
 

@@ -129,7 +129,7 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
     prof = PROFILES[profile]
     n_train = int(opts["n_train"] or prof["n_train"])
     n_val = int(opts["n_val"] or prof["n_val"])
-    splits = {}
+    splits, made_tensors = {}, {}
     gan = TinyGan(int(opts["latent_dim"]), int(opts["data_seed"])) if profile == "gan" else None
     for split, n in (("train", n_train), ("val", n_val), ("test", n_val)):
         a, b, groups, z = make_pairs(n, int(opts["latent_dim"]), float(opts["noise"]), int(opts["views"]),
@@ -138,6 +138,7 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
             with torch.no_grad():
                 a = (gan(z) + 1) / 2
         splits[split] = TensorPairs(a, b, groups=groups, extras={"latent": z})
+        made_tensors[split] = (a, b)
     torch.manual_seed(seed)
     model = ToyDualEncoder(prof["hidden"], prof["dim"], score=str(opts["score"]), dense=profile == "dense",
                            gan=profile == "gan")
@@ -150,5 +151,18 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
                 "weight_decay": 0.0, "log_every": 20, "checkpoint_every": 100}
     if profile in ("small", "gan"):
         defaults.update(batch_size=32, steps=60, log_every=10, checkpoint_every=20)
+    made = [t for split in ("train", "val", "test") for t in made_tensors[split]]
     return Task("toy", model, splits["train"], splits["val"], splits["test"], frozenset(provides), resources,
-                defaults=defaults)
+                defaults=defaults, data_digest=lambda: _tensor_digest(made))
+
+
+def _tensor_digest(tensors: list[Tensor]) -> str:
+    """16 hex digits of a SHA-256 over the tensors' shapes and bytes: the toy data is made in memory, so its identity
+    is its content (a change to the generator or its options shows, as a rebuilt dataset on disk would)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for t in tensors:
+        digest.update(f"{tuple(t.shape)} {t.dtype}\n".encode())
+        digest.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -69,6 +69,28 @@ def test_another_seed_differs(tmp_path):
     assert (a / "images" / "000000.png").read_bytes() != (b / "images" / "000000.png").read_bytes()
 
 
+def test_content_digest_names_the_bytes_and_is_kept_while_files_are_unchanged(built, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(built, copy, ignore=shutil.ignore_patterns("cache"))
+    digest = ds.content_digest(copy)
+    assert len(digest) == 16 and digest == ds.content_digest(built)  # content, not where or when it was written
+    kept = copy / "cache" / "content-digest.json"
+    # read back while every file's stamp agrees (shown by a planted value), not hashed again
+    kept.write_text(json.dumps({**json.loads(kept.read_text()), "digest": "planted"}))
+    assert ds.content_digest(copy) == "planted"
+    (copy / "cache" / "features-extra.pt").write_bytes(b"derived")  # derived files are not the dataset
+    assert ds.content_digest(copy) == "planted"
+    # one changed byte of one image: another digest
+    image = copy / "images" / "000000.png"
+    raw = bytearray(image.read_bytes())
+    raw[-1] ^= 1
+    image.write_bytes(bytes(raw))
+    changed = ds.content_digest(copy)
+    assert changed not in (digest, "planted")
+    image.write_bytes(bytes(raw[:-1]) + bytes([raw[-1] ^ 1]))
+    assert ds.content_digest(copy) == digest
+
+
 def test_validation_names_the_broken_file(built, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(built, broken)

@@ -90,3 +90,27 @@ def test_a_words_block_lists_each_words_paired_auc_from_the_runs_evaluations():
     # the block form regenerates like the metric blocks
     block = "<!-- paired-words: scene-iso05-excl-cpu | Hard Neg | DaveNet -->\nstale\n<!-- paired: end -->"
     assert headline.update_paired(block) == block.replace("stale\n", text)
+
+
+def test_a_paired_block_marks_seeds_whose_runs_trained_on_different_data(tmp_path):
+    import json
+    import shutil
+
+    from negmine.experiment import MIXED_MARK, MIXED_NOTE
+
+    experiments, results = tmp_path / "experiments", tmp_path / "results"
+    shutil.copytree(headline.EXPERIMENTS, experiments)
+    ledger = results / "scene-iso05-excl-cpu-runs"
+    shutil.copytree(headline.RESULTS / "scene-iso05-excl-cpu-runs", ledger)
+    # seed 0: the two runs name different builds; seed 1: the same build; the other seeds: no digest (older records)
+    for slug, seed, digest in (("davenet", 0, "a" * 16), ("hard-neg", 0, "b" * 16), ("davenet", 1, "c" * 16),
+                               ("hard-neg", 1, "c" * 16)):
+        path = ledger / slug / f"seed-{seed}" / "provenance.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "data": digest}))
+    text = headline.render_paired("scene-iso05-excl-cpu", "Hard Neg", "DaveNet", experiments, results)
+    row = next(line for line in text.splitlines() if line.startswith("| **Table 1 protocol"))
+    per_seed = dict(part.split(": ") for part in row.split("|")[5].strip().split(", "))
+    assert per_seed["0"].endswith(MIXED_MARK) and not any(v.endswith(MIXED_MARK) for s, v in per_seed.items() if s != "0")
+    assert text.rstrip().endswith(MIXED_NOTE)
+    # the committed ledger, without digests, is not marked
+    assert MIXED_MARK not in headline.render_paired("scene-iso05-excl-cpu", "Hard Neg", "DaveNet")

@@ -537,3 +537,42 @@ def test_per_word_and_in_context_rows_reach_the_results_but_not_the_report_table
     results = {"methods": {m.name: {"chain_steps": 30, "seeds": {0: rows}, "stats": stats} for m in exp.methods}}
     text = render_results(exp, results)
     assert "attr:shape" in text and "attr:word:" not in text and "attr:context:" not in text
+
+
+def test_runs_record_their_data_and_pairs_across_two_builds_are_flagged(tmp_path, capsys):
+    """Each run's provenance names the data it trained on (the task's digest); a run resumed on other data, a ledger
+    holding records of other data, and paired differences across two builds are all reported."""
+    from negmine.experiment import MIXED_NOTE
+
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT.replace("total_steps = 30", "total_steps = 30\n[settings]\ncheckpoint_every = 5"))
+    stopper = tmp_path / "stopper.py"
+    stopper.write_text(STOP_IN_HARD_NEG)
+    out, ledger = tmp_path / "out", tmp_path / "ledger"
+    args = ["experiment", str(path), "--seed", "0", "--method", "Hard Neg", "--out", str(out), "--ledger", str(ledger),
+            "-q"]
+    assert main(["-p", str(stopper), *args]) == 130
+    digest = json.loads((ledger / "random" / "seed-0" / "provenance.json").read_text())["data"]
+    assert len(digest) == 16 and int(digest, 16) >= 0
+    started = out / "hard-neg" / "seed-0" / "provenance.json"
+    assert json.loads(started.read_text())["data"] == digest  # both rows trained on the same toy data
+
+    # as if the interrupted run had started on another build, and the parent's record came from a third one
+    for file, other in ((started, "f" * 16), (ledger / "random" / "seed-0" / "provenance.json", "0" * 16)):
+        file.write_text(json.dumps({**json.loads(file.read_text()), "data": other}))
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert f"Hard Neg seed 0: resumes on data {digest}, but it started on data {'f' * 16}" in err
+    assert f"this data is {digest}, but 1 record(s) of the ledger trained on data {'0' * 16} (random/seed-0)" in err
+
+    # the report, from the ledger alone: Hard Neg (started on ffff...) against Random (0000...) mixes two builds
+    report = tmp_path / "report"
+    assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
+    text = (report / "results.md").read_text()
+    assert "| Hard Neg | " in text and "0: " in text and "†" in text and MIXED_NOTE in text
+    # records of one build (or without digests, made before they were kept) are not flagged
+    for file in ledger.glob("*/seed-0/provenance.json"):
+        file.write_text(json.dumps({k: v for k, v in json.loads(file.read_text()).items() if k != "data"}))
+    assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
+    assert MIXED_NOTE not in (report / "results.md").read_text()
