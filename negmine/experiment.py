@@ -882,12 +882,37 @@ def branch_points(exp: Experiment, results: Mapping[str, Any]) -> list[dict[str,
               for k, v in curve.items() if int(k) == step}
         if not at:
             continue
-        values = sorted(at.values())
-        n = len(values)
-        median = (values[(n - 1) // 2] + values[n // 2]) / 2
-        slow = sorted(s for s, v in at.items() if 100 * (median - v) >= SLOW_START_POINTS)
+        median, slow = _slow_seeds(at)
         out.append({"parent": parent, "step": step, "children": children, "r10": dict(sorted(at.items())),
                     "median": median, "slow": slow})
+    return out
+
+
+def _slow_seeds(at: Mapping[int, float]) -> tuple[float, list[int]]:
+    """(the median of the seeds' values, the seeds at least :data:`SLOW_START_POINTS` points below it)."""
+    values = sorted(at.values())
+    n = len(values)
+    median = (values[(n - 1) // 2] + values[n // 2]) / 2
+    return median, sorted(s for s, v in at.items() if 100 * (median - v) >= SLOW_START_POINTS)
+
+
+def slow_starts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per method with two or more seeds: validation R@10 (in [0, 1]) per seed at the first step after step 0 that
+    every seed evaluated, and the seeds flagged there as slow starts (the rule of :func:`branch_points`). A slow
+    seed's paired differences mostly measure its slow start, whichever row it is in: a reader should see it
+    beside the mean. Methods whose seeds share no evaluated step are left out."""
+    out = []
+    for name, m in results["methods"].items():
+        curves = {int(seed): {int(k): v for k, v in curve.items()} for seed, curve in (m.get("validation") or {}).items()}
+        if len(curves) < 2:
+            continue
+        shared = set.intersection(*(set(c) for c in curves.values())) - {0}
+        if not shared:
+            continue
+        step = min(shared)
+        at = {seed: curve[step] for seed, curve in sorted(curves.items())}
+        median, slow = _slow_seeds(at)
+        out.append({"method": name, "step": step, "r10": at, "median": median, "slow": slow})
     return out
 
 
@@ -1059,6 +1084,14 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
                   "|" + "---|" * (len(compared) + 2), *rows]
     if mixed:
         lines += ["", MIXED_NOTE]
+    slow = [s for s in slow_starts(results) if s["slow"]]
+    if slow:
+        lines += ["", f"Slow starts: seeds whose validation R@10 at their first evaluation is {SLOW_START_POINTS:.0f}+ "
+                  "points below the median of the method's seeds (in %; their paired differences mostly measure the "
+                  "slow start):", "", "| method | step | median | slow seeds |", "|---|---|---|---|"]
+        for s in slow:
+            seeds = ", ".join(f"{seed}: {100 * s['r10'][seed]:.1f}" for seed in s["slow"])
+            lines.append(f"| {s['method']} | {s['step']} | {100 * s['median']:.1f} | {seeds} |")
     points = branch_points(exp, results)
     if points:
         seeds = sorted({s for p in points for s in p["r10"]})

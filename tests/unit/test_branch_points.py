@@ -65,3 +65,29 @@ def test_two_seeds_flag_the_lower_one_when_far_apart(tmp_path):
     assert branch_points(exp, results)[0]["slow"] == [1]
     text = render_results(exp, results)
     assert "| A@10 | B, C | 86.2 | **36.8** |" in text
+
+
+def test_slow_starts_are_flagged_for_every_method_at_its_first_shared_evaluation(tmp_path):
+    from negmine.experiment import slow_starts
+
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT)
+    exp = load_experiment(path)
+    for seed, (at5, at10) in enumerate([(0.30, 0.80), (0.70, 0.85), (0.72, 0.83)]):
+        write_run(tmp_path / "out", "a", seed, {0: 0.02, 5: at5, 10: at10, 20: 0.9})
+    write_run(tmp_path / "out", "b", 0, {0: 0.8, 4: 0.5})  # B: seed 0 evaluated at 4, seed 1 not at all
+    write_run(tmp_path / "out", "b", 1, {0: 0.8, 6: 0.9})
+    write_run(tmp_path / "out", "c", 0, {0: 0.8, 5: 0.2, 10: 0.9})  # C: one seed only
+    results = collect(exp, tmp_path / "out")
+    (a,) = slow_starts(results)  # B's seeds share no evaluated step, C has one seed
+    # step 5 is the first after step 0 that every seed of A evaluated; seed 0 is 40 points below the median 0.70
+    assert a["method"] == "A" and a["step"] == 5 and a["median"] == 0.70 and a["slow"] == [0]
+    assert slow_starts(json.loads(json.dumps(results))) == [a]  # read back from results.json
+    text = render_results(exp, results)
+    assert "| A | 5 | 70.0 | 0: 30.0 |" in text
+    # a seed 15 points below is not a slow start, and the report then has no such table
+    write_run(tmp_path / "out2", "a", 0, {0: 0.02, 5: 0.55, 20: 0.9})
+    write_run(tmp_path / "out2", "a", 1, {0: 0.02, 5: 0.70, 20: 0.9})
+    write_run(tmp_path / "out2", "a", 2, {0: 0.02, 5: 0.72, 20: 0.9})
+    results = collect(exp, tmp_path / "out2")
+    assert slow_starts(results)[0]["slow"] == [] and "Slow starts" not in render_results(exp, results)
