@@ -951,19 +951,20 @@ def _machine_record_once() -> dict[str, str]:
 
 def provenance(command: str, ledger: Path | None = None) -> list[str]:
     """Markdown lines naming the command, the git commit of the working directory and the machine, and, with a
-    ledger, the commits and machines its runs were recorded with."""
+    ledger, the commits, machines and data digests its runs were recorded with."""
     here = machine_record()
     lines = [f"- command: `{command}`", f"- commit: {here['commit']}", f"- machine: {here['machine']}"]
     if ledger is not None and ledger.is_dir():
-        seen: dict[tuple[str, str, str], int] = {}
+        seen: dict[tuple[str, str, str, str], int] = {}
         for path in sorted(ledger.glob("*/seed-*/provenance.json")):
             record = json.loads(path.read_text())
             for what, entry in (("recorded", record), ("re-evaluated", record.get("evaluated"))):
                 if entry:
-                    key = (what, entry.get("commit", "?"), entry.get("machine", "?"))
+                    data = f", data {record['data']}" if what == "recorded" and record.get("data") else ""
+                    key = (what, entry.get("commit", "?"), entry.get("machine", "?"), data)
                     seen[key] = seen.get(key, 0) + 1
-        for (what, commit, machine), n in seen.items():
-            lines.append(f"- {n} run(s) of the ledger {what} at commit {commit} on {machine}")
+        for (what, commit, machine, data), n in seen.items():
+            lines.append(f"- {n} run(s) of the ledger {what} at commit {commit} on {machine}{data}")
     return [*lines, ""]
 
 

@@ -571,6 +571,7 @@ def test_runs_record_their_data_and_pairs_across_two_builds_are_flagged(tmp_path
     assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
     text = (report / "results.md").read_text()
     assert "| Hard Neg | " in text and "0: " in text and "†" in text and MIXED_NOTE in text
+    assert f", data {'0' * 16}" in text and f", data {'f' * 16}" in text  # the header lists the builds recorded
     # records of one build (or without digests, made before they were kept) are not flagged
     for file in ledger.glob("*/seed-0/provenance.json"):
         file.write_text(json.dumps({k: v for k, v in json.loads(file.read_text()).items() if k != "data"}))
