@@ -3,6 +3,7 @@
 Layout of a dataset directory::
 
     dataset.json        format version, seed, source, checkpoint SHA-256s, feature parameters, split counts
+    build.json          what built it: package versions, Python, CPU, negmine's commit (not part of the content)
     manifest.jsonl      one pair per line: id, split, image, audio, latent_row, speaker, caption, objects, pixels
     latents.npy         Float32[N, Z] GAN latents (source "gan" only); manifest rows point into it
     images/NNNNNN.png   64x64 (or 128x128) RGB
@@ -77,8 +78,26 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-# derived files (feature caches, this digest's own cache) and an unfinished build's state are not the dataset
-_NOT_CONTENT = ("cache", ".progress")
+# derived files (feature caches, this digest's own cache), an unfinished build's state and the record of what built
+# it (two builds by other commits or package versions can be byte-identical) are not the dataset
+_NOT_CONTENT = ("cache", ".progress", "build.json")
+
+
+def build_record() -> dict[str, Any]:
+    """What a build ran on: the package versions that make its bytes (images, speech, features), Python, the CPU
+    and negmine's commit. Written to ``build.json``; when two builds' digests differ, this says where to look."""
+    import importlib.metadata
+    import platform
+
+    versions = {}
+    for package in ("torch", "numpy", "pillow", "soundfile", "espeakng-loader", "scipy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    from negmine.experiment import machine_record
+
+    return {"packages": versions, "python": platform.python_version(), **machine_record()}
 
 
 def content_digest(root: str | Path) -> str:
@@ -518,6 +537,7 @@ class Builder:
             if not (self.out / f"{name}.pt").exists():
                 shutil.copyfile(ck, self.out / f"{name}.pt")
         header = dict(header, image_size=size)
+        _atomic_json(self.out / "build.json", build_record())
         # dataset.json last: its presence marks a complete build
         (self.out / "dataset.json").write_text(json.dumps(header, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(progress_dir)

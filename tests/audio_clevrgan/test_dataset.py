@@ -40,6 +40,11 @@ def test_layout_and_manifest(built):
     words = (built / "semantic" / "words.jsonl").read_text().splitlines()
     assert len(words) == 15 * len(meta["speakers"])
     assert len((built / "rendered" / "manifest.jsonl").read_text().splitlines()) == 6
+    import torch
+
+    record = json.loads((built / "build.json").read_text())
+    assert record["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
+    assert {"numpy", "pillow", "soundfile", "espeakng-loader"} <= set(record["packages"]) and record["commit"]
 
 
 def test_build_is_deterministic_and_resumable(built, tmp_path, monkeypatch):
@@ -79,6 +84,7 @@ def test_content_digest_names_the_bytes_and_is_kept_while_files_are_unchanged(bu
     kept.write_text(json.dumps({**json.loads(kept.read_text()), "digest": "planted"}))
     assert ds.content_digest(copy) == "planted"
     (copy / "cache" / "features-extra.pt").write_bytes(b"derived")  # derived files are not the dataset
+    (copy / "build.json").write_text("{}")  # nor the record of what built it
     assert ds.content_digest(copy) == "planted"
     # one changed byte of one image: another digest
     image = copy / "images" / "000000.png"
