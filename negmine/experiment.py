@@ -592,6 +592,26 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
             _write_atomic(ledger_dir / src.name, src.read_text())
 
 
+def _check_parent_checkpoints(exp: Experiment, methods: list[Method], must: set[str], in_out: Mapping[str, bool],
+                              out: Path, seed: int) -> None:
+    """Every method about to train from a parent run finished in ``out`` needs the checkpoint of its init step there.
+    A parent that finished before a method starting from that step was added kept none: say so, and how to go on,
+    before anything trains (the runner does not move a finished run aside on its own)."""
+    problems = []
+    for method in methods:
+        if method.parent is None or method.name not in must or in_out[method.name] or not in_out.get(method.parent):
+            continue
+        parent_dir = out / exp.method(method.parent).slug / f"seed-{seed}"
+        if not (parent_dir / "checkpoints" / f"step-{method.parent_step}.pt").exists():
+            problems.append(
+                f"{method.name} seed {seed} starts from {method.parent}@{method.parent_step}, but the finished run "
+                f"{str(parent_dir)!r} kept no checkpoint at step {method.parent_step} (it ran before a method started "
+                f"there). Move that run directory away: with its ledger record, the runner then trains it again to "
+                f"step {method.parent_step} and checks it against the record; or use another --out")
+    if problems:
+        raise ConfigError(problems, source=f"--out {str(out)!r}")
+
+
 def _check_ledger_data(ledger: Path, digest: str, log: Any) -> None:
     """Log which records of the ledger were trained on data other than ``digest`` (their ``provenance.json`` names
     another; records made before digests were kept are not counted)."""
@@ -675,6 +695,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
         states = {m.name: ledger_state(ledger, exp, m, seed) for m in methods}
         in_ledger = {name: state == "ok" for name, state in states.items()}
         must = ledger_runs_needed(exp, methods, {k: in_out[k] or in_ledger[k] for k in in_out}, in_out)
+        _check_parent_checkpoints(exp, methods, must, in_out, out, seed)
         for method in methods:
             run_dir = out / method.slug / f"seed-{seed}"
             record = None if ledger is None else ledger / method.slug / f"seed-{seed}"

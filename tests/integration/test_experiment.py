@@ -577,3 +577,26 @@ def test_runs_record_their_data_and_pairs_across_two_builds_are_flagged(tmp_path
         file.write_text(json.dumps({k: v for k, v in json.loads(file.read_text()).items() if k != "data"}))
     assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
     assert MIXED_NOTE not in (report / "results.md").read_text()
+
+
+def test_a_method_added_after_its_parent_finished_names_the_missing_checkpoint_and_the_way_on(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(EVALUATED)  # validation evaluations let a retrained prefix be checked against the record
+    out, ledger = tmp_path / "out", tmp_path / "ledger"
+    assert main(["experiment", str(path), "--out", str(out), "--ledger", str(ledger), "--seed", "0", "--method", "Random",
+                 "-q"]) == 0
+    # a method starting from Random@20: the finished run kept step 10 (Hard Neg's start), not step 20
+    path.write_text(EVALUATED + '\n[[methods]]\nname = "Late"\ninit = "Random@20"\nnegatives = ["random"]\nsteps = 10\n')
+    args = ["experiment", str(path), "--out", str(out), "--ledger", str(ledger), "--seed", "0", "--method", "Late", "-q"]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "Late seed 0 starts from Random@20, but the finished run" in err and "kept no checkpoint at step 20" in err
+    assert "Move that run directory away" in err and "Traceback" not in err and not (out / "late").exists()
+    # as the message says: moved away, Random is trained again to step 20, found to be the record's run, and Late trains
+    (out / "random").rename(tmp_path / "random-finished")
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "[train] Random seed 0 to step 20" in err and "the same run as the ledger's record" in err
+    assert "[train] Late seed 0" in err
+    assert (ledger / "late" / "seed-0" / "eval-test.json").exists()
