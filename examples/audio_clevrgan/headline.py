@@ -173,6 +173,10 @@ VARIANTS: tuple[Row, ...] = (
         "words, data built again", "scene-iso05-excl-cpu-redo",
         "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 0)",
         "DaveNet, GAN, 5% isolated words, data built again"),
+    Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight 0.5, 1,200 steps from DaveNet's step 400, 5% "
+        "isolated words, data built again", "scene-iso05-excl-cpu-redo",
+        "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 400)",
+        "DaveNet, GAN, 5% isolated words, data built again"),
     # a budget of 2,400 steps for DaveNet and the cube-2x row (scene-iso05-excl-2400-cpu.toml, on the data built again)
     Row("DaveNet, GAN, 5% isolated words, 2,400 steps", "scene-iso05-excl-2400-cpu", "DaveNet"),
     Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight 0.5, 2,400 steps from step 0, 5% isolated "
