@@ -748,9 +748,9 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                     if not resume or not started.exists():
                         run_dir.mkdir(parents=True, exist_ok=True)
                         _write_atomic(started, _json_text({**machine_record(), **({"data": digest} if digest else {})}))
-                    elif digest and json.loads(started.read_text()).get("data") not in (None, digest):
+                    elif digest and (began := _read_json(started).get("data")) not in (None, digest):
                         log(f"[data] {method.name} seed {seed}: resumes on data {digest}, but it started on data "
-                            f"{json.loads(started.read_text())['data']}: its record will mix two builds")
+                            f"{began}: its record will mix two builds")
                     if digest and ledger is not None and digest not in data_checked:  # once per experiment run
                         data_checked.add(digest)
                         _check_ledger_data(ledger, digest, log)

@@ -71,11 +71,15 @@ def split_of(index: int, sizes: dict[str, int]) -> str:
 
 
 def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
+    return _hash_file(hashlib.sha256(), path).hexdigest()
+
+
+def _hash_file(digest: Any, path: str | Path) -> Any:
+    """``digest`` updated with the file's bytes, read in 1 MiB blocks."""
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()
+    return digest
 
 
 # derived files (feature caches, this digest's own cache), an unfinished build's state and the record of what built
@@ -102,17 +106,16 @@ def build_record() -> dict[str, Any]:
 
 def content_digest(root: str | Path) -> str:
     """The first 16 hex digits of a SHA-256 over every file of a built dataset (relative path, size and bytes, in
-    path order; ``cache/`` and ``.progress/`` left out): two builds train alike only if these agree.
+    path order; ``cache/``, ``.progress/`` and ``build.json`` left out): two builds train alike only if these agree.
 
     Hashing a full build (about 1.5 GB) takes seconds, so the result is kept in ``cache/content-digest.json`` with a
     stamp of every file's path, size and modification time, and read back while the stamp agrees."""
     root = Path(root)
-    files = sorted(p for p in root.rglob("*")
+    files = sorted((p.relative_to(root).as_posix(), p, p.stat()) for p in root.rglob("*")
                    if p.is_file() and p.relative_to(root).parts[0] not in _NOT_CONTENT)
     stamp = hashlib.sha256()
-    for path in files:
-        info = path.stat()
-        stamp.update(f"{path.relative_to(root).as_posix()}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
+    for name, _, info in files:
+        stamp.update(f"{name}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     cache = root / "cache" / "content-digest.json"
     try:
         kept = json.loads(cache.read_text())
@@ -121,11 +124,9 @@ def content_digest(root: str | Path) -> str:
     except (OSError, ValueError, AttributeError):
         pass
     digest = hashlib.sha256()
-    for path in files:
-        digest.update(f"{path.relative_to(root).as_posix()}\0{path.stat().st_size}\0".encode())
-        with open(path, "rb") as fh:
-            for block in iter(lambda fh=fh: fh.read(1 << 20), b""):
-                digest.update(block)
+    for name, path, info in files:
+        digest.update(f"{name}\0{info.st_size}\0".encode())
+        _hash_file(digest, path)
     short = digest.hexdigest()[:16]
     try:  # a read-only dataset is hashed again next time, nothing worse
         cache.parent.mkdir(exist_ok=True)

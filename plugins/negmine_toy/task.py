@@ -129,7 +129,7 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
     prof = PROFILES[profile]
     n_train = int(opts["n_train"] or prof["n_train"])
     n_val = int(opts["n_val"] or prof["n_val"])
-    splits, made_tensors = {}, {}
+    splits, made = {}, []  # made: every split's tensors, for the data digest
     gan = TinyGan(int(opts["latent_dim"]), int(opts["data_seed"])) if profile == "gan" else None
     for split, n in (("train", n_train), ("val", n_val), ("test", n_val)):
         a, b, groups, z = make_pairs(n, int(opts["latent_dim"]), float(opts["noise"]), int(opts["views"]),
@@ -138,7 +138,7 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
             with torch.no_grad():
                 a = (gan(z) + 1) / 2
         splits[split] = TensorPairs(a, b, groups=groups, extras={"latent": z})
-        made_tensors[split] = (a, b)
+        made += [a, b]
     torch.manual_seed(seed)
     model = ToyDualEncoder(prof["hidden"], prof["dim"], score=str(opts["score"]), dense=profile == "dense",
                            gan=profile == "gan")
@@ -151,7 +151,6 @@ def build_toy(profile: str = "default", seed: int = 0, options: dict | None = No
                 "weight_decay": 0.0, "log_every": 20, "checkpoint_every": 100}
     if profile in ("small", "gan"):
         defaults.update(batch_size=32, steps=60, log_every=10, checkpoint_every=20)
-    made = [t for split in ("train", "val", "test") for t in made_tensors[split]]
     return Task("toy", model, splits["train"], splits["val"], splits["test"], frozenset(provides), resources,
                 defaults=defaults, data_digest=lambda: _tensor_digest(made))
 
