@@ -79,6 +79,19 @@ class StageConfig:
     group_weights: tuple[float, ...] = ()  # per group of ``combine``: the factor of its loss terms (empty: all 1)
     init_optimizer: bool = False  # with init = a checkpoint: also load its optimizer state (moments, step counts)
     negative_encoding: str = "joint"  # see _TOP_FIELDS["negative_encoding"]
+    # per group: the factor at the stage's first step, moving linearly to group_weights over group_weights_ramp
+    # steps (empty or a ramp of 0: group_weights from the first step)
+    group_weights_start: tuple[float, ...] = ()
+    group_weights_ramp: int = 0
+
+    def group_weights_at(self, step_in_stage: int) -> tuple[float, ...]:
+        """The group weights of the stage's step ``step_in_stage`` (0-based): ``group_weights_start`` at step 0,
+        ``group_weights`` from step ``group_weights_ramp`` on, linear in between; empty when neither is set."""
+        if not self.group_weights_ramp or not self.group_weights_start:
+            return self.group_weights
+        end = self.group_weights or (1.0,) * len(self.group_weights_start)
+        t = min(1.0, step_in_stage / self.group_weights_ramp)
+        return tuple(a + (b - a) * t for a, b in zip(self.group_weights_start, end, strict=True))
 
 
 _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
@@ -97,6 +110,11 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
                   "or a list with one per group"),
     "group_weights": ((int, float, list), 1.0, "per group of combine: the factor of its loss terms; one number for "
                       "every group or a list with one per group (e.g. [1.0, 0.5])"),
+    "group_weights_start": ((int, float, list, type(None)), None, "per group of combine: the factor of its loss "
+                            "terms at the stage's first step, moving linearly to group_weights over "
+                            "group_weights_ramp steps (e.g. [1.0, 0.0] fades the second group in)"),
+    "group_weights_ramp": (int, 0, "steps over which the group weights move from group_weights_start to "
+                           "group_weights, counted from the start of each stage (0: no ramp)"),
     "negative_encoding": (str, "joint", "how negatives given as inputs or dataset ids (GAN edits, corpus negatives) go "
                           "through the encoder: joint (in one forward pass with the batch's side they replace, so "
                           "BatchNorm normalises positives and negatives alike), joint-clean (the same, but that pass "
@@ -124,7 +142,7 @@ _TOP_FIELDS: dict[str, tuple[type | tuple[type, ...], Any, str]] = {
     "stages": ((list, type(None)), None, "curriculum stages ([[stages]] tables)"),
 }
 _STAGE_KEYS = {"name", "steps", "negatives", "combine", "init", "generators", "lr", "reduction", "group_weights",
-               "init_optimizer", "negative_encoding"}
+               "group_weights_start", "group_weights_ramp", "init_optimizer", "negative_encoding"}
 NEGATIVE_ENCODINGS = ("joint", "joint-clean", "separate")
 
 
@@ -254,6 +272,26 @@ def _check_group_weights(where: str, value: Any, groups: int, problems: list[str
                         f"combine), got {value!r}")
         return (1.0,) * groups
     return tuple(float(x) for x in numbers)
+
+
+def _check_ramp(where: str, start: Any, ramp: Any, groups: int, problems: list[str]) -> tuple[tuple[float, ...], int]:
+    """group_weights_start and group_weights_ramp -> (start per group or (), ramp steps); problems appended."""
+    if not isinstance(ramp, int) or isinstance(ramp, bool) or ramp < 0:
+        problems.append(f"{where}group_weights_ramp: expected an integer >= 0 (steps), got {ramp!r}")
+        ramp = 0
+    if start is None or (isinstance(start, (list, tuple)) and not start):  # a run's config.json writes unset as []
+        if ramp:
+            problems.append(f"{where}group_weights_ramp: {ramp} steps, but from what? Give group_weights_start (the "
+                            "weights at the stage's first step)")
+        return (), 0
+    before = len(problems)
+    weights = _check_group_weights(where, start, groups, problems)
+    if len(problems) > before:
+        problems[-1] = problems[-1].replace(f"{where}group_weights:", f"{where}group_weights_start:", 1)
+    elif not ramp:
+        problems.append(f"{where}group_weights_start: needs group_weights_ramp > 0 (the steps over which the weights "
+                        "move to group_weights)")
+    return weights, ramp
 
 
 def _check_combine(where: str, negatives: Sequence[str], combine: Any, problems: list[str]) -> tuple:
@@ -425,8 +463,10 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
         reduction = _check_reduction("", values["reduction"], len(combine), problems)
         weights = _check_group_weights("", values["group_weights"], len(combine), problems)
         encoding = _check_negative_encoding("", values["negative_encoding"], problems)
+        start, ramp = _check_ramp("", values["group_weights_start"], values["group_weights_ramp"], len(combine),
+                                  problems)
         stages.append(StageConfig("main", values["steps"], names, combine, reduction=reduction, group_weights=weights,
-                                  negative_encoding=encoding))
+                                  negative_encoding=encoding, group_weights_start=start, group_weights_ramp=ramp))
     else:
         if not raw_stages:
             problems.append("stages: give at least one [[stages]] table")
@@ -487,14 +527,17 @@ def build_config(raw: Mapping[str, Any], generators: Mapping[str, type], source:
                 init_optimizer = False
             encoding = _check_negative_encoding(where, st.get("negative_encoding", values["negative_encoding"]),
                                                 problems)
+            start, ramp = _check_ramp(where, st.get("group_weights_start", values["group_weights_start"]),
+                                      st.get("group_weights_ramp", values["group_weights_ramp"]), len(combine),
+                                      problems)
             stages.append(StageConfig(name, steps, names, combine, init, merged_gens, lr, reduction, weights,
-                                      init_optimizer, encoding))
+                                      init_optimizer, encoding, start, ramp))
     if problems:
         raise ConfigError(problems, source=source)
     if raw_stages is None:
         stages = [attrs.evolve(stages[0], generators=dict(gen_opts))]
     del values["steps"], values["negatives"], values["combine"], values["reduction"], values["group_weights"]
-    del values["negative_encoding"]
+    del values["negative_encoding"], values["group_weights_start"], values["group_weights_ramp"]
     values["stages"] = tuple(stages)
     return TrainConfig(**values)
 

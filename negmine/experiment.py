@@ -80,10 +80,10 @@ _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metri
         "extends"}
 LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction",
-           "group_weights", "init_optimizer", "negative_encoding", "baseline", "settings"}
+           "group_weights", "group_weights_start", "group_weights_ramp", "init_optimizer", "negative_encoding", "baseline", "settings"}
 # config keys that the runner sets itself for every run, so a method's settings cannot
 _RUNNER_KEYS = {"task", "profile", "seed", "stages", "run_dir", "steps", "negatives", "combine", "reduction",
-                "group_weights", "negative_encoding", "lr_schedule_start"}
+                "group_weights", "group_weights_start", "group_weights_ramp", "negative_encoding", "lr_schedule_start"}
 
 
 @attrs.frozen
@@ -123,8 +123,8 @@ class Experiment:
 
 
 # keys of a method that make up its single stage; a method gives these or a list of ``stages``, not both
-_STAGE_KEYS = ("negatives", "combine", "generators", "lr", "reduction", "group_weights", "init_optimizer",
-               "negative_encoding")
+_STAGE_KEYS = ("negatives", "combine", "generators", "lr", "reduction", "group_weights", "group_weights_start",
+               "group_weights_ramp", "init_optimizer", "negative_encoding")
 
 
 def _merge_method(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

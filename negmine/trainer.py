@@ -307,6 +307,8 @@ class Trainer:
             f"combine {[list(g) for g in stage.combine]}"
             + (f", reduction {list(stage.reduction)}" if "mean" in stage.reduction else "")
             + (f", group weights {list(stage.group_weights)}" if any(w != 1 for w in stage.group_weights) else "")
+            + (f" (from {list(stage.group_weights_start)} over {stage.group_weights_ramp} steps)"
+               if stage.group_weights_ramp and stage.group_weights_start else "")
         )
         c = self.config
         tick = time.perf_counter()
@@ -452,8 +454,13 @@ class Trainer:
                     rescored[name][side] = (scores, negs.valid.to(self.device))
 
         # 4. loss, update
+        # a ramp (group_weights_start) moves the weights step by step within the stage; resumes recompute them from
+        # step_in_stage, so a resumed run weighs each step as the uninterrupted one did
+        weights = self.stage.group_weights_at(self.step_in_stage)
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
-                                         self.stage.reduction or "hardest", self.stage.group_weights or None)
+                                         self.stage.reduction or "hardest", weights or None)
+        if self.stage.group_weights_ramp and self.stage.group_weights_start:
+            group_stats.update({f"group{g}/weight": w for g, w in enumerate(weights)})
         if not torch.isfinite(loss):
             last = self.run_dir / "checkpoints" / "last.pt"
             if last.is_file():
@@ -805,6 +812,8 @@ class Trainer:
         for stage in saved.get("stages") or ():  # stage keys added later take their defaults in older checkpoints
             stage.setdefault("group_weights", [1.0] * len(stage.get("combine") or ()))
             stage.setdefault("init_optimizer", False)
+            stage.setdefault("group_weights_start", [])
+            stage.setdefault("group_weights_ramp", 0)
         mine = json.loads(json.dumps(self.config.to_dict(), default=str))
         _same_init_files_as(saved, mine)
         differs = sorted(k for k in saved if k not in ("device", "run_dir") and saved.get(k) != mine.get(k))

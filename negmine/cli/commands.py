@@ -66,6 +66,10 @@ class TrainCommand(click.Command):
               "over all: batch-all); one word, or one per --combine group, comma-separated")
 @click.option("--group-weights", help="per --combine group: the factor of its loss terms; one number, or one per "
               "group, comma-separated (e.g. 1,0.5)")
+@click.option("--group-weights-start", help="the group weights at each stage's first step, moving linearly to "
+              "--group-weights over --group-weights-ramp steps (e.g. 1,0 fades the second group in)")
+@click.option("--group-weights-ramp", type=click.IntRange(min=0), help="steps over which the group weights move from "
+              "--group-weights-start to --group-weights")
 @click.option("--negative-encoding", type=click.Choice(["joint", "joint-clean", "separate"]),
               help="encode input and dataset-id negatives in one pass with the batch (joint, the default: BatchNorm "
               "cannot tell them apart; joint-clean: and that pass leaves BatchNorm's running statistics to the "
@@ -152,13 +156,16 @@ def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str
     if kw.get("reduction"):
         words = [w.strip() for w in kw["reduction"].split(",")]
         layer["reduction"] = words[0] if len(words) == 1 else words
-    if kw.get("group_weights"):
-        try:
-            numbers = [float(w) for w in kw["group_weights"].split(",")]
-        except ValueError:
-            raise click.BadParameter(f"expected numbers separated by commas, got {kw['group_weights']!r}",
-                                     param_hint="--group-weights") from None
-        layer["group_weights"] = numbers[0] if len(numbers) == 1 else numbers
+    for key in ("group_weights", "group_weights_start"):
+        if kw.get(key):
+            try:
+                numbers = [float(w) for w in kw[key].split(",")]
+            except ValueError:
+                raise click.BadParameter(f"expected numbers separated by commas, got {kw[key]!r}",
+                                         param_hint="--" + key.replace("_", "-")) from None
+            layer[key] = numbers[0] if len(numbers) == 1 else numbers
+    if kw.get("group_weights_ramp") is not None:
+        layer["group_weights_ramp"] = kw["group_weights_ramp"]
     options = parse_key_values(kw.get("task_options") or (), "--task-option")
     if options:
         layer["task_options"] = options

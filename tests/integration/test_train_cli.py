@@ -75,6 +75,39 @@ def test_group_weights_flag_scales_the_group_and_checks_its_input(tmp_path, caps
     assert "--group-weights" in err and "Traceback" not in err
 
 
+def test_group_weights_ramp_fades_a_group_in_and_resumes_mid_ramp(tmp_path, capsys):
+    common = ["--task", "toy", "--profile", "small", "--steps", "12", "--checkpoint-every", "4", "--log-every", "1",
+              "-n", "random", "-n", "hard-minibatch", "--group-weights", "1,0.5", "--seed", "2", "-q"]
+    ramp = ["--group-weights-start", "1,0", "--group-weights-ramp", "8"]
+    full = tmp_path / "full"
+    assert run_cli("train", *common, *ramp, "--run-dir", full) == 0
+    logged = [(m["step"], m["group1/weight"]) for m in read_metrics(full) if "loss" in m]
+    assert logged == [(t + 1, min(t, 8) / 8 * 0.5) for t in range(12)]
+    first = [m for m in read_metrics(full) if "loss" in m][0]  # step 1 weighs the second group 0
+    assert first["loss"] == pytest.approx(first["group0/side0/loss"] + first["group0/side1/loss"])
+
+    # a run cut at step 6 (checkpoint at 4) resumes to the same steps: the ramp follows step_in_stage
+    stopper = tmp_path / "stopper.py"
+    stopper.write_text(STOPPER.format(at=6, action="raise KeyboardInterrupt"))
+    cut = tmp_path / "cut"
+    assert run_cli("-p", stopper, "train", *common, *ramp, "--run-dir", cut) == 130
+    assert run_cli("train", "--resume", cut, "-q") == 0
+    assert ([(m["step"], m["loss"]) for m in read_metrics(cut) if "loss" in m]
+            == [(m["step"], m["loss"]) for m in read_metrics(full) if "loss" in m])
+
+    # a ramp from the weights to themselves is no ramp: the same losses, step for step
+    flat, same = tmp_path / "flat", tmp_path / "same"
+    assert run_cli("train", *common, "--run-dir", flat) == 0
+    assert run_cli("train", *common, "--group-weights-start", "1,0.5", "--group-weights-ramp", "8",
+                   "--run-dir", same) == 0
+    assert ([m["loss"] for m in read_metrics(flat) if "loss" in m]
+            == [m["loss"] for m in read_metrics(same) if "loss" in m])
+    capsys.readouterr()
+    assert run_cli("train", "--task", "toy", "--group-weights-ramp", "5", "--run-dir", tmp_path / "bad") == 2
+    err = capsys.readouterr().err
+    assert "group_weights_start" in err and "Traceback" not in err
+
+
 def test_option_flag_changes_behaviour(tmp_path):
     counts = {}
     for k in (1, 3):
@@ -137,7 +170,7 @@ def test_resume_accepts_a_checkpoint_written_before_later_stage_keys(tmp_path, c
     state = torch.load(last, weights_only=False)
     config = json.loads(state["config"])
     for stage in config["stages"]:  # as written before stages had these keys
-        del stage["group_weights"], stage["init_optimizer"]
+        del stage["group_weights"], stage["init_optimizer"], stage["group_weights_start"], stage["group_weights_ramp"]
     state["config"] = json.dumps(config)
     torch.save(state, last)
     capsys.readouterr()

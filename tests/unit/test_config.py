@@ -151,3 +151,42 @@ def test_group_weights_per_group(gens):
         build_config({"negatives": ["random", "hard-minibatch"], "group_weights": [1.0],
                       "stages": [{"steps": 1, "group_weights": -1}]}, gens)
     assert "stages[0].group_weights: expected a number >= 0, or a list of 2" in str(err.value)
+
+
+def test_group_weights_ramp_moves_linearly_from_start_to_group_weights(gens):
+    cfg = build_config({"negatives": ["random", "hard-minibatch"], "group_weights": [1.0, 0.5],
+                        "group_weights_start": [1.0, 0.0], "group_weights_ramp": 4}, gens)
+    stage = cfg.stages[0]
+    assert [stage.group_weights_at(t) for t in (0, 1, 2, 4, 100)] == [
+        (1.0, 0.0), (1.0, 0.125), (1.0, 0.25), (1.0, 0.5), (1.0, 0.5)]
+    plain = build_config({"negatives": ["random", "hard-minibatch"], "group_weights": [1.0, 0.5]}, gens).stages[0]
+    assert plain.group_weights_at(0) == plain.group_weights_at(99) == (1.0, 0.5)
+    # one number for every group; a stage overrides the top level's ramp, and a later stage without its own
+    # start takes the top level's
+    staged = build_config({"negatives": ["random", "hard-minibatch"], "group_weights_start": 0,
+                           "group_weights_ramp": 2, "stages": [
+                               {"steps": 3, "group_weights_ramp": 10},
+                               {"steps": 3, "group_weights": [2, 2]}]}, gens)
+    assert [s.group_weights_at(1) for s in staged.stages] == [(0.1, 0.1), (1.0, 1.0)]
+
+
+def test_group_weights_ramp_problems_are_all_reported(gens):
+    two = {"negatives": ["random", "hard-minibatch"]}
+    cases = {
+        "group_weights_ramp: 5 steps, but from what? Give group_weights_start": {"group_weights_ramp": 5},
+        "group_weights_start: needs group_weights_ramp > 0": {"group_weights_start": [1, 0]},
+        "group_weights_ramp: expected an integer >= 0": {"group_weights_start": [1, 0], "group_weights_ramp": -3},
+        "group_weights_start: expected a number >= 0, or a list of 2": {"group_weights_start": [1],
+                                                                          "group_weights_ramp": 3},
+    }
+    for message, keys in cases.items():
+        with pytest.raises(ConfigError) as err:
+            build_config({**two, **keys}, gens)
+        assert message in str(err.value), (keys, str(err.value))
+    with pytest.raises(ConfigError) as err:  # every problem at once, stage problems named by stage
+        build_config({**two, "group_weights_ramp": 5, "stages": [
+            {"steps": 1, "group_weights_start": [1, 0, 0]}, {"steps": 1, "group_weights_ramp": -1},
+            {"steps": 1, "group_weights_start": [1, 0]}]}, gens)
+    text = str(err.value)
+    assert len(err.value.problems) == 2 and "stages[0].group_weights_start: expected" in text
+    assert "stages[1].group_weights_ramp: expected an integer >= 0" in text and "stages[2]" not in text

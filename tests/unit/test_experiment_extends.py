@@ -165,3 +165,20 @@ def test_committed_ledger_records_match_their_experiment_file(ledger):
     states = {(m.name, s): ledger_state(ledger, exp, m, s) for m in exp.methods for s in exp.seeds}
     assert "ok" in states.values()
     assert [k for k, v in states.items() if v == "stale"] == []
+
+
+def test_a_method_can_fade_its_group_in_and_a_misspelt_ramp_key_is_named(tmp_path):
+    ramped = BASE + """
+[[methods]]
+name = "Hard Neg (faded in)"
+negatives = ["random", "hard-minibatch"]
+group_weights = [1.0, 0.5]
+group_weights_start = [1.0, 0.0]
+group_weights_ramp = 10
+steps = 30
+"""
+    exp = load_experiment(write(tmp_path, "ramp.toml", ramped.replace("total_steps = 30\n", "")))
+    (stage,) = exp.method("Hard Neg (faded in)").stages
+    assert stage["group_weights_start"] == [1.0, 0.0] and stage["group_weights_ramp"] == 10
+    with pytest.raises(ConfigError, match="did you mean 'group_weights_ramp'"):
+        load_experiment(write(tmp_path, "typo.toml", ramped.replace("group_weights_ramp =", "group_weight_ramp =")))
