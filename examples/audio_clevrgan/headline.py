@@ -177,6 +177,10 @@ VARIANTS: tuple[Row, ...] = (
         "isolated words, data built again", "scene-iso05-excl-cpu-redo",
         "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 400)",
         "DaveNet, GAN, 5% isolated words, data built again"),
+    Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight ramped from 0 to 0.5 over steps 0-400, "
+        "1,600 steps, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo",
+        "Oracle Edits (shape only, cube 2x, edit weight ramped 0 to 0.5 over 400 steps)",
+        "DaveNet, GAN, 5% isolated words, data built again"),
     # a budget of 2,400 steps for DaveNet and the cube-2x row (scene-iso05-excl-2400-cpu.toml, on the data built again)
     Row("DaveNet, GAN, 5% isolated words, 2,400 steps", "scene-iso05-excl-2400-cpu", "DaveNet"),
     Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight 0.5, 2,400 steps from step 0, 5% isolated "
