@@ -80,10 +80,12 @@ _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metri
         "extends"}
 LR_SCHEDULES = ("continue", "restart")
 _METHOD = {"name", "negatives", "combine", "steps", "init", "generators", "stages", "lr", "reduction",
-           "group_weights", "group_weights_start", "group_weights_ramp", "init_optimizer", "negative_encoding", "baseline", "settings"}
+           "group_weights", "group_weights_start", "group_weights_ramp", "init_optimizer", "negative_encoding",
+           "baseline", "settings"}
 # config keys that the runner sets itself for every run, so a method's settings cannot
 _RUNNER_KEYS = {"task", "profile", "seed", "stages", "run_dir", "steps", "negatives", "combine", "reduction",
-                "group_weights", "group_weights_start", "group_weights_ramp", "negative_encoding", "lr_schedule_start"}
+                "group_weights", "group_weights_start", "group_weights_ramp", "negative_encoding",
+                "lr_schedule_start"}
 
 
 @attrs.frozen

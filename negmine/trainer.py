@@ -306,9 +306,10 @@ class Trainer:
             f"stage {stage.name!r}: {stage.steps} steps, negatives {list(stage.negatives)}, "
             f"combine {[list(g) for g in stage.combine]}"
             + (f", reduction {list(stage.reduction)}" if "mean" in stage.reduction else "")
-            + (f", group weights {list(stage.group_weights)}" if any(w != 1 for w in stage.group_weights) else "")
-            + (f" (from {list(stage.group_weights_start)} over {stage.group_weights_ramp} steps)"
-               if stage.group_weights_ramp and stage.group_weights_start else "")
+            + (f", group weights {list(stage.group_weights_start)} moving to {list(stage.group_weights)} over "
+               f"{stage.group_weights_ramp} steps" if stage.group_weights_ramp and stage.group_weights_start
+               else f", group weights {list(stage.group_weights)}" if any(w != 1 for w in stage.group_weights)
+               else "")
         )
         c = self.config
         tick = time.perf_counter()
