@@ -75,6 +75,7 @@ import attrs
 
 from negmine.config import config_help, merge, read_config_file
 from negmine.errors import ConfigError, closest
+from negmine.hookspecs import hookimpl
 
 _TOP = {"task", "profile", "seeds", "total_steps", "settings", "methods", "metrics", "eval_split", "lr_schedule",
         "extends"}
@@ -761,7 +762,13 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                     trainer = Trainer(task, config, plugins=pm, resume=resume, reporter=reporter_factory())
                     trainer.keep_steps = set(keep)
                     trainer.stop_at = stop_at
-                    return trainer.fit()
+                    watch = SlowStartWatch(f"{method.name} seed {seed}",
+                                           _other_seed_curves(method, seed, out, ledger), log)
+                    pm.register(watch, name=f"slow-start-watch:{method.slug}:{seed}")
+                    try:
+                        return trainer.fit()
+                    finally:
+                        pm.unregister(watch)
 
                 label = f"{method.name} seed {seed}"
                 target = prefix_target(exp, method, must) if states[method.name] == "ok" else None
@@ -937,6 +944,52 @@ def slow_starts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
         median, slow = _slow_seeds(at)
         out.append({"method": name, "step": step, "r10": at, "median": median, "slow": slow})
     return out
+
+
+class SlowStartWatch:
+    """Warns while a run trains when a validation evaluation is :data:`SLOW_START_POINTS` or more points of R@10
+    below the median of the same method's other seeds at the same step (their finished runs in ``--out`` or the
+    ledger). :func:`slow_starts` lists such seeds in the report once the runs are done; this says it at the step,
+    while there is still time to decide what to do with the run. Registered on the plugin manager for one run."""
+
+    def __init__(self, label: str, others: Mapping[int, Mapping[int, float]], log: Any) -> None:
+        self.label = label
+        self.others = others  # seed -> {step: validation R@10 in [0, 1]}
+        self.log = log
+
+    @hookimpl
+    def negmine_evaluate(self, trainer: Any, split: str, metrics: dict) -> None:
+        if split != "val" or "mean@10" not in metrics:
+            return
+        step = int(metrics["step"])
+        at = {seed: curve[step] for seed, curve in self.others.items() if step in curve}
+        if step == 0 or not at:
+            return
+        values = sorted(at.values())
+        median = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+        gap = 100 * (median - float(metrics["mean@10"]))
+        if gap >= SLOW_START_POINTS:
+            seeds = ", ".join(str(seed) for seed in sorted(at))
+            self.log(f"[slow start] {self.label}: validation R@10 {100 * metrics['mean@10']:.1f} at step {step}, "
+                     f"{gap:.1f} points below the median of seed{'s' if len(at) > 1 else ''} {seeds} at that step "
+                     f"({100 * median:.1f}); its paired differences will mostly measure this start (the report "
+                     "lists it under slow starts)")
+
+
+def _other_seed_curves(method: Method, seed: int, out: Path, ledger: Path | None) -> dict[int, dict[int, float]]:
+    """Validation R@10 curves of ``method``'s other finished seeds: the run directories of ``out`` first, then the
+    ledger's records."""
+    curves: dict[int, dict[int, float]] = {}
+    for root in (out, ledger):
+        if root is None or not (root / method.slug).is_dir():
+            continue
+        for run in sorted((root / method.slug).glob("seed-*")):
+            other = run.name.removeprefix("seed-")
+            if other.isdigit() and int(other) != seed and int(other) not in curves:
+                curve = _validation_curve(run / "summary.json")
+                if curve:
+                    curves[int(other)] = curve
+    return curves
 
 
 def machine_record() -> dict[str, str]:

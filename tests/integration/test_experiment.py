@@ -600,3 +600,33 @@ def test_a_method_added_after_its_parent_finished_names_the_missing_checkpoint_a
     assert "[train] Random seed 0 to step 20" in err and "the same run as the ledger's record" in err
     assert "[train] Late seed 0" in err
     assert (ledger / "late" / "seed-0" / "eval-test.json").exists()
+
+
+def test_a_slow_start_is_logged_at_the_step_against_the_other_seeds(tmp_path, capsys):
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent("""
+        task = "toy"
+        profile = "small"
+        seeds = [0, 1]
+        [settings]
+        eval_every = 10
+        [[methods]]
+        name = "Random"
+        negatives = ["random"]
+        steps = 10
+        """))
+    ledger = tmp_path / "ledger"
+    record = ledger / "random" / "seed-0"
+    record.mkdir(parents=True)
+    (record / "eval-test.json").write_text(json.dumps({"retrieval": {"mean@1": 1.0, "mean@5": 1.0, "mean@10": 1.0}}))
+    for other_r10, expect in ((1.0, True), (0.0, False)):
+        (record / "summary.json").write_text(json.dumps({"initial": {"step": 0, "mean@10": 0.0},
+                                                         "evaluations": [{"step": 10, "mean@10": other_r10}]}))
+        out = tmp_path / f"out-{other_r10}"
+        assert main(["experiment", str(path), "--out", str(out), "--ledger", str(ledger), "--seed", "1", "-q"]) == 0
+        err = capsys.readouterr().err
+        assert ("[slow start] Random seed 1: validation R@10" in err) is expect, err
+        if expect:
+            mine = json.loads((out / "random" / "seed-1" / "summary.json").read_text())["evaluations"][-1]["mean@10"]
+            assert f"{100 * (1 - mine):.1f} points below the median of seed 0 at that step (100.0)" in err
+        shutil.rmtree(ledger / "random" / "seed-1")  # the next round trains seed 1 again

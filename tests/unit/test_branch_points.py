@@ -91,3 +91,18 @@ def test_slow_starts_are_flagged_for_every_method_at_its_first_shared_evaluation
     write_run(tmp_path / "out2", "a", 2, {0: 0.02, 5: 0.72, 20: 0.9})
     results = collect(exp, tmp_path / "out2")
     assert slow_starts(results)[0]["slow"] == [] and "Slow starts" not in render_results(exp, results)
+
+
+def test_slow_start_watch_compares_each_validation_with_the_other_seeds_at_that_step():
+    from negmine.experiment import SlowStartWatch
+
+    lines = []
+    watch = SlowStartWatch("A seed 1", {0: {400: 0.70, 800: 0.9}, 2: {400: 0.60}, 3: {800: 0.92}}, lines.append)
+    watch.negmine_evaluate(None, "val", {"step": 400, "mean@10": 0.157})
+    assert lines == ["[slow start] A seed 1: validation R@10 15.7 at step 400, 49.3 points below the median of seeds "
+                     "0, 2 at that step (65.0); its paired differences will mostly measure this start (the report "
+                     "lists it under slow starts)"]
+    watch.negmine_evaluate(None, "val", {"step": 800, "mean@10": 0.75})  # 16 points below: not slow
+    watch.negmine_evaluate(None, "test", {"step": 400, "mean@10": 0.0})  # not a validation
+    watch.negmine_evaluate(None, "val", {"step": 1200, "mean@10": 0.0})  # no other seed evaluated there
+    assert len(lines) == 1
