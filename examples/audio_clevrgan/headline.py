@@ -73,8 +73,10 @@ class Row:
 # describes dropped (drop_still_true: 61-88% of those anchors' edits still hold the word,
 # benchmarks/results/edit_false_negatives.md). Then part 1's best oracle, in the regime with a quarter of the isolated
 # words (scene-iso05-excl-cpu.toml: DaveNet leaves room on the Table 1 protocol there), the GAN-drawn shape-only
-# oracle with cube edits twice as often, trained with its edits from step 0; then part 1's rendered-scene oracle in
-# the headline's regime (oracle-cpu.toml).
+# oracle with cube edits twice as often, trained with its edits from step 0, and the same oracle with its edits faded
+# in over the first 400 steps (group_weights_start/group_weights_ramp) beside DaveNet, both trained on the data built
+# again (scene-iso05-excl-cpu-redo.toml); then part 1's rendered-scene oracle in the headline's regime
+# (oracle-cpu.toml).
 ROWS: tuple[Row, ...] = (
     Row("DaveNet", "scene-iso-excl-cpu", "DaveNet", paper="DaveNet"),
     Row("Random Edits", "scene-iso-excl-cpu", "Random Edits", "DaveNet", "Random Edits"),
@@ -90,6 +92,10 @@ ROWS: tuple[Row, ...] = (
     Row("DaveNet, 5% isolated words", "scene-iso05-excl-cpu", "DaveNet"),
     Row("Oracle Edits, GAN-drawn, shape only, 5% isolated words", "scene-iso05-excl-cpu",
         "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 0)", "DaveNet, 5% isolated words"),
+    Row("DaveNet, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo", "DaveNet"),
+    Row("Oracle Edits, GAN-drawn, shape only, edits faded in, 5% isolated words, data built again",
+        "scene-iso05-excl-cpu-redo", "Oracle Edits (shape only, cube 2x, edit weight ramped 0 to 0.5 over 400 steps)",
+        "DaveNet, 5% isolated words, data built again"),
     Row("DaveNet, rendered scenes", "oracle-cpu", "DaveNet (isolated words, true words excluded)"),
     Row("Oracle Edits, rendered scenes", "oracle-cpu", "Oracle Edits (isolated words, true words excluded)",
         "DaveNet, rendered scenes"),
@@ -176,10 +182,6 @@ VARIANTS: tuple[Row, ...] = (
     Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight 0.5, 1,200 steps from DaveNet's step 400, 5% "
         "isolated words, data built again", "scene-iso05-excl-cpu-redo",
         "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 400)",
-        "DaveNet, GAN, 5% isolated words, data built again"),
-    Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight ramped from 0 to 0.5 over steps 0-400, "
-        "1,600 steps, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo",
-        "Oracle Edits (shape only, cube 2x, edit weight ramped 0 to 0.5 over 400 steps)",
         "DaveNet, GAN, 5% isolated words, data built again"),
     # a budget of 2,400 steps for DaveNet and the cube-2x row (scene-iso05-excl-2400-cpu.toml, on the data built again)
     Row("DaveNet, GAN, 5% isolated words, 2,400 steps", "scene-iso05-excl-2400-cpu", "DaveNet"),
