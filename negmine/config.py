@@ -84,10 +84,15 @@ class StageConfig:
     group_weights_start: tuple[float, ...] = ()
     group_weights_ramp: int = 0
 
+    @property
+    def ramps(self) -> bool:
+        """Whether the group weights move during the stage (a start and a ramp of at least one step)."""
+        return bool(self.group_weights_ramp and self.group_weights_start)
+
     def group_weights_at(self, step_in_stage: int) -> tuple[float, ...]:
         """The group weights of the stage's step ``step_in_stage`` (0-based): ``group_weights_start`` at step 0,
         ``group_weights`` from step ``group_weights_ramp`` on, linear in between; empty when neither is set."""
-        if not self.group_weights_ramp or not self.group_weights_start:
+        if not self.ramps:
             return self.group_weights
         end = self.group_weights or (1.0,) * len(self.group_weights_start)
         t = min(1.0, step_in_stage / self.group_weights_ramp)
@@ -263,12 +268,13 @@ def _check_reduction(where: str, value: Any, groups: int, problems: list[str]) -
     return tuple(w if w in REDUCTIONS else "hardest" for w in words)
 
 
-def _check_group_weights(where: str, value: Any, groups: int, problems: list[str]) -> tuple[float, ...]:
+def _check_group_weights(where: str, value: Any, groups: int, problems: list[str],
+                         key: str = "group_weights") -> tuple[float, ...]:
     """A number or a list of one per group (each >= 0) -> one per group (problems appended, never raised)."""
     numbers = [value] * groups if isinstance(value, (int, float)) and not isinstance(value, bool) else value
     if (not isinstance(numbers, list) or len(numbers) != groups
             or not all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in numbers)):
-        problems.append(f"{where}group_weights: expected a number >= 0, or a list of {groups} (one per group of "
+        problems.append(f"{where}{key}: expected a number >= 0, or a list of {groups} (one per group of "
                         f"combine), got {value!r}")
         return (1.0,) * groups
     return tuple(float(x) for x in numbers)
@@ -285,10 +291,8 @@ def _check_ramp(where: str, start: Any, ramp: Any, groups: int, problems: list[s
                             "weights at the stage's first step)")
         return (), 0
     before = len(problems)
-    weights = _check_group_weights(where, start, groups, problems)
-    if len(problems) > before:
-        problems[-1] = problems[-1].replace(f"{where}group_weights:", f"{where}group_weights_start:", 1)
-    elif not ramp:
+    weights = _check_group_weights(where, start, groups, problems, key="group_weights_start")
+    if len(problems) == before and not ramp:
         problems.append(f"{where}group_weights_start: needs group_weights_ramp > 0 (the steps over which the weights "
                         "move to group_weights)")
     return weights, ramp

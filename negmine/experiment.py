@@ -920,10 +920,13 @@ def branch_points(exp: Experiment, results: Mapping[str, Any]) -> list[dict[str,
 
 def _slow_seeds(at: Mapping[int, float]) -> tuple[float, list[int]]:
     """(the median of the seeds' values, the seeds at least :data:`SLOW_START_POINTS` points below it)."""
-    values = sorted(at.values())
-    n = len(values)
-    median = (values[(n - 1) // 2] + values[n // 2]) / 2
+    median = _median(at.values())
     return median, sorted(s for s, v in at.items() if 100 * (median - v) >= SLOW_START_POINTS)
+
+
+def _median(values: Any) -> float:
+    values = sorted(values)
+    return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
 
 
 def slow_starts(results: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -965,8 +968,7 @@ class SlowStartWatch:
         at = {seed: curve[step] for seed, curve in self.others.items() if step in curve}
         if step == 0 or not at:
             return
-        values = sorted(at.values())
-        median = (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
+        median = _median(at.values())
         gap = 100 * (median - float(metrics["mean@10"]))
         if gap >= SLOW_START_POINTS:
             seeds = ", ".join(str(seed) for seed in sorted(at))

@@ -307,7 +307,7 @@ class Trainer:
             f"combine {[list(g) for g in stage.combine]}"
             + (f", reduction {list(stage.reduction)}" if "mean" in stage.reduction else "")
             + (f", group weights {list(stage.group_weights_start)} moving to {list(stage.group_weights)} over "
-               f"{stage.group_weights_ramp} steps" if stage.group_weights_ramp and stage.group_weights_start
+               f"{stage.group_weights_ramp} steps" if stage.ramps
                else f", group weights {list(stage.group_weights)}" if any(w != 1 for w in stage.group_weights)
                else "")
         )
@@ -460,7 +460,7 @@ class Trainer:
         weights = self.stage.group_weights_at(self.step_in_stage)
         loss, group_stats = triplet_loss(pos_scores, rescored, self.stage.combine, c.margin,
                                          self.stage.reduction or "hardest", weights or None)
-        if self.stage.group_weights_ramp and self.stage.group_weights_start:
+        if self.stage.ramps:
             group_stats.update({f"group{g}/weight": w for g, w in enumerate(weights)})
         if not torch.isfinite(loss):
             last = self.run_dir / "checkpoints" / "last.pt"
