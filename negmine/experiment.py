@@ -925,6 +925,7 @@ def _slow_seeds(at: Mapping[int, float]) -> tuple[float, list[int]]:
 
 
 def _median(values: Any) -> float:
+    """The median of a non-empty iterable of numbers (the mean of the two middle values when their count is even)."""
     values = sorted(values)
     return (values[(len(values) - 1) // 2] + values[len(values) // 2]) / 2
 
