@@ -46,6 +46,8 @@ OPTIONS = {
                                    "one-word captions' edits are read (a fifth of them); default false"),
 }
 GROUP_BY_CHOICES = ("none", "content")
+# what resources["edit_changes"] can read as changed in an edit (generator option keep_changes)
+EDIT_CHANGE_KINDS = ("shape", "color", "material", "size", "removed", "added")
 
 TASK_DEFAULTS = {
     "paper": {"optimizer": "sgd", "lr": 1e-3, "momentum": 0.9, "weight_decay": 5e-7, "batch_size": 32,
@@ -338,6 +340,23 @@ class AudioClevrganSplit(ImageSplit):
                 still[k] = not describe_change(self.rows[i]["objects"], objects)["changed"]
         return still
 
+    def edit_changes(self, ids: Tensor, images01: Tensor, describe: Any) -> list[frozenset[str]]:
+        """Per edit, what the attribute segmenter (``describe``) reads as changed between pair ``ids[k]``'s objects
+        and ``images01[k]`` (Float[M, 3, S, S] in [0, 1], an edit of the pair's image): the attributes of
+        :data:`EDIT_CHANGE_KINDS` that some object changed, "removed" / "added" when an object vanished or
+        appeared; empty when it reads no change. For the edit generators' ``keep_changes`` (e.g. only the edits
+        that change a shape: the negatives of the oracle row that taught shape)."""
+        from negmine_gan.export import describe_change
+
+        ids = ids.long().cpu()
+        if not images01.is_floating_point():
+            images01 = images01.float() / 255
+        out = []
+        for i, objects in zip(ids.tolist(), describe(images01), strict=True):
+            changes = describe_change(self.rows[i]["objects"], objects)["changes"]
+            out.append(frozenset(c.get("attribute") or c["change"] for c in changes))
+        return out
+
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         nframes = self.nframes[ids]
         return (fill_padding(self.feats[ids].unsqueeze(1).float(), nframes, self.audio_pad), nframes)
@@ -417,6 +436,8 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
                             f"{opts['still_true_captions']!r}") from None
         resources["caption_still_true"] = lambda ids, images: train.caption_still_true(ids, images, describe,
                                                                                       bool(captions))
+        resources["edit_changes"] = lambda ids, images: train.edit_changes(ids, images, describe)
+        resources["edit_change_kinds"] = EDIT_CHANGE_KINDS
     from .evaluate import attribute_test, rendered_test
     from .figures import figures
     from .grounding import word_evidence

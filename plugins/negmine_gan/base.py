@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
-from negmine.errors import PluginError
+from negmine.errors import PluginError, closest
 from negmine.generator import NegativeGenerator, option
 from negmine_gan.edit import GanEditor, check_layer_grid, resolve_gan
 
@@ -67,6 +67,13 @@ def drop_still_true_option() -> Any:
     return option(False, "drop an edit that its anchor's caption still describes, as the task reads it (task resource "
                   "caption_still_true: ids Long[M], images -> Bool[M]); such an edit is a false negative (e.g. a "
                   "one-word caption whose value another object still holds)")
+
+
+def keep_changes_option() -> Any:
+    """The ``keep_changes`` option shared by the edit generators."""
+    return option("", "keep only the edits in which the task reads one of these changes (comma-separated names, "
+                  "e.g. 'shape' or 'shape,material'; task resources edit_changes: ids Long[M], images -> per edit "
+                  "the set of change names, and edit_change_kinds: the names it can return); '' keeps every edit")
 
 
 def tries_stats(tries: Any, accepted: Any = None) -> dict[str, float]:
@@ -152,24 +159,61 @@ class GanEditGenerator(NegativeGenerator):
         self._grid_checked = True
 
     def kept_edits(self, ctx: Any, items: Tensor, edited: Tensor) -> Tensor:
-        """Bool[M]: the edits (model inputs Float[M, ...] of the anchors ``items`` Long[M]) to keep as negatives:
-        all of them unless ``options.drop_still_true``; then those whose anchor's caption the task does not still
-        read as true of them (the share dropped goes to ``last_stats["still_true"]``)."""
-        if not getattr(self.options, "drop_still_true", False):
-            return torch.ones(items.shape[0], dtype=torch.bool)
-        check = (getattr(self.task, "resources", None) or {}).get("caption_still_true")
+        """Bool[M]: the edits (model inputs Float[M, ...] of the anchors ``items`` Long[M]) to keep as negatives.
+
+        All of them, unless ``options.drop_still_true`` (then not those whose anchor's caption the task still reads
+        as true of them; the share dropped goes to ``last_stats["still_true"]``) or ``options.keep_changes`` (then
+        only those in which the task reads one of the named changes; the share kept goes to
+        ``last_stats["change_kept"]``). Neither check draws from the generator's random stream."""
+        keep = torch.ones(items.shape[0], dtype=torch.bool)
+        if getattr(self.options, "drop_still_true", False):
+            still = self._ask_task(ctx, items, edited, "caption_still_true", "Bool[M]", "drop_still_true = false")
+            still = torch.as_tensor(still, dtype=torch.bool).cpu()
+            if still.shape != (items.shape[0],):
+                raise PluginError(f"task resource caption_still_true returned shape {tuple(still.shape)}, expected "
+                                  f"({items.shape[0]},)")
+            self.last_stats["still_true"] = float(still.float().mean()) if still.numel() else 0.0
+            keep &= ~still
+        wanted = self.wanted_changes()
+        if wanted:
+            changes = list(self._ask_task(ctx, items, edited, "edit_changes", "a set of change names per edit",
+                                          "keep_changes = ''"))
+            if len(changes) != items.shape[0]:
+                raise PluginError(f"task resource edit_changes returned {len(changes)} sets of changes for "
+                                  f"{items.shape[0]} edits")
+            changed = torch.tensor([bool(wanted & set(c)) for c in changes], dtype=torch.bool)
+            self.last_stats["change_kept"] = float(changed.float().mean()) if changed.numel() else 0.0
+            keep &= changed
+        return keep
+
+    def wanted_changes(self) -> frozenset[str]:
+        """The change names of ``options.keep_changes`` (empty: keep every edit), checked once against the task's
+        ``resources["edit_change_kinds"]`` (an unknown name is refused with the closest known one)."""
+        raw = str(getattr(self.options, "keep_changes", "") or "")
+        wanted = frozenset(w.strip() for w in raw.split(",") if w.strip())
+        if wanted and not getattr(self, "_changes_checked", False):
+            kinds = (getattr(self.task, "resources", None) or {}).get("edit_change_kinds")
+            if kinds is not None:
+                for name in sorted(wanted - set(kinds)):
+                    hint = closest(name, kinds)
+                    raise PluginError(f"generator {self.name!r}: keep_changes names {name!r}, which task "
+                                      f"{getattr(self.task, 'name', '?')!r} does not read"
+                                      + (f"; did you mean {hint!r}?" if hint else "")
+                                      + f" (it reads: {', '.join(kinds)})")
+            self._changes_checked = True
+        return wanted
+
+    def _ask_task(self, ctx: Any, items: Tensor, edited: Tensor, resource: str, returns: str, off: str) -> Any:
+        """Call the task resource ``resource(ids Long[M], edited inputs Float[M, ...])`` for the edited anchors."""
+        check = (getattr(self.task, "resources", None) or {}).get(resource)
         if not callable(check):
-            raise PluginError(f"generator {self.name!r}: drop_still_true needs the task resource "
-                              f"'caption_still_true' (ids, images -> Bool[M]), which task "
-                              f"{getattr(self.task, 'name', '?')!r} does not provide; set drop_still_true = false")
+            option_name = off.split(" ")[0]
+            raise PluginError(f"generator {self.name!r}: {option_name} needs the task resource {resource!r} "
+                              f"(ids, images -> {returns}), which task {getattr(self.task, 'name', '?')!r} does not "
+                              f"provide; set {off}")
         ids = ctx.batch.ids[items.to(ctx.batch.ids.device)].cpu()
         with torch.no_grad():
-            still = torch.as_tensor(check(ids, edited.detach()), dtype=torch.bool).cpu()
-        if still.shape != (items.shape[0],):
-            raise PluginError(f"task resource caption_still_true returned shape {tuple(still.shape)}, expected "
-                              f"({items.shape[0]},)")
-        self.last_stats["still_true"] = float(still.float().mean()) if still.numel() else 0.0
-        return ~still
+            return check(ids, edited.detach())
 
     def edit_items(self, b: int) -> Tensor:
         """Long[M]: the batch items edited this step, ascending (all of them unless ``options.edit_fraction`` < 1)."""

@@ -22,6 +22,7 @@ from negmine_gan.base import (
     GanEditGenerator,
     drop_still_true_option,
     edit_fraction_option,
+    keep_changes_option,
     to_model_input,
     tries_stats,
     warm_start_option,
@@ -70,6 +71,7 @@ class GanRandomEdits(GanEditGenerator):
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
         drop_still_true: bool = drop_still_true_option()
+        keep_changes: str = keep_changes_option()
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""

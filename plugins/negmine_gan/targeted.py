@@ -23,6 +23,7 @@ from negmine_gan.base import (
     GanEditGenerator,
     drop_still_true_option,
     edit_fraction_option,
+    keep_changes_option,
     tries_stats,
     warm_start_option,
 )
@@ -57,6 +58,7 @@ class GanTargetedEdits(GanEditGenerator):
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
         drop_still_true: bool = drop_still_true_option()
+        keep_changes: str = keep_changes_option()
         score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
                                    min=0.0)
         recluster_every: int = option(1000, "recompute concepts and dissection every N steps (0: stage start only)",

@@ -182,6 +182,31 @@ def test_caption_still_true_reads_only_one_word_captions_by_default(acg_gan):
         build_task("tiny", options={"data_dir": str(acg_gan), "still_true_captions": "maybe"})
 
 
+def test_edit_changes_reads_what_the_segmenter_sees_changed(acg_gan):
+    """The task's reader for keep_changes (resource edit_changes): a pair's own image changes nothing; another pair's
+    image changes what the segmenter reads differently, by brute force from describe_change on its readings."""
+    from negmine_gan.export import describe_change
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    train, read = task.train, task.resources["edit_changes"]
+    assert set(task.resources["edit_change_kinds"]) == {"shape", "color", "material", "size", "removed", "added"}
+    ids = torch.tensor([i for i in range(len(train)) if train.rows[i]["objects"]][:6])
+    own = train.batch(ids).a
+    readings = task.resources["describe_images"](own.float() / 255)
+    changes = read(ids, own)
+    assert len(changes) == len(ids) and all(isinstance(c, frozenset) for c in changes)
+    others = own.roll(1, 0)
+    moved = read(ids, others)
+    other_readings = readings[-1:] + readings[:-1]
+    for k, i in enumerate(ids.tolist()):
+        for image_reading, got in ((readings[k], changes[k]), (other_readings[k], moved[k])):
+            expected = {c.get("attribute") or c["change"] for c in describe_change(train.rows[i]["objects"],
+                                                                                    image_reading)["changes"]}
+            assert got == expected and got <= set(task.resources["edit_change_kinds"])
+    assert sum(not c for c in changes) > sum(not c for c in moved)  # own images mostly read unchanged; others not
+    assert read(ids, own.float() / 255) == changes  # stored uint8 images read alike
+
+
 @pytest.mark.parametrize("anchors", ["isolated", "sentences"])
 def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
     """Option anchors: the valid anchors are exactly the one-word ones ('isolated') or exactly the others

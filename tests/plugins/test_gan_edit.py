@@ -421,6 +421,55 @@ def test_drop_still_true_drops_exactly_the_edits_the_task_reads_as_still_true(wh
         cls(cls.Options(drop_still_true=True, **extra), seed=2, task=task).generate(ctx)
 
 
+@pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
+def test_keep_changes_keeps_exactly_the_edits_that_change_what_was_asked(which):
+    """keep_changes = "shape": the generator asks the task what each edit changed (resource edit_changes) and keeps
+    only the edits with a shape change; with drop_still_true too, an edit must pass both checks. The edits themselves
+    are those of the unchecked generator."""
+    from negmine_gan.targeted import GanTargetedEdits
+
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    cls, extra = (GanRandomEdits, {}) if which == "gan-random" else (
+        GanTargetedEdits, {"max_datapoints": 200, "dissect_samples": 64, "max_tries": 3})
+    kinds = {0: {"shape"}, 1: {"color", "material"}, 2: set(), 3: {"shape", "removed"}}
+
+    def changes(ids, images):  # a stand-in reader: what changed depends on the pair's id
+        return [frozenset(kinds[int(i) % 4]) for i in ids]
+
+    task.resources["edit_changes"] = changes
+    task.resources["edit_change_kinds"] = ("shape", "color", "material", "size", "removed", "added")
+    task.resources["caption_still_true"] = lambda ids, images: ids % 4 == 3
+    plain = cls(cls.Options(edit_fraction=0.5, **extra), seed=2, task=task)
+    shape = cls(cls.Options(edit_fraction=0.5, keep_changes="shape", **extra), seed=2, task=task)
+    either = cls(cls.Options(edit_fraction=0.5, keep_changes=" material , shape", **extra), seed=2, task=task)
+    both = cls(cls.Options(edit_fraction=0.5, keep_changes="shape", drop_still_true=True, **extra), seed=2, task=task)
+    a = plain.generate(ctx)[0]
+    edited, ids = a.valid[:, 0], ctx.batch.ids
+    for gen, wanted in ((shape, {0, 3}), (either, {0, 1, 3}), (both, {0})):
+        b = gen.generate(ctx)[0]
+        assert torch.equal(a.inputs, b.inputs)
+        keep = torch.tensor([int(i) % 4 in wanted for i in ids])
+        assert torch.equal(b.valid[:, 0], edited & keep)
+    assert shape.last_stats["change_kept"] == pytest.approx(
+        float(torch.tensor([int(i) % 4 in (0, 3) for i in ids[edited]]).float().mean()))
+    assert "change_kept" not in plain.last_stats
+
+
+def test_keep_changes_refuses_a_change_the_task_does_not_read_and_a_task_without_the_reader():
+    from negmine.errors import PluginError
+
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    task.resources["edit_changes"] = lambda ids, images: [frozenset() for _ in ids]
+    task.resources["edit_change_kinds"] = ("shape", "color")
+    with pytest.raises(PluginError, match="'shap'.*did you mean 'shape'"):
+        GanRandomEdits(GanRandomEdits.Options(keep_changes="shap"), seed=2, task=task).generate(ctx)
+    del task.resources["edit_changes"], task.resources["edit_change_kinds"]
+    with pytest.raises(PluginError, match="edit_changes.*keep_changes = ''"):
+        GanRandomEdits(GanRandomEdits.Options(keep_changes="shape"), seed=2, task=task).generate(ctx)
+
+
 def test_edits_export_starts_at_the_warm_start_level_the_run_reached(tmp_path, capsys):
     """A run with warm_start edits from the escalation level it settled at; its export must too (it edited from
     level 0 for gan-random, so its edits were weaker than the ones the model trained on)."""
