@@ -66,6 +66,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -849,7 +850,7 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
     ``out``, else the ledger's record of it (when not stale)."""
     methods = {}
     for method in exp.methods:
-        per_seed, lineages, earlier, validation, data = {}, {}, {}, {}, {}
+        per_seed, lineages, earlier, validation, data, threads = {}, {}, {}, {}, {}, {}
         for seed in exp.seeds:
             run = Path(method.slug) / f"seed-{seed}" / f"eval-{exp.eval_split}.json"
             roots = [out] + ([ledger] if ledger_state(ledger, exp, method, seed) == "ok" else [])
@@ -857,9 +858,11 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             if path is not None:
                 per_seed[seed] = _metric_rows(json.loads(path.read_text()))
                 lineages[seed] = read_lineage(path.parent)
-                digest = _read_json(path.parent / "provenance.json").get("data")
-                if digest:
-                    data[seed] = digest
+                provenance = _read_json(path.parent / "provenance.json")
+                if provenance.get("data"):
+                    data[seed] = provenance["data"]
+                if (count := thread_count(provenance)) is not None:
+                    threads[seed] = count
                 curve = _validation_curve(path.parent / "summary.json")
                 if curve:
                     validation[seed] = curve
@@ -875,8 +878,16 @@ def collect(exp: Experiment, out: Path, ledger: Path | None = None) -> dict[str,
             std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
             stats[k] = {"mean": mean, "std": std, "n": len(vals)}
         methods[method.name] = {"chain_steps": chain_steps(exp, method), "seeds": per_seed, "stats": stats,
-                                "lineage": lineages, "earlier": earlier, "validation": validation, "data": data}
+                                "lineage": lineages, "earlier": earlier, "validation": validation, "data": data,
+                                "threads": threads}
     return {"task": exp.task, "profile": exp.profile, "split": exp.eval_split, "methods": methods}
+
+
+def thread_count(provenance: Mapping[str, Any]) -> int | None:
+    """The CPU threads a run trained with, from its ``provenance.json`` (``machine``: "..., 2 cores, 1 threads, ..."
+    as :func:`machine_record` writes it), or None when it does not say (a GPU run, an older record)."""
+    found = re.search(r"(\d+) threads", str(provenance.get("machine", "")))
+    return int(found.group(1)) if found else None
 
 
 def _validation_curve(summary_path: Path) -> dict[int, float]:
@@ -1064,22 +1075,25 @@ def _mean_std(stat: Mapping[str, Any], scale: float = 100.0, sign: str = "") -> 
 
 def paired_difference(results: Mapping[str, Any], method: str, baseline: str, key: str) -> dict[str, Any] | None:
     """``method``'s metric minus ``baseline``'s on the seeds both have (``{"per_seed": {seed: diff}, "mean": float,
-    "std": float, "unpaired": [seed, ...], "mixed_data": [seed, ...]}``), or None when they share no seed with the
-    metric. ``mixed_data``: the paired seeds whose two runs recorded different data digests (see
-    :attr:`negmine.Task.data_digest`); seeds without a digest on either side are not counted.
+    "std": float, "unpaired": [seed, ...], "mixed_data": [seed, ...], "mixed_threads": [seed, ...]}``), or None
+    when they share no seed with the metric. ``mixed_data``: the paired seeds whose two runs recorded different data
+    digests (see :attr:`negmine.Task.data_digest`); ``mixed_threads``: those whose two runs trained with different
+    CPU thread counts (:func:`thread_count`; on a CPU a run does not reproduce across thread counts, so the pair
+    then differs by more than the method). Seeds that do not record it on either side are not counted.
 
     When ``baseline`` is in the chain ``method``'s run started from, the difference is taken against that very run
     of it (its lineage): the current record, or the earlier one it was trained from (a retrained baseline that came
     out different replaces the record); a seed whose baseline run was not recorded is left out, in ``unpaired``."""
     ours_m, base_m = results["methods"][method], results["methods"][baseline]
     ours, base = ours_m["seeds"], base_m["seeds"]
-    diffs, unpaired, mixed = {}, [], []
+    diffs, unpaired, mixed, mixed_threads = {}, [], [], []
     for seed, v in ours.items():
         b = base.get(seed)
         b_data = base_m.get("data", {}).get(seed)
+        b_threads = base_m.get("threads", {}).get(seed)
         wanted = ours_m.get("lineage", {}).get(seed, {}).get("ancestors", {}).get(baseline)
         if wanted is not None and base_m.get("lineage", {}).get(seed, {}).get("run") != wanted:
-            b, b_data = base_m.get("earlier", {}).get(seed, {}).get(wanted), None
+            b, b_data, b_threads = base_m.get("earlier", {}).get(seed, {}).get(wanted), None, None
             if b is None:
                 unpaired.append(seed)
         if b is not None and key in v and key in b:
@@ -1087,12 +1101,16 @@ def paired_difference(results: Mapping[str, Any], method: str, baseline: str, ke
             a_data = ours_m.get("data", {}).get(seed)
             if a_data and b_data and a_data != b_data:
                 mixed.append(seed)
+            a_threads = ours_m.get("threads", {}).get(seed)
+            if a_threads is not None and b_threads is not None and a_threads != b_threads:
+                mixed_threads.append(seed)
     if not diffs:
         return None
     vals = list(diffs.values())
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return {"per_seed": diffs, "mean": mean, "std": std, "unpaired": unpaired, "mixed_data": mixed}
+    return {"per_seed": diffs, "mean": mean, "std": std, "unpaired": unpaired, "mixed_data": mixed,
+            "mixed_threads": mixed_threads}
 
 
 def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -1109,11 +1127,30 @@ MIXED_NOTE = (f"{MIXED_MARK}: the two runs of this seed trained on different bui
               "names different data digests); the difference mixes the build's effect with the method's.")
 
 
+# after a seed's paired difference whose two runs trained with different CPU thread counts
+THREADS_MARK = "‡"
+THREADS_NOTE = (f"{THREADS_MARK}: the two runs of this seed trained with different CPU thread counts (their "
+                "provenance); on a CPU a run does not reproduce across thread counts, so the difference mixes that "
+                "chance with the method's.")
+
+
+def seed_marks(d: Mapping[str, Any], seed: Any) -> str:
+    """The marks after ``seed``'s difference in a :func:`paired_difference`: :data:`MIXED_MARK` (two data builds),
+    :data:`THREADS_MARK` (two thread counts)."""
+    return ((MIXED_MARK if seed in (d.get("mixed_data") or ()) else "")
+            + (THREADS_MARK if seed in (d.get("mixed_threads") or ()) else ""))
+
+
+def mark_notes(diffs: Any) -> list[str]:
+    """The notes of the marks that the :func:`paired_difference` results ``diffs`` (None entries skipped) carry."""
+    diffs = [d for d in diffs if d]
+    return ([MIXED_NOTE] if any(d.get("mixed_data") for d in diffs) else []) + (
+        [THREADS_NOTE] if any(d.get("mixed_threads") for d in diffs) else [])
+
+
 def _difference_text(d: Mapping[str, Any]) -> tuple[str, str]:
     """(``mean ± std`` in points, the per-seed differences) of a :func:`paired_difference`."""
-    mixed = set(d.get("mixed_data") or ())
-    per = ", ".join(f"{seed}: {100 * v:+.1f}{MIXED_MARK if seed in mixed else ''}"
-                    for seed, v in sorted(d["per_seed"].items()))
+    per = ", ".join(f"{seed}: {100 * v:+.1f}{seed_marks(d, seed)}" for seed, v in sorted(d["per_seed"].items()))
     return _mean_std({**d, "n": len(d["per_seed"])}, sign="+"), per
 
 
@@ -1139,12 +1176,12 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
     compared = [k for k in ("R@1", "R@5", "R@10", "attr:mean", "attr:mean-norm", "attr:mean-matched", "attr:context",
                             "attr:context-norm", "rendered", "word-frames")
                 if k in keys]
-    mixed = False  # any seed paired across two data builds: the tables then carry MIXED_NOTE
+    shown = []  # every paired difference shown: the tables then carry the notes of their marks
     for key in compared:
         diffs = paired_differences(results, key)
         if not diffs:
             continue
-        mixed = mixed or any(d["mixed_data"] for d in diffs.values())
+        shown += diffs.values()
         lines += ["", f"Paired differences in {key} against {names[0]} (same seed), in points:", "",
                   "| method | mean ± std | per seed |", "|---|---|---|"]
         for name, d in diffs.items():
@@ -1154,7 +1191,7 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
         if m.baseline is None or m.name not in results["methods"] or m.baseline not in results["methods"]:
             continue
         cells = [paired_difference(results, m.name, m.baseline, key) for key in compared]
-        mixed = mixed or any(d["mixed_data"] for d in cells if d)
+        shown += cells
         if any(cells):
             rows.append(f"| {m.name} | {m.baseline} | " + " | ".join("{} ({})".format(*_difference_text(d)) if d else "-" for d in cells)
                         + " |")
@@ -1162,8 +1199,8 @@ def render_results(exp: Experiment, results: Mapping[str, Any]) -> str:
         lines += ["", "Paired differences against each method's `baseline` (same seeds), in points: mean ± std "
                   "(per seed):", "", "| method | baseline | " + " | ".join(compared) + " |",
                   "|" + "---|" * (len(compared) + 2), *rows]
-    if mixed:
-        lines += ["", MIXED_NOTE]
+    for note in mark_notes(shown):
+        lines += ["", note]
     slow = [s for s in slow_starts(results) if s["slow"]]
     if slow:
         lines += ["", f"Slow starts: seeds whose validation R@10 at their first evaluation is {SLOW_START_POINTS:.0f}+ "

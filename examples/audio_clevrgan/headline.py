@@ -22,7 +22,7 @@ from typing import Any
 
 import attrs
 
-from negmine.experiment import MIXED_MARK, MIXED_NOTE, collect, load_experiment, paired_difference
+from negmine.experiment import collect, load_experiment, mark_notes, paired_difference, seed_marks
 
 ROOT = Path(__file__).resolve().parents[2]
 EXPERIMENTS = ROOT / "examples" / "audio_clevrgan" / "experiments"
@@ -354,25 +354,24 @@ def render_paired(experiment: str, method: str, baseline: str, experiments: Path
                                               baseline: ledger(other.strip())["methods"][other_method.strip()]}}
     runs = collected["methods"][method]["seeds"]
     lines = [f"| metric | {baseline} | {method} | paired difference | per seed |", "|---|---|---|---|---|"]
-    mixed: set[Any] = set()
+    shown = []
     for label, key in _word_metrics(runs) if words else PAIRED_METRICS:
         d = paired_difference(collected, method, baseline, key)
         if d is None:
             continue
-        mixed |= set(d["mixed_data"])
+        shown.append(d)
         seeds = sorted(d["per_seed"])
         # both means over the paired seeds only, the baseline's as paired (the run each seed started from)
         ours = [runs[seed][key] for seed in seeds]
         theirs = [runs[seed][key] - d["per_seed"][seed] for seed in seeds]
         ahead = sum(d["per_seed"][seed] > 0 for seed in seeds)
         spread = f" ± {100 * d['std']:.1f}" if len(seeds) > 1 else ""
-        per_seed = ", ".join(f"{seed}: {100 * d['per_seed'][seed]:+.1f}{MIXED_MARK if seed in d['mixed_data'] else ''}"
-                             for seed in seeds)
+        per_seed = ", ".join(f"{seed}: {100 * d['per_seed'][seed]:+.1f}{seed_marks(d, seed)}" for seed in seeds)
         lines.append(f"| {label} | {_mean_std(theirs)} | {_mean_std(ours)} | "
                      f"{100 * d['mean']:+.1f}{spread} ({ahead}/{len(seeds)} ahead) | {per_seed} |")
     if len(lines) == 2:
         return f"*No seed has both {method} and {baseline} yet.*\n"
-    return "\n".join(lines + (["", MIXED_NOTE] if mixed else [])) + "\n"
+    return "\n".join(lines + [x for note in mark_notes(shown) for x in ("", note)]) + "\n"
 
 
 def _word_metrics(runs: Mapping[Any, Mapping[str, float]]) -> list[tuple[str, str]]:

@@ -539,10 +539,12 @@ def test_per_word_and_in_context_rows_reach_the_results_but_not_the_report_table
     assert "attr:shape" in text and "attr:word:" not in text and "attr:context:" not in text
 
 
-def test_runs_record_their_data_and_pairs_across_two_builds_are_flagged(tmp_path, capsys):
+def test_runs_record_their_data_and_pairs_across_two_builds_or_thread_counts_are_flagged(tmp_path, capsys):
     """Each run's provenance names the data it trained on (the task's digest); a run resumed on other data, a ledger
     holding records of other data, and paired differences across two builds are all reported."""
-    from negmine.experiment import MIXED_NOTE
+    import re
+
+    from negmine.experiment import MIXED_NOTE, THREADS_NOTE
 
     path = tmp_path / "e.toml"
     path.write_text(EXPERIMENT.replace("total_steps = 30", "total_steps = 30\n[settings]\ncheckpoint_every = 5"))
@@ -577,6 +579,22 @@ def test_runs_record_their_data_and_pairs_across_two_builds_are_flagged(tmp_path
         file.write_text(json.dumps({k: v for k, v in json.loads(file.read_text()).items() if k != "data"}))
     assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
     assert MIXED_NOTE not in (report / "results.md").read_text()
+
+    # runs trained with different CPU thread counts (their provenance's machine line) are flagged too, apart
+    def threads(slug, n):
+        file = ledger / slug / "seed-0" / "provenance.json"
+        record = json.loads(file.read_text())
+        machine = re.sub(r"\d+ threads", f"{n} threads", record["machine"])
+        assert machine != record["machine"] or f"{n} threads" in machine  # the line names a thread count
+        file.write_text(json.dumps({**record, "machine": machine}))
+
+    threads("random", 1), threads("hard-neg", 2)
+    assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
+    text = (report / "results.md").read_text()
+    assert THREADS_NOTE in text and "‡" in text and MIXED_NOTE not in text and "†" not in text
+    threads("hard-neg", 1)
+    assert main(["experiment", str(path), "--out", str(report), "--ledger", str(ledger), "--report-only", "-q"]) == 0
+    assert THREADS_NOTE not in (report / "results.md").read_text()
 
 
 def test_a_method_added_after_its_parent_finished_names_the_missing_checkpoint_and_the_way_on(tmp_path, capsys):
