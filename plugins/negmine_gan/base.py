@@ -113,6 +113,7 @@ class GanEditGenerator(NegativeGenerator):
 
     @hookimpl
     def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
+        self.wanted_changes()  # an unknown keep_changes name stops the run here, not after the first step's edits
         # positives are regenerated from their latents as floats, so quantisation cannot tell them from edits
         data = trainer.task.train
         if hasattr(data, "use_generated_positives"):
@@ -193,13 +194,13 @@ class GanEditGenerator(NegativeGenerator):
         wanted = frozenset(w.strip() for w in raw.split(",") if w.strip())
         if wanted and not getattr(self, "_changes_checked", False):
             kinds = (getattr(self.task, "resources", None) or {}).get("edit_change_kinds")
-            if kinds is not None:
-                for name in sorted(wanted - set(kinds)):
-                    hint = closest(name, kinds)
-                    raise PluginError(f"generator {self.name!r}: keep_changes names {name!r}, which task "
-                                      f"{getattr(self.task, 'name', '?')!r} does not read"
-                                      + (f"; did you mean {hint!r}?" if hint else "")
-                                      + f" (it reads: {', '.join(kinds)})")
+            unknown = sorted(wanted - set(kinds)) if kinds is not None else []
+            if unknown:  # every unknown name at once, each with its closest known one
+                named = "; ".join(f"{name!r}" + (f" (did you mean {hint!r}?)" if (hint := closest(name, kinds)) else "")
+                                  for name in unknown)
+                raise PluginError(f"generator {self.name!r}: keep_changes names what task "
+                                  f"{getattr(self.task, 'name', '?')!r} does not read: {named}; it reads: "
+                                  f"{', '.join(kinds)}")
             self._changes_checked = True
         return wanted
 

@@ -463,8 +463,8 @@ def test_keep_changes_refuses_a_change_the_task_does_not_read_and_a_task_without
     ctx = _context(task)
     task.resources["edit_changes"] = lambda ids, images: [frozenset() for _ in ids]
     task.resources["edit_change_kinds"] = ("shape", "color")
-    with pytest.raises(PluginError, match="'shap'.*did you mean 'shape'"):
-        GanRandomEdits(GanRandomEdits.Options(keep_changes="shap"), seed=2, task=task).generate(ctx)
+    with pytest.raises(PluginError, match="'colr' \\(did you mean 'color'\\?\\); 'shap' \\(did you mean 'shape'"):
+        GanRandomEdits(GanRandomEdits.Options(keep_changes="shap,colr"), seed=2, task=task).generate(ctx)
     del task.resources["edit_changes"], task.resources["edit_change_kinds"]
     with pytest.raises(PluginError, match="edit_changes.*keep_changes = ''"):
         GanRandomEdits(GanRandomEdits.Options(keep_changes="shape"), seed=2, task=task).generate(ctx)
