@@ -168,7 +168,7 @@ class GanEditGenerator(NegativeGenerator):
         ``last_stats["change_kept"]``). Neither check draws from the generator's random stream."""
         keep = torch.ones(items.shape[0], dtype=torch.bool)
         if getattr(self.options, "drop_still_true", False):
-            still = self._ask_task(ctx, items, edited, "caption_still_true", "Bool[M]", "drop_still_true = false")
+            still = self._ask_task(ctx, items, edited, "caption_still_true", "Bool[M]", "drop_still_true", "false")
             still = torch.as_tensor(still, dtype=torch.bool).cpu()
             if still.shape != (items.shape[0],):
                 raise PluginError(f"task resource caption_still_true returned shape {tuple(still.shape)}, expected "
@@ -178,7 +178,7 @@ class GanEditGenerator(NegativeGenerator):
         wanted = self.wanted_changes()
         if wanted:
             changes = list(self._ask_task(ctx, items, edited, "edit_changes", "a set of change names per edit",
-                                          "keep_changes = ''"))
+                                          "keep_changes", "''"))
             if len(changes) != items.shape[0]:
                 raise PluginError(f"task resource edit_changes returned {len(changes)} sets of changes for "
                                   f"{items.shape[0]} edits")
@@ -204,14 +204,15 @@ class GanEditGenerator(NegativeGenerator):
             self._changes_checked = True
         return wanted
 
-    def _ask_task(self, ctx: Any, items: Tensor, edited: Tensor, resource: str, returns: str, off: str) -> Any:
-        """Call the task resource ``resource(ids Long[M], edited inputs Float[M, ...])`` for the edited anchors."""
+    def _ask_task(self, ctx: Any, items: Tensor, edited: Tensor, resource: str, returns: str, option_name: str,
+                  off: str) -> Any:
+        """Call the task resource ``resource(ids Long[M], edited inputs Float[M, ...])`` for the edited anchors; a
+        task without it is refused, naming the option that asked and its value that turns the check off."""
         check = (getattr(self.task, "resources", None) or {}).get(resource)
         if not callable(check):
-            option_name = off.split(" ")[0]
             raise PluginError(f"generator {self.name!r}: {option_name} needs the task resource {resource!r} "
                               f"(ids, images -> {returns}), which task {getattr(self.task, 'name', '?')!r} does not "
-                              f"provide; set {off}")
+                              f"provide; set {option_name} = {off}")
         ids = ctx.batch.ids[items.to(ctx.batch.ids.device)].cpu()
         with torch.no_grad():
             return check(ids, edited.detach())

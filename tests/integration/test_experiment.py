@@ -541,7 +541,8 @@ def test_per_word_and_in_context_rows_reach_the_results_but_not_the_report_table
 
 def test_runs_record_their_data_and_pairs_across_two_builds_or_thread_counts_are_flagged(tmp_path, capsys):
     """Each run's provenance names the data it trained on (the task's digest); a run resumed on other data, a ledger
-    holding records of other data, and paired differences across two builds are all reported."""
+    holding records of other data, and paired differences across two builds are all reported; so are paired
+    differences between runs trained with different CPU thread counts."""
     import re
 
     from negmine.experiment import MIXED_NOTE, THREADS_NOTE
