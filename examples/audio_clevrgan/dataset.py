@@ -245,6 +245,22 @@ def describe_images(segmenter: Any, images01: torch.Tensor) -> tuple[list[list[d
     return objects, pixels
 
 
+def concept_maps(segmenter: Any, images01: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+    """Where each attribute value is in images Float[B, 3, S, S] in [0, 1], as the attribute segmenter reads them:
+    (the value names, every attribute's values in :data:`ATTRIBUTES` order, and Bool[B, K, S, S]: the foreground
+    pixels whose most likely value of that attribute is that value). For the ``gan-targeted`` option
+    ``concepts = "task"``, which dissects the GAN against these maps as GAN Dissection does with its segmenter."""
+    pred = segmenter.predict(images01.float())
+    fg = pred["foreground"][:, 1] > 0.5
+    names, maps = [], []
+    for attr in ATTRIBUTES:
+        labels = pred[attr].argmax(1)
+        for k, value in enumerate(VALUES[attr]):
+            names.append(value)
+            maps.append((labels == k) & fg)
+    return names, torch.stack(maps, 1).cpu()
+
+
 class GanSource:
     """GAN samples G(z), described by the attribute segmenter (as in the paper's synthetic dataset). Latents whose
     image shows no object are redrawn (from the same chunk generator, so the build stays deterministic)."""

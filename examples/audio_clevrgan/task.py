@@ -388,6 +388,7 @@ def dataset_capabilities(root: Path, meta: dict, latents: np.ndarray | None) -> 
             resources["gan_loader"] = lambda: _load_gan(root / "gan.pt")
     if (root / "segmenter.pt").is_file():
         resources["describe_images"] = _describer(root / "segmenter.pt")
+        resources["concept_maps"] = _describer(root / "segmenter.pt", maps=True)
     return provides, resources
 
 
@@ -457,18 +458,21 @@ def _load_gan(path: Path):
     return load_gan(path)
 
 
-def _describer(path: Path):
-    """images Float[B, 3, S, S] in [0, 1] -> per image the objects the attribute segmenter sees (loaded lazily, on
-    the images' device: the edit generators read their edits during training)."""
+def _describer(path: Path, maps: bool = False):
+    """images Float[B, 3, S, S] in [0, 1] -> per image the objects the attribute segmenter sees, or with ``maps``
+    (value names, Bool[B, K, S, S]: where each value is; :func:`audio_clevrgan.dataset.concept_maps`). The segmenter
+    is loaded lazily, on the images' device: the edit generators read their edits during training."""
     cache = {}
 
     def describe(images):
-        from .dataset import describe_images
+        from .dataset import concept_maps, describe_images
         from .train_scripts import load_segmenter
 
         key = str(images.device)
         if key not in cache:
             cache[key] = load_segmenter(path, images.device)
+        if maps:
+            return concept_maps(cache[key], images.float())
         return describe_images(cache[key], images.float())[0]
 
     return describe

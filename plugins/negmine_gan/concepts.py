@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from negmine.errors import PluginError
 from negmine.model import Embedding
 
 
@@ -152,13 +153,12 @@ def iqr_thresholds(acts: Tensor, seg: Tensor, levels: int = 100) -> tuple[Tensor
     return thresholds, best
 
 
-def rank_units(unit_acts: Tensor, segmentation: Tensor, quantile: float | None = 0.95) -> tuple[Tensor, Tensor]:
-    """Per cluster, GAN units by descending IoU with the cluster's segmentation.
+def unit_ious(unit_acts: Tensor, segmentation: Tensor, quantile: float | None = 0.95) -> tuple[Tensor, Tensor]:
+    """(iou Float[K, C], thresholds Float[C]): every GAN unit's binarised activation against every concept.
 
-    unit_acts: Float[N, C, H, W] the GAN layer's outputs; segmentation: Bool[N, K, H, W] on the same grid.
-    Returns (ranking Long[K, C], iou Float[K, C]). A unit is "on" above its own ``quantile`` over all images and
-    positions, or, with ``quantile`` None, above the threshold of GAN Dissection's IQR rule
-    (:func:`iqr_thresholds`).
+    unit_acts: Float[N, C, H, W] the GAN layer's outputs; segmentation: Bool[N, K, H, W] on the same grid. A unit is
+    "on" above its own ``quantile`` over all images and positions, or, with ``quantile`` None, above the threshold
+    of GAN Dissection's IQR rule (:func:`iqr_thresholds`).
     """
     n, c, h, w = unit_acts.shape
     acts = unit_acts.permute(1, 0, 2, 3).reshape(c, -1).float()  # [C, N*H*W]
@@ -172,8 +172,30 @@ def rank_units(unit_acts: Tensor, segmentation: Tensor, quantile: float | None =
     on = (acts > thresholds[:, None]).float()  # [C, P]
     inter = seg @ on.T  # [K, C]
     union = seg.sum(1, keepdim=True) + on.sum(1)[None, :] - inter
-    iou = inter / (union + 1e-20)
+    return inter / (union + 1e-20), thresholds
+
+
+def rank_units(unit_acts: Tensor, segmentation: Tensor, quantile: float | None = 0.95) -> tuple[Tensor, Tensor]:
+    """Per cluster, GAN units by descending IoU with the cluster's segmentation (arguments as :func:`unit_ious`).
+
+    Returns (ranking Long[K, C], iou Float[K, C]).
+    """
+    iou, _ = unit_ious(unit_acts, segmentation, quantile)
     return iou.argsort(dim=1, descending=True), iou
+
+
+def specificity(iou: Tensor) -> Tensor:
+    """Float[K, C]: a unit's IoU with concept k minus its highest IoU with any other concept (K >= 2).
+
+    Why not IoU alone: a unit that draws every object (geometry) overlaps every object concept, often more than the
+    units of one value do; ranked by IoU, "large" or "rubber" pick such units, and ablating them removes or shrinks
+    the object instead of changing one attribute. A unit specific to a concept overlaps it and nothing else."""
+    k = iou.shape[0]
+    if k < 2:
+        return iou.clone()
+    top2 = iou.topk(2, dim=0).values  # [2, C]: the best and second-best concept of every unit
+    best_other = torch.where(iou >= top2[0:1], top2[1:2].expand_as(iou), top2[0:1].expand_as(iou))
+    return iou - best_other
 
 
 @attrs.define
@@ -197,6 +219,76 @@ class Concepts:
     def from_state(cls, s: dict[str, Any]) -> Concepts:
         return cls(s["centroids"], s["mu"], s["sigma"], s["ranking"], s["iou"], int(s["step"]),
                    int(s.get("requested", 0)), int(s.get("active", 0)))
+
+
+@attrs.define
+class TaskConcepts:
+    """Concepts named by the task's segmentation of GAN samples, and the GAN units specific to each (GAN Dissection's
+    own dissection, with a segmenter; tensors and names only, checkpointable). They do not depend on the model, so
+    they are computed once per run."""
+
+    names: list[str]  # the concepts kept, in the order of ranking's rows
+    ranking: Tensor  # Long[K, C]: units by descending specificity
+    specificity: Tensor  # Float[K, C]
+    thresholds: Tensor  # Float[C]: a unit's "on" level in the dissection
+    dropped: list[str] = attrs.field(factory=list)  # concepts without a unit of their own
+
+    def state(self) -> dict[str, Any]:
+        return {"names": list(self.names), "ranking": self.ranking, "specificity": self.specificity,
+                "thresholds": self.thresholds, "dropped": list(self.dropped)}
+
+    @classmethod
+    def from_state(cls, s: dict[str, Any]) -> TaskConcepts:
+        return cls(list(s["names"]), s["ranking"], s["specificity"], s["thresholds"], list(s.get("dropped", [])))
+
+    def presence(self, features: Tensor, region: Tensor, units: int) -> Tensor:
+        """Float[M, K] in [0, 1]: how much of each concept is drawn inside each region: the share of (the concept's
+        top ``units`` units x the region's cells) that are on. features: Float[M, C, h, w] (the GAN layer of the
+        images edited); region: Bool[M, h, w]."""
+        on = (features.detach().cpu().float() > self.thresholds[None, :, None, None]).float()  # [M, C, h, w]
+        r = region.cpu().float()
+        per_unit = (on * r[:, None]).sum((2, 3)) / r.sum((1, 2)).clamp_min(1.0)[:, None]  # [M, C]
+        top = self.ranking[:, :max(1, units)]  # [K, u]
+        return per_unit[:, top].mean(2)
+
+
+@torch.no_grad()
+def compute_task_concepts(editor: Any, to_input: Any, concept_maps: Any, *, n_dissect: int, seed: int,
+                          device: torch.device, z_dim: int, latents: Any = None, quantile: float | None = 0.95,
+                          min_specificity: float = 0.05, batch_size: int = 64) -> TaskConcepts:
+    """Dissect the edited GAN layer against the task's concepts on ``n_dissect`` GAN samples (latents as in
+    :func:`compute_concepts`). ``concept_maps(images)`` takes model inputs Float[B, ...] and returns (names,
+    Bool[B, K, S, S]): where each named concept is in each image. Maps are pooled onto the layer's grid (a cell holds
+    a concept when half of its pixels do). Units are ranked per concept by :func:`specificity`; a concept whose best
+    unit's specificity is below ``min_specificity`` has no unit of its own (e.g. a default value that no unit
+    draws) and is dropped, as ablating its "units" would remove the object rather than change it."""
+    gen = torch.Generator().manual_seed(seed)
+    acts, segs, names = [], [], None
+    for start in range(0, n_dissect, batch_size):
+        m = min(batch_size, n_dissect - start)
+        z = (latents(m, gen) if latents is not None else torch.randn(m, z_dim, generator=gen)).to(device)
+        h = editor.features(z)
+        got_names, maps = concept_maps(to_input(editor.generate(z, features=h)))
+        got_names = [str(n) for n in got_names]
+        maps = torch.as_tensor(maps)
+        if maps.dim() != 4 or maps.shape[0] != m or maps.shape[1] != len(got_names):
+            raise PluginError(f"task resource concept_maps returned maps of shape {tuple(maps.shape)} for {m} images "
+                              f"and {len(got_names)} names; expected ({m}, {len(got_names)}, S, S)")
+        if names is not None and got_names != names:
+            raise PluginError("task resource concept_maps named its concepts differently from one batch to the next")
+        names = got_names
+        pooled = torch.nn.functional.adaptive_avg_pool2d(maps.float().cpu(), h.shape[-2:]) >= 0.5
+        acts.append(h.cpu())
+        segs.append(pooled)
+    if not names:
+        raise PluginError("task resource concept_maps named no concepts")
+    iou, thresholds = unit_ious(torch.cat(acts), torch.cat(segs), quantile)
+    spec = specificity(iou)
+    ranking = spec.argsort(dim=1, descending=True)
+    best = spec.gather(1, ranking[:, :1])[:, 0]
+    keep = (best >= min_specificity).nonzero().flatten()
+    return TaskConcepts([names[k] for k in keep.tolist()], ranking[keep], spec[keep], thresholds,
+                        [names[k] for k in range(len(names)) if k not in set(keep.tolist())])
 
 
 @torch.no_grad()

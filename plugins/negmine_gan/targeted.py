@@ -6,6 +6,12 @@ matchmap peak, normalised, is scored against every cluster; the first try edits 
 cluster with probability proportional to its clipped score. The top ``units`` fraction of that cluster's IoU ranking is
 ablated in the salient region; each rejected try ablates ``units_step`` more of the layer, lowers the region threshold
 and the acceptance threshold (the paper's 140 and +40 units of 512, tau_h 0.95 - 0.1, tau_rho 0.95 - 0.05).
+
+With ``concepts = "task"`` the concepts are named by the task instead (resource ``concept_maps``: a segmentation of
+images into named concepts), as GAN Dissection itself dissects a generator with a segmenter: the GAN units specific to
+each concept are found once per run, and for a pair the concept is the one most drawn inside the model's salient
+region (first try), then drawn in proportion to how much of each is drawn there. The model still chooses where to
+edit; the task says what is there and which units draw it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
+from negmine.errors import PluginError
 from negmine.generator import MiningContext, Negatives, option
 from negmine.model import running_stats_kept
 from negmine_gan.base import (
@@ -27,7 +34,13 @@ from negmine_gan.base import (
     tries_stats,
     warm_start_option,
 )
-from negmine_gan.concepts import Concepts, compute_concepts, peak_datapoints
+from negmine_gan.concepts import (
+    Concepts,
+    TaskConcepts,
+    compute_concepts,
+    compute_task_concepts,
+    peak_datapoints,
+)
 from negmine_gan.edit import edit_until_changed, geodesic_region, upsample_mask
 from negmine_gan.random_edit import salient
 
@@ -43,6 +56,14 @@ class GanTargetedEdits(GanEditGenerator):
     @attrs.frozen
     class Options:
         layer: str = option("layer4", "GAN layer to edit (on the model's image grid)")
+        concepts: str = option("model", "where the concepts come from: the model's embedding units, clustered (the "
+                               "paper), or the task's segmentation of GAN samples (task resource concept_maps: "
+                               "images -> names, Bool[B, K, S, S]; GAN Dissection's own dissection). Either way the "
+                               "model's salient region says where to edit", choices=("model", "task"))
+        min_specificity: float = option(0.05, "with concepts = task: a concept is kept when one of its units' IoU with "
+                                        "it exceeds that unit's IoU with every other concept by this much (a value "
+                                        "that no unit draws alone, e.g. a default, cannot be ablated)",
+                                        min=0.0, max=1.0)
         clusters: float = option(None, "number of concept clusters as a fraction of the embedding width D; unset: "
                                  "250/512 of the units that fire at the matchmap peaks (the paper's 250 clusters of "
                                  "512 units, scaled to a narrower or sparser model)", min=0.0, max=1.0, type=float)
@@ -74,6 +95,7 @@ class GanTargetedEdits(GanEditGenerator):
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
         self.concepts: Concepts | None = None
+        self.task_concepts: TaskConcepts | None = None
         self._few_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -86,6 +108,10 @@ class GanTargetedEdits(GanEditGenerator):
         dim = int(image.values.shape[1])
         z = probe.extras["latent"].to(device)
         self.check_grid(self._editor().features(z), image, z)
+        if o.concepts == "task":
+            if self.task_concepts is None:  # the task's concepts and the GAN do not change while the model trains
+                self.task_concepts = self._dissect_task_concepts(device, int(z.shape[1]))
+            return
         self.concepts = compute_concepts(
             model, data, self._editor(), self.to_input,
             n_clusters=None if o.clusters is None else max(2, round(o.clusters * dim)),
@@ -95,10 +121,29 @@ class GanTargetedEdits(GanEditGenerator):
             seed=self.seed, device=device, step=step, latents=(self.task.resources or {}).get("sample_latents"))
         self._few_warned = False
 
+    def _dissect_task_concepts(self, device: torch.device, z_dim: int) -> TaskConcepts:
+        o = self.options
+        resources = getattr(self.task, "resources", None) or {}
+        maps = resources.get("concept_maps")
+        if not callable(maps):
+            raise PluginError(f"generator {self.name!r}: concepts = 'task' needs the task resource 'concept_maps' "
+                              "(images -> concept names, Bool[B, K, S, S]), which task "
+                              f"{getattr(self.task, 'name', '?')!r} does not provide; set concepts = 'model'")
+        found = compute_task_concepts(
+            self._editor(), self.to_input, maps, n_dissect=o.dissect_samples, seed=self.seed, device=device,
+            z_dim=z_dim, latents=resources.get("sample_latents"), min_specificity=o.min_specificity,
+            quantile=None if o.unit_threshold == "iqr" else o.unit_quantile)
+        if not found.names:
+            raise PluginError(f"generator {self.name!r}: no concept of task {getattr(self.task, 'name', '?')!r} has a "
+                              f"unit of its own in GAN layer {o.layer!r} (best specificity below min_specificity = "
+                              f"{o.min_specificity}; concepts: {', '.join(found.dropped)}): lower min_specificity "
+                              "or edit another layer")
+        return found
+
     def few_clusters(self) -> str | None:
         """A warning when the concepts kept at most two clusters (the edits are then barely targeted), else None."""
         c = self.concepts
-        if c is None or c.centroids.shape[0] > 2:
+        if self.options.concepts == "task" or c is None or c.centroids.shape[0] > 2:
             return None
         return (f"{self.name}: only {c.centroids.shape[0]} concept cluster(s) of more than 3 units remain (of "
                 f"{c.requested} requested from the {c.active} embedding units that fire at the matchmap peaks, "
@@ -116,14 +161,17 @@ class GanTargetedEdits(GanEditGenerator):
     @hookimpl
     def negmine_stage_start(self, trainer: Any, stage: Any) -> None:
         super().negmine_stage_start(trainer, stage)
-        if self.concepts is None:  # a resumed stage keeps the concepts from its checkpoint
+        if self._no_concepts():  # a resumed stage keeps the concepts from its checkpoint
             self.refresh(trainer.model, trainer.task.train, trainer.device, trainer.global_step)
         self._warn_few(trainer)
+
+    def _no_concepts(self) -> bool:
+        return (self.task_concepts if self.options.concepts == "task" else self.concepts) is None
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
         super().negmine_step_end(trainer, step, metrics)
-        every = self.options.recluster_every
+        every = self.options.recluster_every if self.options.concepts == "model" else 0
         if every and trainer.step_in_stage % every == 0 and trainer.step_in_stage < trainer.stage.steps:
             self.refresh(trainer.model, trainer.task.train, trainer.device, step)
             self._warn_few(trainer)
@@ -142,9 +190,25 @@ class GanTargetedEdits(GanEditGenerator):
         weights = torch.where(weights.sum(1, keepdim=True) > 0, weights, uniform)
         return order, weights / weights.sum(1, keepdim=True)
 
+    def task_concept_order(self, feats: Tensor, region: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+        """With the task's concepts: (order Long[M, K] by descending presence in each edited image's salient region
+        (features Float[M, C, h, w], region Bool[M, h, w]), draw probabilities Float[M, K] in that order: uniform
+        over the concepts drawn there at least half as much as the most drawn one; uniform over all when none is).
+
+        Why uniform, not in proportion to presence: a value with more units, or one that nearly every object has
+        (a colour other than the default), would take most edits; every concept drawn at the spot is as good a
+        negative, and the words the model knows least are no likelier to be the most drawn."""
+        units = max(1, round(self.options.units * channels))
+        presence = self.task_concepts.presence(feats, region, units)
+        ordered, order = presence.sort(dim=1, descending=True)
+        present = (ordered >= 0.5 * ordered[:, :1]) & (ordered > 0)
+        present[:, 0] |= ~present.any(1)  # nothing drawn there: the first concept stands for the uniform draw below
+        weights = torch.where(ordered.sum(1, keepdim=True) > 0, present.float(), torch.ones_like(ordered))
+        return order, weights / weights.sum(1, keepdim=True)
+
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
         o = self.options
-        if self.concepts is None:  # used without a trainer's hooks (tests, scripts)
+        if self._no_concepts():  # used without a trainer's hooks (tests, scripts)
             self.refresh(ctx.model, self.task.train, ctx.device, ctx.step)
         editor = self._editor()
         z_all = ctx.batch.extras["latent"].to(ctx.device)
@@ -153,17 +217,24 @@ class GanTargetedEdits(GanEditGenerator):
         channels = feats_all.shape[1]
         heat, seeds = salient(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         self.check_grid(feats_all, ctx.embeddings[0], z_all)
-        _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
         items = self.edit_items(b)  # the anchors edited this step
         dev_items = items.to(ctx.device)
         z, feats, edit_original = z_all[dev_items], feats_all[dev_items], original[dev_items]
         m = items.shape[0]
-        order, probs = self.cluster_order(vectors[dev_items])
         heat, seeds = heat[dev_items].cpu(), seeds[dev_items].cpu()
         first_region = geodesic_region(heat, seeds, torch.full((m,), o.region_threshold))
+        if o.concepts == "task":
+            order, probs = self.task_concept_order(feats, first_region, channels)
+            ranking = self.task_concepts.ranking  # [K, C]
+        else:
+            _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
+            order, probs = self.cluster_order(vectors[dev_items])
+            ranking = self.concepts.ranking  # [K, C]
         pixels = upsample_mask(first_region, original.shape[-1]).to(original.device)
-        chosen = order[:, 0].clone()  # cluster per item (first try: the top cluster)
-        ranking = self.concepts.ranking  # [K, C]
+        if o.concepts == "task":  # a concept per item, drawn among those drawn at the spot (first try too)
+            chosen = order.gather(1, torch.multinomial(probs, 1, generator=self.rng))[:, 0]
+        else:
+            chosen = order[:, 0].clone()  # cluster per item (first try: the top cluster)
         start = self.escalation_start()
 
         def choose(pending: Tensor, attempt: int) -> tuple[Tensor, Tensor]:
@@ -187,7 +258,7 @@ class GanTargetedEdits(GanEditGenerator):
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
         self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(result["change_ratio"].mean()),
                            "units_ablated": float(result["units"].float().sum(1).mean()),
-                           "clusters": float(self.concepts.centroids.shape[0]), "start_level": float(start)}
+                           "clusters": float(len(ranking)), "start_level": float(start)}
         full = self.scatter_items
         valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
@@ -203,9 +274,13 @@ class GanTargetedEdits(GanEditGenerator):
         state = super().state_dict()
         if self.concepts is not None:
             state["concepts"] = self.concepts.state()
+        if self.task_concepts is not None:
+            state["task_concepts"] = self.task_concepts.state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         if "concepts" in state:
             self.concepts = Concepts.from_state(state["concepts"])
+        if "task_concepts" in state:
+            self.task_concepts = TaskConcepts.from_state(state["task_concepts"])
