@@ -7,7 +7,8 @@ Format (one directory)::
                         where the concepts came from, the GAN's SHA-256, negmine's version and commit), layer,
                         counts
     edits.jsonl         one edit per line: id (the pair's index in the split), latent (list of floats), original, edited, region (file
-                        names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null),
+                        names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null), concept (the
+                        concept's name with gan-targeted's concepts = "task", else null),
                         tries (made for this edit), level (the escalation level that was accepted: 0 is the
                         schedule's first), change_ratio, score_original, score_edited, change_inside / change_outside (mean
                         absolute pixel change in [0, 1] inside and outside the region), and, when the task can
@@ -31,6 +32,15 @@ import torch
 from negmine.errors import NegmineError
 
 FORMAT_VERSION = 1
+
+
+def concept_name(gen: Any, negs: Any, k: int) -> str | None:
+    """The name of the task concept edited for item ``k`` (gan-targeted with concepts = "task"), else None."""
+    concepts = getattr(gen, "task_concepts", None)
+    if concepts is None or getattr(gen.options, "concepts", "model") != "task" or "cluster" not in negs.meta:
+        return None
+    index = int(negs.meta["cluster"][k, 0])
+    return concepts.names[index] if 0 <= index < len(concepts.names) else None
 
 
 def _png(path: Path, image01: torch.Tensor) -> None:
@@ -227,7 +237,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     model = task.model.eval()
     saved = (state.get("generators") or {}).get(generator)
     concepts_from = None
-    if saved is not None and hasattr(gen, "refresh") and "concepts" in saved:
+    if saved is not None and hasattr(gen, "refresh") and ("concepts" in saved or "task_concepts" in saved):
         gen.load_state_dict(saved)  # the concepts the run trained with at this checkpoint
         gen.rng.manual_seed(seed)  # ... and the export's own draws
         concepts_from = "checkpoint"
@@ -274,6 +284,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 "region_cells": region.nonzero().tolist(),
                 "units": negs.meta["units"][k, 0].nonzero().flatten().tolist(),
                 "cluster": int(negs.meta["cluster"][k, 0]) if "cluster" in negs.meta else None,
+                "concept": concept_name(gen, negs, k),
                 "tries": int(negs.meta["tries"][k, 0]),
                 "level": int(negs.meta["level"][k, 0]),
                 "change_ratio": round(float(negs.meta["change_ratio"][k, 0]), 5),
@@ -321,6 +332,11 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
             str(lv): {"edits": sum(r["level"] == lv for r in rows),
                       "changed": float(np.mean([r["detected_change"]["changed"] for r in rows if r["level"] == lv]))}
             for lv in levels}
+    if getattr(gen, "task_concepts", None) is not None and gen.options.concepts == "task":
+        from collections import Counter
+
+        summary["task_concepts"] = {"kept": list(gen.task_concepts.names), "dropped": list(gen.task_concepts.dropped)}
+        summary["concepts_edited"] = dict(Counter(r["concept"] for r in rows if r["concept"]).most_common())
     for key in ("change_inside", "change_outside"):
         summary[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
     summary["gallery"] = write_gallery(out, rows[:16])

@@ -257,3 +257,34 @@ def test_an_anchor_without_a_valid_edit_gets_no_negative_and_training_goes_on(ac
     assert torch.equal(negatives.valid[:, 0], ~failed)
     assert (negatives.meta["category"][failed] == -1).all()
     assert (negatives.meta["category"][~failed] == ATTRIBUTES.index("shape")).all()
+
+
+def test_concept_maps_are_the_segmenters_values_and_find_the_factored_gans_value_groups(acg_gan):
+    """The task's concepts for gan-targeted's concepts = "task" (resource concept_maps): every attribute value, where
+    the segmenter reads it (brute force: the per-value pixel counts of describe_images). Dissected against them, the
+    committed attribute-factored generator's units specific to cube, cylinder, metal and each colour but gray are
+    exactly that value's unit group, and the default values (sphere, gray, rubber), which no unit draws, are dropped."""
+    from audio_clevrgan.scene_gan import factored_unit_roles
+    from audio_clevrgan.train_scripts import load_segmenter
+    from negmine_gan.targeted import GanTargetedEdits
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    images = task.train.batch(torch.arange(6)).a.float() / 255
+    names, maps = task.resources["concept_maps"](images)
+    assert names == [v for a in ATTRIBUTES for v in VALUES[a]]
+    assert maps.dtype == torch.bool and maps.shape == (6, len(names), *images.shape[-2:])
+    _, pixels = ds.describe_images(load_segmenter(acg_gan / "segmenter.pt"), images)
+    for i in range(6):
+        assert {v: int(maps[i, k].sum()) for k, v in enumerate(names)} == pixels[i]
+    gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", dissect_samples=256), seed=0, task=task)
+    gen.refresh(task.model, task.train, torch.device("cpu"), 0)
+    found = gen.task_concepts
+    assert {"sphere", "gray", "rubber"} <= set(found.dropped)
+    assert {"cube", "cylinder", "metal", "red", "blue", "green", "yellow"} <= set(found.names)
+    layer = gen._editor().features(torch.zeros(1, 128)).shape[1]
+    roles = factored_unit_roles(layer, task.resources["gan_loader"]().layer1.units)
+    for k, name in enumerate(found.names):
+        if name in ("large", "small"):  # size has no unit group: its units draw geometry
+            continue
+        top = {roles[u] for u in found.ranking[k, :8].tolist()}
+        assert top == {f"{next(a for a in ATTRIBUTES if name in VALUES[a])}={name}"}, (name, top)

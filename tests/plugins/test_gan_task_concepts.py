@@ -1,0 +1,154 @@
+"""gan-targeted with the task's concepts (concepts = "task"): the dissection against a task's segmentation, ranked by
+specificity, the choice of concept inside the salient region, and the generator end to end on the toy GAN task."""
+
+import attrs
+import pytest
+import torch
+import torch.nn.functional as F
+
+from negmine.errors import PluginError
+from negmine.testing import make_context
+from negmine_gan.concepts import TaskConcepts, compute_task_concepts, specificity, unit_ious
+from negmine_gan.targeted import GanTargetedEdits
+from negmine_toy.task import build_toy
+
+
+def test_specificity_is_the_iou_minus_the_best_other_concepts_by_brute_force():
+    g = torch.Generator().manual_seed(0)
+    iou = torch.rand(4, 9, generator=g)
+    iou[1, 3] = iou[2, 3] = 0.99  # a tie for the best concept: neither is specific
+    spec = specificity(iou)
+    for k in range(4):
+        for u in range(9):
+            best_other = max(float(iou[j, u]) for j in range(4) if j != k)
+            assert float(spec[k, u]) == pytest.approx(float(iou[k, u]) - best_other)
+    assert float(spec[1, 3]) == float(spec[2, 3]) == 0.0
+
+
+class PlantedEditor:
+    """A 4x4 'GAN layer' of 16 units on latents Float[m, 48] in [0, 1): concept a where z[:, :16] < 0.1, concept b
+    where z[:, 16:32] < 0.1 (and not a). Units 0-3 draw a, units 4-7 draw b, units 8-11 draw every object, twice as
+    strongly (a geometry unit), units 12-15 never fire. Images are the concept masks, 8x8, in channels 0 and 1."""
+
+    def features(self, z):
+        a = (z[:, :16] < 0.1).view(-1, 4, 4).float()
+        b = (z[:, 16:32] < 0.1).view(-1, 4, 4).float() * (1 - a)
+        jitter = 1 + z[:, 32:48].view(-1, 4, 4)  # distinct values, so that a quantile cuts inside a concept
+        units = [a * jitter] * 4 + [b * jitter] * 4 + [2 * (a + b) * jitter] * 4 + [torch.zeros_like(a)] * 4
+        return torch.stack(units, 1)
+
+    def generate(self, z, features=None):
+        h = self.features(z) if features is None else features
+        masks = torch.stack([(h[:, 0] > 0).float(), (h[:, 4] > 0).float(), torch.zeros_like(h[:, 0])], 1)
+        return F.interpolate(masks, scale_factor=2, mode="nearest")
+
+
+def planted_maps(images):
+    a, b = images[:, 0] > 0.5, images[:, 1] > 0.5
+    return ["a", "b", "background"], torch.stack([a, b, ~(a | b)], 1)
+
+
+def test_task_concepts_find_the_units_of_each_concept_and_drop_a_concept_no_unit_draws_alone():
+    found = compute_task_concepts(PlantedEditor(), lambda x: x, planted_maps, n_dissect=256, seed=0,
+                                  device=torch.device("cpu"), z_dim=48, latents=lambda m, g: torch.rand(m, 48, generator=g))
+    assert found.names == ["a", "b"] and found.dropped == ["background"]
+    assert set(found.ranking[0, :4].tolist()) == {0, 1, 2, 3}
+    assert set(found.ranking[1, :4].tolist()) == {4, 5, 6, 7}
+    # the geometry units overlap both concepts: by IoU alone they are close behind a's own units, by specificity
+    # they are about as far from a as from b
+    editor = PlantedEditor()
+    acts = editor.features(torch.rand(256, 48, generator=torch.Generator().manual_seed(0)))
+    iou, _ = unit_ious(acts, planted_maps(F.interpolate(editor.generate(None, acts), size=4))[1])
+    assert float(iou[0, 8]) > 0.1 and abs(float(found.specificity[0, 8])) < 0.1
+    assert found.thresholds.shape == (16,)
+    # checkpointable
+    again = TaskConcepts.from_state(found.state())
+    assert again.names == found.names and torch.equal(again.ranking, found.ranking)
+
+
+def test_a_concept_map_of_the_wrong_shape_is_refused():
+    def bad(images):
+        return ["a", "b"], torch.zeros(images.shape[0], 3, 8, 8, dtype=torch.bool)
+
+    with pytest.raises(PluginError, match="concept_maps returned maps of shape"):
+        compute_task_concepts(PlantedEditor(), lambda x: x, bad, n_dissect=8, seed=0, device=torch.device("cpu"),
+                              z_dim=48, latents=lambda m, g: torch.rand(m, 48, generator=g))
+
+
+def test_presence_and_the_draw_among_the_concepts_drawn_in_the_region_by_brute_force():
+    g = torch.Generator().manual_seed(1)
+    concepts = TaskConcepts(["a", "b", "c"], torch.tensor([[0, 1, 2, 3], [2, 3, 0, 1], [3, 0, 1, 2]]),
+                            torch.zeros(3, 4), torch.full((4,), 0.5))
+    feats = torch.rand(5, 4, 3, 3, generator=g)
+    feats[4] = 0.0  # nothing drawn anywhere: every concept as likely
+    region = torch.rand(5, 3, 3, generator=g) > 0.4
+    region[:, 1, 1] = True
+    presence = concepts.presence(feats, region, units=2)
+    for m in range(5):
+        cells = region[m].nonzero().tolist()
+        for k in range(3):
+            top = concepts.ranking[k, :2].tolist()
+            want = sum(float(feats[m, u, i, j] > 0.5) for u in top for i, j in cells) / (2 * len(cells))
+            assert float(presence[m, k]) == pytest.approx(want)
+    gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", units=0.5))
+    gen.task_concepts = concepts
+    order, probs = gen.task_concept_order(feats, region, channels=4)
+    for m in range(5):
+        p = presence[m]
+        drawn = [k for k in range(3) if p[k] > 0 and p[k] >= 0.5 * p.max()] or [0, 1, 2]
+        got = {int(order[m, j]): float(probs[m, j]) for j in range(3)}
+        assert got == pytest.approx({k: (1 / len(drawn) if k in drawn else 0.0) for k in range(3)})
+
+
+def _context(task, n=12):
+    batch = task.train.batch(torch.arange(n))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+        scores = task.model.score_matrix(*emb)
+    return attrs.evolve(make_context(scores, task=task, embeddings=emb), batch=batch)
+
+
+def _channel_maps(images):
+    """The toy task's stand-in segmenter: each pixel belongs to its brightest channel."""
+    top = images.argmax(1)
+    return ["red", "green", "blue"], torch.stack([top == c for c in range(3)], 1)
+
+
+def test_gan_targeted_with_task_concepts_ablates_the_chosen_concepts_top_units_and_is_seeded_and_checkpointable():
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    ctx = _context(task)
+    opts = GanTargetedEdits.Options(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=3,
+                                    units=0.125, units_step=0.125, accept=10.0)  # never accepted: 3 tries each
+    gen = GanTargetedEdits(opts, seed=4, task=task)
+    first = gen.generate(ctx)[0]
+    concepts = gen.task_concepts
+    assert gen.concepts is None and 1 <= len(concepts.names) <= 3
+    assert set(concepts.names) | set(concepts.dropped) == {"red", "green", "blue"}
+    chosen = first.meta["cluster"][:, 0]
+    assert ((chosen >= 0) & (chosen < len(concepts.names))).all()
+    count = round((opts.units + 2 * opts.units_step) * 32)  # the last (third) try's units
+    for k in range(12):
+        want = torch.zeros(32, dtype=torch.bool)
+        want[concepts.ranking[chosen[k], :count]] = True
+        assert torch.equal(first.meta["units"][k, 0], want)
+    again = GanTargetedEdits(opts, seed=4, task=task)
+    assert torch.equal(again.generate(ctx)[0].inputs, first.inputs)
+    restored = GanTargetedEdits(opts, seed=0, task=task)
+    restored.load_state_dict(gen.state_dict())
+    assert restored.task_concepts.names == concepts.names
+    assert torch.equal(restored.task_concepts.ranking, concepts.ranking)
+
+
+def test_task_concepts_on_a_task_without_concept_maps_are_refused_naming_the_resource_and_the_way_out(capsys):
+    from negmine.cli import main
+
+    task = build_toy("gan", seed=0)
+    with pytest.raises(PluginError, match="concept_maps.*set concepts = 'model'"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", dissect_samples=16), seed=0,
+                         task=task).generate(_context(task))
+    # from the command line: one message, exit 2, no traceback
+    assert main(["train", "--task", "toy", "--profile", "gan", "-n", "random", "-n", "gan-targeted",
+                 "--gan-targeted-concepts", "task", "--steps", "1", "--eval-size", "10", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "concept_maps" in err and "Traceback" not in err
