@@ -231,25 +231,39 @@ class TaskConcepts:
     ranking: Tensor  # Long[K, C]: units by descending specificity
     specificity: Tensor  # Float[K, C]
     thresholds: Tensor  # Float[C]: a unit's "on" level in the dissection
+    sizes: Tensor  # Long[K]: how many units are specific to each concept (its first sizes[k] in ranking)
     dropped: list[str] = attrs.field(factory=list)  # concepts without a unit of their own
 
     def state(self) -> dict[str, Any]:
         return {"names": list(self.names), "ranking": self.ranking, "specificity": self.specificity,
-                "thresholds": self.thresholds, "dropped": list(self.dropped)}
+                "thresholds": self.thresholds, "sizes": self.sizes, "dropped": list(self.dropped)}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> TaskConcepts:
-        return cls(list(s["names"]), s["ranking"], s["specificity"], s["thresholds"], list(s.get("dropped", [])))
+        return cls(list(s["names"]), s["ranking"], s["specificity"], s["thresholds"], s["sizes"],
+                   list(s.get("dropped", [])))
+
+    def top_units(self, concepts: Tensor, count: int, channels: int) -> Tensor:
+        """Bool[M, C]: for each concept index of ``concepts`` (Long[M]), its first ``count`` units by specificity,
+        but none beyond the units specific to it: a try that asks for more units ablates only those (the unit after
+        them draws something else, often every object's geometry, and ablating it shrinks or removes the object)."""
+        concepts = concepts.cpu()
+        count = max(0, min(int(count), channels))
+        top = self.ranking[concepts, :count]  # [M, count]
+        keep = torch.arange(count)[None, :] < self.sizes[concepts][:, None]
+        return torch.zeros(len(concepts), channels, dtype=torch.bool).scatter_(1, top, keep)
 
     def presence(self, features: Tensor, region: Tensor, units: int) -> Tensor:
         """Float[M, K] in [0, 1]: how much of each concept is drawn inside each region: the share of (the concept's
-        top ``units`` units x the region's cells) that are on. features: Float[M, C, h, w] (the GAN layer of the
+        top ``units`` units, no more than its specific ones, x the region's cells) that are on. features: Float[M, C, h, w] (the GAN layer of the
         images edited); region: Bool[M, h, w]."""
         on = (features.detach().cpu().float() > self.thresholds[None, :, None, None]).float()  # [M, C, h, w]
         r = region.cpu().float()
         per_unit = (on * r[:, None]).sum((2, 3)) / r.sum((1, 2)).clamp_min(1.0)[:, None]  # [M, C]
-        top = self.ranking[:, :max(1, units)]  # [K, u]
-        return per_unit[:, top].mean(2)
+        u = max(1, units)
+        top = self.ranking[:, :u]  # [K, u]
+        counted = (torch.arange(top.shape[1])[None, :] < self.sizes[:, None]).float()  # [K, u]: specific units only
+        return (per_unit[:, top] * counted).sum(2) / counted.sum(1).clamp_min(1.0)
 
 
 @torch.no_grad()
@@ -287,7 +301,8 @@ def compute_task_concepts(editor: Any, to_input: Any, concept_maps: Any, *, n_di
     ranking = spec.argsort(dim=1, descending=True)
     best = spec.gather(1, ranking[:, :1])[:, 0]
     keep = (best >= min_specificity).nonzero().flatten()
-    return TaskConcepts([names[k] for k in keep.tolist()], ranking[keep], spec[keep], thresholds,
+    sizes = (spec.gather(1, ranking) >= min_specificity).sum(1)  # ranked by specificity: the specific ones first
+    return TaskConcepts([names[k] for k in keep.tolist()], ranking[keep], spec[keep], thresholds, sizes[keep],
                         [names[k] for k in range(len(names)) if k not in set(keep.tolist())])
 
 

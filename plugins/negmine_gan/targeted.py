@@ -242,9 +242,12 @@ class GanTargetedEdits(GanEditGenerator):
                 draws = torch.multinomial(probs[pending], 1, generator=self.rng)[:, 0]
                 chosen[pending] = order[pending, draws]
             count = min(channels, round((o.units + attempt * o.units_step) * channels))
-            top = ranking[chosen[pending], :count]  # [P, count]
-            units = torch.zeros(pending.shape[0], channels, dtype=torch.bool)
-            units.scatter_(1, top, True)
+            if o.concepts == "task":  # never more than the units specific to the concept
+                units = self.task_concepts.top_units(chosen[pending], count, channels)
+            else:
+                top = ranking[chosen[pending], :count]  # [P, count]
+                units = torch.zeros(pending.shape[0], channels, dtype=torch.bool)
+                units.scatter_(1, top, True)
             tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
             return units, geodesic_region(heat[pending], seeds[pending], tau)
 

@@ -288,3 +288,5 @@ def test_concept_maps_are_the_segmenters_values_and_find_the_factored_gans_value
             continue
         top = {roles[u] for u in found.ranking[k, :8].tolist()}
         assert top == {f"{next(a for a in ATTRIBUTES if name in VALUES[a])}={name}"}, (name, top)
+        specific = {roles[u] for u in found.ranking[k, :int(found.sizes[k])].tolist()}
+        assert 1 <= int(found.sizes[k]) <= 8 and specific == top, name  # no unit beyond the group is specific

@@ -60,7 +60,7 @@ def test_task_concepts_find_the_units_of_each_concept_and_drop_a_concept_no_unit
     acts = editor.features(torch.rand(256, 48, generator=torch.Generator().manual_seed(0)))
     iou, _ = unit_ious(acts, planted_maps(F.interpolate(editor.generate(None, acts), size=4))[1])
     assert float(iou[0, 8]) > 0.1 and abs(float(found.specificity[0, 8])) < 0.1
-    assert found.thresholds.shape == (16,)
+    assert found.thresholds.shape == (16,) and found.sizes.tolist() == [4, 4]
     # checkpointable
     again = TaskConcepts.from_state(found.state())
     assert again.names == found.names and torch.equal(again.ranking, found.ranking)
@@ -78,7 +78,7 @@ def test_a_concept_map_of_the_wrong_shape_is_refused():
 def test_presence_and_the_draw_among_the_concepts_drawn_in_the_region_by_brute_force():
     g = torch.Generator().manual_seed(1)
     concepts = TaskConcepts(["a", "b", "c"], torch.tensor([[0, 1, 2, 3], [2, 3, 0, 1], [3, 0, 1, 2]]),
-                            torch.zeros(3, 4), torch.full((4,), 0.5))
+                            torch.zeros(3, 4), torch.full((4,), 0.5), torch.tensor([2, 1, 4]))
     feats = torch.rand(5, 4, 3, 3, generator=g)
     feats[4] = 0.0  # nothing drawn anywhere: every concept as likely
     region = torch.rand(5, 3, 3, generator=g) > 0.4
@@ -87,8 +87,8 @@ def test_presence_and_the_draw_among_the_concepts_drawn_in_the_region_by_brute_f
     for m in range(5):
         cells = region[m].nonzero().tolist()
         for k in range(3):
-            top = concepts.ranking[k, :2].tolist()
-            want = sum(float(feats[m, u, i, j] > 0.5) for u in top for i, j in cells) / (2 * len(cells))
+            top = concepts.ranking[k, :min(2, int(concepts.sizes[k]))].tolist()  # b has one specific unit
+            want = sum(float(feats[m, u, i, j] > 0.5) for u in top for i, j in cells) / (len(top) * len(cells))
             assert float(presence[m, k]) == pytest.approx(want)
     gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", units=0.5))
     gen.task_concepts = concepts
@@ -98,6 +98,13 @@ def test_presence_and_the_draw_among_the_concepts_drawn_in_the_region_by_brute_f
         drawn = [k for k in range(3) if p[k] > 0 and p[k] >= 0.5 * p.max()] or [0, 1, 2]
         got = {int(order[m, j]): float(probs[m, j]) for j in range(3)}
         assert got == pytest.approx({k: (1 / len(drawn) if k in drawn else 0.0) for k in range(3)})
+    # the units of a try: the first ones by specificity, never more than the concept's specific ones
+    chosen = torch.tensor([0, 1, 2, 1])
+    units = concepts.top_units(chosen, 3, channels=4)
+    for m, k in enumerate(chosen.tolist()):
+        want = torch.zeros(4, dtype=torch.bool)
+        want[concepts.ranking[k, :min(3, int(concepts.sizes[k]))]] = True
+        assert torch.equal(units[m], want)
 
 
 def _context(task, n=12):
@@ -130,8 +137,9 @@ def test_gan_targeted_with_task_concepts_ablates_the_chosen_concepts_top_units_a
     count = round((opts.units + 2 * opts.units_step) * 32)  # the last (third) try's units
     for k in range(12):
         want = torch.zeros(32, dtype=torch.bool)
-        want[concepts.ranking[chosen[k], :count]] = True
+        want[concepts.ranking[chosen[k], :min(count, int(concepts.sizes[chosen[k]]))]] = True
         assert torch.equal(first.meta["units"][k, 0], want)
+    assert (concepts.sizes >= 1).all() and (concepts.sizes < count).any()  # the cap is exercised
     again = GanTargetedEdits(opts, seed=4, task=task)
     assert torch.equal(again.generate(ctx)[0].inputs, first.inputs)
     restored = GanTargetedEdits(opts, seed=0, task=task)
