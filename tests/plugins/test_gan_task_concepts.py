@@ -1,13 +1,12 @@
 """gan-targeted with the task's concepts (concepts = "task"): the dissection against a task's segmentation, ranked by
 specificity, the choice of concept inside the salient region, and the generator end to end on the toy GAN task."""
 
-import attrs
 import pytest
 import torch
 import torch.nn.functional as F
 
 from negmine.errors import PluginError
-from negmine.testing import make_context
+from negmine.testing import batch_context
 from negmine_gan.concepts import TaskConcepts, compute_task_concepts, specificity, unit_ious
 from negmine_gan.targeted import GanTargetedEdits
 from negmine_toy.task import build_toy
@@ -107,12 +106,8 @@ def test_presence_and_the_draw_among_the_concepts_drawn_in_the_region_by_brute_f
         assert torch.equal(units[m], want)
 
 
-def _context(task, n=12):
-    batch = task.train.batch(torch.arange(n))
-    with torch.no_grad():
-        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
-        scores = task.model.score_matrix(*emb)
-    return attrs.evolve(make_context(scores, task=task, embeddings=emb), batch=batch)
+def _context(task):
+    return batch_context(task, torch.arange(12))
 
 
 def _channel_maps(images):
