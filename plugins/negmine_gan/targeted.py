@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from negmine import hookimpl
-from negmine.errors import PluginError
+from negmine.errors import PluginError, closest
 from negmine.generator import MiningContext, Negatives, option
 from negmine.model import running_stats_kept
 from negmine_gan.base import (
@@ -64,6 +64,8 @@ class GanTargetedEdits(GanEditGenerator):
                                         "it exceeds that unit's IoU with every other concept by this much (a value "
                                         "that no unit draws alone, e.g. a default, cannot be ablated)",
                                         min=0.0, max=1.0)
+        edit_concepts: str = option("", "with concepts = task: the concepts an edit may target (comma-separated "
+                                    "names, e.g. 'cube,cylinder'; '' = every concept kept)")
         clusters: float = option(None, "number of concept clusters as a fraction of the embedding width D; unset: "
                                  "250/512 of the units that fire at the matchmap peaks (the paper's 250 clusters of "
                                  "512 units, scaled to a narrower or sparser model)", min=0.0, max=1.0, type=float)
@@ -96,6 +98,8 @@ class GanTargetedEdits(GanEditGenerator):
         super().__init__(options, seed=seed, task=task)
         self.concepts: Concepts | None = None
         self.task_concepts: TaskConcepts | None = None
+        self._allowed: Tensor | None = None  # which task concepts edit_concepts allows, once checked ...
+        self._allowed_for: TaskConcepts | None = None  # ... for these concepts
         self._few_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -138,7 +142,32 @@ class GanTargetedEdits(GanEditGenerator):
                               f"unit of its own in GAN layer {o.layer!r} (best specificity below min_specificity = "
                               f"{o.min_specificity}; concepts: {', '.join(found.dropped)}): lower min_specificity "
                               "or edit another layer")
+        self.allowed_concepts(found)  # an unknown or undrawable edit_concepts name stops the run at stage start
         return found
+
+    def allowed_concepts(self, concepts: TaskConcepts) -> Tensor:
+        """Bool[K]: the task concepts an edit may target (``options.edit_concepts``; all when empty). A name the task
+        does not know is refused with the closest known one; a name it knows but no unit draws alone, saying so."""
+        if self._allowed is not None and self._allowed_for is concepts:
+            return self._allowed
+        self._allowed_for = concepts
+        wanted = [w.strip() for w in str(self.options.edit_concepts or "").split(",") if w.strip()]
+        if not wanted:
+            self._allowed = torch.ones(len(concepts.names), dtype=torch.bool)
+            return self._allowed
+        known = list(concepts.names) + list(concepts.dropped)
+        problems = []
+        for name in wanted:
+            if name in concepts.dropped:
+                problems.append(f"{name!r} has no unit of its own in GAN layer {self.options.layer!r}")
+            elif name not in concepts.names:
+                hint = closest(name, known)
+                problems.append(f"{name!r} is not a concept of the task" + (f" (did you mean {hint!r}?)" if hint else ""))
+        if problems:
+            raise PluginError(f"generator {self.name!r}: edit_concepts: {'; '.join(problems)}; the concepts that can "
+                              f"be edited: {', '.join(concepts.names)}")
+        self._allowed = torch.tensor([n in wanted for n in concepts.names])
+        return self._allowed
 
     def few_clusters(self) -> str | None:
         """A warning when the concepts kept at most two clusters (the edits are then barely targeted), else None."""
@@ -193,17 +222,19 @@ class GanTargetedEdits(GanEditGenerator):
     def task_concept_order(self, feats: Tensor, region: Tensor, channels: int) -> tuple[Tensor, Tensor]:
         """With the task's concepts: (order Long[M, K] by descending presence in each edited image's salient region
         (features Float[M, C, h, w], region Bool[M, h, w]), draw probabilities Float[M, K] in that order: uniform
-        over the concepts drawn there at least half as much as the most drawn one; uniform over all when none is).
+        over the concepts drawn there at least half as much as the most drawn one; uniform over all when none is;
+        only the concepts of ``options.edit_concepts`` when it names some).
 
         Why uniform, not in proportion to presence: a value with more units, or one that nearly every object has
         (a colour other than the default), would take most edits; every concept drawn at the spot is as good a
         negative, and the words the model knows least are no likelier to be the most drawn."""
         units = max(1, round(self.options.units * channels))
-        presence = self.task_concepts.presence(feats, region, units)
+        allowed = self.allowed_concepts(self.task_concepts)
+        presence = self.task_concepts.presence(feats, region, units) * allowed
         ordered, order = presence.sort(dim=1, descending=True)
         present = (ordered >= 0.5 * ordered[:, :1]) & (ordered > 0)
-        present[:, 0] |= ~present.any(1)  # nothing drawn there: the first concept stands for the uniform draw below
-        weights = torch.where(ordered.sum(1, keepdim=True) > 0, present.float(), torch.ones_like(ordered))
+        # nothing allowed is drawn there: every allowed concept as likely (the edit may then change nothing)
+        weights = torch.where(present.any(1, keepdim=True), present.float(), allowed[order].float())
         return order, weights / weights.sum(1, keepdim=True)
 
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:

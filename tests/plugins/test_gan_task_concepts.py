@@ -106,6 +106,27 @@ def test_presence_and_the_draw_among_the_concepts_drawn_in_the_region_by_brute_f
         assert torch.equal(units[m], want)
 
 
+def test_edit_concepts_restricts_the_draw_and_refuses_unknown_or_undrawable_names():
+    concepts = TaskConcepts(["cube", "cylinder", "red"], torch.tensor([[0, 1], [1, 0], [0, 1]]), torch.zeros(3, 2),
+                            torch.full((2,), 0.5), torch.tensor([1, 1, 1]), dropped=["sphere"])
+    feats = torch.zeros(3, 2, 2, 2)
+    feats[0, 0] = 1.0  # unit 0 (cube, red) drawn everywhere, unit 1 (cylinder) nowhere
+    feats[1, 1] = 1.0  # only cylinder drawn
+    region = torch.ones(3, 2, 2, dtype=torch.bool)  # item 2: nothing drawn
+    gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", units=0.5, edit_concepts="cube, cylinder"))
+    gen.task_concepts = concepts
+    order, probs = gen.task_concept_order(feats, region, channels=2)
+    got = [{concepts.names[int(order[m, j])]: float(probs[m, j]) for j in range(3)} for m in range(3)]
+    assert got[0] == {"cube": 1.0, "cylinder": 0.0, "red": 0.0}  # red is drawn there too, but not allowed
+    assert got[1] == {"cube": 0.0, "cylinder": 1.0, "red": 0.0}
+    assert got[2] == {"cube": 0.5, "cylinder": 0.5, "red": 0.0}  # nothing drawn: any allowed concept
+    for wrong, message in (("cyllinder", "'cyllinder' is not a concept of the task \\(did you mean 'cylinder'\\?\\)"),
+                           ("sphere,cub", "'sphere' has no unit of its own in GAN layer 'layer4'; 'cub' is not")):
+        gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", edit_concepts=wrong))
+        with pytest.raises(PluginError, match=message):
+            gen.allowed_concepts(concepts)
+
+
 def _context(task):
     return batch_context(task, torch.arange(12))
 
