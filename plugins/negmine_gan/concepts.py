@@ -7,6 +7,10 @@
 3. Dissection: the cluster segmentation s_k(I) = c_k . (F - mu) / sigma > 0.5 on the model's image map F of GAN
    images, against every GAN unit's binarised activation of the edited layer; units are ranked per cluster by IoU.
 
+With a task's segmentation instead (``gan-targeted``'s ``concepts = "task"``; :func:`compute_task_concepts`), the
+concepts are the task's named ones and units are ranked per concept by :func:`specificity` (the paper's own §4 edits
+and GAN Dissection's, with a segmenter).
+
 The model's image map and the GAN layer share one grid (8x8 for DaveNet and the Audio CLEVRGAN generator), so the
 dissection runs on that grid directly (the paper upsamples both to pixels first; on a shared grid the ranking is the
 same up to interpolation).
@@ -255,8 +259,8 @@ class TaskConcepts:
 
     def presence(self, features: Tensor, region: Tensor, units: int) -> Tensor:
         """Float[M, K] in [0, 1]: how much of each concept is drawn inside each region: the share of (the concept's
-        top ``units`` units, no more than its specific ones, x the region's cells) that are on. features: Float[M, C, h, w] (the GAN layer of the
-        images edited); region: Bool[M, h, w]."""
+        top ``units`` units, no more than its specific ones, x the region's cells) that are on.
+        features: Float[M, C, h, w] (the GAN layer of the images edited); region: Bool[M, h, w]."""
         on = (features.detach().cpu().float() > self.thresholds[None, :, None, None]).float()  # [M, C, h, w]
         r = region.cpu().float()
         per_unit = (on * r[:, None]).sum((2, 3)) / r.sum((1, 2)).clamp_min(1.0)[:, None]  # [M, C]

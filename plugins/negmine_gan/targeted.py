@@ -8,10 +8,10 @@ ablated in the salient region; each rejected try ablates ``units_step`` more of 
 and the acceptance threshold (the paper's 140 and +40 units of 512, tau_h 0.95 - 0.1, tau_rho 0.95 - 0.05).
 
 With ``concepts = "task"`` the concepts are named by the task instead (resource ``concept_maps``: a segmentation of
-images into named concepts), as GAN Dissection itself dissects a generator with a segmenter: the GAN units specific to
-each concept are found once per run, and for a pair the concept is the one most drawn inside the model's salient
-region (first try), then drawn in proportion to how much of each is drawn there. The model still chooses where to
-edit; the task says what is there and which units draw it.
+images into named concepts), as the paper's own editing (§4) and GAN Dissection dissect a generator with a segmenter:
+the GAN units specific to each concept are found once per run; for a pair, each try draws its concept uniformly
+among those drawn inside the model's salient region (``edit_concepts`` may restrict them) and ablates at most that
+concept's specific units. The model still chooses where to edit; the task says what is there and which units draw it.
 """
 
 from __future__ import annotations
