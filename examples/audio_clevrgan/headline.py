@@ -75,7 +75,9 @@ class Row:
 # words (scene-iso05-excl-cpu.toml: DaveNet leaves room on the Table 1 protocol there), the GAN-drawn shape-only
 # oracle with cube edits twice as often, trained with its edits from step 0, and the same oracle with its edits faded
 # in over the first 400 steps (group_weights_start/group_weights_ramp) beside DaveNet, both trained on the data built
-# again (scene-iso05-excl-cpu-redo.toml); then part 1's rendered-scene oracle in the headline's regime
+# again (scene-iso05-excl-cpu-redo.toml), with, on that build, the GAN's targeted edits read on every caption, Hard
+# Neg, and the gate row's edits beside Hard Neg's (HN+Oracle: the HN+Targeted gate's upper bound); then part 1's
+# rendered-scene oracle in the headline's regime
 # (oracle-cpu.toml).
 ROWS: tuple[Row, ...] = (
     Row("DaveNet", "scene-iso-excl-cpu", "DaveNet", paper="DaveNet"),
@@ -96,6 +98,15 @@ ROWS: tuple[Row, ...] = (
     Row("Oracle Edits, GAN-drawn, shape only, edits faded in, 5% isolated words, data built again",
         "scene-iso05-excl-cpu-redo", "Oracle Edits (shape only, cube 2x, edit weight ramped 0 to 0.5 over 400 steps)",
         "DaveNet, 5% isolated words, data built again"),
+    Row("Targeted Edits, checked on every caption, edits faded in, 5% isolated words, data built again",
+        "scene-iso05-excl-cpu-redo",
+        "Targeted Edits (checked on every caption, edit weight ramped 0 to 0.5 over 400 steps)",
+        "DaveNet, 5% isolated words, data built again"),
+    Row("Hard Neg, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo", "Hard Neg",
+        "DaveNet, 5% isolated words, data built again"),
+    Row("HN+Oracle, GAN-drawn, shape only, edits faded in, 5% isolated words, data built again",
+        "scene-iso05-excl-cpu-redo", "HN+Oracle (shape only, cube 2x, edit group ramped 0 to 0.5 over 400 steps)",
+        "Hard Neg, 5% isolated words, data built again"),
     Row("DaveNet, rendered scenes", "oracle-cpu", "DaveNet (isolated words, true words excluded)"),
     Row("Oracle Edits, rendered scenes", "oracle-cpu", "Oracle Edits (isolated words, true words excluded)",
         "DaveNet, rendered scenes"),
