@@ -34,10 +34,17 @@ from negmine.errors import NegmineError
 FORMAT_VERSION = 1
 
 
+def task_concepts_of(gen: Any) -> Any:
+    """The task concepts ``gen`` edits with (gan-targeted with concepts = "task"), else None."""
+    if getattr(getattr(gen, "options", None), "concepts", "model") != "task":
+        return None
+    return getattr(gen, "task_concepts", None)
+
+
 def concept_name(gen: Any, negs: Any, k: int) -> str | None:
     """The name of the task concept edited for item ``k`` (gan-targeted with concepts = "task"), else None."""
-    concepts = getattr(gen, "task_concepts", None)
-    if concepts is None or getattr(gen.options, "concepts", "model") != "task" or "cluster" not in negs.meta:
+    concepts = task_concepts_of(gen)
+    if concepts is None or "cluster" not in negs.meta:
         return None
     index = int(negs.meta["cluster"][k, 0])
     return concepts.names[index] if 0 <= index < len(concepts.names) else None
@@ -332,10 +339,10 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
             str(lv): {"edits": sum(r["level"] == lv for r in rows),
                       "changed": float(np.mean([r["detected_change"]["changed"] for r in rows if r["level"] == lv]))}
             for lv in levels}
-    if getattr(gen, "task_concepts", None) is not None and gen.options.concepts == "task":
+    if (concepts := task_concepts_of(gen)) is not None:
         from collections import Counter
 
-        summary["task_concepts"] = {"kept": list(gen.task_concepts.names), "dropped": list(gen.task_concepts.dropped)}
+        summary["task_concepts"] = {"kept": list(concepts.names), "dropped": list(concepts.dropped)}
         summary["concepts_edited"] = dict(Counter(r["concept"] for r in rows if r["concept"]).most_common())
     for key in ("change_inside", "change_outside"):
         summary[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
