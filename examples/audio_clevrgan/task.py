@@ -461,19 +461,36 @@ def _load_gan(path: Path):
 def _describer(path: Path, maps: bool = False):
     """images Float[B, 3, S, S] in [0, 1] -> per image the objects the attribute segmenter sees, or with ``maps``
     (value names, Bool[B, K, S, S]: where each value is; :func:`audio_clevrgan.dataset.concept_maps`). The segmenter
-    is loaded lazily, on the images' device: the edit generators read their edits during training."""
-    cache = {}
+    is loaded lazily, on the images' device: the edit generators read their edits during training.
+
+    The objects read in the previous call are remembered by each image's bytes, so a generator that asks two
+    questions of the same edits in one step (``drop_still_true`` and ``keep_changes``: two task resources, each
+    reading its own copy of the images) runs the segmenter once per image (about 45 ms each on one CPU thread)."""
+    segmenters: dict[str, Any] = {}
+    last_read: dict[bytes, Any] = {}  # image digest -> objects, for the images of the previous call only
+
+    def segmenter(device: torch.device) -> Any:
+        from .train_scripts import load_segmenter
+
+        if str(device) not in segmenters:
+            segmenters[str(device)] = load_segmenter(path, device)
+        return segmenters[str(device)]
 
     def describe(images):
         from .dataset import concept_maps, describe_images
-        from .train_scripts import load_segmenter
 
-        key = str(images.device)
-        if key not in cache:
-            cache[key] = load_segmenter(path, images.device)
         if maps:
-            return concept_maps(cache[key], images.float())
-        return describe_images(cache[key], images.float())[0]
+            return concept_maps(segmenter(images.device), images.float())
+        images = images.float()
+        host = images.detach().cpu().contiguous()
+        keys = [hashlib.blake2b(row.numpy().tobytes(), digest_size=16).digest() for row in host]
+        todo = [k for k, key in enumerate(keys) if key not in last_read]
+        read = dict(zip((keys[k] for k in todo), describe_images(segmenter(images.device), images[todo])[0],
+                        strict=True)) if todo else {}
+        objects = [read[key] if key in read else last_read[key] for key in keys]
+        last_read.clear()
+        last_read.update(zip(keys, objects, strict=True))
+        return objects
 
     return describe
 

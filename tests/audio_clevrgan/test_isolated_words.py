@@ -207,6 +207,26 @@ def test_edit_changes_reads_what_the_segmenter_sees_changed(acg_gan):
     assert read(ids, own.float() / 255) == changes  # stored uint8 images read alike
 
 
+def test_the_describer_reads_each_image_once_across_two_questions_of_one_step(acg_gan, monkeypatch):
+    """drop_still_true and keep_changes ask the segmenter about the same edits through two resources: the second
+    question reads only the images the first did not, and every answer equals a fresh reading (brute force)."""
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    describe = task.resources["describe_images"]
+    images = task.train.batch(torch.arange(8)).a.float() / 255
+    fresh = describe(images)
+    read_counts = []
+    real = ds.describe_images
+    monkeypatch.setattr(ds, "describe_images", lambda seg, x: (read_counts.append(len(x)), real(seg, x))[1])
+    assert describe(images[[1, 3]].clone()) == [fresh[1], fresh[3]] and read_counts == []  # remembered from the last call
+    assert describe(images[[3, 1, 0]]) == [fresh[3], fresh[1], fresh[0]] and read_counts == [1]  # only image 0 is new
+    assert describe(images[4:]) == fresh[4:] and read_counts == [1, 4]  # only the previous call is remembered
+    assert describe(images[:2]) == fresh[:2] and read_counts == [1, 4, 2]
+    changed = images[:1].clone()
+    changed[0, 0, 0, 0] = 1 - changed[0, 0, 0, 0]  # one pixel differs: read again
+    describe(changed)
+    assert read_counts == [1, 4, 2, 1]
+
+
 @pytest.mark.parametrize("anchors", ["isolated", "sentences"])
 def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
     """Option anchors: the valid anchors are exactly the one-word ones ('isolated') or exactly the others
