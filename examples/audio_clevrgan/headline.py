@@ -75,9 +75,10 @@ class Row:
 # words (scene-iso05-excl-cpu.toml: DaveNet leaves room on the Table 1 protocol there), the GAN-drawn shape-only
 # oracle with cube edits twice as often, trained with its edits from step 0, and the same oracle with its edits faded
 # in over the first 400 steps (group_weights_start/group_weights_ramp) beside DaveNet, both trained on the data built
-# again (scene-iso05-excl-cpu-redo.toml), with, on that build, the GAN's targeted edits read on every caption, Hard
-# Neg, and the gate row's edits beside Hard Neg's (HN+Oracle: the HN+Targeted gate's upper bound); then part 1's
-# rendered-scene oracle in the headline's regime
+# again (scene-iso05-excl-cpu-redo.toml), with, on that build, the GAN's targeted edits read on every caption, the
+# same with the GAN's units dissected against the task's segmenter and shape edits only (concepts = "task",
+# edit_concepts = "cube,cylinder": the best GAN-edit row), Hard Neg, and the gate row's edits beside Hard Neg's
+# (HN+Oracle: the HN+Targeted gate's upper bound); then part 1's rendered-scene oracle in the headline's regime
 # (oracle-cpu.toml).
 ROWS: tuple[Row, ...] = (
     Row("DaveNet", "scene-iso-excl-cpu", "DaveNet", paper="DaveNet"),
@@ -102,6 +103,10 @@ ROWS: tuple[Row, ...] = (
         "scene-iso05-excl-cpu-redo",
         "Targeted Edits (checked on every caption, edit weight ramped 0 to 0.5 over 400 steps)",
         "DaveNet, 5% isolated words, data built again"),
+    Row("Targeted Edits, units dissected against the segmenter, shape edits only, checked on every caption, edits "
+        "faded in, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo",
+        "Targeted Edits (task concepts, shapes only, checked on every caption, edit weight ramped 0 to 0.5 over 400 "
+        "steps)", "DaveNet, 5% isolated words, data built again"),
     Row("Hard Neg, 5% isolated words, data built again", "scene-iso05-excl-cpu-redo", "Hard Neg",
         "DaveNet, 5% isolated words, data built again"),
     Row("HN+Oracle, GAN-drawn, shape only, edits faded in, 5% isolated words, data built again",
