@@ -490,7 +490,7 @@ def _describer(path: Path, maps: bool = False):
         objects = [read[key] if key in read else last_read[key] for key in keys]
         last_read.clear()
         last_read.update(zip(keys, objects, strict=True))
-        return objects
+        return [[dict(o) for o in image] for image in objects]  # copies: a caller's change stays out of the memo
 
     return describe
 

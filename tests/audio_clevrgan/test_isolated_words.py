@@ -225,6 +225,11 @@ def test_the_describer_reads_each_image_once_across_two_questions_of_one_step(ac
     changed[0, 0, 0, 0] = 1 - changed[0, 0, 0, 0]  # one pixel differs: read again
     describe(changed)
     assert read_counts == [1, 4, 2, 1]
+    first = describe(images[:1])
+    assert first[0], "the first image has objects to change"
+    for o in first[0]:
+        o["shape"] = "changed by the caller"
+    assert describe(images[:1]) == fresh[:1]  # the memo hands out copies
 
 
 @pytest.mark.parametrize("anchors", ["isolated", "sentences"])
