@@ -98,8 +98,6 @@ class GanTargetedEdits(GanEditGenerator):
         super().__init__(options, seed=seed, task=task)
         self.concepts: Concepts | None = None
         self.task_concepts: TaskConcepts | None = None
-        self._allowed: Tensor | None = None  # which task concepts edit_concepts allows, once checked ...
-        self._allowed_for: TaskConcepts | None = None  # ... for these concepts
         self._few_warned = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -147,14 +145,11 @@ class GanTargetedEdits(GanEditGenerator):
 
     def allowed_concepts(self, concepts: TaskConcepts) -> Tensor:
         """Bool[K]: the task concepts an edit may target (``options.edit_concepts``; all when empty). A name the task
-        does not know is refused with the closest known one; a name it knows but no unit draws alone, saying so."""
-        if self._allowed is not None and self._allowed_for is concepts:
-            return self._allowed
-        self._allowed_for = concepts
+        does not know is refused with the closest known one; a name it knows but no unit draws alone, saying so.
+        Recomputed per call (a few names): no state to keep in step with a resumed run's concepts."""
         wanted = [w.strip() for w in str(self.options.edit_concepts or "").split(",") if w.strip()]
         if not wanted:
-            self._allowed = torch.ones(len(concepts.names), dtype=torch.bool)
-            return self._allowed
+            return torch.ones(len(concepts.names), dtype=torch.bool)
         known = list(concepts.names) + list(concepts.dropped)
         problems = []
         for name in wanted:
@@ -166,8 +161,7 @@ class GanTargetedEdits(GanEditGenerator):
         if problems:
             raise PluginError(f"generator {self.name!r}: edit_concepts: {'; '.join(problems)}; the concepts that can "
                               f"be edited: {', '.join(concepts.names)}")
-        self._allowed = torch.tensor([n in wanted for n in concepts.names])
-        return self._allowed
+        return torch.tensor([n in wanted for n in concepts.names])
 
     def few_clusters(self) -> str | None:
         """A warning when the concepts kept at most two clusters (the edits are then barely targeted), else None."""
