@@ -232,6 +232,28 @@ def test_the_describer_reads_each_image_once_across_two_questions_of_one_step(ac
     assert describe(images[:1]) == fresh[:1]  # the memo hands out copies
 
 
+def test_the_describer_reads_what_the_segmenter_in_its_default_layout_reads(acg_gan):
+    """The training-time describer runs the segmenter channels-last (faster on the CPU): the objects and the value
+    maps it reads are those of the builder's default-layout segmenter (brute force over a batch)."""
+    from audio_clevrgan.train_scripts import load_segmenter
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    images = (task.train.batch(torch.arange(8)).a.float() / 255).contiguous()
+    plain = load_segmenter(acg_gan / "segmenter.pt")
+    assert plain.enc[0][0][0].weight.is_contiguous()  # the builder's layout
+    objects = task.resources["describe_images"](images)
+    expected = ds.describe_images(plain, images)[0]
+    assert sum(map(len, expected)) > 0
+    strip = [[[{k: v for k, v in o.items() if k != "confidence"} for o in image] for image in read]
+             for read in (objects, expected)]
+    assert strip[0] == strip[1]
+    for got, want in zip(objects, expected, strict=True):
+        assert all(abs(o["confidence"] - p["confidence"]) <= 1e-3 for o, p in zip(got, want, strict=True))
+    names, maps = task.resources["concept_maps"](images)
+    want_names, want_maps = ds.concept_maps(plain, images)
+    assert names == want_names and torch.equal(maps, want_maps)
+
+
 @pytest.mark.parametrize("anchors", ["isolated", "sentences"])
 def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
     """Option anchors: the valid anchors are exactly the one-word ones ('isolated') or exactly the others
