@@ -90,7 +90,9 @@ ROWS: tuple[Row, ...] = (
         "HN+Oracle (shape only, cube 2x, edit group ramped 0 to 0.5 over 400 steps)", "Hard Neg"),
 )
 
-# The regimes on the way (below the headline in the docs): the GAN rows trained on sentences only (scene-cpu.toml),
+# The regimes on the way (below the headline in the docs): first the previous headline (a fifth of the captions one
+# word, scene-iso-excl-cpu.toml, and part 1's rendered-scene oracle there); then the GAN rows trained on sentences
+# only (scene-cpu.toml),
 # then with isolated words but their false negatives kept (scene-iso-cpu.toml: there Hard Neg trains mostly on false
 # negatives); the rendered rows of part 1 without isolated words and with them; last the headline's regime with a
 # quarter of its isolated words (scene-iso05-excl-cpu.toml: more room on the Table 1 protocol). The rows of the
@@ -208,6 +210,15 @@ VARIANTS: tuple[Row, ...] = (
         "isolated words, data built again", "scene-iso05-excl-cpu-redo",
         "Targeted Edits (task concepts, checked on every caption, edit weight ramped 0 to 0.5 over 400 steps)",
         "DaveNet, GAN, 5% isolated words, data built again"),
+    # the same 10,000 pairs built a third time, on an AVX2 machine (scene-iso05-excl-cpu-build3.toml: other bytes, the
+    # same captions; benchmarks/results/build_portability.md): DaveNet against its redo records (what a rebuild and
+    # another machine alone do to a paired difference), and the headline's Targeted Edits against DaveNet there
+    Row("DaveNet, GAN, 5% isolated words, data built a third time", "scene-iso05-excl-cpu-build3", "DaveNet",
+        "DaveNet, GAN, 5% isolated words, data built again"),
+    Row("Targeted Edits, units dissected against the segmenter, shape edits only, checked on every caption, edits "
+        "faded in, GAN, 5% isolated words, data built a third time", "scene-iso05-excl-cpu-build3",
+        "Targeted Edits (task concepts, shapes only, checked on every caption, edit weight ramped 0 to 0.5 over 400 "
+        "steps)", "DaveNet, GAN, 5% isolated words, data built a third time"),
     # a budget of 2,400 steps for DaveNet and the cube-2x row (scene-iso05-excl-2400-cpu.toml, on the data built again)
     Row("DaveNet, GAN, 5% isolated words, 2,400 steps", "scene-iso05-excl-2400-cpu", "DaveNet"),
     Row("Oracle Edits, GAN-drawn, shape only, cube edits 2x, edit weight 0.5, 2,400 steps from step 0, 5% isolated "
