@@ -25,6 +25,9 @@ def test_every_headline_row_reads_its_ledger_and_pairs_by_seed():
         base = runs["DaveNet"]["seeds"][seed] if wanted in (None, current) else runs["DaveNet"]["earlier"][seed][wanted]
         assert abs(diff - (runs["Hard Neg"]["seeds"][seed]["attr:mean"] - base["attr:mean"])) < 1e-12
     assert "*84.6*" in text and "*93.4*" in text  # the paper's HN+Targeted beside ours in both tables
+    legend = headline.render_legend()  # the short labels name the experiment row each reads
+    for row in headline.ROWS:
+        assert f"- {row.label}: `{row.method}`" in legend and f"`{row.experiment}.toml`" in legend
 
 
 def test_the_docs_hold_the_tables_the_ledgers_give():
