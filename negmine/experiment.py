@@ -901,6 +901,24 @@ def _validation_curve(summary_path: Path) -> dict[int, float]:
             if isinstance(e, Mapping) and "step" in e and "mean@10" in e}
 
 
+def run_validation_curve(run_dir: Path) -> dict[int, float]:
+    """Validation R@10 (in [0, 1]) at each step a run directory logged: from ``summary.json`` once the run is done,
+    else from the evaluations in its ``metrics.jsonl`` (a run still training, or one stopped early; a step logged
+    twice, as after a resume, keeps its last value). {} when the directory has neither."""
+    curve = _validation_curve(run_dir / "summary.json")
+    if curve or not (run_dir / "metrics.jsonl").exists():
+        return curve
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line cut short by a kill: the lines before it stand
+        if (isinstance(record, dict) and record.get("event") == "eval" and record.get("split", "val") == "val"
+                and "step" in record and "mean@10" in record):
+            curve[int(record["step"])] = float(record["mean@10"])
+    return curve
+
+
 # a seed whose parent, at a branch point, is this many points of validation R@10 below the median of the seeds is
 # flagged: its children start from a much weaker model, and their paired differences mean something else there
 SLOW_START_POINTS = 20.0
@@ -967,10 +985,14 @@ class SlowStartWatch:
     ledger). :func:`slow_starts` lists such seeds in the report once the runs are done; this says it at the step,
     while there is still time to decide what to do with the run. Registered on the plugin manager for one run."""
 
-    def __init__(self, label: str, others: Mapping[int, Mapping[int, float]], log: Any) -> None:
+    def __init__(self, label: str, others: Mapping[Any, Mapping[int, float]], log: Any, *, noun: str = "seed",
+                 consequence: str = "its paired differences will mostly measure this start (the report lists it "
+                                    "under slow starts)") -> None:
         self.label = label
-        self.others = others  # seed -> {step: validation R@10 in [0, 1]}
+        self.others = others  # seed (or any name) -> {step: validation R@10 in [0, 1]}
         self.log = log
+        self.noun = noun  # what the keys of ``others`` are, in the warning: "seed", "run"
+        self.consequence = consequence
 
     @hookimpl
     def negmine_evaluate(self, trainer: Any, split: str, metrics: dict) -> None:
@@ -983,11 +1005,11 @@ class SlowStartWatch:
         median = _median(at.values())
         gap = 100 * (median - float(metrics["mean@10"]))
         if gap >= SLOW_START_POINTS:
-            seeds = ", ".join(str(seed) for seed in sorted(at))
+            order = sorted(at) if all(isinstance(k, int) for k in at) else sorted(at, key=str)
+            names = ", ".join(str(name) for name in order)
             self.log(f"[slow start] {self.label}: validation R@10 {100 * metrics['mean@10']:.1f} at step {step}, "
-                     f"{gap:.1f} points below the median of seed{'s' if len(at) > 1 else ''} {seeds} at that step "
-                     f"({100 * median:.1f}); its paired differences will mostly measure this start (the report "
-                     "lists it under slow starts)")
+                     f"{gap:.1f} points below {f'the median of {self.noun}s' if len(at) > 1 else self.noun} {names} "
+                     f"at that step ({100 * median:.1f}); {self.consequence}")
 
 
 def _other_seed_curves(method: Method, seed: int, out: Path, ledger: Path | None) -> dict[int, dict[int, float]]:

@@ -83,6 +83,9 @@ class TrainCommand(click.Command):
 @click.option("--task-option", "task_options", multiple=True, metavar="KEY=VALUE", help="task option (repeatable)")
 @click.option("--run-dir", type=click.Path(file_okay=False), help="run directory (default: runs/<task>-<time>)")
 @click.option("--resume", "resume_dir", type=click.Path(file_okay=False), help="continue the run in this directory")
+@click.option("--compare-with", "compare_with", multiple=True, type=click.Path(file_okay=False),
+              help="a run directory of the same task (repeatable, finished or still training): warn at each "
+                   "validation that is 20 or more points of R@10 below its (their median's) value at that step")
 @click.option("--quiet", "-q", is_flag=True, help="no progress output")
 @click.pass_context
 def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> None:
@@ -100,12 +103,14 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
     gen_flags = {k: kw.pop(k) for k in list(kw) if k.startswith("genopt_")}
     resume_dir = kw.pop("resume_dir")
     quiet = kw.pop("quiet")
+    compare_with = kw.pop("compare_with")
 
     if resume_dir:
         extra = [k for k, v in kw.items() if v not in (None, ()) and k != "device"]
         extra += [flag_map[k][0] for k, v in gen_flags.items() if v is not None]
         if config_file or extra:
-            raise NegmineError("--resume continues a run with its saved config.json; only --device may be given with it")
+            raise NegmineError("--resume continues a run with its saved config.json; only --device and --compare-with "
+                               "may be given with it")
         saved = Path(resume_dir) / "config.json"
         if not saved.is_file():
             raise NegmineError(f"cannot resume: {str(saved)!r} does not exist (is {resume_dir!r} a run directory?)")
@@ -128,12 +133,15 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
     raw = merge(file_layer, cli_layer)
     task = build_task(pm, raw)
     config = build_task_config(pm, task, raw, source=config_file or "command line")
+    references = _reference_curves(compare_with, task.name)
     from negmine.distributed import init_from_env, shut_down_when_done
 
     info = init_from_env(config.device)  # a no-op unless launched by torchrun
     quiet = quiet or not info.is_main  # one console: rank 0's
     with shut_down_when_done():
         trainer = Trainer(task, config, plugins=pm, resume=bool(resume_dir), reporter=make_reporter(quiet))
+        if references and info.is_main:
+            _watch_for_a_slow_start(pm, str(trainer.run_dir), references, quiet)
         summary = trainer.fit()
     if not quiet:
         init, final = summary.get("initial") or {}, summary.get("final") or {}
@@ -141,6 +149,47 @@ def train_command(ctx: click.Context, config_file: str | None, **kw: Any) -> Non
         if init and final:
             for k in ("mean@1", "mean@5", "mean@10"):
                 click.echo(f"  val recall {k}: {init[k]:.3f} -> {final[k]:.3f}")
+
+
+def _watch_for_a_slow_start(pm: Any, label: str, references: dict[str, dict[int, float]], quiet: bool) -> None:
+    """Register a :class:`negmine.experiment.SlowStartWatch` of the run against ``--compare-with``'s runs: the
+    warning goes to stderr even with ``--quiet``, since it asks for a decision while the run trains."""
+    from negmine.experiment import SlowStartWatch
+
+    pm.register(SlowStartWatch(label, references, lambda m: click.echo(m, err=True), noun="run",
+                               consequence="a comparison with it will mostly measure this start"),
+                name="slow-start-watch")
+    if not quiet:
+        for run, curve in references.items():
+            steps = ", ".join(str(k) for k in sorted(curve) if k > 0)
+            click.echo(f"comparing validation R@10 with {run} at its steps {steps}", err=True)
+
+
+def _reference_curves(run_dirs: tuple[str, ...], task_name: str) -> dict[str, dict[int, float]]:
+    """``--compare-with``: each run directory's validation R@10 per step (see
+    :func:`negmine.experiment.run_validation_curve`). Every unusable directory is named in one error: missing, not
+    a run directory, another task, or no validation after step 0 yet."""
+    from negmine.config import read_config_file
+    from negmine.experiment import run_validation_curve
+
+    curves: dict[str, dict[int, float]] = {}
+    problems: list[str] = []
+    for run in run_dirs:
+        path = Path(run)
+        if not (path / "config.json").is_file():
+            problems.append(f"{run}: not a run directory (no config.json)" if path.is_dir() else f"{run}: no such directory")
+            continue
+        other_task = read_config_file(path / "config.json").get("task")
+        curve = run_validation_curve(path)
+        if other_task is not None and other_task != task_name:
+            problems.append(f"{run}: a run of task {other_task!r}, not {task_name!r}")
+        elif not any(step > 0 for step in curve):
+            problems.append(f"{run}: no validation evaluation after step 0 yet (was it trained with --eval-every 0?)")
+        else:
+            curves[run] = curve
+    if problems:
+        raise NegmineError("--compare-with cannot use:\n  " + "\n  ".join(problems))
+    return curves
 
 
 def _cli_layer(kw: dict[str, Any], gen_flags: dict[str, Any], flag_map: dict[str, tuple[str, str]]) -> dict[str, Any]:

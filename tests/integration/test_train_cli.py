@@ -160,6 +160,70 @@ def test_resume_matches_uninterrupted_run(tmp_path, capsys):
     assert summary(full)["final"]["mean@5"] == summary(cut)["final"]["mean@5"]
 
 
+def test_compare_with_warns_at_a_slow_start_against_finished_and_running_runs(tmp_path, capsys):
+    common = ["--task", "toy", "--profile", "small", "--steps", "40", "--eval-every", "20", "-n", "random"]
+    ref = tmp_path / "ref"
+    assert run_cli("train", *common, "--lr", "0.01", "--run-dir", ref, "-q") == 0
+    at_40 = summary(ref)["final"]["mean@10"]
+    assert at_40 > 0.3  # the slow run below stays near chance (10 / 200), more than 20 points under it
+    # a copy without summary.json reads as a run still training: its curve comes from metrics.jsonl
+    running = tmp_path / "running"
+    running.mkdir()
+    for name in ("config.json", "metrics.jsonl"):
+        (running / name).write_text((ref / name).read_text())
+    capsys.readouterr()
+    slow = tmp_path / "slow"
+    assert run_cli("train", *common, "--lr", "1e-7", "--run-dir", slow, "--compare-with", ref,
+                   "--compare-with", running, "-q") == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[slow start]")]
+    mine = summary(slow)["final"]["mean@10"]
+    assert warnings == [f"[slow start] {slow}: validation R@10 {100 * mine:.1f} at step 40, "
+                        f"{100 * (at_40 - mine):.1f} points below the median of runs {ref}, {running} at that step "
+                        f"({100 * at_40:.1f}); a comparison with it will mostly measure this start"]
+    # a run as good as the reference draws no warning
+    assert run_cli("train", *common, "--lr", "0.01", "--run-dir", tmp_path / "same", "--compare-with", ref, "-q") == 0
+    assert "[slow start]" not in capsys.readouterr().err
+
+
+def test_compare_with_names_every_unusable_run_at_once(tmp_path, capsys):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text(json.dumps({"task": "audio-clevrgan"}))
+    early = tmp_path / "early"  # evaluated before training only
+    early.mkdir()
+    (early / "config.json").write_text(json.dumps({"task": "toy"}))
+    (early / "metrics.jsonl").write_text(json.dumps({"event": "eval", "split": "val", "step": 0, "mean@10": 0.1})
+                                         + "\n" + '{"event": "eval", "spl')  # a line cut short by a kill
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    code = run_cli("train", "--task", "toy", "--profile", "small", "--steps", "5", "--run-dir", tmp_path / "r",
+                   "--compare-with", tmp_path / "missing", "--compare-with", other, "--compare-with", early,
+                   "--compare-with", plain)
+    err = capsys.readouterr().err
+    assert code != 0 and "Traceback" not in err
+    assert f"{tmp_path / 'missing'}: no such directory" in err
+    assert f"{other}: a run of task 'audio-clevrgan', not 'toy'" in err
+    assert f"{early}: no validation evaluation after step 0 yet" in err
+    assert f"{plain}: not a run directory (no config.json)" in err
+    assert not (tmp_path / "r").exists()  # nothing trained
+
+
+def test_run_validation_curve_keeps_the_last_value_of_a_step_logged_twice(tmp_path):
+    from negmine.experiment import run_validation_curve
+
+    lines = [{"event": "eval", "split": "val", "step": 0, "mean@10": 0.05},
+             {"event": "eval", "split": "val", "step": 20, "mean@10": 0.2},
+             {"event": "train", "step": 30, "loss": 1.0},
+             {"event": "eval", "split": "test", "step": 40, "mean@10": 0.9},
+             {"event": "eval", "split": "val", "step": 20, "mean@10": 0.3}]  # logged again after a resume
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert run_validation_curve(tmp_path) == {0: 0.05, 20: 0.3}
+    (tmp_path / "summary.json").write_text(json.dumps({"initial": {"step": 0, "mean@10": 0.05},
+                                                       "evaluations": [{"step": 20, "mean@10": 0.25}]}))
+    assert run_validation_curve(tmp_path) == {0: 0.05, 20: 0.25}  # the finished run's summary wins
+    assert run_validation_curve(tmp_path / "none") == {}
+
+
 def test_resume_accepts_a_checkpoint_written_before_later_stage_keys(tmp_path, capsys):
     common = ["--task", "toy", "--profile", "small", "--steps", "30", "--checkpoint-every", "10", "-q"]
     stopper = tmp_path / "stopper.py"
