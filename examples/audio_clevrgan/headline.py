@@ -4,7 +4,8 @@
     PYTHONPATH=examples python -m audio_clevrgan.headline --update examples/audio_clevrgan/results/oracle-cpu.md
 
 ``--update`` also regenerates every paired block of the document (one method against its baseline, metric by
-metric, per seed: :func:`render_paired`; a ``paired-words`` block lists the Table 1 protocol word by word).
+metric, per seed: :func:`render_paired`; a ``paired-words`` block lists the Table 1 protocol word by word) and every
+pooled block (the same paired within each of several data builds, then pooled: :func:`render_pooled`).
 
 Every number is read from the committed experiment ledgers (``examples/audio_clevrgan/results/*-runs``) through
 :func:`negmine.experiment.collect`, the same path as ``negmine experiment --report-only``, so the table regenerates
@@ -383,6 +384,10 @@ PAIRED_METRICS = (
 # "paired-words" blocks list the Table 1 protocol per word instead (the eval's per-word AUC)
 PAIRED = re.compile(r"<!-- paired(?P<words>-words)?: (?P<experiment>[^|]+?) \| (?P<method>[^|]+?) \| "
                     r"(?P<baseline>[^|]+?) -->\n(?P<body>.*?)<!-- paired: end -->", re.S)
+# A pooled block: the same, paired within each of several experiments (builds) and pooled over them, between
+# "<!-- pooled: EXPERIMENT + EXPERIMENT | METHOD | BASELINE -->" and "<!-- pooled: end -->" (see render_pooled)
+POOLED = re.compile(r"<!-- pooled: (?P<experiments>[^|]+?) \| (?P<method>[^|]+?) \| (?P<baseline>[^|]+?) -->\n"
+                    r"(?P<body>.*?)<!-- pooled: end -->", re.S)
 ATTRIBUTE_ORDER = ("shape", "material", "color", "size")  # as PAIRED_METRICS lists them
 
 
@@ -425,6 +430,74 @@ def render_paired(experiment: str, method: str, baseline: str, experiments: Path
     return "\n".join(lines + [x for note in mark_notes(shown) for x in ("", note)]) + "\n"
 
 
+def render_pooled(experiments: Sequence[str], method: str, baseline: str, experiments_dir: Path = EXPERIMENTS,
+                  results: Path = RESULTS) -> str:
+    """Markdown: ``method`` against ``baseline``, paired seed by seed within each of ``experiments`` (the same
+    methods on other data builds, each its own ledger), then pooled over all of them, metric by metric, in points.
+
+    Why pool: a rebuild of the same pairs on another kind of CPU moves a seed's result about as much as another seed
+    does (the null comparison of ``scene-iso05-excl-cpu.md``), so each build's pairs are as good as more seeds of
+    one build, and only a pair within one build shares its data and its seed. Columns: each build's paired mean ±
+    std (seeds ahead), the pooled mean ± std over every pair (pairs ahead; the standard error of the mean, std /
+    sqrt(pairs)) and each pair's difference, named by build and seed; "–" where a build has no pair."""
+    names = list(experiments)
+    if len(names) < 2:
+        raise ValueError("pooling needs two or more experiments")
+    prefix = _common_prefix(names)
+    short = [name[len(prefix):] or name for name in names]
+    collected = [collect(load_experiment(experiments_dir / f"{name}.toml"), results / "__no_run_dirs__",
+                         results / f"{name}-runs") for name in names]
+    header = " | ".join(short)
+    lines = [f"| metric | {header} | pooled paired difference | per pair (build seed) |",
+             "|---|" + "---|" * len(names) + "---|---|"]
+    shown = []
+    for label, key in PAIRED_METRICS:
+        # an experiment that does not train both methods (keep_methods) adds no pair
+        parts = [paired_difference(c, method, baseline, key) if {method, baseline} <= set(c["methods"]) else None
+                 for c in collected]
+        if not any(parts):
+            continue
+        shown.extend(parts)
+        cells, pooled, per_pair = [], [], []
+        for name, d in zip(short, parts, strict=True):
+            if d is None:
+                cells.append("–")
+                continue
+            seeds = sorted(d["per_seed"])
+            cells.append(_difference_cell([d["per_seed"][seed] for seed in seeds]))
+            pooled.extend(d["per_seed"][seed] for seed in seeds)
+            per_pair.extend(f"{name} {seed}: {100 * d['per_seed'][seed]:+.1f}{seed_marks(d, seed)}" for seed in seeds)
+        se = ""
+        if len(pooled) > 1:
+            mean = sum(pooled) / len(pooled)
+            std = (sum((v - mean) ** 2 for v in pooled) / (len(pooled) - 1)) ** 0.5
+            se = f"; SE {100 * std / len(pooled) ** 0.5:.1f}"
+        lines.append(f"| {label} | {' | '.join(cells)} | {_difference_cell(pooled)[:-1]}{se}) | "
+                     f"{', '.join(per_pair)} |")
+    if len(lines) == 2:
+        return f"*No seed has both {method} and {baseline} in {', '.join(names)} yet.*\n"
+    return "\n".join(lines + [x for note in mark_notes(shown) for x in ("", note)]) + "\n"
+
+
+def _difference_cell(values: Sequence[float]) -> str:
+    """Paired differences in points: ``+mean ± std (k/n ahead)``, the std omitted for one value."""
+    mean = sum(values) / len(values)
+    ahead = sum(v > 0 for v in values)
+    if len(values) < 2:
+        return f"{100 * mean:+.1f} ({ahead}/1 ahead)"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{100 * mean:+.1f} ± {100 * std:.1f} ({ahead}/{len(values)} ahead)"
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    """The longest common prefix of ``names`` that ends at a hyphen ("" when there is none)."""
+    first, last = min(names), max(names)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[: first.rfind("-", 0, n) + 1]
+
+
 def _word_metrics(runs: Mapping[Any, Mapping[str, float]]) -> list[tuple[str, str]]:
     """(label, key) of every per-word metric (``attr:word:<attribute>:<word>``) the runs have, in the order of
     ATTRIBUTE_ORDER, then as the evaluation lists the words."""
@@ -449,13 +522,18 @@ def _mean_std(values: Sequence[float]) -> str:
 
 
 def update_paired(document: str) -> str:
-    """``document`` with every paired block regenerated from the ledgers."""
+    """``document`` with every paired and pooled block regenerated from the ledgers."""
     def fill(m: re.Match) -> str:
         table = render_paired(m["experiment"].strip(), m["method"].strip(), m["baseline"].strip(),
                               words=bool(m["words"]))
         kind = "paired-words" if m["words"] else "paired"
         return f"<!-- {kind}: {m['experiment']} | {m['method']} | {m['baseline']} -->\n{table}<!-- paired: end -->"
-    return PAIRED.sub(fill, document)
+
+    def fill_pooled(m: re.Match) -> str:
+        table = render_pooled([e.strip() for e in m["experiments"].split("+")], m["method"].strip(),
+                              m["baseline"].strip())
+        return f"<!-- pooled: {m['experiments']} | {m['method']} | {m['baseline']} -->\n{table}<!-- pooled: end -->"
+    return POOLED.sub(fill_pooled, PAIRED.sub(fill, document))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -467,9 +545,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.update:  # the headline block and every paired block the document has
         document = args.update.read_text()
-        if START not in document and VARIANTS_START not in document and not PAIRED.search(document):
+        if (START not in document and VARIANTS_START not in document and not PAIRED.search(document)
+                and not POOLED.search(document)):
             raise SystemExit(f"{args.update} has no {START} ... {END} block, no {VARIANTS_START} ... {VARIANTS_END} "
-                             "block and no paired block")
+                             "block and no paired or pooled block")
         if START in document:
             document = _replace_block(document, START, END, headline_block())
         if VARIANTS_START in document:
