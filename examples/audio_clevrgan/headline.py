@@ -467,26 +467,22 @@ def render_pooled(experiments: Sequence[str], method: str, baseline: str, experi
             cells.append(_difference_cell([d["per_seed"][seed] for seed in seeds]))
             pooled.extend(d["per_seed"][seed] for seed in seeds)
             per_pair.extend(f"{name} {seed}: {100 * d['per_seed'][seed]:+.1f}{seed_marks(d, seed)}" for seed in seeds)
-        se = ""
-        if len(pooled) > 1:
-            mean = sum(pooled) / len(pooled)
-            std = (sum((v - mean) ** 2 for v in pooled) / (len(pooled) - 1)) ** 0.5
-            se = f"; SE {100 * std / len(pooled) ** 0.5:.1f}"
-        lines.append(f"| {label} | {' | '.join(cells)} | {_difference_cell(pooled)[:-1]}{se}) | "
+        lines.append(f"| {label} | {' | '.join(cells)} | {_difference_cell(pooled, standard_error=True)} | "
                      f"{', '.join(per_pair)} |")
     if len(lines) == 2:
         return f"*No seed has both {method} and {baseline} in {', '.join(names)} yet.*\n"
     return "\n".join(lines + [x for note in mark_notes(shown) for x in ("", note)]) + "\n"
 
 
-def _difference_cell(values: Sequence[float]) -> str:
-    """Paired differences in points: ``+mean ± std (k/n ahead)``, the std omitted for one value."""
-    mean = sum(values) / len(values)
-    ahead = sum(v > 0 for v in values)
+def _difference_cell(values: Sequence[float], standard_error: bool = False) -> str:
+    """Paired differences in points: ``+mean ± std (k/n ahead)``, the std omitted for one value; with
+    ``standard_error``, ``(k/n ahead; SE x)`` where x = std / sqrt(n)."""
+    mean, std = _mean_and_std(values)
+    ahead = f"{sum(v > 0 for v in values)}/{len(values)} ahead"
     if len(values) < 2:
-        return f"{100 * mean:+.1f} ({ahead}/1 ahead)"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{100 * mean:+.1f} ± {100 * std:.1f} ({ahead}/{len(values)} ahead)"
+        return f"{100 * mean:+.1f} ({ahead})"
+    se = f"; SE {100 * std / len(values) ** 0.5:.1f}" if standard_error else ""
+    return f"{100 * mean:+.1f} ± {100 * std:.1f} ({ahead}{se})"
 
 
 def _common_prefix(names: Sequence[str]) -> str:
@@ -512,13 +508,18 @@ def _word_metrics(runs: Mapping[Any, Mapping[str, float]]) -> list[tuple[str, st
             for key, attribute, word in sorted(parsed, key=rank)]
 
 
-def _mean_std(values: Sequence[float]) -> str:
-    """Mean ± sample std in points (the std omitted for one value), as the experiment reports print them."""
+def _mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """The mean and the sample std of a non-empty sequence (std 0 for one value)."""
     mean = sum(values) / len(values)
     if len(values) < 2:
-        return f"{100 * mean:.1f}"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{100 * mean:.1f} ± {100 * std:.1f}"
+        return mean, 0.0
+    return mean, (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+
+
+def _mean_std(values: Sequence[float]) -> str:
+    """Mean ± sample std in points (the std omitted for one value), as the experiment reports print them."""
+    mean, std = _mean_and_std(values)
+    return f"{100 * mean:.1f}" if len(values) < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def update_paired(document: str) -> str:

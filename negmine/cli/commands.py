@@ -184,7 +184,7 @@ def _reference_curves(run_dirs: tuple[str, ...], task_name: str) -> dict[str, di
         if other_task is not None and other_task != task_name:
             problems.append(f"{run}: a run of task {other_task!r}, not {task_name!r}")
         elif not any(step > 0 for step in curve):
-            problems.append(f"{run}: no validation evaluation after step 0 yet (was it trained with --eval-every 0?)")
+            problems.append(f"{run}: no validation evaluation after step 0 yet (its first is still to come)")
         else:
             curves[run] = curve
     if problems:
