@@ -122,14 +122,15 @@ def test_a_paired_block_marks_seeds_whose_runs_trained_on_different_data(tmp_pat
 def test_a_pooled_block_pools_the_pairs_each_build_gives():
     method = "DaveNet"
     builds = ["scene-iso05-excl-cpu-redo", "scene-iso05-excl-cpu-build3"]
-    # a method one build does not train: the other build's pairs alone
-    pooled = headline.render_pooled(builds, "Hard Neg", method)
+    # a method one build does not train (the third build's file does not keep it): the other build's pairs alone
+    only_redo = "Oracle Edits (shape only, cube 2x, edit weight 0.5, from step 0)"
+    pooled = headline.render_pooled(builds, only_redo, method)
     row = next(line for line in pooled.splitlines() if line.startswith("| **Table 1 protocol"))
     cells = [cell.strip() for cell in row.split("|")[1:-1]]
-    assert cells[2] == "–"  # the third build has no Hard Neg: only the redo build's pairs are pooled
+    assert cells[2] == "–"  # only the redo build's pairs are pooled
     per_pair = dict(part.rsplit(": ", 1) for part in cells[4].split(", "))
     assert all(name.startswith("redo ") for name in per_pair)
-    single = headline.render_paired(builds[0], "Hard Neg", method)
+    single = headline.render_paired(builds[0], only_redo, method)
     single_row = next(line for line in single.splitlines() if line.startswith("| **Table 1 protocol"))
     single_pairs = dict(part.split(": ") for part in single_row.split("|")[5].strip().split(", "))
     assert {f"redo {seed}": diff for seed, diff in single_pairs.items()} == per_pair
@@ -142,6 +143,7 @@ def test_a_pooled_block_pools_the_pairs_each_build_gives():
     diffs = [float(part.rsplit(": ", 1)[1].rstrip("‡†")) for part in cells[4].split(", ")]
     ns = [int(cell.split("/")[1].split()[0]) for cell in cells[1:3]]
     assert len(diffs) == sum(ns) and any(p.startswith("build3 ") for p in cells[4].split(", "))
-    assert abs(float(cells[3].split()[0]) - sum(diffs) / len(diffs)) <= 0.06
+    # the pooled mean and each pair are printed to 0.1, so the mean of the printed pairs is within 0.05 + 0.05
+    assert abs(float(cells[3].split()[0]) - sum(diffs) / len(diffs)) <= 0.1 + 1e-9
     block = f"<!-- pooled: {' + '.join(builds)} | {target} | {method} -->\nstale\n<!-- pooled: end -->"
     assert headline.update_paired(block) == block.replace("stale\n", pooled)
