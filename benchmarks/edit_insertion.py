@@ -61,16 +61,24 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--factors", default="1,2,4,8,12", help="inserted level: factor x each unit's threshold")
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
-    from audio_clevrgan.task import _describer, _load_gan
+    from audio_clevrgan.dataset import concept_maps, describe_images
+    from audio_clevrgan.train_scripts import load_gan, load_segmenter
     from negmine_gan.base import to_model_input
     from negmine_gan.concepts import compute_task_concepts
     from negmine_gan.edit import GanEditor
 
     root = Path(args.data)
     started = time.time()
-    editor = GanEditor(_load_gan(root / "gan.pt"), "layer4")
-    describe, maps = _describer(root / "segmenter.pt"), _describer(root / "segmenter.pt", maps=True)
-    z_dim = int(getattr(editor.gan, "z_dim", 128))
+    editor = GanEditor(load_gan(root / "gan.pt"), "layer4")
+    segmenter = load_segmenter(root / "segmenter.pt")
+
+    def describe(images01: torch.Tensor) -> list:
+        return describe_images(segmenter, images01)[0]
+
+    def maps(images01: torch.Tensor) -> tuple[list[str], torch.Tensor]:
+        return concept_maps(segmenter, images01)
+
+    z_dim = int(editor.gan.z_dim)
     concepts = compute_task_concepts(editor, to_model_input, maps, n_dissect=args.dissect, seed=0,
                                      device=torch.device("cpu"), z_dim=z_dim)
     z = torch.randn(args.n, z_dim, generator=torch.Generator().manual_seed(1))
