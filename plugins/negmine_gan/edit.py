@@ -215,19 +215,23 @@ def edit_until_changed(
 ) -> dict[str, Tensor]:
     """The shared escalation loop of the edit generators, batched over the items not accepted yet.
 
-    choose(pending Long[P], attempt) -> (units Bool[P, C], region Bool[P, h, w]) for this try; ``attempt`` is the
-    escalation level, starting at ``start`` (0: the paper's schedule; a warm start skips levels that rarely accept).
+    choose(pending Long[P], attempt) -> (units Bool[P, C], region Bool[P, h, w]) for this try, or (units, region,
+    levels Float[P, C]): the value each edited unit is set to inside the region (0: ablated; above 0: inserted, GAN
+    Dissection's ``v``); ``attempt`` is the escalation level, starting at ``start`` (0: the paper's schedule; a warm
+    start skips levels that rarely accept).
     An edit is accepted when its change ratio inside ``pixels`` (Bool[B, R, R]) reaches the threshold
     ``accept - attempt * accept_step``; the last level (``max_tries - 1``) accepts whatever it made, so the loop
     always ends.
-    Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], region Bool[B, h, w], tries Long[B] (tries
-    made in this call), change_ratio Float[B], accepted Bool[B] (the change reached its threshold; False: taken at the
-    last level whatever it changed).
+    Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], levels Float[B, C] (the value each edited unit
+    was set to; 0 where ablated or not edited), region Bool[B, h, w], tries Long[B] (tries made in this call),
+    change_ratio Float[B], accepted Bool[B] (the change reached its threshold; False: taken at the last level
+    whatever it changed).
     """
     start = max(0, min(int(start), max_tries - 1))
     b, c = features.shape[:2]
     edited = original.clone()
     units = torch.zeros(b, c, dtype=torch.bool)
+    levels = torch.zeros(b, c)
     regions = torch.zeros(b, *features.shape[-2:], dtype=torch.bool)
     tries = torch.zeros(b, dtype=torch.long)
     ratios = torch.zeros(b)
@@ -235,10 +239,13 @@ def edit_until_changed(
     thresholds = torch.full((b,), max(0.0, float(accept) - start * accept_step))
     pending = torch.arange(b)
     for attempt in range(start, max_tries):
-        unit_mask, region = choose(pending, attempt)
+        picked = choose(pending, attempt)
+        unit_mask, region = picked[0], picked[1]
+        level = picked[2] if len(picked) > 2 else None
         a = unit_mask.to(features)[:, :, None, None] * region.to(features)[:, None]
+        v = None if level is None else (level.to(features) * unit_mask.to(features))[:, :, None, None]
         dev = features.device
-        out = editor.generate(z[pending.to(dev)], ablation=a, features=features[pending.to(dev)])
+        out = editor.generate(z[pending.to(dev)], ablation=a, replacement=v, features=features[pending.to(dev)])
         rho = change_ratio(to_input(original[pending.to(dev)]), to_input(out), pixels[pending.to(dev)],
                            imagenet_transform).cpu()
         met = rho >= thresholds[pending]
@@ -247,6 +254,8 @@ def edit_until_changed(
         accepted[done] = met[ok]
         edited[done.to(dev)] = out[ok.to(dev)]
         units[done] = unit_mask[ok.to(unit_mask.device)].bool().cpu()
+        if level is not None:
+            levels[done] = (level * unit_mask).float()[ok.to(level.device)].cpu()
         regions[done] = region[ok.to(region.device)].bool().cpu()
         ratios[done] = rho[ok]
         tries[pending] += 1
@@ -254,5 +263,5 @@ def edit_until_changed(
         if pending.numel() == 0:
             break
         thresholds[pending] = (thresholds[pending] - accept_step).clamp(min=0.0)
-    return {"edited": edited, "units": units, "region": regions, "tries": tries, "change_ratio": ratios,
+    return {"edited": edited, "units": units, "levels": levels, "region": regions, "tries": tries, "change_ratio": ratios,
             "accepted": accepted}

@@ -7,8 +7,10 @@ Format (one directory)::
                         where the concepts came from, the GAN's SHA-256, negmine's version and commit), layer,
                         counts
     edits.jsonl         one edit per line: id (the pair's index in the split), latent (list of floats), original, edited, region (file
-                        names), region_cells ([row, col] on the layer grid), units (indices), cluster (or null), concept (the
-                        concept's name with gan-targeted's concepts = "task", else null),
+                        names), region_cells ([row, col] on the layer grid), units (indices), levels (the value each
+                        of those units was set to inside the region: 0 ablated, above 0 inserted), cluster (or null),
+                        concept (the concept's name with gan-targeted's concepts = "task", else null; the value
+                        ablated), inserted (the concept inserted by a swap edit, gan-targeted's insert > 0, else null),
                         tries (made for this edit), level (the escalation level that was accepted: 0 is the
                         schedule's first), change_ratio, score_original, score_edited, change_inside / change_outside (mean
                         absolute pixel change in [0, 1] inside and outside the region), and, when the task can
@@ -16,7 +18,7 @@ Format (one directory)::
     NNNNNN-original.png, NNNNNN-edited.png, NNNNNN-region.png
     gallery.png         the first 16 edits: original, edit, region, what changed
 
-The latents and unit indices are enough to regenerate any edit with :class:`negmine_gan.edit.GanEditor`.
+The latents, unit indices and levels are enough to regenerate any edit with :class:`negmine_gan.edit.GanEditor`.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ def task_concepts_of(gen: Any) -> Any:
     return getattr(gen, "task_concepts", None)
 
 
-def concept_name(gen: Any, negs: Any, k: int) -> str | None:
-    """The name of the task concept edited for item ``k`` (gan-targeted with concepts = "task"), else None."""
+def concept_name(gen: Any, negs: Any, k: int, key: str = "cluster") -> str | None:
+    """The name of the task concept edited for item ``k`` (gan-targeted with concepts = "task"; ``key`` "cluster":
+    the concept ablated, "inserted": the one inserted by a swap edit), else None."""
     concepts = task_concepts_of(gen)
-    if concepts is None or "cluster" not in negs.meta:
+    if concepts is None or key not in negs.meta:
         return None
-    index = int(negs.meta["cluster"][k, 0])
+    index = int(negs.meta[key][k, 0])
     return concepts.names[index] if 0 <= index < len(concepts.names) else None
 
 
@@ -289,7 +292,10 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 "edited": f"{stem}-edited.png",
                 "region": f"{stem}-region.png",
                 "region_cells": region.nonzero().tolist(),
-                "units": negs.meta["units"][k, 0].nonzero().flatten().tolist(),
+                "units": (units := negs.meta["units"][k, 0].nonzero().flatten()).tolist(),
+                "levels": ([round(float(v), 5) for v in negs.meta["levels"][k, 0][units].tolist()]
+                           if "levels" in negs.meta else [0.0] * len(units)),
+                "inserted": concept_name(gen, negs, k, "inserted"),
                 "cluster": int(negs.meta["cluster"][k, 0]) if "cluster" in negs.meta else None,
                 "concept": concept_name(gen, negs, k),
                 "tries": int(negs.meta["tries"][k, 0]),

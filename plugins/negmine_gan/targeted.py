@@ -12,6 +12,12 @@ images into named concepts), as the paper's own editing (§4) and GAN Dissection
 the GAN units specific to each concept are found once per run; for a pair, each try draws its concept uniformly
 among those drawn inside the model's salient region (``edit_concepts`` may restrict them) and ablates at most that
 concept's specific units. The model still chooses where to edit; the task says what is there and which units draw it.
+
+Ablation alone can only draw a value toward the one no unit draws (on Audio CLEVRGAN every shape edit turns a cube or
+a cylinder into a sphere; spheres are never edited). With ``insert`` > 0 an edit swaps values instead (GAN
+Dissection's insertion): at the salient spot the value drawn there (the most present concept of ``edit_concepts``,
+or the default when none is) is replaced by another drawn uniformly among the others, the default included: the
+source's specific units are ablated and the target's set to ``insert`` times their dissection threshold.
 """
 
 from __future__ import annotations
@@ -77,6 +83,16 @@ class GanTargetedEdits(GanEditGenerator):
         region_step: float = option(0.1, "tau_h decrease after each rejected try", min=0.0, max=1.0)
         accept: float = option(0.95, "initial change ratio needed to accept an edit", min=0.0)
         accept_step: float = option(0.05, "acceptance decrease after each rejected try", min=0.0)
+        insert: float = option(0.0, "with concepts = task: swap values instead of only ablating them: the value "
+                               "drawn at the spot (the most present concept of edit_concepts, else the default "
+                               "that no unit draws, e.g. sphere) becomes another drawn uniformly among the others and "
+                               "the default: its units are ablated and the target's specific units set to this "
+                               "multiple of their dissection threshold (GAN Dissection's insertion; 8-12 draws the "
+                               "target about as often as ablation draws the default, benchmarks/edit_insertion.py). "
+                               "0: ablation only", min=0.0)
+        present: float = option(0.1, "with insert > 0: a concept counts as drawn at the spot when this share of its "
+                                "specific units' (unit, cell) pairs in the region are on (Audio CLEVRGAN: 0.5-0.9 "
+                                "on a shape's own cells, 0.0 on another shape's)", min=0.0, max=1.0)
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
@@ -96,6 +112,10 @@ class GanTargetedEdits(GanEditGenerator):
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
+        if self.options.insert > 0 and self.options.concepts != "task":
+            raise PluginError(f"generator {self.name!r}: insert = {self.options.insert:g} needs concepts = 'task' (a "
+                              "value's units and their levels come from the task's dissection); set insert = 0 or "
+                              "concepts = 'task'")
         self.concepts: Concepts | None = None
         self.task_concepts: TaskConcepts | None = None
         self._few_warned = False
@@ -231,6 +251,31 @@ class GanTargetedEdits(GanEditGenerator):
         weights = torch.where(present.any(1, keepdim=True), present.float(), allowed[order].float())
         return order, weights / weights.sum(1, keepdim=True)
 
+    def swap_sources(self, feats: Tensor, region: Tensor, channels: int) -> tuple[Tensor, Tensor]:
+        """With ``insert`` > 0: (source Long[M]: the allowed concept most drawn in each salient region (features
+        Float[M, C, h, w], region Bool[M, h, w]) when its presence reaches ``options.present``, else -1 (the
+        default value); alternatives Bool[M, K + 1]: the values an edit may draw there, column 0 the default, column
+        k + 1 concept k: every allowed value but the source)."""
+        units = max(1, round(self.options.units * channels))
+        allowed = self.allowed_concepts(self.task_concepts)
+        presence = self.task_concepts.presence(feats, region, units) * allowed  # [M, K]
+        best, index = presence.max(dim=1)
+        source = torch.where(best >= self.options.present, index, torch.full_like(index, -1))
+        alternatives = torch.cat([torch.ones(len(source), 1, dtype=torch.bool),
+                                  allowed[None].expand(len(source), -1)], dim=1)
+        alternatives[torch.arange(len(source)), source + 1] = False
+        return source, alternatives
+
+    def swap_units(self, source: Tensor, target: Tensor, count: int, channels: int) -> tuple[Tensor, Tensor]:
+        """(units Bool[P, C], levels Float[P, C]) of a swap edit: the source concepts' first ``count`` specific
+        units ablated (level 0), the targets' set to ``insert`` x their dissection threshold; -1 (the default) has
+        no units."""
+        c = self.task_concepts
+        ablated = c.top_units(source.clamp_min(0), count, channels) & (source >= 0)[:, None]
+        inserted = c.top_units(target.clamp_min(0), count, channels) & (target >= 0)[:, None]
+        levels = inserted.float() * (self.options.insert * c.thresholds.float().clamp_min(0))[None]
+        return ablated | inserted, levels
+
     def mine(self, ctx: MiningContext) -> dict[int, Negatives]:
         o = self.options
         if self._no_concepts():  # used without a trainer's hooks (tests, scripts)
@@ -256,25 +301,37 @@ class GanTargetedEdits(GanEditGenerator):
             order, probs = self.cluster_order(vectors[dev_items])
             ranking = self.concepts.ranking  # [K, C]
         pixels = upsample_mask(first_region, original.shape[-1]).to(original.device)
-        if o.concepts == "task":  # a concept per item, drawn among those drawn at the spot (first try too)
+        swap = o.concepts == "task" and o.insert > 0
+        if swap:  # the value at the spot, and a target value per item drawn uniformly among the others
+            source, alternatives = self.swap_sources(feats, first_region, channels)
+            target = torch.multinomial(alternatives.float(), 1, generator=self.rng)[:, 0] - 1
+            chosen = source
+        elif o.concepts == "task":  # a concept per item, drawn among those drawn at the spot (first try too)
             chosen = order.gather(1, torch.multinomial(probs, 1, generator=self.rng))[:, 0]
         else:
             chosen = order[:, 0].clone()  # cluster per item (first try: the top cluster)
         start = self.escalation_start()
 
-        def choose(pending: Tensor, attempt: int) -> tuple[Tensor, Tensor]:
+        def choose(pending: Tensor, attempt: int) -> tuple[Tensor, ...]:
+            count = min(channels, round((o.units + attempt * o.units_step) * channels))
+            tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
+            region = geodesic_region(heat[pending], seeds[pending], tau)
+            if swap:  # a rejected try: another target, more units, a wider region
+                if attempt > start:
+                    draws = torch.multinomial(alternatives[pending].float(), 1, generator=self.rng)[:, 0]
+                    target[pending] = draws - 1
+                units, levels = self.swap_units(source[pending], target[pending], count, channels)
+                return units, region, levels
             if attempt > start:  # a rejected try: another cluster drawn by score, more units, a wider region
                 draws = torch.multinomial(probs[pending], 1, generator=self.rng)[:, 0]
                 chosen[pending] = order[pending, draws]
-            count = min(channels, round((o.units + attempt * o.units_step) * channels))
             if o.concepts == "task":  # never more than the units specific to the concept
                 units = self.task_concepts.top_units(chosen[pending], count, channels)
             else:
                 top = ranking[chosen[pending], :count]  # [P, count]
                 units = torch.zeros(pending.shape[0], channels, dtype=torch.bool)
                 units.scatter_(1, top, True)
-            tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
-            return units, geodesic_region(heat[pending], seeds[pending], tau)
+            return units, region
 
         result = edit_until_changed(editor, z, feats, edit_original, pixels, choose, self.to_input, o.accept,
                                     o.accept_step, o.max_tries, start=start)
@@ -287,13 +344,21 @@ class GanTargetedEdits(GanEditGenerator):
         self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(result["change_ratio"].mean()),
                            "units_ablated": float(result["units"].float().sum(1).mean()),
                            "clusters": float(len(ranking)), "start_level": float(start)}
+        inserted = torch.full((m,), -1, dtype=torch.long)
+        if swap:  # which way the edits went: from the default, to the default, between two drawn values
+            inserted = target.clone()
+            self.last_stats.update({"units_inserted": float((result["levels"] > 0).float().sum(1).mean()),
+                                    "from_default": float((source < 0).float().mean()),
+                                    "to_default": float((target < 0).float().mean())})
         full = self.scatter_items
         valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name,
                                          region=full(items, result["region"], b, False)[:, None],
                                          units=full(items, result["units"], b, False)[:, None],
+                                         levels=full(items, result["levels"], b, 0.0)[:, None],
                                          cluster=full(items, chosen, b, -1)[:, None],
+                                         inserted=full(items, inserted, b, -1)[:, None],
                                          tries=full(items, tries, b)[:, None],
                                          level=full(items, tries + start - 1, b)[:, None],
                                          change_ratio=full(items, result["change_ratio"], b)[:, None])}

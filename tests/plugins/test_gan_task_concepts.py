@@ -176,3 +176,72 @@ def test_task_concepts_on_a_task_without_concept_maps_are_refused_naming_the_res
                  "--gan-targeted-concepts", "task", "--steps", "1", "--eval-size", "10", "-q"]) == 2
     err = capsys.readouterr().err
     assert "concept_maps" in err and "Traceback" not in err
+
+
+def test_swap_edits_take_the_value_at_the_spot_to_another_one_by_brute_force():
+    """insert > 0: the source is the allowed concept most drawn in the region (when its presence reaches ``present``),
+    else the default (-1); the target may be any other allowed value or the default; the source's specific units are
+    ablated (level 0) and the target's set to insert x their dissection threshold."""
+    concepts = TaskConcepts(["cube", "cylinder", "red"], torch.tensor([[0, 1, 2, 3], [2, 3, 0, 1], [1, 0, 3, 2]]),
+                            torch.zeros(3, 4), torch.tensor([0.5, 1.0, 2.0, 4.0]), torch.tensor([2, 1, 1]),
+                            dropped=["sphere"])
+    feats = torch.zeros(4, 4, 3, 3)
+    feats[0, 0:2] = 9.0  # cube's units (0, 1) on everywhere
+    feats[1, 2] = 9.0  # cylinder's unit (2) on everywhere
+    feats[2, 0, 0, 0] = 9.0  # a trace of cube: 1 of 18 (unit, cell) pairs, below present = 0.1
+    feats[3, 1] = 9.0  # red's unit (1) on everywhere, and half of cube's: red is not allowed
+    region = torch.ones(4, 3, 3, dtype=torch.bool)
+    gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", units=0.5, insert=8.0,
+                                                    edit_concepts="cube,cylinder"))
+    gen.task_concepts = concepts
+    source, alternatives = gen.swap_sources(feats, region, channels=4)
+    assert source.tolist() == [0, 1, -1, 0]
+    # columns: default, cube, cylinder, red
+    assert alternatives.tolist() == [[True, False, True, False], [True, True, False, False],
+                                     [False, True, True, False], [True, False, True, False]]
+    units, levels = gen.swap_units(torch.tensor([0, 1, -1, 0]), torch.tensor([1, -1, 0, 1]), count=4, channels=4)
+    for m, (src, tgt) in enumerate([(0, 1), (1, -1), (-1, 0), (0, 1)]):
+        ablated = set(concepts.ranking[src, :int(concepts.sizes[src])].tolist()) if src >= 0 else set()
+        inserted = set(concepts.ranking[tgt, :int(concepts.sizes[tgt])].tolist()) if tgt >= 0 else set()
+        assert set(units[m].nonzero().flatten().tolist()) == ablated | inserted
+        for u in range(4):
+            want = 8.0 * float(concepts.thresholds[u]) if u in inserted else 0.0
+            assert float(levels[m, u]) == pytest.approx(want)
+
+
+def test_gan_targeted_swap_edits_end_to_end_regenerate_from_their_units_levels_and_region():
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    ctx = _context(task)
+    opts = GanTargetedEdits.Options(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=2,
+                                    units=0.125, insert=8.0, present=0.0)
+    gen = GanTargetedEdits(opts, seed=4, task=task)
+    negs = gen.generate(ctx)[0]
+    concepts = gen.task_concepts
+    source, target = negs.meta["cluster"][:, 0], negs.meta["inserted"][:, 0]
+    assert (source != target).all() and ((target >= -1) & (target < len(concepts.names))).all()
+    assert (target >= 0).any() and (target == -1).any()  # edits inserting a value, and edits to the default
+    levels, units = negs.meta["levels"][:, 0], negs.meta["units"][:, 0]
+    for k in range(12):
+        t = int(target[k])
+        on = levels[k] > 0
+        assert torch.equal(on & ~units[k], torch.zeros(32, dtype=torch.bool))  # a level only on an edited unit
+        assert bool(on.any()) == (t >= 0)
+        assert torch.allclose(levels[k][on], 8.0 * concepts.thresholds[on].float())
+        if t >= 0:  # the inserted units are the target's first specific ones
+            assert set(on.nonzero().flatten().tolist()) <= set(concepts.ranking[t, :int(concepts.sizes[t])].tolist())
+    # the edit regenerates from the latent, the units, their levels and the region
+    editor = gen._editor()
+    z = ctx.batch.extras["latent"]
+    region = negs.meta["region"][:, 0].float()
+    a = units.float()[:, :, None, None] * region[:, None]
+    v = levels[:, :, None, None].expand_as(a)
+    again = gen.to_input(editor.generate(z, ablation=a, replacement=v))
+    assert torch.allclose(again, negs.inputs[:, 0], atol=1e-5)
+    assert gen.last_stats["from_default"] + gen.last_stats["to_default"] <= 1.0
+    assert torch.equal(GanTargetedEdits(opts, seed=4, task=task).generate(ctx)[0].inputs, negs.inputs)
+
+
+def test_insert_needs_the_tasks_concepts():
+    with pytest.raises(PluginError, match="insert = 8 needs concepts = 'task'"):
+        GanTargetedEdits(GanTargetedEdits.Options(insert=8.0))
