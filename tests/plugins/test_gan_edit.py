@@ -152,6 +152,8 @@ def test_edits_export_writes_regenerable_edits(tmp_path, capsys):
     assert json.loads((train_out / "edits.json").read_text())["split"] == "train"
     assert [r["id"] for r in train_rows] == [0, 1]  # positions in the split
     assert all(t["latent"] != r["latent"] for t, r in zip(train_rows, rows[:2], strict=True))  # not the held-out pairs
+    # ablation only: every edited unit set to 0, nothing inserted
+    assert all(r["levels"] == [0.0] * len(r["units"]) and r["inserted"] is None for r in rows)
     # the latent, region and units regenerate the edit exactly
     task = build_toy("gan", seed=0)
     editor = GanEditor(task.resources["gan"], "layer4")
