@@ -14,7 +14,9 @@ against the segmenter's value maps as the generator does (``compute_task_concept
 
 - *ablation* (the baseline, what training uses): the cube or cylinder units set to 0 on the cube's or cylinder's
   cells;
-- *insertion*: the cube or cylinder units set to ``factor`` x their dissection threshold on the sphere's cells.
+- *insertion*: the cube or cylinder units set to ``factor`` x their dissection threshold on the sphere's cells;
+- *swap* (``gan-targeted``'s ``insert``): on a cube's cells the cube units ablated and the cylinder units inserted,
+  and the other way (factors of 4 and more).
 
 For each, over the images holding a source cell: the share whose objects the segmenter reads with some object
 changed to the target shape, the share where that is the only change, and the share with no change read. Every
@@ -89,12 +91,20 @@ def main(argv: list[str] | None = None) -> None:
     cells = {v: torch.nn.functional.adaptive_avg_pool2d(value_maps[:, names.index(v)].float(), h.shape[-2:]) >= 0.5
              for v in ("cube", "cylinder", "sphere")}  # Bool[N, h, w]: the layer cells holding each shape
 
-    def edit(units: torch.Tensor, where: torch.Tensor, level: torch.Tensor | None) -> list:
+    def edit(units: torch.Tensor, where: torch.Tensor, level: torch.Tensor | None,
+             ablated: torch.Tensor | None = None) -> list:
+        """Set ``units`` to ``level`` (None: 0) on the cells ``where``, and ``ablated`` (more units) to 0 there."""
         a, v = torch.zeros_like(h), torch.zeros_like(h)
-        a[:, units] = where[:, None].float().expand(-1, len(units), -1, -1)
+        for group in (units, ablated):
+            if group is not None:
+                a[:, group] = where[:, None].float().expand(-1, len(group), -1, -1)
         if level is not None:
             v[:, units] = level[None, :, None, None].expand(h.shape[0], -1, *h.shape[-2:])
         return describe(to_model_input(editor.generate(z, ablation=a, replacement=v, features=h)))
+
+    def specific(shape: str) -> torch.Tensor:
+        k = concepts.names.index(shape)
+        return concepts.ranking[k, : int(concepts.sizes[k])]
 
     lines = []
     for shape in ("cube", "cylinder"):
@@ -108,6 +118,14 @@ def main(argv: list[str] | None = None) -> None:
             after = edit(units, cells["sphere"], concepts.thresholds[units] * factor)
             lines.append((f"insert {shape} units x{factor:g} on sphere cells", shape, len(rows),
                           tally(before, after, rows, shape)))
+    # a swap between two drawn values (gan-targeted's insert): the source's units ablated, the target's inserted
+    for source, shape in (("cylinder", "cube"), ("cube", "cylinder")):
+        units = specific(shape)
+        rows = cells[source].flatten(1).any(1).nonzero().flatten().tolist()
+        for factor in (float(f) for f in args.factors.split(",") if float(f) >= 4):
+            after = edit(units, cells[source], concepts.thresholds[units] * factor, ablated=specific(source))
+            lines.append((f"swap on {source} cells: ablate {source}, insert {shape} units x{factor:g}", shape,
+                          len(rows), tally(before, after, rows, shape)))
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=ROOT).stdout.strip()
     out = [f"- command: `python benchmarks/edit_insertion.py --data {args.data} --n {args.n} --dissect {args.dissect}"
