@@ -12,8 +12,10 @@ units, the first draw every object's geometry ("shared") and the others come in 
 
 - edits, the share in which the segmenter reads a change, and a change of one attribute of one object;
 - the changes read, by kind (an edit can change several);
-- the share of the ablated units that draw geometry (the layer's share of such units, for scale);
-- the share of edits whose objects lose more than a fifth of their pixels (the edit shrank or removed geometry).
+- the share of the edited units (ablated or inserted) that draw geometry (the layer's share of such units, for scale);
+- the share of edits whose objects lose more than a fifth of their pixels (the edit shrank or removed geometry), and
+  the share whose objects gain more than a quarter (the same ratio the other way: an inserted value drew more);
+- the shape changes read, by direction (old→new).
 
 For each checkpoint holding gan-targeted's model concepts: the clusters kept and the roles of each cluster's top
 8 units (a value group is 8 units wide): how often the dissection ranks geometry first.
@@ -42,12 +44,17 @@ def export_row(directory: Path, roles: list[str]) -> dict:
     summary = json.loads((directory / "edits.json").read_text())
     rows = [json.loads(line) for line in (directory / "edits.jsonl").read_text().splitlines() if line.strip()]
     units = collections.Counter(roles[u] for r in rows for u in r["units"])
-    shrunk = [sum(o["pixels"] for o in r["objects_edited"]) < 0.8 * sum(o["pixels"] for o in r["objects_original"])
-              for r in rows]
+    before = [sum(o["pixels"] for o in r["objects_original"]) for r in rows]
+    after = [sum(o["pixels"] for o in r["objects_edited"]) for r in rows]
+    shrunk = [a < 0.8 * b for a, b in zip(after, before, strict=True)]
+    grown = [a > 1.25 * b for a, b in zip(after, before, strict=True)]  # the same ratio the other way
+    ways = collections.Counter(f"{c['old']}→{c['new']}" for r in rows for c in r["detected_change"]["changes"]
+                               if c.get("attribute") == "shape")
     concepts = (summary.get("options") or {}).get("concepts", "model")
     return {"export": str(directory), "concepts": concepts, "edits": len(rows), "changed": summary["changed"],
             "single": summary["single_attribute"], "kinds": summary["changed_attributes"],
             "geometry_units": units["shared"] / max(1, sum(units.values())), "shrunk": sum(shrunk) / max(1, len(rows)),
+            "grown": sum(grown) / max(1, len(rows)), "ways": ways,
             "edited": summary.get("concepts_edited")}
 
 
@@ -76,13 +83,15 @@ def main() -> None:
     layer_share = roles.count("shared") / len(roles)
     lines = [f"The layer: {len(roles)} units, {roles.count('shared')} of them geometry ({100 * layer_share:.1f}%).",
              "", "| export | concepts | edits | change read | one attribute of one object | changes read | "
-             "ablated units drawing geometry | edits shrinking objects by > 1/5 |", "|---|---|---|---|---|---|---|---|"]
+             "edited units drawing geometry | edits shrinking objects by > 1/5 | growing them by > 1/4 | "
+             "shape changes read |", "|---|---|---|---|---|---|---|---|---|---|"]
     for directory in args.export:
         r = export_row(directory, roles)
         kinds = ", ".join(f"{k} {v}" for k, v in r["kinds"].items() if v)
         lines.append(f"| {r['export']} | {r['concepts']} | {r['edits']} | {100 * r['changed']:.1f}% | "
                      f"{100 * r['single']:.1f}% | {kinds} | {100 * r['geometry_units']:.1f}% | "
-                     f"{100 * r['shrunk']:.1f}% |")
+                     f"{100 * r['shrunk']:.1f}% | {100 * r['grown']:.1f}% | "
+                     + ", ".join(f"{w} {n}" for w, n in r["ways"].most_common()) + " |")
     if args.checkpoint:
         lines += ["", "| checkpoint | cluster | top-8 units drawing geometry | roles of the top 8 |", "|---|---|---|---|"]
         for path in args.checkpoint:
