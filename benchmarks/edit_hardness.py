@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/edit_hardness.py RUN_DIR [...] [--out benchmarks/results/edit_hardness.md]
+    python benchmarks/edit_hardness.py RUN_DIR [...] [--window 200] [--out benchmarks/results/edit_hardness.md]
 
 For each run with an input-negative source on side 0 (a GAN edit generator, ``render-edit``, ``gan-scene-edit``),
 from its ``metrics.jsonl`` log lines, in the first and the last quarter of the run's steps:
@@ -12,6 +12,8 @@ from its ``metrics.jsonl`` log lines, in the first and the last quarter of the r
 - the random gap: the same for the random in-batch negatives, for scale;
 - active: the share of the edits whose hinge is still active (the edit scores within the margin of the positive);
 - the update ratio: how far one step moves the weights (|delta w| / |w|), the median over the quarter.
+
+With ``--window N``, a second table: the active share in each window of N steps (steps as logged: a stage's own).
 """
 
 from __future__ import annotations
@@ -49,9 +51,23 @@ def measure(run_dir: Path) -> dict | None:
             "last": quarter_stats(rows[-q:], source)}
 
 
+def active_by_window(run_dir: Path, window: int) -> tuple[str, list[float]] | None:
+    """(source, the mean active share in each ``window`` steps: (0, window], (window, 2 window], ...)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    source = next((p for p in EDIT_PREFIXES if any(f"{p}/side0/active" in r for r in rows)), None)
+    if source is None:
+        return None
+    key = f"{source}/side0/active"
+    points = [(int(r["step"]), float(r[key])) for r in rows if key in r and "step" in r]
+    last = max(step for step, _ in points)
+    return source, [statistics.fmean([v for step, v in points if lo < step <= lo + window] or [float("nan")])
+                    for lo in range(0, last, window)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--window", type=int, default=0, help="also the active share per this many steps")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
     lines = ["| run | source | edit gap / std, first → last quarter | random gap / std | edits active | "
@@ -65,6 +81,12 @@ def main() -> None:
         lines.append(f"| {run} | {m['source']} | {f['edit_gap']:.2f} → {last['edit_gap']:.2f} | "
                      f"{f['random_gap']:.2f} → {last['random_gap']:.2f} | {100 * f['active']:.1f}% → "
                      f"{100 * last['active']:.1f}% | {f['update']:.4f} → {last['update']:.4f} |")
+    if args.window > 0:
+        lines += ["", f"| run | source | edits active per {args.window} steps |", "|---|---|---|"]
+        for run in args.runs:
+            got = active_by_window(run, args.window)
+            if got is not None:
+                lines.append(f"| {run} | {got[0]} | " + ", ".join(f"{v:.2f}" for v in got[1]) + " |")
     text = "\n".join(lines)
     print(text)
     if args.out:
