@@ -93,6 +93,14 @@ class GanTargetedEdits(GanEditGenerator):
         present: float = option(0.1, "with insert > 0: a concept counts as drawn at the spot when this share of its "
                                 "specific units' (unit, cell) pairs in the region are on (Audio CLEVRGAN: 0.5-0.9 "
                                 "on a shape's own cells, 0.0 on another shape's)", min=0.0, max=1.0)
+        swap_cells: str = option("region", "with insert > 0: where a swap edits: every cell of the salient region "
+                                 "(an inserted value may then draw a new object on the background), or only the "
+                                 "region's cells the task reads as the value being replaced (concept_maps of the "
+                                 "original; the default's cells by the name default_concept)",
+                                 choices=("region", "value"))
+        default_concept: str = option("", "with swap_cells = value: the task's name of the value that no unit draws "
+                                      "(e.g. 'sphere'), the source of a swap where no concept of edit_concepts is "
+                                      "drawn")
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
@@ -112,10 +120,14 @@ class GanTargetedEdits(GanEditGenerator):
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
-        if self.options.insert > 0 and self.options.concepts != "task":
-            raise PluginError(f"generator {self.name!r}: insert = {self.options.insert:g} needs concepts = 'task' (a "
+        o = self.options
+        if o.insert > 0 and o.concepts != "task":
+            raise PluginError(f"generator {self.name!r}: insert = {o.insert:g} needs concepts = 'task' (a "
                               "value's units and their levels come from the task's dissection); set insert = 0 or "
                               "concepts = 'task'")
+        if o.swap_cells == "value" and not (o.insert > 0 and str(o.default_concept).strip()):
+            raise PluginError(f"generator {self.name!r}: swap_cells = 'value' needs insert > 0 and default_concept "
+                              "(the task's name of the value no unit draws, e.g. 'sphere')")
         self.concepts: Concepts | None = None
         self.task_concepts: TaskConcepts | None = None
         self._few_warned = False
@@ -266,6 +278,22 @@ class GanTargetedEdits(GanEditGenerator):
         alternatives[torch.arange(len(source)), source + 1] = False
         return source, alternatives
 
+    def value_cells(self, images: Tensor, source: Tensor, grid: tuple[int, int]) -> Tensor:
+        """Bool[M, h, w]: the cells of each image (model inputs [M, ...]) that the task's ``concept_maps`` read as
+        its source value (``source`` Long[M]: a task concept, or -1 for ``options.default_concept``); a cell holds a
+        value when a quarter of its pixels do (an object's edge cells count, so an insertion can redraw all of it)."""
+        names, maps = self.task.resources["concept_maps"](images)
+        names = [str(n) for n in names]
+        default = str(self.options.default_concept).strip()
+        if default not in names:
+            hint = closest(default, names)
+            raise PluginError(f"generator {self.name!r}: default_concept {default!r} is not a concept of the task"
+                              + (f" (did you mean {hint!r}?)" if hint else "") + f"; its concepts: {', '.join(names)}")
+        index = torch.tensor([names.index(self.task_concepts.names[k]) if k >= 0 else names.index(default)
+                              for k in source.tolist()], dtype=torch.long)
+        chosen = torch.as_tensor(maps)[torch.arange(len(index)), index].float().cpu()  # [M, S, S]
+        return torch.nn.functional.adaptive_avg_pool2d(chosen[:, None], grid)[:, 0] >= 0.25
+
     def swap_units(self, source: Tensor, target: Tensor, count: int, channels: int) -> tuple[Tensor, Tensor]:
         """(units Bool[P, C], levels Float[P, C]) of a swap edit: the source concepts' first ``count`` specific
         units ablated (level 0), the targets' set to ``insert`` x their dissection threshold; -1 (the default) has
@@ -306,6 +334,8 @@ class GanTargetedEdits(GanEditGenerator):
             source, alternatives = self.swap_sources(feats, first_region, channels)
             target = torch.multinomial(alternatives.float(), 1, generator=self.rng)[:, 0] - 1
             chosen = source
+            cells = (self.value_cells(self.to_input(edit_original), source, tuple(feats.shape[-2:]))
+                     if o.swap_cells == "value" else None)
         elif o.concepts == "task":  # a concept per item, drawn among those drawn at the spot (first try too)
             chosen = order.gather(1, torch.multinomial(probs, 1, generator=self.rng))[:, 0]
         else:
@@ -321,6 +351,9 @@ class GanTargetedEdits(GanEditGenerator):
                     draws = torch.multinomial(alternatives[pending].float(), 1, generator=self.rng)[:, 0]
                     target[pending] = draws - 1
                 units, levels = self.swap_units(source[pending], target[pending], count, channels)
+                if cells is not None:  # only where the value being replaced is drawn, when the region reaches it
+                    on_value = region & cells[pending]
+                    region = torch.where(on_value.flatten(1).any(1)[:, None, None], on_value, region)
                 return units, region, levels
             if attempt > start:  # a rejected try: another cluster drawn by score, more units, a wider region
                 draws = torch.multinomial(probs[pending], 1, generator=self.rng)[:, 0]
@@ -350,6 +383,9 @@ class GanTargetedEdits(GanEditGenerator):
             self.last_stats.update({"units_inserted": float((result["levels"] > 0).float().sum(1).mean()),
                                     "from_default": float((source < 0).float().mean()),
                                     "to_default": float((target < 0).float().mean())})
+            if cells is not None:  # swaps whose region held none of the value's cells (edited the region whole)
+                reached = (result["region"] & cells).flatten(1).any(1)
+                self.last_stats["off_value"] = float((~reached).float().mean())
         full = self.scatter_items
         valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),

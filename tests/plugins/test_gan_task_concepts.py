@@ -1,6 +1,7 @@
 """gan-targeted with the task's concepts (concepts = "task"): the dissection against a task's segmentation, ranked by
 specificity, the choice of concept inside the salient region, and the generator end to end on the toy GAN task."""
 
+import attrs
 import pytest
 import torch
 import torch.nn.functional as F
@@ -245,3 +246,36 @@ def test_gan_targeted_swap_edits_end_to_end_regenerate_from_their_units_levels_a
 def test_insert_needs_the_tasks_concepts():
     with pytest.raises(PluginError, match="insert = 8 needs concepts = 'task'"):
         GanTargetedEdits(GanTargetedEdits.Options(insert=8.0))
+
+
+def test_swaps_on_the_values_cells_edit_only_where_the_task_reads_the_value_being_replaced():
+    """swap_cells = value: each try's region is cut to the cells the task reads as the source value (a task concept,
+    or default_concept for the default), unless that leaves nothing (then the region whole, counted in off_value)."""
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    ctx = _context(task)
+    opts = GanTargetedEdits.Options(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=2,
+                                    units=0.125, insert=8.0, present=0.0, swap_cells="value", default_concept="blue",
+                                    region_threshold=0.0)  # the whole grid: the cut alone decides where
+    gen = GanTargetedEdits(opts, seed=4, task=task)
+    negs = gen.generate(ctx)[0]
+    source = negs.meta["cluster"][:, 0]
+    originals = gen.originals(ctx, ctx.batch.extras["latent"])[1]
+    names, maps = _channel_maps(gen.to_input(originals))
+    region = negs.meta["region"][:, 0]
+    off = 0
+    for k in range(12):
+        name = gen.task_concepts.names[int(source[k])] if int(source[k]) >= 0 else "blue"
+        value = maps[k, names.index(name)].float()
+        cells = torch.nn.functional.adaptive_avg_pool2d(value[None, None], region.shape[-2:])[0, 0] >= 0.25
+        if (region[k] & cells).any():
+            assert torch.equal(region[k], region[k] & cells)  # nothing edited off the value's cells
+        else:
+            off += 1
+    assert off < 12 and gen.last_stats["off_value"] == pytest.approx(off / 12)
+    assert (region.flatten(1).sum(1) < region[0].numel()).sum() >= 12 - off  # the cut took cells away
+    with pytest.raises(PluginError, match="default_concept 'bleu' is not a concept of the task \\(did you mean 'blue'"):
+        GanTargetedEdits(GanTargetedEdits.Options(**{**attrs.asdict(opts), "default_concept": "bleu"}), seed=4,
+                         task=task).generate(ctx)
+    with pytest.raises(PluginError, match="swap_cells = 'value' needs insert > 0 and default_concept"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0, swap_cells="value"))
