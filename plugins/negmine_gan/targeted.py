@@ -96,7 +96,8 @@ class GanTargetedEdits(GanEditGenerator):
         swap_cells: str = option("region", "with insert > 0: where a swap edits: every cell of the salient region "
                                  "(an inserted value may then draw a new object on the background), or only the "
                                  "region's cells the task reads as the value being replaced (concept_maps of the "
-                                 "original; the default's cells by the name default_concept)",
+                                 "original; the default's cells by the name default_concept); a region holding "
+                                 "none of them has nothing to swap, and its edit is dropped",
                                  choices=("region", "value"))
         default_concept: str = option("", "with swap_cells = value: the task's name of the value that no unit draws "
                                       "(e.g. 'sphere'), the source of a swap where no concept of edit_concepts is "
@@ -351,7 +352,7 @@ class GanTargetedEdits(GanEditGenerator):
                     draws = torch.multinomial(alternatives[pending].float(), 1, generator=self.rng)[:, 0]
                     target[pending] = draws - 1
                 units, levels = self.swap_units(source[pending], target[pending], count, channels)
-                if cells is not None:  # only where the value being replaced is drawn, when the region reaches it
+                if cells is not None:  # only where the value being replaced is drawn (none there: dropped below)
                     on_value = region & cells[pending]
                     region = torch.where(on_value.flatten(1).any(1)[:, None, None], on_value, region)
                 return units, region, levels
@@ -383,11 +384,13 @@ class GanTargetedEdits(GanEditGenerator):
             self.last_stats.update({"units_inserted": float((result["levels"] > 0).float().sum(1).mean()),
                                     "from_default": float((source < 0).float().mean()),
                                     "to_default": float((target < 0).float().mean())})
-            if cells is not None:  # swaps whose region held none of the value's cells (edited the region whole)
-                reached = (result["region"] & cells).flatten(1).any(1)
-                self.last_stats["off_value"] = float((~reached).float().mean())
+        reached = torch.ones(m, dtype=torch.bool)
+        if swap and cells is not None:  # a region holding none of the value's cells has nothing to swap: dropped
+            reached = (result["region"] & cells).flatten(1).any(1)
+            self.last_stats["off_value"] = float((~reached).float().mean())
         full = self.scatter_items
-        valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
+        kept = self.kept_edits(ctx, items, inputs[dev_items]) & reached
+        valid = full(items, kept[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name,
                                          region=full(items, result["region"], b, False)[:, None],

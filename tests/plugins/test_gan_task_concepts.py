@@ -250,7 +250,8 @@ def test_insert_needs_the_tasks_concepts():
 
 def test_swaps_on_the_values_cells_edit_only_where_the_task_reads_the_value_being_replaced():
     """swap_cells = value: each try's region is cut to the cells the task reads as the source value (a task concept,
-    or default_concept for the default), unless that leaves nothing (then the region whole, counted in off_value)."""
+    or default_concept for the default); a region holding none of them has nothing to swap: the edit is dropped
+    (counted in off_value)."""
     task = build_toy("gan", seed=0)
     task.resources["concept_maps"] = _channel_maps
     ctx = _context(task)
@@ -272,8 +273,19 @@ def test_swaps_on_the_values_cells_edit_only_where_the_task_reads_the_value_bein
             assert torch.equal(region[k], region[k] & cells)  # nothing edited off the value's cells
         else:
             off += 1
+            assert not bool(negs.valid[k, 0])
     assert off < 12 and gen.last_stats["off_value"] == pytest.approx(off / 12)
     assert (region.flatten(1).sum(1) < region[0].numel()).sum() >= 12 - off  # the cut took cells away
+    # a default value drawn nowhere, and every spot read as the default (present = 1): nothing to swap, all dropped
+    def with_nowhere(images):
+        names, maps = _channel_maps(images)
+        return [*names, "nowhere"], torch.cat([maps, torch.zeros_like(maps[:, :1])], 1)
+
+    task.resources["concept_maps"] = with_nowhere
+    nowhere = GanTargetedEdits(GanTargetedEdits.Options(**{**attrs.asdict(opts), "default_concept": "nowhere",
+                                                           "present": 1.0}), seed=4, task=task)
+    assert not nowhere.generate(ctx)[0].valid.any() and nowhere.last_stats["off_value"] == 1.0
+    task.resources["concept_maps"] = _channel_maps
     with pytest.raises(PluginError, match="default_concept 'bleu' is not a concept of the task \\(did you mean 'blue'"):
         GanTargetedEdits(GanTargetedEdits.Options(**{**attrs.asdict(opts), "default_concept": "bleu"}), seed=4,
                          task=task).generate(ctx)
