@@ -376,7 +376,7 @@ class GanTargetedEdits(GanEditGenerator):
         with torch.no_grad():
             score = ctx.model.score_pairs(ctx.model.encode(0, inputs[dev_items]), ctx.embeddings[1][dev_items])
         self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(result["change_ratio"].mean()),
-                           "units_ablated": float(result["units"].float().sum(1).mean()),
+                           "units_ablated": float((result["units"] & (result["levels"] == 0)).float().sum(1).mean()),
                            "clusters": float(len(ranking)), "start_level": float(start)}
         inserted = torch.full((m,), -1, dtype=torch.long)
         if swap:  # which way the edits went: from the default, to the default, between two drawn values

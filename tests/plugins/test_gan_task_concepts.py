@@ -240,6 +240,8 @@ def test_gan_targeted_swap_edits_end_to_end_regenerate_from_their_units_levels_a
     again = gen.to_input(editor.generate(z, ablation=a, replacement=v))
     assert torch.allclose(again, negs.inputs[:, 0], atol=1e-5)
     assert gen.last_stats["from_default"] + gen.last_stats["to_default"] <= 1.0
+    assert gen.last_stats["units_ablated"] + gen.last_stats["units_inserted"] == pytest.approx(
+        float(units.float().sum(1).mean()))  # each edited unit counted once, as ablated or as inserted
     assert torch.equal(GanTargetedEdits(opts, seed=4, task=task).generate(ctx)[0].inputs, negs.inputs)
 
 
