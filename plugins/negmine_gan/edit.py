@@ -243,7 +243,8 @@ def edit_until_changed(
         unit_mask, region = picked[0], picked[1]
         level = picked[2] if len(picked) > 2 else None
         a = unit_mask.to(features)[:, :, None, None] * region.to(features)[:, None]
-        v = None if level is None else (level.to(features) * unit_mask.to(features))[:, :, None, None]
+        set_to = None if level is None else level.to(features) * unit_mask.to(features)  # [P, C], 0 off the units
+        v = None if set_to is None else set_to[:, :, None, None]
         dev = features.device
         out = editor.generate(z[pending.to(dev)], ablation=a, replacement=v, features=features[pending.to(dev)])
         rho = change_ratio(to_input(original[pending.to(dev)]), to_input(out), pixels[pending.to(dev)],
@@ -254,8 +255,8 @@ def edit_until_changed(
         accepted[done] = met[ok]
         edited[done.to(dev)] = out[ok.to(dev)]
         units[done] = unit_mask[ok.to(unit_mask.device)].bool().cpu()
-        if level is not None:
-            levels[done] = (level * unit_mask).float()[ok.to(level.device)].cpu()
+        if set_to is not None:
+            levels[done] = set_to[ok.to(dev)].float().cpu()
         regions[done] = region[ok.to(region.device)].bool().cpu()
         ratios[done] = rho[ok]
         tries[pending] += 1

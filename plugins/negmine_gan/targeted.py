@@ -322,15 +322,16 @@ class GanTargetedEdits(GanEditGenerator):
         m = items.shape[0]
         heat, seeds = heat[dev_items].cpu(), seeds[dev_items].cpu()
         first_region = geodesic_region(heat, seeds, torch.full((m,), o.region_threshold))
+        swap = o.concepts == "task" and o.insert > 0
         if o.concepts == "task":
-            order, probs = self.task_concept_order(feats, first_region, channels)
+            if not swap:  # a swap reads the value at the spot itself (swap_sources)
+                order, probs = self.task_concept_order(feats, first_region, channels)
             ranking = self.task_concepts.ranking  # [K, C]
         else:
             _, vectors, _ = peak_datapoints(ctx.model, ctx.embeddings[0], ctx.embeddings[1])
             order, probs = self.cluster_order(vectors[dev_items])
             ranking = self.concepts.ranking  # [K, C]
         pixels = upsample_mask(first_region, original.shape[-1]).to(original.device)
-        swap = o.concepts == "task" and o.insert > 0
         if swap:  # the value at the spot, and a target value per item drawn uniformly among the others
             source, alternatives = self.swap_sources(feats, first_region, channels)
             target = torch.multinomial(alternatives.float(), 1, generator=self.rng)[:, 0] - 1
