@@ -1,0 +1,148 @@
+"""What a trained model's spoken attribute words say about a GAN edit: the changed shape, or damage?
+
+Usage::
+
+    negmine edits export RUN_DIR --generator gan-targeted --option edit_fraction=1 --n 200 --out EDITS
+    python benchmarks/edit_word_scores.py --edits EDITS RUN_DIR[:CHECKPOINT] [...] [--out FILE.md]
+
+Each run scores every exported original and edited image with every isolated attribute word of the Table 1 protocol
+(the mean over each word's recordings, as `attribute_test` does). For the edits in which the segmenter reads exactly
+one change, the shape of one object (old -> new), with no other object of either shape, it reports the mean score
+change edited - original of four kinds of words, in units of each word's standard deviation over the originals:
+
+- the old shape's word, now false of the image: a model that grounds shape scores it lower (negative);
+- the new shape's word, now true: higher (positive);
+- the edited object's unchanged colour, material and size words, still true: unchanged (about 0);
+- the words of values no object holds in either image, false before and after: unchanged (about 0).
+
+A model that learnt to spot edited objects rather than shapes lowers the kept words as much as the old shape's word.
+``P(old < kept)`` is the share of edits in which the old shape's word falls further than the mean of the kept words.
+The edits' change to the score of the whole caption (own prefers original) is in `benchmarks/edit_artefacts.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLES = ("old shape (now false)", "new shape (now true)", "kept words of the object", "absent values")
+
+
+def _git(*args: str) -> str:
+    try:
+        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
+    except Exception:
+        return "unknown"
+
+
+def shape_swaps(edits: list[dict]) -> list[tuple[int, dict]]:
+    """(position, change) of the edits whose only read change is one object's shape, with no other object of
+    the old or the new shape in either image (so the old word turns false and the new one true)."""
+    out = []
+    for k, e in enumerate(edits):
+        dc = e["detected_change"]
+        changes = dc.get("changes") or []
+        if len(changes) != 1 or changes[0].get("attribute") != "shape":
+            continue
+        c = changes[0]
+        others = [o for i, o in enumerate(e["objects_original"]) if i != c["object"]]
+        if len(e["objects_edited"]) != len(e["objects_original"]):
+            continue
+        if any(o["shape"] in (c["old"], c["new"]) for o in others):
+            continue
+        out.append((k, c))
+    return out
+
+
+def word_deltas(delta: torch.Tensor, names: list[str], edits: list[dict], swaps: list[tuple[int, dict]],
+                values: dict[str, str]) -> dict[str, list[float]]:
+    """Per role, the normalised score changes (``delta``: Float[N edits, W words]) of the shape swaps."""
+    col = {n: j for j, n in enumerate(names)}
+    out: dict[str, list[float]] = {r: [] for r in ROLES}
+    out["P(old < kept)"] = []
+    for k, c in swaps:
+        out.setdefault(f"{c['old']} now false", []).append(float(delta[k, col[c["old"]]]))
+        out.setdefault(f"{c['new']} now true", []).append(float(delta[k, col[c["new"]]]))
+        e = edits[k]
+        obj = e["objects_original"][c["object"]]
+        old, new = float(delta[k, col[c["old"]]]), float(delta[k, col[c["new"]]])
+        kept = [float(delta[k, col[obj[a]]]) for a in ("color", "material", "size") if obj.get(a) in col]
+        held = {o[a] for o in e["objects_original"] + e["objects_edited"] for a in ("shape", "color", "material", "size")}
+        absent = [float(delta[k, col[w]]) for w in names if w not in held and values.get(w) != "shape"]
+        out[ROLES[0]].append(old)
+        out[ROLES[1]].append(new)
+        if kept:
+            out[ROLES[2]].append(sum(kept) / len(kept))
+            out["P(old < kept)"].append(float(old < sum(kept) / len(kept)))
+        if absent:
+            out[ROLES[3]].append(sum(absent) / len(absent))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="RUN_DIR or RUN_DIR:CHECKPOINT (a name or a .pt path; default best)")
+    parser.add_argument("--edits", required=True, type=Path, help="a `negmine edits export` directory")
+    parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+
+    from audio_clevrgan import evaluate as ev
+    from negmine.evaluate import load_run
+    from negmine.plugins import get_plugin_manager
+
+    edits = [json.loads(line) for line in (args.edits / "edits.jsonl").read_text().splitlines() if line.strip()]
+    swaps = shape_swaps(edits)
+    if not swaps:
+        raise SystemExit(f"{args.edits}: no edit changes exactly one object's shape")
+    pm = get_plugin_manager()
+    lines = [f"| run | checkpoint (step) | {' | '.join(ROLES)} | P(old < kept) |", "|---|---|" + "---:|" * 5]
+    print(f"{len(swaps)} of {len(edits)} edits change one object's shape and nothing else", flush=True)
+    print("\n".join(lines), flush=True)
+    per_word: list[tuple[str, dict[str, list[float]]]] = []
+    for spec in args.runs:
+        run, _, checkpoint = spec.partition(":")
+        task, _, state = load_run(pm, Path(run), checkpoint or "best", "cpu")
+        model = task.model.eval()
+        root = Path(task.resources["data_dir"])
+        words = [json.loads(line) for line in (root / "semantic" / "words.jsonl").read_text().splitlines()]
+        values = {w["word"]: w["attribute"] for w in words}
+        names = list(dict.fromkeys(w["word"] for w in words))
+        encode = ev._spoken_word_encoder(model, root, torch.device("cpu"), float(task.resources.get("audio_pad", 0.0)))
+        with torch.no_grad():
+            orig = ev._encode_images(model, [args.edits / e["original"] for e in edits], torch.device("cpu"), batch=64)
+            edit = ev._encode_images(model, [args.edits / e["edited"] for e in edits], torch.device("cpu"), batch=64)
+            s_orig = ev.word_scores(model, orig, words, encode)
+            s_edit = ev.word_scores(model, edit, words, encode)
+        delta = (s_edit - s_orig) / s_orig.std(0).clamp_min(1e-12)  # per word, in its own score scale
+        roles = word_deltas(delta, names, edits, swaps, values)
+        cells = [f"{sum(v) / len(v):+.2f}" if v else "-" for v in (roles[r] for r in ROLES)]
+        p = roles["P(old < kept)"]
+        line = (f"| {run} | {checkpoint or 'best'} ({state.get('global_step')}) | {' | '.join(cells)} | "
+                f"{100 * sum(p) / max(1, len(p)):.0f}% |")
+        lines.append(line)
+        print(line, flush=True)
+        per_word.append((spec, {k: v for k, v in roles.items() if k.endswith(("now false", "now true"))}))
+    keys = sorted({k for _, d in per_word for k in d})
+    lines += ["", "By shape word (mean normalised change, edits):", "",
+              "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for spec, d in per_word:
+        lines.append(f"| {spec.partition(':')[0]} | " + " | ".join(
+            f"{sum(d[k]) / len(d[k]):+.2f} ({len(d[k])})" if d.get(k) else "-" for k in keys) + " |")
+    print("\n".join(lines[-(len(per_word) + 2):]), flush=True)
+    if args.out:
+        header = (f"Edits: {args.edits} ({len(swaps)} of {len(edits)} change one object's shape and nothing else).\n\n"
+                  f"Command: `python benchmarks/edit_word_scores.py --edits {args.edits} {' '.join(args.runs)}`  \n"
+                  f"Machine: {platform.machine()}, torch {torch.__version__}; commit {_git('rev-parse', '--short', 'HEAD')}\n\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(header + "\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
