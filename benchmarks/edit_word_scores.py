@@ -18,6 +18,10 @@ change edited - original of four kinds of words, in units of each word's standar
 A model that learnt to spot edited objects rather than shapes lowers the kept words as much as the old shape's word.
 ``P(old < kept)`` is the share of edits in which the old shape's word falls further than the mean of the kept words.
 The edits' change to the score of the whole caption (own prefers original) is in `benchmarks/edit_artefacts.py`.
+
+With ``--images N`` (default 500; 0 skips it) each run also scores the first N images of the test split with every
+word and prints, per shape word, the words whose scores correlate best with it over those images: a model that keeps
+two shapes apart scores them differently.
 """
 
 from __future__ import annotations
@@ -90,6 +94,7 @@ def main() -> None:
     parser.add_argument("runs", nargs="+", help="RUN_DIR or RUN_DIR:CHECKPOINT (a name or a .pt path; default best)")
     parser.add_argument("--edits", required=True, type=Path, help="a `negmine edits export` directory")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--images", type=int, default=500, help="test images for the word correlations (0: none)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -106,6 +111,7 @@ def main() -> None:
     print(f"{len(swaps)} of {len(edits)} edits change one object's shape and nothing else", flush=True)
     print("\n".join(lines), flush=True)
     per_word: list[tuple[str, dict[str, list[float]]]] = []
+    correlations: list[str] = []
     for spec in args.runs:
         run, _, checkpoint = spec.partition(":")
         task, _, state = load_run(pm, Path(run), checkpoint or "best", "cpu")
@@ -129,6 +135,15 @@ def main() -> None:
         lines.append(line)
         print(line, flush=True)
         per_word.append((spec, {k: v for k, v in roles.items() if k.endswith(("now false", "now true"))}))
+        if args.images > 0:
+            rows = task.test.rows[: args.images]
+            with torch.no_grad():
+                images = ev._encode_images(model, [root / r["image"] for r in rows], torch.device("cpu"))
+                corr = torch.corrcoef(ev.word_scores(model, images, words, encode).T)
+            for w in (n for n in names if values[n] == "shape"):
+                j = names.index(w)
+                top = sorted(((float(corr[j, k]), names[k]) for k in range(len(names)) if k != j), reverse=True)[:3]
+                correlations.append(f"| {run} | {w} | " + ", ".join(f"{n} {v:+.2f}" for v, n in top) + " |")
     keys = sorted({k for _, d in per_word for k in d})
     lines += ["", "By shape word (mean normalised change, edits):", "",
               "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
@@ -136,9 +151,14 @@ def main() -> None:
         lines.append(f"| {spec.partition(':')[0]} | " + " | ".join(
             f"{sum(d[k]) / len(d[k]):+.2f} ({len(d[k])})" if d.get(k) else "-" for k in keys) + " |")
     print("\n".join(lines[-(len(per_word) + 2):]), flush=True)
+    if correlations:
+        lines += ["", f"Word scores over the first {args.images} test images: the words best correlated with each shape "
+                  "word", "", "| run | shape word | best correlated words |", "|---|---|---|", *correlations]
+        print("\n".join(lines[-(len(correlations) + 2):]), flush=True)
     if args.out:
         header = (f"Edits: {args.edits} ({len(swaps)} of {len(edits)} change one object's shape and nothing else).\n\n"
-                  f"Command: `python benchmarks/edit_word_scores.py --edits {args.edits} {' '.join(args.runs)}`  \n"
+                  f"Command: `python benchmarks/edit_word_scores.py --edits {args.edits} {' '.join(args.runs)} "
+                  f"--images {args.images}`  \n"
                   f"Machine: {platform.machine()}, torch {torch.__version__}; commit {_git('rev-parse', '--short', 'HEAD')}\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(header + "\n".join(lines) + "\n")
