@@ -134,7 +134,8 @@ def main() -> None:
                 f"{100 * sum(p) / max(1, len(p)):.0f}% |")
         lines.append(line)
         print(line, flush=True)
-        per_word.append((spec, {k: v for k, v in roles.items() if k.endswith(("now false", "now true"))}))
+        label = f"{run} ({checkpoint or 'best'})"
+        per_word.append((label, {k: v for k, v in roles.items() if k.endswith(("now false", "now true"))}))
         if args.images > 0:
             rows = task.test.rows[: args.images]
             with torch.no_grad():
@@ -143,12 +144,12 @@ def main() -> None:
             for w in (n for n in names if values[n] == "shape"):
                 j = names.index(w)
                 top = sorted(((float(corr[j, k]), names[k]) for k in range(len(names)) if k != j), reverse=True)[:3]
-                correlations.append(f"| {run} | {w} | " + ", ".join(f"{n} {v:+.2f}" for v, n in top) + " |")
+                correlations.append(f"| {label} | {w} | " + ", ".join(f"{n} {v:+.2f}" for v, n in top) + " |")
     keys = sorted({k for _, d in per_word for k in d})
     lines += ["", "By shape word (mean normalised change, edits):", "",
               "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    for spec, d in per_word:
-        lines.append(f"| {spec.partition(':')[0]} | " + " | ".join(
+    for label, d in per_word:
+        lines.append(f"| {label} | " + " | ".join(
             f"{sum(d[k]) / len(d[k]):+.2f} ({len(d[k])})" if d.get(k) else "-" for k in keys) + " |")
     print("\n".join(lines[-(len(per_word) + 2):]), flush=True)
     if correlations:
