@@ -50,14 +50,14 @@ def shape_swaps(edits: list[dict]) -> list[tuple[int, dict]]:
     the old or the new shape in either image (so the old word turns false and the new one true)."""
     out = []
     for k, e in enumerate(edits):
-        dc = e["detected_change"]
-        changes = dc.get("changes") or []
+        changes = e["detected_change"].get("changes") or []
         if len(changes) != 1 or changes[0].get("attribute") != "shape":
             continue
         c = changes[0]
-        others = [o for i, o in enumerate(e["objects_original"]) if i != c["object"]]
-        if len(e["objects_edited"]) != len(e["objects_original"]):
+        if len(e["objects_edited"]) != len(e["objects_original"]):  # an object added or removed
             continue
+        # the one change read leaves the other objects as they were, so the original's stand for both images
+        others = [o for i, o in enumerate(e["objects_original"]) if i != c["object"]]
         if any(o["shape"] in (c["old"], c["new"]) for o in others):
             continue
         out.append((k, c))
@@ -71,11 +71,11 @@ def word_deltas(delta: torch.Tensor, names: list[str], edits: list[dict], swaps:
     out: dict[str, list[float]] = {r: [] for r in ROLES}
     out["P(old < kept)"] = []
     for k, c in swaps:
-        out.setdefault(f"{c['old']} now false", []).append(float(delta[k, col[c["old"]]]))
-        out.setdefault(f"{c['new']} now true", []).append(float(delta[k, col[c["new"]]]))
         e = edits[k]
         obj = e["objects_original"][c["object"]]
         old, new = float(delta[k, col[c["old"]]]), float(delta[k, col[c["new"]]])
+        out.setdefault(f"{c['old']} now false", []).append(old)
+        out.setdefault(f"{c['new']} now true", []).append(new)
         kept = [float(delta[k, col[obj[a]]]) for a in ("color", "material", "size") if obj.get(a) in col]
         held = {o[a] for o in e["objects_original"] + e["objects_edited"] for a in ("shape", "color", "material", "size")}
         absent = [float(delta[k, col[w]]) for w in names if w not in held and values.get(w) != "shape"]
