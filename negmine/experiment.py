@@ -616,6 +616,34 @@ def _check_parent_checkpoints(exp: Experiment, methods: list[Method], must: set[
         raise ConfigError(problems, source=f"--out {str(out)!r}")
 
 
+def _check_finished_runs_against_records(exp: Experiment, methods: list[Method], in_out: Mapping[str, bool],
+                                         out: Path, ledger: Path | None, seed: int) -> None:
+    """A finished run in ``out`` that differs from its ledger record replaces the record (a retrain that came out
+    different), and re-evaluating it overwrites the record's evaluation. One trained with another CPU thread count
+    than the record is no retrain of it (threads sum in another order, so the runs part within steps): say so, and
+    how to go on, before anything trains or the ledger changes."""
+    if ledger is None:
+        return
+    problems = []
+    for method in methods:
+        record = ledger / method.slug / f"seed-{seed}"
+        run_dir = out / method.slug / f"seed-{seed}"
+        if not in_out[method.name] or ledger_state(ledger, exp, method, seed) != "ok":
+            continue
+        if read_lineage(record)["run"] == run_identity(run_dir):
+            continue
+        here = thread_count(_read_json(run_dir / "provenance.json"))
+        there = thread_count(_read_json(record / "provenance.json"))
+        if here is not None and there is not None and here != there:
+            problems.append(
+                f"{method.name} seed {seed}: the finished run {str(run_dir)!r} trained with {here} CPU thread(s), its "
+                f"ledger record with {there}, and the two differ; it would replace the record (and unpair the runs "
+                f"trained from it). Move that run directory away (the runner then trains it again as needed and "
+                f"checks it against the record), or use another --out")
+    if problems:
+        raise ConfigError(problems, source=f"--out {str(out)!r}")
+
+
 def _check_ledger_data(ledger: Path, digest: str, log: Any) -> None:
     """Log which records of the ledger were trained on data other than ``digest`` (their ``provenance.json`` names
     another; records made before digests were kept are not counted)."""
@@ -700,6 +728,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
         in_ledger = {name: state == "ok" for name, state in states.items()}
         must = ledger_runs_needed(exp, methods, {k: in_out[k] or in_ledger[k] for k in in_out}, in_out)
         _check_parent_checkpoints(exp, methods, must, in_out, out, seed)
+        _check_finished_runs_against_records(exp, methods, in_out, out, ledger, seed)
         for method in methods:
             run_dir = out / method.slug / f"seed-{seed}"
             record = None if ledger is None else ledger / method.slug / f"seed-{seed}"

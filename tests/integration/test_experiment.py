@@ -621,6 +621,42 @@ def test_a_method_added_after_its_parent_finished_names_the_missing_checkpoint_a
     assert (ledger / "late" / "seed-0" / "eval-test.json").exists()
 
 
+def test_a_finished_run_of_another_thread_count_does_not_replace_its_record(tmp_path, capsys):
+    """A run trained outside the ledger with another CPU thread count, left in --out, is no retrain of the record:
+    the runner stops before the ledger changes and says how to go on; with the same thread count it replaces the
+    record as a retrain that came out different."""
+    import re
+
+    from negmine.experiment import read_lineage
+
+    path = tmp_path / "e.toml"
+    path.write_text(EXPERIMENT)
+    out, ledger = tmp_path / "out", tmp_path / "ledger"
+    args = ["experiment", str(path), "--out", str(out), "--ledger", str(ledger), "--seed", "0", "--method", "Random",
+            "-q"]
+    assert main(args) == 0
+    record, run_dir = ledger / "random" / "seed-0", out / "random" / "seed-0"
+    _tamper_run(record, -0.05)  # the record came from another run
+    provenance = json.loads((record / "provenance.json").read_text())
+    machine = provenance["machine"]
+    assert re.search(r"\d+ threads", machine)
+    (record / "provenance.json").write_text(json.dumps({**provenance, "machine": re.sub(r"\d+ threads", "7 threads",
+                                                                                          machine)}))
+    kept = {f.name: f.read_text() for f in record.iterdir()}
+    capsys.readouterr()
+    for extra in ([], ["--re-evaluate"]):
+        assert main([*args, *extra]) == 2
+        err = capsys.readouterr().err
+        assert "Random seed 0: the finished run" in err and "with 7, and the two differ" in err, err
+        assert "Move that run directory away" in err and "Traceback" not in err
+        assert {f.name: f.read_text() for f in record.iterdir()} == kept and not (record / "earlier").exists()
+    # the same thread count: a retrain that came out different replaces the record
+    (record / "provenance.json").write_text(json.dumps(provenance))
+    assert main(args) == 0
+    assert "the new run replaces the record" in capsys.readouterr().err
+    assert read_lineage(record)["run"] == read_lineage(run_dir)["run"]
+
+
 def test_a_slow_start_is_logged_at_the_step_against_the_other_seeds(tmp_path, capsys):
     path = tmp_path / "e.toml"
     path.write_text(textwrap.dedent("""
