@@ -12,7 +12,8 @@ change edited - original of four kinds of words, in units of each word's standar
 
 - the old shape's word, now false of the image: a model that grounds shape scores it lower (negative);
 - the new shape's word, now true: higher (positive);
-- the edited object's unchanged colour, material and size words, still true: unchanged (about 0);
+- the edited object's unchanged colour, material and size words, still true: unchanged (about 0); a table below
+  splits them by attribute (and size by word), since a shape word learnt together with a size drags that size along;
 - the words of values no object holds in either image, false before and after: unchanged (about 0).
 
 A model that learnt to spot edited objects rather than shapes lowers the kept words as much as the old shape's word.
@@ -35,6 +36,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+KEPT = ("color", "material", "size")
 ROLES = ("old shape (now false)", "new shape (now true)", "kept words of the object", "absent values")
 
 
@@ -76,7 +78,12 @@ def word_deltas(delta: torch.Tensor, names: list[str], edits: list[dict], swaps:
         old, new = float(delta[k, col[c["old"]]]), float(delta[k, col[c["new"]]])
         out.setdefault(f"{c['old']} now false", []).append(old)
         out.setdefault(f"{c['new']} now true", []).append(new)
-        kept = [float(delta[k, col[obj[a]]]) for a in ("color", "material", "size") if obj.get(a) in col]
+        kept = [float(delta[k, col[obj[a]]]) for a in KEPT if obj.get(a) in col]
+        for a in KEPT:
+            if obj.get(a) in col:  # which kept words move: a shape learnt with a size lowers that size word too
+                out.setdefault(f"kept {a}", []).append(float(delta[k, col[obj[a]]]))
+                if a == "size":
+                    out.setdefault(f"kept {obj[a]}", []).append(float(delta[k, col[obj[a]]]))
         held = {o[a] for o in e["objects_original"] + e["objects_edited"] for a in ("shape", "color", "material", "size")}
         absent = [float(delta[k, col[w]]) for w in names if w not in held and values.get(w) != "shape"]
         out[ROLES[0]].append(old)
@@ -111,6 +118,7 @@ def main() -> None:
     print(f"{len(swaps)} of {len(edits)} edits change one object's shape and nothing else", flush=True)
     print("\n".join(lines), flush=True)
     per_word: list[tuple[str, dict[str, list[float]]]] = []
+    per_kept: list[tuple[str, dict[str, list[float]]]] = []
     correlations: list[str] = []
     for spec in args.runs:
         run, _, checkpoint = spec.partition(":")
@@ -136,6 +144,7 @@ def main() -> None:
         print(line, flush=True)
         label = f"{run} ({checkpoint or 'best'})"
         per_word.append((label, {k: v for k, v in roles.items() if k.endswith(("now false", "now true"))}))
+        per_kept.append((label, {k: v for k, v in roles.items() if k.startswith("kept ") and k != ROLES[2]}))
         if args.images > 0:
             rows = task.test.rows[: args.images]
             with torch.no_grad():
@@ -145,13 +154,14 @@ def main() -> None:
                 j = names.index(w)
                 top = sorted(((float(corr[j, k]), names[k]) for k in range(len(names)) if k != j), reverse=True)[:3]
                 correlations.append(f"| {label} | {w} | " + ", ".join(f"{n} {v:+.2f}" for v, n in top) + " |")
-    keys = sorted({k for _, d in per_word for k in d})
-    lines += ["", "By shape word (mean normalised change, edits):", "",
-              "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
-    for label, d in per_word:
-        lines.append(f"| {label} | " + " | ".join(
-            f"{sum(d[k]) / len(d[k]):+.2f} ({len(d[k])})" if d.get(k) else "-" for k in keys) + " |")
-    print("\n".join(lines[-(len(per_word) + 2):]), flush=True)
+    for title, table in (("By shape word", per_word), ("Kept words of the edited object, by attribute", per_kept)):
+        keys = sorted({k for _, d in table for k in d})
+        lines += ["", f"{title} (mean normalised change, edits):", "",
+                  "| run | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+        for label, d in table:
+            lines.append(f"| {label} | " + " | ".join(
+                f"{sum(d[k]) / len(d[k]):+.2f} ({len(d[k])})" if d.get(k) else "-" for k in keys) + " |")
+        print("\n".join(lines[-(len(table) + 2):]), flush=True)
     if correlations:
         lines += ["", f"Word scores over the first {args.images} test images: the words best correlated with each shape "
                   "word", "", "| run | shape word | best correlated words |", "|---|---|---|", *correlations]

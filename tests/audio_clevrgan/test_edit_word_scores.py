@@ -50,3 +50,7 @@ def test_each_word_lands_in_its_role(bench):
     assert roles["absent values"] == [pytest.approx(0.4)]  # blue: every other value is held by some object
     assert roles["P(old < kept)"] == [1.0]
     assert roles["cube now false"] == [pytest.approx(0.0)] and roles["sphere now true"] == [pytest.approx(0.1)]
+    # the kept words split by attribute, and size by word
+    assert roles["kept color"] == [pytest.approx(0.3)] and roles["kept material"] == [pytest.approx(0.5)]
+    assert roles["kept size"] == [pytest.approx(0.7)] and roles["kept large"] == [pytest.approx(0.7)]
+    assert "kept small" not in roles
