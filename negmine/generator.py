@@ -64,9 +64,14 @@ class Negatives:
     index: Long[B, K] batch positions (``BATCH``) or dataset ids (``DATASET``); None for ``INPUTS``.
     inputs: model inputs with leading axes [B, K] (``INPUTS``), e.g. edited images Float[B, K, 3, H, W].
     meta: free-form per-negative provenance (edit region, ablated units, cluster, tries, ...), values with leading
-        axes [B, K] where they are tensors. Exported with edits; never used by the loss. One key is read by the
-        trainer: ``category`` Long[B, K], an index into the generator's ``categories`` (-1: none), which splits the
-        source's telemetry by category (e.g. the attribute an edit changed; see :class:`NegativeGenerator`).
+        axes [B, K] where they are tensors. Exported with edits. The trainer reads two keys:
+        ``category`` Long[B, K], an index into the generator's ``categories`` (-1: none), which splits the source's
+        telemetry by category (e.g. the attribute an edit changed; see :class:`NegativeGenerator`); and
+        ``anchor_span`` Float[B, K, 2], the only key the loss reads, for anchors that are sequences (audio frames,
+        text tokens): the (start, end) of the part of the anchor each negative falsifies, as fractions of the
+        anchor's valid length (e.g. the spoken word an edit changed). The negative is then compared with the
+        positive on those frames only (``Trainer._span_scores``), so the loss does not push apart the parts of the
+        anchor that stay true of it.
     """
 
     kind: NegativeKind
@@ -442,6 +447,19 @@ class NegativeGenerator:
             if int(low) < -1 or int(high) >= len(self.categories):
                 raise PluginError(f"{where}: meta['category'] must index the {len(self.categories)} categories "
                                   f"(-1: none), got values in [{int(low)}, {int(high)}]")
+        span = negs.meta.get("anchor_span")
+        if span is not None:
+            if (not isinstance(span, torch.Tensor) or not span.is_floating_point()
+                    or tuple(span.shape) != (*negs.valid.shape, 2)):
+                raise PluginError(f"{where}: meta['anchor_span'] must be Float[B, K, 2] (start, end fractions of the "
+                                  f"anchor's length) with B, K like valid {list(negs.valid.shape)}, got "
+                                  f"{getattr(span, 'shape', type(span).__name__)} {getattr(span, 'dtype', '')}".rstrip())
+            if negs.kind == NegativeKind.BATCH:
+                raise PluginError(f"{where}: meta['anchor_span'] is for input or dataset-id negatives (the trainer "
+                                  "re-encodes those); batch negatives are scored from the step's score matrix")
+            used = span[negs.valid.to(span.device)]
+            if used.numel() and not bool(((used >= 0) & (used <= 1)).all() & (used[:, 0] < used[:, 1]).all()):
+                raise PluginError(f"{where}: meta['anchor_span'] of every valid slot needs 0 <= start < end <= 1")
         if not type(self).__dict__.get("values_valid_by_construction", False):  # declared on this very class
             self._validate_values(ctx, side, negs)
         if negs.kind == NegativeKind.INPUTS:

@@ -79,6 +79,28 @@ class Embedding:
         return (v * mask).flatten(2).sum(-1) / denom[:, None]
 
 
+def span_view(emb: Embedding, span: Tensor) -> Embedding:
+    """The frames of each sequence inside a span, as sequences of their own.
+
+    emb: sequences ``values`` Float[N, D, T] with valid ``lengths`` Long[N] (None: all T frames valid).
+    span: Float[N, 2], (start, end) as fractions of each sequence's valid length, 0 <= start < end <= 1; fractions
+        let a generator name a word's place in the input (its frames over the input's) without knowing how far the
+        model's tower pools time.
+    Returns Float[N, D, L] (L: the longest span) whose ``lengths`` are the span lengths in frames: frames
+    floor(start * length) to ceil(end * length), at least one frame."""
+    values = emb.values
+    n, _, t = values.shape
+    length = torch.full((n,), t, device=values.device) if emb.lengths is None else emb.lengths.clamp(1, t)
+    span = span.to(values.device, torch.float32)
+    start = (span[:, 0].clamp(0, 1) * length).floor().long().clamp(max=length - 1)
+    end = torch.maximum((span[:, 1].clamp(0, 1) * length).ceil().long().clamp(max=length), start + 1)
+    width = end - start
+    longest = int(width.max()) if n else 1
+    frames = (start[:, None] + torch.arange(longest, device=values.device)[None, :]).clamp(max=t - 1)  # [N, L]
+    gathered = values.gather(2, frames[:, None, :].expand(n, values.shape[1], longest))
+    return Embedding(gathered, width)
+
+
 @attrs.frozen
 class Batch:
     """A batch of B positive pairs as the loader yields it.

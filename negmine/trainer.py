@@ -44,6 +44,7 @@ from negmine.model import (
     flatten_inputs,
     index_inputs,
     running_stats_kept,
+    span_view,
     to_device,
 )
 
@@ -660,7 +661,33 @@ class Trainer:
             s = self.model.score_pairs(encoded, emb_b[anchor_rows])
         else:
             s = self.model.score_pairs(emb_a[anchor_rows], encoded)
+        span = negs.meta.get("anchor_span")
+        if span is not None:
+            s = self._span_scores(side, span.to(self.device).flatten(0, 1)[flat], anchor_rows, encoded, emb_a, emb_b)
         return out.flatten().index_put((flat,), s).view(b, k)
+
+    def _span_scores(self, side: int, span: Tensor, anchor_rows: Tensor, encoded: Embedding, emb_a: Embedding,
+                     emb_b: Embedding) -> Tensor:
+        """Scores of span-localized negatives (``meta["anchor_span"]``, see :class:`negmine.Negatives`), Float[V] for
+        the V valid slots: the negative scored against the anchor's frames in its span only, minus the positive
+        scored on the same frames, plus the positive's full score. The triplet hinge ``margin - positive + score``
+        then compares positive and negative on the span alone (the full positive cancels), so the loss pushes the
+        negative away on the frames the edit falsifies (the word it changed) and leaves the rest of the anchor's
+        sequence, still true of the negative, alone."""
+        anchor_emb, other = (emb_b, emb_a) if side == 0 else (emb_a, emb_b)
+        anchors = anchor_emb[anchor_rows]
+        if anchors.values.dim() != 3:
+            raise PluginError(f"negatives of side {side} carry meta['anchor_span'], but their anchors (side {1 - side}) "
+                              f"are not sequences Float[N, D, T] (got {tuple(anchors.values.shape)})")
+        window = span_view(anchors, span)
+        positives = other[anchor_rows]
+        if side == 0:
+            s_neg, s_pos = self.model.score_pairs(encoded, window), self.model.score_pairs(positives, window)
+            s_full = self.model.score_pairs(positives, anchors)
+        else:
+            s_neg, s_pos = self.model.score_pairs(window, encoded), self.model.score_pairs(window, positives)
+            s_full = self.model.score_pairs(anchors, positives)
+        return s_neg - s_pos + s_full
 
     def _encode_negatives(self, side: int, negs: Negatives) -> Embedding:
         """Encode the valid negatives of one record in a pass of their own; a model that cannot encode them (inputs
