@@ -46,6 +46,7 @@ __all__ = [
     "get_speaker",
     "Synthesizer",
     "synthesize",
+    "word_times",
     "resample_to_16k",
     "write_wav",
 ]
@@ -65,6 +66,16 @@ _PARAM_PITCH = 3
 _RAND_SEED = 1
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
+_EVENT_LIST_TERMINATED = 0
+_EVENT_WORD = 1
+
+
+class _Event(ctypes.Structure):
+    """espeak_EVENT (speak_lib.h): the callback receives an array of them, ended by type 0."""
+
+    _fields_ = [("type", ctypes.c_int), ("unique_identifier", ctypes.c_uint), ("text_position", ctypes.c_int),
+                ("length", ctypes.c_int), ("audio_position", ctypes.c_int), ("sample", ctypes.c_int),
+                ("user_data", ctypes.c_void_p), ("id", ctypes.c_char * 8)]
 
 
 class SpeechUnavailableError(ImportError):
@@ -191,6 +202,7 @@ class Synthesizer:
         self._variants = {p.name for p in variants_dir.iterdir()} if variants_dir.is_dir() else set()
         self._unload_checked = False
         self._chunks: list[np.ndarray] = []
+        self._words: list[tuple[int, int, int]] = []  # (first character, characters, start in ms) per spoken word
         self._callback = _SYNTH_CALLBACK(self._on_audio)
 
     @classmethod
@@ -206,9 +218,17 @@ class Synthesizer:
         if os.getpid() == pid:
             shutil.rmtree(tmpdir, ignore_errors=True)
 
-    def _on_audio(self, wav, numsamples, _events) -> int:
+    def _on_audio(self, wav, numsamples, events) -> int:
         if numsamples > 0 and wav:
             self._chunks.append(np.ctypeslib.as_array(wav, shape=(numsamples,)).copy())
+        if events:
+            array = ctypes.cast(events, ctypes.POINTER(_Event))
+            for i in range(4096):  # the list ends with a type-0 event; the bound only guards a malformed list
+                event = array[i]
+                if event.type == _EVENT_LIST_TERMINATED:
+                    break
+                if event.type == _EVENT_WORD:
+                    self._words.append((event.text_position - 1, event.length, event.audio_position))
         return 0  # 0 = continue synthesis
 
     def _check_voice(self, voice: str) -> None:
@@ -226,6 +246,10 @@ class Synthesizer:
         Returns:
             int16 array of shape (N,), mono PCM at :data:`NATIVE_SAMPLE_RATE` (22,050 Hz).
         """
+        return self._native(text, speaker)[0]
+
+    def _native(self, text: str, speaker: str | int | Speaker) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
+        """(native-rate samples, (first character, characters, start in ms) of each word event)."""
         spk = get_speaker(speaker)
         if not isinstance(text, str) or not text.strip():
             raise ValueError(f"text to speak must be a non-empty string, got {text!r}")
@@ -238,6 +262,19 @@ class Synthesizer:
         with self._lock:
             return self._speak_fresh_library(text, spk)
 
+    def word_times(self, text: str, speaker: str | int | Speaker) -> tuple[float, list[tuple[int, int, float]]]:
+        """Where each word of ``text`` starts when ``speaker`` says it (the utterance :meth:`synthesize` makes).
+
+        Returns:
+            ``(duration, words)``: the utterance's length in seconds and, per word espeak-ng spoke,
+            ``(first character in text, characters, start in seconds)`` from its word events, in the order spoken.
+            A word lasts until the next one starts (or the utterance ends), pauses included. No resampling is
+            done, so this costs about a tenth of :meth:`synthesize` (10 ms against 0.15 s for a caption on the
+            2-core development machine).
+        """
+        pcm, words = self._native(text, speaker)
+        return len(pcm) / NATIVE_SAMPLE_RATE, [(first, length, ms / 1000.0) for first, length, ms in words]
+
     def synthesize(self, text: str, speaker: str | int | Speaker) -> np.ndarray:
         """Speak ``text`` and resample to 16 kHz.
 
@@ -246,13 +283,13 @@ class Synthesizer:
         """
         return resample_to_16k(self.synthesize_native(text, speaker))
 
-    def _speak_fresh_library(self, text: str, spk: Speaker) -> np.ndarray:
+    def _speak_fresh_library(self, text: str, spk: Speaker) -> tuple[np.ndarray, list[tuple[int, int, int]]]:
         try:
             lib = ctypes.CDLL(self._library, mode=getattr(os, "RTLD_LOCAL", 0))
         except OSError as exc:
             raise SpeechUnavailableError(f"cannot load espeak-ng ({exc}); reinstall: {INSTALL_HINT}") from exc
         handle = lib._handle
-        self._chunks = []
+        self._chunks, self._words = [], []
         try:
             lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]
             lib.espeak_Initialize.restype = ctypes.c_int
@@ -306,7 +343,8 @@ class Synthesizer:
                 )
             self._unload_checked = True
         chunks, self._chunks = self._chunks, []
-        return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)
+        words, self._words = self._words, []
+        return (np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int16)), words
 
 
 @functools.lru_cache(maxsize=4)
@@ -350,6 +388,12 @@ def synthesize(text: str, speaker: str | int | Speaker = 0) -> np.ndarray:
         int16 array of shape (M,), mono PCM at 16 kHz. Identical for identical (text, speaker).
     """
     return Synthesizer.instance().synthesize(text, speaker)
+
+
+def word_times(text: str, speaker: str | int | Speaker = 0) -> tuple[float, list[tuple[int, int, float]]]:
+    """``(duration in seconds, [(first character, characters, start in seconds) per word])`` of the utterance
+    :func:`synthesize` makes; see :meth:`Synthesizer.word_times`."""
+    return Synthesizer.instance().word_times(text, speaker)
 
 
 def write_wav(path: str | os.PathLike, samples: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:

@@ -113,6 +113,20 @@ def test_speech_is_real_audio(synth):
     assert len(longer) > 1.5 * len(audio)
 
 
+def test_word_times_follow_the_text_and_match_a_prefix_spoken_alone(synth):
+    text = "there is a tiny green metallic sphere behind a big cube."
+    duration, words = synth.word_times(text, "us_m")
+    assert duration == pytest.approx(len(synth.synthesize_native(text, "us_m")) / NATIVE_SAMPLE_RATE)
+    spoken = [text[first : first + n] for first, n, _ in words]
+    assert spoken == text.rstrip(".").split()
+    starts = [t for _, _, t in words]
+    assert starts[0] == pytest.approx(0.0, abs=0.05) and starts == sorted(starts) and starts[-1] < duration
+    # a word starts about where the prefix before it, spoken alone, ends (its final lengthening aside)
+    k = spoken.index("sphere")
+    prefix = synth.synthesize_native(" ".join(spoken[:k]), "us_m")
+    assert starts[k] == pytest.approx(len(prefix) / NATIVE_SAMPLE_RATE, abs=0.25)
+
+
 def test_same_text_and_speaker_give_identical_samples(synth):
     text = "a big shiny cyan cylinder"
     first = synth.synthesize(text, "gb_f2")
