@@ -182,6 +182,7 @@ class AudioClevrganSplit(ImageSplit):
         super().__init__(root, rows, split, latents)
         self.frames, self.audio_pad = frames, audio_pad
         self.feats, self.nframes = self._features()
+        self._word_frames: list[list[tuple[str, str, int, int]]] | None = None  # edit_word_spans, read on first use
 
     def _features(self) -> tuple[Tensor, Tensor]:
         """(features Float16[N, 40, F], nframes Long[N]) of the split, from ``cache/`` where every file is as it was.
@@ -357,6 +358,38 @@ class AudioClevrganSplit(ImageSplit):
             out.append(frozenset(c.get("attribute") or c["change"] for c in changes))
         return out
 
+    def edit_word_spans(self, ids: Tensor, images01: Tensor, describe: Any) -> Tensor:
+        """Float[M, 2]: per edit ``images01[k]`` of pair ``ids[k]``'s image, the (start, end) of the caption word
+        the edit falsifies, as fractions of the pair's audio frames (its valid length after cropping); NaN where
+        there is no one such word. That word names the old value of the one attribute of one object the segmenter
+        (``describe``) reads as changed. NaN where it reads no change, several, or an object added or removed;
+        where the caption names that value more than once (another object holds it, or a back-reference repeats
+        it); where the word lies beyond the crop; and for one-word captions (their word is the whole anchor).
+        Word frames: :mod:`audio_clevrgan.word_frames` (cached on first use)."""
+        from negmine_gan.export import describe_change
+
+        from .word_frames import cached_attribute_word_frames
+
+        if self._word_frames is None:
+            self._word_frames = cached_attribute_word_frames(self.root, self.rows)
+        ids = ids.long().cpu()
+        if not images01.is_floating_point():
+            images01 = images01.float() / 255
+        spans = torch.full((len(ids), 2), float("nan"))
+        for k, (i, objects) in enumerate(zip(ids.tolist(), describe(images01), strict=True)):
+            if self.isolated is not None and self.isolated[i] is not None:
+                continue
+            changes = describe_change(self.rows[i]["objects"], objects)["changes"]
+            if len(changes) != 1 or not changes[0].get("attribute"):
+                continue
+            named = [(lo, hi) for attribute, value, lo, hi in self._word_frames[i]
+                     if (attribute, value) == (changes[0]["attribute"], changes[0]["old"])]
+            length = int(self.nframes[i])
+            if len(named) != 1 or named[0][0] >= length:
+                continue
+            spans[k, 0], spans[k, 1] = named[0][0] / length, min(named[0][1], length) / length
+        return spans
+
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:
         nframes = self.nframes[ids]
         return (fill_padding(self.feats[ids].unsqueeze(1).float(), nframes, self.audio_pad), nframes)
@@ -438,6 +471,7 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
         resources["caption_still_true"] = lambda ids, images: train.caption_still_true(ids, images, describe,
                                                                                       bool(captions))
         resources["edit_changes"] = lambda ids, images: train.edit_changes(ids, images, describe)
+        resources["edit_word_spans"] = lambda ids, images: train.edit_word_spans(ids, images, describe)
         resources["edit_change_kinds"] = EDIT_CHANGE_KINDS
     from .evaluate import attribute_test, rendered_test
     from .figures import figures

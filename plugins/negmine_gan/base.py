@@ -76,6 +76,15 @@ def keep_changes_option() -> Any:
                   "the set of change names, and edit_change_kinds: the names it can return); '' keeps every edit")
 
 
+def localize_option() -> Any:
+    """The ``localize`` option shared by the edit generators."""
+    return option("none", "'word': compare each edit with its positive on the caption word the edit falsifies only "
+                  "(task resource edit_word_spans: ids Long[M], images -> Float[M, 2] (start, end) fractions of the "
+                  "anchor, NaN: none; the negatives' anchor_span), so that the loss leaves the words still true of "
+                  "the edit alone; an edit with no such word is compared on the whole caption. 'none': the whole "
+                  "caption", choices=("none", "word"))
+
+
 def tries_stats(tries: Any, accepted: Any = None) -> dict[str, float]:
     """Telemetry of one batch's edits (tries Long[M], accepted Bool[M]): ``tries_mean``, ``first_try`` (the
     fraction accepted at their first try), ``accept_rate`` (the fraction whose change reached the acceptance
@@ -186,6 +195,24 @@ class GanEditGenerator(NegativeGenerator):
             self.last_stats["change_kept"] = float(changed.float().mean()) if changed.numel() else 0.0
             keep &= changed
         return keep
+
+    def anchor_spans(self, ctx: Any, items: Tensor, edited: Tensor, kept: Tensor, b: int) -> dict[str, Tensor]:
+        """``{"anchor_span": Float[B, 1, 2]}`` for the negatives' meta with ``options.localize = "word"`` (else {}):
+        per edited anchor ``items`` Long[M] (edits Float[M, ...], ``kept`` Bool[M] of them negatives), the task's
+        span of the caption word the edit falsifies, the whole anchor (0, 1) where it names none. The share of kept
+        edits given a word goes to ``last_stats["localized"]``."""
+        if getattr(self.options, "localize", "none") != "word":
+            return {}
+        spans = torch.as_tensor(self._ask_task(ctx, items, edited, "edit_word_spans", "Float[M, 2]", "localize",
+                                               "'none'"), dtype=torch.float32).cpu()
+        if spans.shape != (items.shape[0], 2):
+            raise PluginError(f"task resource edit_word_spans returned shape {tuple(spans.shape)}, expected "
+                              f"({items.shape[0]}, 2)")
+        found = ~spans.isnan().any(1)
+        self.last_stats["localized"] = float(found[kept].float().mean()) if bool(kept.any()) else 0.0
+        whole = torch.tensor([0.0, 1.0]).repeat(b, 1)
+        whole[items[found]] = spans[found]
+        return {"anchor_span": whole[:, None]}
 
     def wanted_changes(self) -> frozenset[str]:
         """The change names of ``options.keep_changes`` (empty: keep every edit), checked once against the task's

@@ -306,6 +306,8 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 **pixel_change(shown_original[k], shown_edited[k],
                                upsample_mask(region[None], originals.shape[-1])[0]),
             }
+            if "anchor_span" in negs.meta:  # localize = "word": the part of the caption the edit falsifies
+                row["anchor_span"] = [round(float(v), 5) for v in negs.meta["anchor_span"][k, 0].tolist()]
             if before is not None:
                 row["objects_original"], row["objects_edited"] = before[k], after[k]
                 row.update(detected_change=describe_change(before[k], after[k]))

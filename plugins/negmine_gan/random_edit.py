@@ -23,6 +23,7 @@ from negmine_gan.base import (
     drop_still_true_option,
     edit_fraction_option,
     keep_changes_option,
+    localize_option,
     to_model_input,
     tries_stats,
     warm_start_option,
@@ -72,6 +73,7 @@ class GanRandomEdits(GanEditGenerator):
         edit_fraction: float = edit_fraction_option()
         drop_still_true: bool = drop_still_true_option()
         keep_changes: str = keep_changes_option()
+        localize: str = localize_option()
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""
@@ -110,9 +112,11 @@ class GanRandomEdits(GanEditGenerator):
         self.last_stats = {**tries_stats(tries, result["accepted"]), "change_ratio": float(ratios.mean()),
                            "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
         full = self.scatter_items
-        valid = full(items, self.kept_edits(ctx, items, inputs[dev_items])[:, None], b, False)
+        kept = self.kept_edits(ctx, items, inputs[dev_items])
+        valid = full(items, kept[:, None], b, False)
+        spans = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
-                                         source=self.name,
+                                         source=self.name, **spans,
                                          region=full(items, region, b, False)[:, None],
                                          units=full(items, units, b, False)[:, None],
                                          tries=full(items, tries, b)[:, None],

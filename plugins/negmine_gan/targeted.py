@@ -37,6 +37,7 @@ from negmine_gan.base import (
     drop_still_true_option,
     edit_fraction_option,
     keep_changes_option,
+    localize_option,
     tries_stats,
     warm_start_option,
 )
@@ -107,6 +108,7 @@ class GanTargetedEdits(GanEditGenerator):
         edit_fraction: float = edit_fraction_option()
         drop_still_true: bool = drop_still_true_option()
         keep_changes: str = keep_changes_option()
+        localize: str = localize_option()
         score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
                                    min=0.0)
         recluster_every: int = option(1000, "recompute concepts and dissection every N steps (0: stage start only)",
@@ -392,8 +394,9 @@ class GanTargetedEdits(GanEditGenerator):
         full = self.scatter_items
         kept = self.kept_edits(ctx, items, inputs[dev_items]) & reached
         valid = full(items, kept[:, None], b, False)
+        spans = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
-                                         source=self.name,
+                                         source=self.name, **spans,
                                          region=full(items, result["region"], b, False)[:, None],
                                          units=full(items, result["units"], b, False)[:, None],
                                          levels=full(items, result["levels"], b, 0.0)[:, None],

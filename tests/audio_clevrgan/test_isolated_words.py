@@ -337,3 +337,48 @@ def test_concept_maps_are_the_segmenters_values_and_find_the_factored_gans_value
         assert top == {f"{next(a for a in ATTRIBUTES if name in VALUES[a])}={name}"}, (name, top)
         specific = {roles[u] for u in found.ranking[k, :int(found.sizes[k])].tolist()}
         assert 1 <= int(found.sizes[k]) <= 8 and specific == top, name  # no unit beyond the group is specific
+
+
+def test_edit_word_spans_name_the_falsified_word_where_there_is_one(acg_gan):
+    """The task's reader for localize = "word" (resource edit_word_spans): an edit read as one object's one
+    attribute changed spans the caption word naming the old value, in fractions of the pair's audio frames; an
+    edit read unchanged, or whose old value the caption names twice, spans nothing (NaN). Brute force from the
+    word frames espeak-ng gives."""
+    import copy
+    import math
+
+    from audio_clevrgan.word_frames import attribute_word_frames
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    train = task.train
+    ids = torch.tensor([i for i in range(len(train)) if train.rows[i]["objects"]][:8])
+    images = train.batch(ids).a
+    changed = {}  # per pair: the objects as read, its first object's colour changed
+
+    def describe(_images):  # a stand-in segmenter: odd positions read unchanged, even ones with one colour changed
+        out = []
+        for k, i in enumerate(ids.tolist()):
+            objects = copy.deepcopy(train.rows[i]["objects"])
+            if k % 2 == 0:
+                objects[0]["color"] = "cyan" if objects[0]["color"] != "cyan" else "red"
+                changed[i] = train.rows[i]["objects"][0]["color"]
+            out.append(objects)
+        return out
+
+    spans = train.edit_word_spans(ids, images, describe)
+    assert spans.shape == (len(ids), 2)
+    for k, i in enumerate(ids.tolist()):
+        row = train.rows[i]
+        if k % 2:
+            assert spans[k].isnan().all()
+            continue
+        named = [(lo, hi) for a, v, lo, hi in attribute_word_frames(row["caption"], row["speaker"])
+                 if (a, v) == ("color", changed[i])]
+        length = int(train.nframes[i])
+        if len(named) != 1 or named[0][0] >= length:
+            assert spans[k].isnan().all(), (row["caption"], named)
+            continue
+        assert spans[k].tolist() == pytest.approx([named[0][0] / length, min(named[0][1], length) / length])
+        assert 0 <= spans[k, 0] < spans[k, 1] <= 1 and not math.isnan(float(spans[k, 0]))
+    assert (~spans.isnan().any(1)).sum() >= 1  # some caption names its first object's colour once
+    assert task.resources["edit_word_spans"](ids[:1], images[:1]).shape == (1, 2)

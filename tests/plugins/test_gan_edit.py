@@ -458,6 +458,41 @@ def test_keep_changes_keeps_exactly_the_edits_that_change_what_was_asked(which):
     assert "change_kept" not in plain.last_stats
 
 
+@pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
+def test_localize_word_gives_each_edit_its_tasks_word_span_and_the_whole_anchor_otherwise(which):
+    """localize = "word": the generator asks the task (resource edit_word_spans) where each edit's falsified word
+    lies and hands the spans to the trainer as anchor_span; an edit without one (NaN) spans the whole anchor. The
+    edits and which are kept are those of the unlocalized generator."""
+    from negmine.errors import PluginError
+    from negmine_gan.targeted import GanTargetedEdits
+
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    cls, extra = (GanRandomEdits, {}) if which == "gan-random" else (
+        GanTargetedEdits, {"max_datapoints": 200, "dissect_samples": 64, "max_tries": 3})
+
+    def spans(ids, images):  # a stand-in reader: pairs of odd id name no word
+        out = torch.stack([ids.float() / 100, ids.float() / 100 + 0.1], 1)
+        out[ids % 2 == 1] = float("nan")
+        return out
+
+    task.resources["edit_word_spans"] = spans
+    plain = cls(cls.Options(edit_fraction=0.5, **extra), seed=2, task=task)
+    local = cls(cls.Options(edit_fraction=0.5, localize="word", **extra), seed=2, task=task)
+    a, b = plain.generate(ctx)[0], local.generate(ctx)[0]
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.valid, b.valid) and "anchor_span" not in a.meta
+    span, edited, ids = b.meta["anchor_span"], b.valid[:, 0], ctx.batch.ids
+    assert span.shape == (len(ids), 1, 2)
+    for k in edited.nonzero().flatten().tolist():
+        i = int(ids[k])
+        expected = [0.0, 1.0] if i % 2 else [i / 100, i / 100 + 0.1]
+        assert span[k, 0].tolist() == pytest.approx(expected)
+    assert local.last_stats["localized"] == pytest.approx(float((ids[edited] % 2 == 0).float().mean()))
+    del task.resources["edit_word_spans"]
+    with pytest.raises(PluginError, match="edit_word_spans.*localize = 'none'"):
+        cls(cls.Options(localize="word", **extra), seed=2, task=task).generate(ctx)
+
+
 def test_keep_changes_refuses_a_change_the_task_does_not_read_and_a_task_without_the_reader():
     from negmine.errors import PluginError
 
