@@ -461,17 +461,24 @@ def build_task(profile: str = "cpu", seed: int = 0, options: dict | None = None)
     model = build_model(profile, image_size=int(meta["image_size"]), overrides=overrides)
     provides, resources = dataset_capabilities(root, meta, latents)
     resources["audio_pad"] = audio_pad
-    if "describe_images" in resources:  # for the edit generators' drop_still_true (training pairs only)
-        describe, train = resources["describe_images"], splits["train"]
+    if "describe_images" in resources:  # the edit generators' readers (drop_still_true, keep_changes, localize)
+        describe = resources["describe_images"]
         try:
             captions = parse_value(str(opts["still_true_captions"]).strip(), False)
         except ValueError:
             raise DataError("task option still_true_captions: expected true or false, got "
                             f"{opts['still_true_captions']!r}") from None
-        resources["caption_still_true"] = lambda ids, images: train.caption_still_true(ids, images, describe,
-                                                                                      bool(captions))
-        resources["edit_changes"] = lambda ids, images: train.edit_changes(ids, images, describe)
-        resources["edit_word_spans"] = lambda ids, images: train.edit_word_spans(ids, images, describe)
+
+        def split_resources(name: str) -> dict[str, Any]:
+            """The readers of edits of pairs of split ``name`` (their ids index that split)."""
+            split = splits[name]
+            return {"caption_still_true": lambda ids, images: split.caption_still_true(ids, images, describe,
+                                                                                      bool(captions)),
+                    "edit_changes": lambda ids, images: split.edit_changes(ids, images, describe),
+                    "edit_word_spans": lambda ids, images: split.edit_word_spans(ids, images, describe)}
+
+        resources.update(split_resources("train"))
+        resources["split_resources"] = split_resources  # negmine edits export --split val/test rebinds them
         resources["edit_change_kinds"] = EDIT_CHANGE_KINDS
     from .evaluate import attribute_test, rendered_test
     from .figures import figures

@@ -242,8 +242,19 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
     check_generator_options("", generator, merged, {generator: cls}, problems)
     if problems:
         raise ConfigError(problems, source="edits export options")
-    gen = cls(make_options(cls, merged), seed=seed, task=task)
+    gen = cls(make_options(cls, merged), seed=seed, task=task)  # reads task resources when it edits, not before
     data = {"train": task.train, "val": task.val, "test": task.test}[split]
+    if split != "train" and callable(task.resources.get("split_resources")):
+        # the task's readers of edits (drop_still_true, keep_changes, localize) take ids of the training split;
+        # edits of held-out pairs must be read against those pairs' captions
+        task.resources.update(task.resources["split_resources"](split))
+    elif split != "train":
+        reading = [(k, off) for k, off in (("drop_still_true", "false"), ("keep_changes", "''"), ("localize", "none"))
+                   if getattr(gen.options, k, None) not in (None, False, "", "none")]
+        if reading:
+            raise ConfigError([f"generator option {k} asks the task about each edit, but task {task.name!r} reads "
+                               f"only training pairs (it gives no resources['split_resources']): export --split "
+                               f"train, or --option {k}={off}" for k, off in reading], source="edits export options")
     model = task.model.eval()
     saved = (state.get("generators") or {}).get(generator)
     concepts_from = None

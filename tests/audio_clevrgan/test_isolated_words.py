@@ -382,3 +382,23 @@ def test_edit_word_spans_name_the_falsified_word_where_there_is_one(acg_gan):
         assert 0 <= spans[k, 0] < spans[k, 1] <= 1 and not math.isnan(float(spans[k, 0]))
     assert (~spans.isnan().any(1)).sum() >= 1  # some caption names its first object's colour once
     assert task.resources["edit_word_spans"](ids[:1], images[:1]).shape == (1, 2)
+
+
+def test_split_resources_read_edits_against_their_own_splits_pairs(acg_gan):
+    """negmine edits export --split test rebinds the readers of edits to the test split: a test pair's own image
+    reads as that pair's objects there; the training readers would compare it with the training pair of that id."""
+    from negmine_gan.export import describe_change
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    test = task.test
+    ids = torch.arange(min(6, len(test)))
+    own = test.batch(ids).a
+    readings = task.resources["describe_images"](own.float() / 255)
+    for name, split in (("test", test), ("train", task.train)):
+        read = task.resources["split_resources"](name)["edit_changes"] if name == "test" else task.resources[
+            "edit_changes"]
+        got = read(ids, own)
+        expected = [frozenset(c.get("attribute") or c["change"] for c in describe_change(
+            split.rows[i]["objects"], readings[k])["changes"]) for k, i in enumerate(ids.tolist())]
+        assert got == expected
+    assert task.resources["split_resources"]("test")["edit_changes"](ids, own) != task.resources["edit_changes"](ids, own)

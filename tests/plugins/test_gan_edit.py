@@ -151,6 +151,13 @@ def test_edits_export_writes_regenerable_edits(tmp_path, capsys):
     train_rows = [json.loads(line) for line in (train_out / "edits.jsonl").read_text().splitlines()]
     assert json.loads((train_out / "edits.json").read_text())["split"] == "train"
     assert [r["id"] for r in train_rows] == [0, 1]  # positions in the split
+    # options that ask the task about each edit: the toy task reads training pairs only, so held-out pairs stop
+    capsys.readouterr()
+    assert main(["edits", "export", str(run), "--out", str(tmp_path / "held"), "--n", "2", "--generator",
+                 "gan-random", "--option", "drop_still_true=true", "--option", "localize=word"]) == 2
+    err = capsys.readouterr().err
+    assert "drop_still_true asks the task" in err and "localize asks the task" in err and "--split train" in err
+    assert "Traceback" not in err and not (tmp_path / "held").exists()
     assert all(t["latent"] != r["latent"] for t, r in zip(train_rows, rows[:2], strict=True))  # not the held-out pairs
     # ablation only: every edited unit set to 0, nothing inserted
     assert all(r["levels"] == [0.0] * len(r["units"]) and r["inserted"] is None for r in rows)
