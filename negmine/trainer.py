@@ -657,13 +657,13 @@ class Trainer:
         if encoded is None:
             encoded = self._encode_negatives(side, negs)
         anchor_rows = flat // k
-        if side == 0:
-            s = self.model.score_pairs(encoded, emb_b[anchor_rows])
-        else:
-            s = self.model.score_pairs(emb_a[anchor_rows], encoded)
         span = negs.meta.get("anchor_span")
         if span is not None:
             s = self._span_scores(side, span.to(self.device).flatten(0, 1)[flat], anchor_rows, encoded, emb_a, emb_b)
+        elif side == 0:
+            s = self.model.score_pairs(encoded, emb_b[anchor_rows])
+        else:
+            s = self.model.score_pairs(emb_a[anchor_rows], encoded)
         return out.flatten().index_put((flat,), s).view(b, k)
 
     def _span_scores(self, side: int, span: Tensor, anchor_rows: Tensor, encoded: Embedding, emb_a: Embedding,
