@@ -269,8 +269,8 @@ class Synthesizer:
             ``(duration, words)``: the utterance's length in seconds and, per word espeak-ng spoke,
             ``(first character in text, characters, start in seconds)`` from its word events, in the order spoken.
             A word lasts until the next one starts (or the utterance ends), pauses included. No resampling is
-            done, so this costs about a tenth of :meth:`synthesize` (10 ms against 0.15 s for a caption on the
-            2-core development machine).
+            done, so this costs about a tenth of :meth:`synthesize` (10 ms against 0.15 s a caption on the 2-core
+            development machine, beside two training runs).
         """
         pcm, words = self._native(text, speaker)
         return len(pcm) / NATIVE_SAMPLE_RATE, [(first, length, ms / 1000.0) for first, length, ms in words]
