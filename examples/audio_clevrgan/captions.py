@@ -42,6 +42,7 @@ __all__ = [
     "relations_between",
     "describe_object",
     "make_caption",
+    "attribute_word_owners",
 ]
 
 # Attribute names in the order size, colour, material, shape is how English stacks adjectives; the tuple
@@ -396,3 +397,28 @@ def _join(sentences: list[str], rng: np.random.Generator, first_joinable: int = 
     for k, sentence in enumerate(sentences[1:], start=1):
         text += ", and " + sentence if k >= first_joinable and rng.random() < 0.2 else ". " + sentence
     return text + "."
+
+
+def attribute_word_owners(caption: str, objects: Sequence[Mapping]) -> list[int | None]:
+    """Which object each attribute word of ``caption`` names: per word of :data:`WORD_TO_ATTRIBUTE`, in the order
+    spoken, the index into ``objects`` of the one object the word's noun phrase describes, or None where the
+    phrase fits several objects (two objects alike in every attribute it names) or none.
+
+    Every noun phrase :func:`make_caption` writes starts with an article ("a", "an", "the": a full description or
+    a reference to an earlier object) or is "it", and no other word between two articles names an attribute; so
+    the attribute words from one article to the next belong to one phrase, and the phrase names the objects
+    whose values agree with all of its words. "to the left of" starts a phrase without attribute words, which is
+    harmless. The first words owned by an object are its full description (a reference phrase only names an
+    object already described). An edit that changes one object's value falsifies that object's word, while the
+    same word of another object holding the value stays true (:meth:`AudioClevrganSplit.edit_word_spans`)."""
+    phrases: list[list[tuple[str, str]]] = [[]]
+    for word in caption.replace(".", " ").replace(",", " ").lower().split():
+        if word in ("a", "an", "the"):
+            phrases.append([])
+        elif word in WORD_TO_ATTRIBUTE:
+            phrases[-1].append(WORD_TO_ATTRIBUTE[word])
+    owners: list[int | None] = []
+    for named in phrases:
+        fits = [k for k, o in enumerate(objects) if all(o[attribute] == value for attribute, value in named)]
+        owners.extend([fits[0] if len(fits) == 1 else None] * len(named))
+    return owners

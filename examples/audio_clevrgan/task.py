@@ -362,12 +362,15 @@ class AudioClevrganSplit(ImageSplit):
         """Float[M, 2]: per edit ``images01[k]`` of pair ``ids[k]``'s image, the (start, end) of the caption word
         the edit falsifies, as fractions of the pair's audio frames (its valid length after cropping); NaN where
         there is no one such word. That word names the old value of the one attribute of one object the segmenter
-        (``describe``) reads as changed. NaN where it reads no change, several, or an object added or removed;
-        where the caption names that value more than once (another object holds it, or a back-reference repeats
-        it); where the word lies beyond the crop; and for one-word captions (their word is the whole anchor).
-        Word frames: :mod:`audio_clevrgan.word_frames` (cached on first use)."""
+        (``describe``) reads as changed, in that object's own description (:func:`attribute_word_owners`: the
+        same value said of another object stays true; a later reference to the edited object repeats the word,
+        and its first mention is taken). NaN where the segmenter reads no change, several, or an object added or
+        removed; where the caption's phrases do not single out the edited object (an object alike in every
+        attribute); where the word lies beyond the crop; and for one-word captions (their word is the whole
+        anchor). Word frames: :mod:`audio_clevrgan.word_frames` (cached on first use)."""
         from negmine_gan.export import describe_change
 
+        from .captions import attribute_word_owners
         from .word_frames import cached_attribute_word_frames
 
         if self._word_frames is None:
@@ -382,10 +385,14 @@ class AudioClevrganSplit(ImageSplit):
             changes = describe_change(self.rows[i]["objects"], objects)["changes"]
             if len(changes) != 1 or not changes[0].get("attribute"):
                 continue
-            named = [(lo, hi) for attribute, value, lo, hi in self._word_frames[i]
-                     if (attribute, value) == (changes[0]["attribute"], changes[0]["old"])]
+            change, frames = changes[0], self._word_frames[i]
+            owners = attribute_word_owners(self.rows[i]["caption"], self.rows[i]["objects"])
+            if len(owners) != len(frames):  # espeak split the caption's words otherwise: no word is trusted
+                continue
+            named = [(lo, hi) for (attribute, value, lo, hi), owner in zip(frames, owners, strict=True)
+                     if (attribute, value, owner) == (change["attribute"], change["old"], change["object"])]
             length = int(self.nframes[i])
-            if len(named) != 1 or named[0][0] >= length:
+            if not named or named[0][0] >= length:
                 continue
             spans[k, 0], spans[k, 1] = named[0][0] / length, min(named[0][1], length) / length
         return spans

@@ -81,8 +81,9 @@ def localize_option() -> Any:
     return option("none", "'word': compare each edit with its positive on the caption word the edit falsifies only "
                   "(task resource edit_word_spans: ids Long[M], images -> Float[M, 2] (start, end) fractions of the "
                   "anchor, NaN: none; the negatives' anchor_span), so that the loss leaves the words still true of "
-                  "the edit alone; an edit with no such word is compared on the whole caption. 'none': the whole "
-                  "caption", choices=("none", "word"))
+                  "the edit alone; an edit with no such word is compared on the whole caption. 'word-only': the "
+                  "same, and an edit with no such word is dropped. 'none': the whole caption",
+                  choices=("none", "word", "word-only"))
 
 
 def tries_stats(tries: Any, accepted: Any = None) -> dict[str, float]:
@@ -196,13 +197,16 @@ class GanEditGenerator(NegativeGenerator):
             keep &= changed
         return keep
 
-    def anchor_spans(self, ctx: Any, items: Tensor, edited: Tensor, kept: Tensor, b: int) -> dict[str, Tensor]:
-        """``{"anchor_span": Float[B, 1, 2]}`` for the negatives' meta with ``options.localize = "word"`` (else {}):
-        per edited anchor ``items`` Long[M] (edits Float[M, ...], ``kept`` Bool[M] of them negatives), the task's
-        span of the caption word the edit falsifies, the whole anchor (0, 1) where it names none. The share of kept
-        edits given a word goes to ``last_stats["localized"]``."""
-        if getattr(self.options, "localize", "none") != "word":
-            return {}
+    def anchor_spans(self, ctx: Any, items: Tensor, edited: Tensor, kept: Tensor,
+                     b: int) -> tuple[dict[str, Tensor], Tensor]:
+        """``({"anchor_span": Float[B, 1, 2]}, kept)`` for the negatives' meta with ``options.localize`` "word" or
+        "word-only" (else ``({}, kept)``): per edited anchor ``items`` Long[M] (edits Float[M, ...], ``kept``
+        Bool[M] of them negatives), the task's span of the caption word the edit falsifies, the whole anchor (0, 1)
+        where it names none; with "word-only" the edits that name none leave ``kept``. The share of kept edits
+        given a word goes to ``last_stats["localized"]``."""
+        localize = getattr(self.options, "localize", "none")
+        if localize not in ("word", "word-only"):
+            return {}, kept
         spans = torch.as_tensor(self._ask_task(ctx, items, edited, "edit_word_spans", "Float[M, 2]", "localize",
                                                "'none'"), dtype=torch.float32).cpu()
         if spans.shape != (items.shape[0], 2):
@@ -212,7 +216,7 @@ class GanEditGenerator(NegativeGenerator):
         self.last_stats["localized"] = float(found[kept].float().mean()) if bool(kept.any()) else 0.0
         whole = torch.tensor([0.0, 1.0]).repeat(b, 1)
         whole[items[found]] = spans[found]
-        return {"anchor_span": whole[:, None]}
+        return {"anchor_span": whole[:, None]}, (kept & found.to(kept.device) if localize == "word-only" else kept)
 
     def wanted_changes(self) -> frozenset[str]:
         """The change names of ``options.keep_changes`` (empty: keep every edit), checked once against the task's

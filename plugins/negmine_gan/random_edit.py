@@ -113,8 +113,8 @@ class GanRandomEdits(GanEditGenerator):
                            "units_ablated": float(units.float().sum(1).mean()), "start_level": float(start)}
         full = self.scatter_items
         kept = self.kept_edits(ctx, items, inputs[dev_items])
+        spans, kept = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         valid = full(items, kept[:, None], b, False)
-        spans = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name, **spans,
                                          region=full(items, region, b, False)[:, None],

@@ -393,8 +393,8 @@ class GanTargetedEdits(GanEditGenerator):
             self.last_stats["off_value"] = float((~reached).float().mean())
         full = self.scatter_items
         kept = self.kept_edits(ctx, items, inputs[dev_items]) & reached
+        spans, kept = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         valid = full(items, kept[:, None], b, False)
-        spans = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
                                          source=self.name, **spans,
                                          region=full(items, result["region"], b, False)[:, None],

@@ -12,6 +12,7 @@ from audio_clevrgan.captions import (
     SEMANTIC_TEST_WORDS,
     SPOKEN_WORDS,
     WORD_TO_ATTRIBUTE,
+    attribute_word_owners,
     canonical_word,
     describe_object,
     make_caption,
@@ -220,3 +221,40 @@ def test_compact_captions_are_shorter_and_still_varied():
         assert words[filler] == 0, filler
     for synonym in ("ball", "block", "big", "tiny", "shiny", "metallic", "matte"):
         assert words[synonym] > 0, synonym
+
+
+@pytest.mark.parametrize("compact", [False, True])
+def test_attribute_word_owners_find_each_objects_full_description(compact):
+    """Brute force against the generator: in scenes whose objects differ in at least one attribute each, every
+    attribute word gets the one object its phrase names, that object holds the value, and each object's first
+    four owned words are one of each attribute, met in the order the caption introduces the objects."""
+    rng = np.random.default_rng(7)
+    checked = 0
+    for trial in range(400):
+        scene = random_scene(rng, 1 + trial % 5)
+        if len({tuple(o[a] for a in ATTRIBUTES) for o in scene}) < len(scene):
+            continue
+        caption = make_caption(scene, rng, compact=compact)
+        said = [WORD_TO_ATTRIBUTE[w] for w in caption.words if w in WORD_TO_ATTRIBUTE]
+        owners = attribute_word_owners(caption.text, scene)
+        assert len(owners) == len(said) and None not in owners, (caption.text, owners)
+        for (attribute, value), k in zip(said, owners, strict=True):
+            assert scene[k][attribute] == value, (caption.text, attribute, value, k)
+        firsts = []
+        for k in range(len(scene)):
+            where = [j for j, owner in enumerate(owners) if owner == k]
+            assert len(where) >= 4 and where[:4] == list(range(where[0], where[0] + 4)), (caption.text, k)
+            assert sorted(said[j][0] for j in where[:4]) == sorted(ATTRIBUTES), caption.text
+            firsts.append(where[0])
+        assert sorted(range(len(scene)), key=firsts.__getitem__) == list(caption.order), caption.text
+        checked += 1
+    assert checked > 300
+
+
+def test_attribute_word_owners_leave_a_phrase_that_fits_two_objects_unowned():
+    twins = [obj(color="red", x=0.2), obj(color="red", x=0.8)]
+    owners = attribute_word_owners("there is a large red rubber cube to the left of a large red rubber cube.", twins)
+    assert owners == [None] * 8
+    pair = [obj(color="red", x=0.2), obj(color="blue", x=0.8)]
+    owners = attribute_word_owners("there is a large red rubber cube. to the right of it is a big blue matte block.", pair)
+    assert owners == [0, 0, 0, 0, 1, 1, 1, 1]

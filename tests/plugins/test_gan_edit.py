@@ -469,7 +469,7 @@ def test_keep_changes_keeps_exactly_the_edits_that_change_what_was_asked(which):
 def test_localize_word_gives_each_edit_its_tasks_word_span_and_the_whole_anchor_otherwise(which):
     """localize = "word": the generator asks the task (resource edit_word_spans) where each edit's falsified word
     lies and hands the spans to the trainer as anchor_span; an edit without one (NaN) spans the whole anchor. The
-    edits and which are kept are those of the unlocalized generator."""
+    edits and which are kept are those of the unlocalized generator; with "word-only" the wordless ones are dropped."""
     from negmine.errors import PluginError
     from negmine_gan.targeted import GanTargetedEdits
 
@@ -495,6 +495,9 @@ def test_localize_word_gives_each_edit_its_tasks_word_span_and_the_whole_anchor_
         expected = [0.0, 1.0] if i % 2 else [i / 100, i / 100 + 0.1]
         assert span[k, 0].tolist() == pytest.approx(expected)
     assert local.last_stats["localized"] == pytest.approx(float((ids[edited] % 2 == 0).float().mean()))
+    only = cls(cls.Options(edit_fraction=0.5, localize="word-only", **extra), seed=2, task=task).generate(ctx)[0]
+    assert torch.equal(only.inputs, b.inputs) and torch.equal(only.meta["anchor_span"], span)
+    assert torch.equal(only.valid[:, 0], edited & (ids % 2 == 0)) and bool(only.valid.any())  # wordless edits dropped
     del task.resources["edit_word_spans"]
     with pytest.raises(PluginError, match="edit_word_spans.*localize = 'none'"):
         cls(cls.Options(localize="word", **extra), seed=2, task=task).generate(ctx)
