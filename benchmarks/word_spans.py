@@ -80,7 +80,7 @@ def main() -> None:
     if args.out:
         args.out.write_text(f"# Words localize = \"word\" can find (benchmarks/word_spans.py)\n\n"
                             f"```bash\nPYTHONPATH=examples python benchmarks/word_spans.py --out {args.out}\n```\n\n"
-                            f"{__doc__.split(chr(10) + chr(10))[1]}\n\n{table}{footer}\n")
+                            f"{__doc__.split(chr(10) + chr(10))[1].rstrip(':')}.\n\n{table}{footer}\n")
 
 
 if __name__ == "__main__":
