@@ -68,6 +68,12 @@ class _OneAttributeEdits(NegativeGenerator):
         anchors: str = option("all", "whose edits count in the loss: 'all', 'isolated' (only anchors whose caption is "
                               "one isolated word, task option isolated_words) or 'sentences' (only the others); "
                               "every anchor is still edited")
+        localize: str = option("none", "'word': compare each edit with its positive on the caption word it "
+                               "falsifies only (task resource edit_word_spans, as the GAN-edit generators' option "
+                               "of that name; the negatives' anchor_span), an edit without one on the whole "
+                               "caption (a one-word caption's edit among them); 'word-only': the same, and an edit "
+                               "without one is dropped; 'none': the whole caption",
+                               choices=("none", "word", "word-only"))
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
@@ -96,6 +102,7 @@ class _OneAttributeEdits(NegativeGenerator):
         # within the margin of the positive; 1 at the start (every attribute drawn alike until the model shows
         # which it has learnt). Float64 on the CPU, in the checkpoint (state_dict) so that resume is exact.
         self.confusion = torch.ones(len(ATTRIBUTES), dtype=torch.float64)
+        self.localized: float | None = None  # option localize: the share of this step's edits given a word
 
     def _parse_attributes(self, problems: list[str]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
         """Option ``attributes`` as (names, weights or None when no entry has one); appends to ``problems``."""
@@ -176,7 +183,10 @@ class _OneAttributeEdits(NegativeGenerator):
 
     @hookimpl
     def negmine_step_end(self, trainer: Any, step: int, metrics: dict) -> None:
-        """Balance 'confusion': log each allowed attribute's running rate and its share of the draws."""
+        """Balance 'confusion': log each allowed attribute's running rate and its share of the draws; option
+        localize: the share of the step's edits compared on a word (``NAME/localized``)."""
+        if self.localized is not None:
+            metrics[f"{self.name}/localized"] = self.localized
         if self.options.balance != "confusion":
             return
         weights = self.draw_weights()
@@ -228,8 +238,34 @@ class _OneAttributeEdits(NegativeGenerator):
         if self.options.balance == "confusion":
             self.observe(changed_at, score.view(b, k), ctx.positive_scores, ctx.margin,
                          torch.tensor([w is None for w in words], dtype=torch.bool))
+        meta = {}
+        if self.options.localize != "none":
+            meta["anchor_span"], found = self._word_spans(ctx, images, b, k)
+            self.localized = float(found[edited].float().mean()) if bool(edited.any()) else 0.0
+            if self.options.localize == "word-only":
+                valid = found if valid is None else valid & found
         return {0: Negatives.from_inputs(images.view(b, k, *images.shape[1:]), score.view(b, k), valid,
-                                         source=self.name, category=changed_at)}
+                                         source=self.name, category=changed_at, **meta)}
+
+    def _word_spans(self, ctx: MiningContext, images: torch.Tensor, b: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Option localize: (anchor_span Float[B, K, 2], found Bool[B, K]) for ``images`` (B*k, 3, H, W),
+        anchor-major: per edit the task's span of the caption word it falsifies (``resources["edit_word_spans"]``,
+        which reads the edit with the segmenter, as for the GAN's own edits), the whole anchor (0, 1) where it
+        names none. No random draw: the edits do not depend on the option."""
+        read = (getattr(self.task, "resources", None) or {}).get("edit_word_spans")
+        if not callable(read):
+            raise ConfigError([f"localize = {self.options.localize!r} needs the task resource 'edit_word_spans' "
+                               f"(ids, images -> Float[M, 2]), which this task does not provide; set localize = "
+                               f"'none'"], f"{self.name} options")
+        ids = ctx.batch.ids.long().cpu().repeat_interleave(k)
+        with torch.no_grad():
+            spans = torch.as_tensor(read(ids, images.detach()), dtype=torch.float32).cpu()
+        if spans.shape != (b * k, 2):
+            raise ConfigError([f"task resource edit_word_spans returned shape {tuple(spans.shape)}, expected "
+                               f"({b * k}, 2)"], f"{self.name} options")
+        found = ~spans.isnan().any(1)
+        spans[~found] = torch.tensor([0.0, 1.0])
+        return spans.view(b, k, 2).to(ctx.device), found.view(b, k).to(ctx.device)
 
 
 class RenderedEdits(_OneAttributeEdits):

@@ -59,10 +59,13 @@ def test_train_with_the_gan_oracle(acg_gan, tmp_path, balance):
     run = tmp_path / "run"
     assert main(["train", "--task", "audio-clevrgan", "--profile", "tiny", "--task-option", f"data_dir={acg_gan}",
                  "-n", "random", "-n", "gan-scene-edit", "--gan-scene-edit-balance", balance,
+                 *(["--gan-scene-edit-localize", "word"] if balance == "attribute" else []),
                  "--reduction", "mean", "--reduction", "hardest", "--steps", "2", "--batch-size", "8",
                  "--run-dir", str(run), "-q"]) == 0
     last = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line][-1]
     assert last["gan-scene-edit/side0/count"] == 8
+    # localize = "word" (the attribute case): the share of edits compared on a word, read by the task's segmenter
+    assert (0 <= last["gan-scene-edit/localized"] <= 1) if balance == "attribute" else "gan-scene-edit/localized" not in last
     shares = [last.get(f"gan-scene-edit/draw_share/{a}") for a in ATTRIBUTES]
     if balance == "confusion":  # the rates and the draw shares are logged with each step
         assert sum(shares) == pytest.approx(1.0) and all(0 <= last[f"gan-scene-edit/confusion/{a}"] <= 1
@@ -147,3 +150,43 @@ def test_confusion_balance_draws_the_attributes_the_model_still_confuses(acg_gan
     with pytest.raises(ConfigError) as err:
         GanSceneEdits(GanSceneEdits.Options(balance="confusion", confusion_decay=1.0, confusion_floor=0.0))
     assert "confusion_decay" in str(err.value) and "confusion_floor" in str(err.value)
+
+
+def test_localize_word_spans_each_edit_on_its_tasks_word_and_word_only_drops_the_rest(acg_gan):
+    """Option localize: the oracle asks the task (resource edit_word_spans) where each edit's falsified word lies,
+    per edit of each anchor (anchor_span Float[B, K, 2]); an edit without one spans the whole anchor, or is
+    dropped with "word-only". The edits themselves are those of localize = "none" (no random draw is added)."""
+    task = build_task("tiny", options={"data_dir": str(acg_gan)})
+    batch = task.train.batch(torch.arange(6))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+    asked = []
+
+    def spans(ids, images):  # a stand-in reader: odd ids name no word, even ones [id / 100, id / 100 + 0.1]
+        asked.append((ids.clone(), images.shape))
+        out = torch.stack([ids.float() / 100, ids.float() / 100 + 0.1], 1)
+        out[ids % 2 == 1] = float("nan")
+        return out
+
+    task.resources["edit_word_spans"] = spans
+
+    def mine(localize):
+        gen = GanSceneEdits(GanSceneEdits.Options(per_anchor=2, localize=localize), seed=0, task=task)
+        return gen, gen.mine(make_context(task.model.score_matrix(*emb), task=task, embeddings=emb))[0]
+
+    _, plain = mine("none")
+    gen, word = mine("word")
+    _, only = mine("word-only")
+    assert torch.equal(plain.inputs, word.inputs) and torch.equal(word.inputs, only.inputs)
+    assert "anchor_span" not in plain.meta and word.meta["anchor_span"].shape == (6, 2, 2)
+    assert asked[0][0].tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5] and asked[0][1][0] == 12
+    for i in range(6):
+        expected = [0.0, 1.0] if i % 2 else [i / 100, i / 100 + 0.1]
+        assert word.meta["anchor_span"][i].flatten().tolist() == pytest.approx(expected * 2)
+    edited = plain.valid if plain.valid is not None else torch.ones(6, 2, dtype=torch.bool)
+    assert torch.equal(word.valid if word.valid is not None else torch.ones(6, 2, dtype=torch.bool), edited)
+    assert torch.equal(only.valid, edited & (torch.arange(6) % 2 == 0)[:, None])
+    assert gen.localized == pytest.approx(float((torch.arange(6)[:, None].expand(6, 2)[edited] % 2 == 0).float().mean()))
+    del task.resources["edit_word_spans"]
+    with pytest.raises(ConfigError, match="edit_word_spans"):
+        mine("word")
