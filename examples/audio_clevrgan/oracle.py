@@ -70,9 +70,9 @@ class _OneAttributeEdits(NegativeGenerator):
                               "every anchor is still edited")
         localize: str = option("none", "'word': compare each edit with its positive on the caption word it "
                                "falsifies only (task resource edit_word_spans, as the GAN-edit generators' option "
-                               "of that name; the negatives' anchor_span), an edit without one on the whole "
-                               "caption (a one-word caption's edit among them); 'word-only': the same, and an edit "
-                               "without one is dropped; 'none': the whole caption",
+                               "of that name; the negatives' anchor_span; a one-word caption's word is the whole "
+                               "anchor), an edit without one on the whole caption; 'word-only': the same, and an "
+                               "edit without one is dropped; 'none': the whole caption",
                                choices=("none", "word", "word-only"))
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:

@@ -366,8 +366,9 @@ class AudioClevrganSplit(ImageSplit):
         same value said of another object stays true; a later reference to the edited object repeats the word,
         and its first mention is taken). NaN where the segmenter reads no change, several, or an object added or
         removed; where the caption's phrases do not single out the edited object (an object alike in every
-        attribute); where the word lies beyond the crop; and for one-word captions (their word is the whole
-        anchor). Word frames: :mod:`audio_clevrgan.word_frames` (cached on first use)."""
+        attribute); and where the word lies beyond the crop. A one-word caption (task option ``isolated_words``)
+        is its word: the whole anchor (0, 1) where no object of the edit holds the word's value any more, NaN where
+        one still does. Word frames: :mod:`audio_clevrgan.word_frames` (cached on first use)."""
         from negmine_gan.export import describe_change
 
         from .captions import attribute_word_owners
@@ -381,6 +382,9 @@ class AudioClevrganSplit(ImageSplit):
         spans = torch.full((len(ids), 2), float("nan"))
         for k, (i, objects) in enumerate(zip(ids.tolist(), describe(images01), strict=True)):
             if self.isolated is not None and self.isolated[i] is not None:
+                attribute, value, _ = self.isolated[i]
+                if not any(o[attribute] == value for o in objects):  # the one word, now false of the edit
+                    spans[k, 0], spans[k, 1] = 0.0, 1.0
                 continue
             changes = describe_change(self.rows[i]["objects"], objects)["changes"]
             if len(changes) != 1 or not changes[0].get("attribute"):

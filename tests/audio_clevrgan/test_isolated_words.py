@@ -387,6 +387,36 @@ def test_edit_word_spans_name_the_falsified_word_where_there_is_one(acg_gan):
     assert task.resources["edit_word_spans"](ids[:1], images[:1]).shape == (1, 2)
 
 
+def test_edit_word_spans_give_a_one_word_caption_the_whole_anchor_where_its_word_is_falsified(acg_gan):
+    """A one-word caption is its word: an edit that leaves no object with the word's value spans the whole anchor
+    (0, 1), so localize = "word-only" keeps it; an edit in which some object still holds it spans nothing (NaN)."""
+    import copy
+
+    task = build_task("tiny", options={"data_dir": str(acg_gan), "isolated_words": 0.5})
+    train = task.train
+    ids = torch.tensor([i for i, w in enumerate(train.isolated) if w is not None and train.rows[i]["objects"]][:4])
+    assert len(ids) >= 2
+    images = train.batch(ids).a
+
+    def describe(_images):  # a stand-in segmenter: even positions lose the word's value everywhere, odd keep it
+        out = []
+        for k, i in enumerate(ids.tolist()):
+            attribute, value, _ = train.isolated[i]
+            objects = copy.deepcopy(train.rows[i]["objects"])
+            if k % 2 == 0:
+                for o in objects:
+                    if o[attribute] == value:
+                        o[attribute] = next(v for v in VALUES[attribute] if v != value)
+            else:
+                objects[0][attribute] = value
+            out.append(objects)
+        return out
+
+    spans = train.edit_word_spans(ids, images, describe)
+    for k in range(len(ids)):
+        assert spans[k].tolist() == [0.0, 1.0] if k % 2 == 0 else spans[k].isnan().all(), (k, spans[k])
+
+
 def test_split_resources_read_edits_against_their_own_splits_pairs(acg_gan):
     """negmine edits export --split test rebinds the readers of edits to the test split: a test pair's own image
     reads as that pair's objects there; the training readers would compare it with the training pair of that id."""
