@@ -7,7 +7,8 @@ frames. Before, it took a word only where the caption names the value once (a wo
 or a back-reference repeats was left out, its edit compared on the whole caption). This script counts, over every
 object of every training caption and per attribute, the share whose word each rule finds within the audio the
 model hears (the ``audio_frames`` crop): about the share of one-attribute edits given a word, since an edit may
-change any object (the captions the task cuts to one isolated word are counted whole here; their edits get none)::
+change any object (the captions the task cuts to one isolated word are counted whole here; in training their word
+is the whole anchor)::
 
     PYTHONPATH=examples python benchmarks/word_spans.py [--data data/audio-clevrgan] [--frames 768] [--out FILE.md]
 
@@ -30,13 +31,15 @@ from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.captions import ATTRIBUTES, attribute_word_owners  # noqa: E402
 from audio_clevrgan.dataset import content_digest, read_dataset  # noqa: E402
-from audio_clevrgan.word_frames import cached_attribute_word_frames  # noqa: E402
+from audio_clevrgan.word_frames import cached_attribute_word_frames, own_word_frames  # noqa: E402
 
 
-def coverage(rows: list[dict], frames: list[list[tuple[str, str, int, int]]], crop: int) -> dict[str, dict[str, int]]:
-    """Per attribute: ``objects`` (every object of every row), ``named_once`` (its value's word said once in the
-    caption, within the first ``crop`` frames) and ``own_word`` (the first word of its own description naming the
-    value lies within the crop); ``misaligned`` rows (espeak's words differ from the text's) count in neither."""
+def coverage(rows: list[dict], frames: list[list[tuple[str, str, int, int]]],
+             crop: int) -> tuple[dict[str, dict[str, int]], int]:
+    """(per attribute: ``objects`` (every object of every row), ``named_once`` (its value's word said once in the
+    caption, within the first ``crop`` frames) and ``own_word`` (the task's rule, :func:`own_word_frames`: the first
+    word of its own description naming the value lies within the crop); the number of rows whose espeak words differ
+    from the text's, which count in neither)."""
     out = {a: {"objects": 0, "named_once": 0, "own_word": 0} for a in ATTRIBUTES}
     misaligned = 0
     for row, said in zip(rows, frames, strict=True):
@@ -51,11 +54,9 @@ def coverage(rows: list[dict], frames: list[list[tuple[str, str, int, int]]], cr
                     continue
                 named = [lo for a, v, lo, _ in said if (a, v) == (attribute, obj[attribute])]
                 counts["named_once"] += len(named) == 1 and named[0] < crop
-                own = [lo for (a, v, lo, _), owner in zip(said, owners, strict=True)
-                       if (a, v, owner) == (attribute, obj[attribute], k)]
-                counts["own_word"] += bool(own) and own[0] < crop
-    out["misaligned_rows"] = {"rows": misaligned}
-    return out
+                own = own_word_frames(said, owners, attribute, obj[attribute], k)
+                counts["own_word"] += own is not None and own[0] < crop
+    return out, misaligned
 
 
 def main() -> None:
@@ -66,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     _, rows = read_dataset(args.data)
     train = [r for r in rows if r["split"] == "train"]
-    counts = coverage(train, cached_attribute_word_frames(args.data, train), args.frames)
+    counts, misaligned = coverage(train, cached_attribute_word_frames(args.data, train), args.frames)
     lines = ["| attribute | objects | value named once | the object's own word |", "|---|---|---|---|"]
     for attribute in ATTRIBUTES:
         c = counts[attribute]
@@ -74,7 +75,7 @@ def main() -> None:
                      f"| {100 * c['own_word'] / c['objects']:.1f}% |")
     table = "\n".join(lines)
     footer = (f"\n\n{len(train)} training captions, crop {args.frames} frames; rows whose espeak words differ from "
-              f"the text's: {counts['misaligned_rows']['rows']}. Data {content_digest(args.data)}; machine "
+              f"the text's: {misaligned}. Data {content_digest(args.data)}; machine "
               f"{platform.machine()}; commit {_commit()}.")
     print(table + footer)
     if args.out:

@@ -372,7 +372,7 @@ class AudioClevrganSplit(ImageSplit):
         from negmine_gan.export import describe_change
 
         from .captions import attribute_word_owners
-        from .word_frames import cached_attribute_word_frames
+        from .word_frames import cached_attribute_word_frames, own_word_frames
 
         if self._word_frames is None:
             self._word_frames = cached_attribute_word_frames(self.root, self.rows)
@@ -389,16 +389,14 @@ class AudioClevrganSplit(ImageSplit):
             changes = describe_change(self.rows[i]["objects"], objects)["changes"]
             if len(changes) != 1 or not changes[0].get("attribute"):
                 continue
-            change, frames = changes[0], self._word_frames[i]
-            owners = attribute_word_owners(self.rows[i]["caption"], self.rows[i]["objects"])
-            if len(owners) != len(frames):  # espeak split the caption's words otherwise: no word is trusted
-                continue
-            named = [(lo, hi) for (attribute, value, lo, hi), owner in zip(frames, owners, strict=True)
-                     if (attribute, value, owner) == (change["attribute"], change["old"], change["object"])]
+            change = changes[0]
+            word = own_word_frames(self._word_frames[i], attribute_word_owners(self.rows[i]["caption"],
+                                                                                self.rows[i]["objects"]),
+                                   change["attribute"], change["old"], change["object"])
             length = int(self.nframes[i])
-            if not named or named[0][0] >= length:
+            if word is None or word[0] >= length:
                 continue
-            spans[k, 0], spans[k, 1] = named[0][0] / length, min(named[0][1], length) / length
+            spans[k, 0], spans[k, 1] = word[0] / length, min(word[1], length) / length
         return spans
 
     def side_b(self, ids: Tensor) -> tuple[Tensor, Tensor]:

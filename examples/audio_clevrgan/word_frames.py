@@ -21,7 +21,7 @@ from pathlib import Path
 
 from .captions import WORD_TO_ATTRIBUTE
 
-__all__ = ["attribute_word_frames", "cached_attribute_word_frames"]
+__all__ = ["attribute_word_frames", "cached_attribute_word_frames", "own_word_frames"]
 
 FRAMES_PER_SECOND = 100  # the log-mel features' hop: 160 samples at 16 kHz
 
@@ -59,3 +59,15 @@ def cached_attribute_word_frames(root: Path, rows: list[dict]) -> list[list[tupl
     tmp.write_text(json.dumps(frames))
     tmp.replace(path)
     return frames
+
+
+def own_word_frames(frames: list[tuple[str, str, int, int]], owners: list[int | None], attribute: str, value: str,
+                    obj: int) -> tuple[int, int] | None:
+    """``(first frame, end frame)`` of the first word naming ``attribute = value`` in object ``obj``'s own
+    description: ``frames`` one caption's :func:`attribute_word_frames`, ``owners`` its
+    :func:`audio_clevrgan.captions.attribute_word_owners` (one per word, in the same order); None where no such word
+    is said, or where the two lists differ in length (espeak split the caption's words otherwise: none is trusted)."""
+    if len(owners) != len(frames):
+        return None
+    return next(((lo, hi) for (a, v, lo, hi), owner in zip(frames, owners, strict=True)
+                 if (a, v, owner) == (attribute, value, obj)), None)
