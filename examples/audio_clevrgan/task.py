@@ -341,11 +341,12 @@ class AudioClevrganSplit(ImageSplit):
                 still[k] = not describe_change(self.rows[i]["objects"], objects)["changed"]
         return still
 
-    def edit_changes(self, ids: Tensor, images01: Tensor, describe: Any) -> list[frozenset[str]]:
+    def edit_changes(self, ids: Tensor, images01: Tensor, describe: Any) -> list[tuple[str, ...]]:
         """Per edit, what the attribute segmenter (``describe``) reads as changed between pair ``ids[k]``'s objects
-        and ``images01[k]`` (Float[M, 3, S, S] in [0, 1], an edit of the pair's image): the attributes of
-        :data:`EDIT_CHANGE_KINDS` that some object changed, "removed" / "added" when an object vanished or
-        appeared; empty when it reads no change. For the edit generators' ``keep_changes`` (e.g. only the edits
+        and ``images01[k]`` (Float[M, 3, S, S] in [0, 1], an edit of the pair's image): one name of
+        :data:`EDIT_CHANGE_KINDS` per change, the attribute for an object's changed attribute, "removed" / "added"
+        for an object that vanished or appeared (two objects whose shapes changed give "shape" twice, which
+        ``keep_changes_mode = 'single'`` tells from one); empty when it reads no change. For the edit generators' ``keep_changes`` (e.g. only the edits
         that change a shape: the negatives of the oracle row that taught shape)."""
         from negmine_gan.export import describe_change
 
@@ -355,7 +356,7 @@ class AudioClevrganSplit(ImageSplit):
         out = []
         for i, objects in zip(ids.tolist(), describe(images01), strict=True):
             changes = describe_change(self.rows[i]["objects"], objects)["changes"]
-            out.append(frozenset(c.get("attribute") or c["change"] for c in changes))
+            out.append(tuple(c.get("attribute") or c["change"] for c in changes))
         return out
 
     def edit_word_spans(self, ids: Tensor, images01: Tensor, describe: Any) -> Tensor:

@@ -76,6 +76,22 @@ def keep_changes_option() -> Any:
                   "the set of change names, and edit_change_kinds: the names it can return); '' keeps every edit")
 
 
+def keep_changes_mode_option() -> Any:
+    """The ``keep_changes_mode`` option shared by the edit generators."""
+    return option("any", "with keep_changes: 'any' keeps an edit in which the task reads one of the named changes, "
+                  "whatever else it reads; 'only' keeps it when every change read is a named one; 'single' when "
+                  "the task reads exactly one change (one attribute of one object, or one object added or removed) "
+                  "and it is a named one: the edits an oracle makes", choices=("any", "only", "single"))
+
+
+def check_keep_changes(options: Any) -> None:
+    """Cross-option check of an Options class (its ``__attrs_post_init__``): a ``keep_changes_mode`` other than
+    'any' needs ``keep_changes`` names, else it would silently keep every edit."""
+    if options.keep_changes_mode != "any" and not str(options.keep_changes or "").strip():
+        raise ValueError(f"keep_changes_mode = {options.keep_changes_mode!r} needs keep_changes (e.g. 'shape'); "
+                         "set keep_changes or keep_changes_mode = 'any'")
+
+
 def localize_option() -> Any:
     """The ``localize`` option shared by the edit generators."""
     return option("none", "'word': compare each edit with its positive on the caption word the edit falsifies only "
@@ -174,8 +190,8 @@ class GanEditGenerator(NegativeGenerator):
 
         All of them, unless ``options.drop_still_true`` (then not those whose anchor's caption the task still reads
         as true of them; the share dropped goes to ``last_stats["still_true"]``) or ``options.keep_changes`` (then
-        only those in which the task reads one of the named changes; the share kept goes to
-        ``last_stats["change_kept"]``). Neither check draws from the generator's random stream."""
+        only those in which the task reads the named changes as ``options.keep_changes_mode`` asks; the share kept
+        goes to ``last_stats["change_kept"]``). Neither check draws from the generator's random stream."""
         keep = torch.ones(items.shape[0], dtype=torch.bool)
         if getattr(self.options, "drop_still_true", False):
             still = self._ask_task(ctx, items, edited, "caption_still_true", "Bool[M]", "drop_still_true", "false")
@@ -192,7 +208,7 @@ class GanEditGenerator(NegativeGenerator):
             if len(changes) != items.shape[0]:
                 raise PluginError(f"task resource edit_changes returned {len(changes)} sets of changes for "
                                   f"{items.shape[0]} edits")
-            changed = torch.tensor([bool(wanted & set(c)) for c in changes], dtype=torch.bool)
+            changed = torch.tensor([self.changes_wanted(c, wanted) for c in changes], dtype=torch.bool)
             self.last_stats["change_kept"] = float(changed.float().mean()) if changed.numel() else 0.0
             keep &= changed
         return keep
@@ -217,6 +233,18 @@ class GanEditGenerator(NegativeGenerator):
         whole = torch.tensor([0.0, 1.0]).repeat(b, 1)
         whole[items[found]] = spans[found]
         return {"anchor_span": whole[:, None]}, (kept & found.to(kept.device) if localize == "word-only" else kept)
+
+    def changes_wanted(self, read: Any, wanted: frozenset[str]) -> bool:
+        """Whether an edit whose changes the task reads as ``read`` (change names; one per changed attribute of an
+        object, or per object added or removed, so a name may repeat) passes ``keep_changes`` under
+        ``options.keep_changes_mode``."""
+        read = list(read)
+        mode = getattr(self.options, "keep_changes_mode", "any")
+        if mode == "single":
+            return len(read) == 1 and read[0] in wanted
+        if mode == "only":
+            return bool(read) and set(read) <= wanted
+        return bool(wanted & set(read))
 
     def wanted_changes(self) -> frozenset[str]:
         """The change names of ``options.keep_changes`` (empty: keep every edit), checked once against the task's

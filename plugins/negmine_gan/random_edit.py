@@ -20,8 +20,10 @@ from negmine.generator import MiningContext, Negatives, option
 from negmine.model import Embedding
 from negmine_gan.base import (
     GanEditGenerator,
+    check_keep_changes,
     drop_still_true_option,
     edit_fraction_option,
+    keep_changes_mode_option,
     keep_changes_option,
     localize_option,
     to_model_input,
@@ -73,7 +75,12 @@ class GanRandomEdits(GanEditGenerator):
         edit_fraction: float = edit_fraction_option()
         drop_still_true: bool = drop_still_true_option()
         keep_changes: str = keep_changes_option()
+        keep_changes_mode: str = keep_changes_mode_option()
         localize: str = localize_option()
+
+        def __attrs_post_init__(self) -> None:
+            """Cross-option checks; a ValueError here is reported by the config validation, before training."""
+            check_keep_changes(self)
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""

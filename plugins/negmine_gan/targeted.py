@@ -34,8 +34,10 @@ from negmine.generator import MiningContext, Negatives, option
 from negmine.model import running_stats_kept
 from negmine_gan.base import (
     GanEditGenerator,
+    check_keep_changes,
     drop_still_true_option,
     edit_fraction_option,
+    keep_changes_mode_option,
     keep_changes_option,
     localize_option,
     tries_stats,
@@ -108,6 +110,7 @@ class GanTargetedEdits(GanEditGenerator):
         edit_fraction: float = edit_fraction_option()
         drop_still_true: bool = drop_still_true_option()
         keep_changes: str = keep_changes_option()
+        keep_changes_mode: str = keep_changes_mode_option()
         localize: str = localize_option()
         score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
                                    min=0.0)
@@ -120,6 +123,10 @@ class GanTargetedEdits(GanEditGenerator):
         unit_threshold: str = option("quantile", "how a GAN unit's 'on' threshold is set for the dissection: one "
                                      "quantile for every unit (unit_quantile), or per unit by GAN Dissection's "
                                      "IQR rule (its default for generators)", choices=("quantile", "iqr"))
+
+        def __attrs_post_init__(self) -> None:
+            """Cross-option checks; a ValueError here is reported by the config validation, before training."""
+            check_keep_changes(self)
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)

@@ -194,15 +194,15 @@ def test_edit_changes_reads_what_the_segmenter_sees_changed(acg_gan):
     own = train.batch(ids).a
     readings = task.resources["describe_images"](own.float() / 255)
     changes = read(ids, own)
-    assert len(changes) == len(ids) and all(isinstance(c, frozenset) for c in changes)
+    assert len(changes) == len(ids) and all(isinstance(c, tuple) for c in changes)
     others = own.roll(1, 0)
     moved = read(ids, others)
     other_readings = readings[-1:] + readings[:-1]
     for k, i in enumerate(ids.tolist()):
         for image_reading, got in ((readings[k], changes[k]), (other_readings[k], moved[k])):
-            expected = {c.get("attribute") or c["change"] for c in describe_change(train.rows[i]["objects"],
-                                                                                    image_reading)["changes"]}
-            assert got == expected and got <= set(task.resources["edit_change_kinds"])
+            expected = tuple(c.get("attribute") or c["change"] for c in describe_change(train.rows[i]["objects"],
+                                                                                         image_reading)["changes"])
+            assert got == expected and set(got) <= set(task.resources["edit_change_kinds"])
     assert sum(not c for c in changes) > sum(not c for c in moved)  # own images mostly read unchanged; others not
     assert read(ids, own.float() / 255) == changes  # stored uint8 images read alike
 
@@ -431,7 +431,7 @@ def test_split_resources_read_edits_against_their_own_splits_pairs(acg_gan):
         read = task.resources["split_resources"](name)["edit_changes"] if name == "test" else task.resources[
             "edit_changes"]
         got = read(ids, own)
-        expected = [frozenset(c.get("attribute") or c["change"] for c in describe_change(
+        expected = [tuple(c.get("attribute") or c["change"] for c in describe_change(
             split.rows[i]["objects"], readings[k])["changes"]) for k, i in enumerate(ids.tolist())]
         assert got == expected
     assert task.resources["split_resources"]("test")["edit_changes"](ids, own) != task.resources["edit_changes"](ids, own)

@@ -466,6 +466,52 @@ def test_keep_changes_keeps_exactly_the_edits_that_change_what_was_asked(which):
 
 
 @pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
+def test_keep_changes_mode_only_and_single_keep_the_edits_brute_force_says(which):
+    """keep_changes_mode: 'any' keeps an edit with a named change, 'only' one whose every change is named, 'single'
+    one with exactly one change, a named one (two shapes changed are two changes). Each mode's kept edits equal a
+    brute-force reading of the stand-in reader's answers; the edits themselves are those of the unchecked generator."""
+    from negmine_gan.targeted import GanTargetedEdits
+
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    cls, extra = (GanRandomEdits, {}) if which == "gan-random" else (
+        GanTargetedEdits, {"max_datapoints": 200, "dissect_samples": 64, "max_tries": 3})
+    kinds = [("shape",), ("color", "material"), (), ("shape", "removed"), ("shape", "shape"), ("material",)]
+    task.resources["edit_changes"] = lambda ids, images: [kinds[int(i) % len(kinds)] for i in ids]
+    task.resources["edit_change_kinds"] = ("shape", "color", "material", "size", "removed", "added")
+    plain = cls(cls.Options(edit_fraction=0.75, **extra), seed=2, task=task).generate(ctx)[0]
+    edited, ids = plain.valid[:, 0], ctx.batch.ids
+    rules = {"any": lambda read, wanted: any(r in wanted for r in read),
+             "only": lambda read, wanted: len(read) > 0 and all(r in wanted for r in read),
+             "single": lambda read, wanted: len(read) == 1 and read[0] in wanted}
+    for mode, rule in rules.items():
+        for names in ("shape", "shape,material"):
+            gen = cls(cls.Options(edit_fraction=0.75, keep_changes=names, keep_changes_mode=mode, **extra), seed=2,
+                      task=task)
+            got = gen.generate(ctx)[0]
+            assert torch.equal(got.inputs, plain.inputs)
+            keep = torch.tensor([rule(kinds[int(i) % len(kinds)], names.split(",")) for i in ids])
+            assert torch.equal(got.valid[:, 0], edited & keep), (mode, names)
+    # the rules differ on this batch's edits (else the test could not tell them apart)
+    read = [kinds[int(i) % len(kinds)] for i in ids[edited]]
+    assert len({tuple(rule(r, ["shape"]) for r in read) for rule in rules.values()}) == 3
+
+
+def test_keep_changes_mode_without_names_is_refused_by_the_config_check():
+    from negmine.config import check_generator_options
+    from negmine_gan.targeted import GanTargetedEdits
+
+    for cls in (GanRandomEdits, GanTargetedEdits):
+        problems: list[str] = []
+        check_generator_options("", cls.name, {"keep_changes_mode": "single"}, {cls.name: cls}, problems)
+        assert len(problems) == 1 and "keep_changes_mode = 'single' needs keep_changes" in problems[0], problems
+        problems = []
+        check_generator_options("", cls.name, {"keep_changes_mode": "singel", "keep_changes": "shape"},
+                                {cls.name: cls}, problems)
+        assert len(problems) == 1 and "'single'" in problems[0], problems
+
+
+@pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
 def test_localize_word_gives_each_edit_its_tasks_word_span_and_the_whole_anchor_otherwise(which):
     """localize = "word": the generator asks the task (resource edit_word_spans) where each edit's falsified word
     lies and hands the spans to the trainer as anchor_span; an edit without one (NaN) spans the whole anchor. The
