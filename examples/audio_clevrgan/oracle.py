@@ -68,6 +68,11 @@ class _OneAttributeEdits(NegativeGenerator):
         anchors: str = option("all", "whose edits count in the loss: 'all', 'isolated' (only anchors whose caption is "
                               "one isolated word, task option isolated_words) or 'sentences' (only the others); "
                               "every anchor is still edited")
+        edit_fraction: float = option(1.0, "fraction of the batch's anchors whose edit counts each step, drawn "
+                                      "anew each step (1: every anchor, the paper); every anchor is still edited, "
+                                      "so the edits do not depend on it. Why: the GAN-edit generators edit a "
+                                      "fraction of the anchors for speed, and an oracle row compared with them "
+                                      "needs as many edit negatives a step", min=0.01, max=1.0)
         localize: str = option("none", "'word': compare each edit with its positive on the caption word it "
                                "falsifies only (task resource edit_word_spans, as the GAN-edit generators' option "
                                "of that name; the negatives' anchor_span; a one-word caption's word is the whole "
@@ -103,6 +108,7 @@ class _OneAttributeEdits(NegativeGenerator):
         # which it has learnt). Float64 on the CPU, in the checkpoint (state_dict) so that resume is exact.
         self.confusion = torch.ones(len(ATTRIBUTES), dtype=torch.float64)
         self.localized: float | None = None  # option localize: the share of this step's edits given a word
+        self._step_rng: np.random.Generator | None = None  # this step's numpy stream (_edit_rng)
 
     def _parse_attributes(self, problems: list[str]) -> tuple[tuple[str, ...], tuple[float, ...] | None]:
         """Option ``attributes`` as (names, weights or None when no entry has one); appends to ``problems``."""
@@ -207,16 +213,28 @@ class _OneAttributeEdits(NegativeGenerator):
         return [None] * len(ids) if isolated is None else [isolated[i] for i in ids.long().cpu().tolist()]
 
     def _edit_rng(self) -> np.random.Generator:
-        # a numpy stream drawn from the generator's torch stream: checkpointed with it, so resume is exact
-        return np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.rng)))
+        # a numpy stream drawn from the generator's torch stream: checkpointed with it, so resume is exact. The step's
+        # stream is kept for _valid's edit_fraction draw, made after the edits so that it changes none of them
+        self._step_rng = np.random.default_rng(int(torch.randint(2**62, (1,), generator=self.rng)))
+        return self._step_rng
 
     def _valid(self, words: list[tuple[str, str, str] | None], device: Any) -> torch.Tensor | None:
-        """Bool[B]: the anchors whose edits count (option ``anchors``); None when all do. Every anchor is still
-        edited, so the random streams, and with them the edits of the anchors that count, do not depend on it."""
-        if self.options.anchors == "all":
-            return None
-        isolated = torch.tensor([w is not None for w in words], dtype=torch.bool, device=device)
-        return isolated if self.options.anchors == "isolated" else ~isolated
+        """Bool[B]: the anchors whose edits count (options ``anchors`` and ``edit_fraction``); None when all do.
+        Every anchor is still edited, so the edits do not depend on them: the share of ``edit_fraction`` is drawn
+        from the step's own numpy stream (:meth:`_edit_rng`) after its edits, which leaves the generator's stream,
+        and with it the later steps' edits, as they are."""
+        valid = None
+        if self.options.anchors != "all":
+            isolated = torch.tensor([w is not None for w in words], dtype=torch.bool, device=device)
+            valid = isolated if self.options.anchors == "isolated" else ~isolated
+        fraction = self.options.edit_fraction
+        if fraction < 1.0:
+            b = len(words)
+            chosen = torch.zeros(b, dtype=torch.bool)
+            chosen[torch.from_numpy(self._step_rng.permutation(b)[:max(1, round(fraction * b))])] = True
+            chosen = chosen.to(device)
+            valid = chosen if valid is None else valid & chosen
+        return valid
 
     def _negatives(self, ctx: MiningContext, images: torch.Tensor, changed: list[int],
                    words: list[tuple[str, str, str] | None]) -> dict[int, Negatives]:

@@ -274,6 +274,35 @@ def test_the_oracle_edits_only_the_chosen_kind_of_anchor(acg_rendered, anchors):
     assert torch.equal(chosen.inputs, every.inputs) and torch.equal(chosen.meta["category"], every.meta["category"])
 
 
+@pytest.mark.parametrize("fraction", [0.25, 0.5])
+def test_the_oracles_edit_fraction_counts_that_share_of_anchors_with_the_same_edits(acg_rendered, fraction):
+    """Option edit_fraction: each step round(fraction * B) anchors' edits count, a different draw each step, and
+    with anchors='isolated' only the one-word anchors among them; the edits themselves, and the next step's edits,
+    are those of edit_fraction = 1 (the share is drawn after the edits, from the generator's stream)."""
+    task = build_task("tiny", options={"data_dir": str(acg_rendered), "isolated_words": 0.5})
+    words = task.train.isolated
+    isolated = torch.tensor([w is not None for w in words])
+    b = len(words)
+    batch = task.train.batch(torch.arange(b))
+    with torch.no_grad():
+        emb = (task.model.encode(0, batch.a), task.model.encode(1, batch.b))
+    ctx = make_context(task.model.score_matrix(*emb), task=task, embeddings=emb)
+    every = RenderedEdits(RenderedEdits.Options(per_anchor=2), seed=3, task=task)
+    part = RenderedEdits(RenderedEdits.Options(per_anchor=2, edit_fraction=fraction), seed=3, task=task)
+    both = RenderedEdits(RenderedEdits.Options(per_anchor=2, edit_fraction=fraction, anchors="isolated"), seed=3,
+                         task=task)
+    first = [gen.mine(ctx)[0] for gen in (every, part, both)]
+    chosen = first[1].valid[:, 0]
+    assert int(chosen.sum()) == max(1, round(fraction * b))
+    assert torch.equal(first[1].valid, chosen[:, None].expand(b, 2))  # an anchor's edits count together
+    assert torch.equal(first[2].valid[:, 0], chosen & isolated)  # the same draw, narrowed to one-word anchors
+    for got in first[1:]:
+        assert torch.equal(got.inputs, first[0].inputs) and torch.equal(got.meta["category"], first[0].meta["category"])
+    second = [gen.mine(ctx)[0] for gen in (every, part)]
+    assert not torch.equal(second[1].valid[:, 0], chosen)  # drawn anew
+    assert torch.equal(second[1].inputs, second[0].inputs)  # the second step's edits: the share drew after them
+
+
 def test_the_oracle_rejects_an_unknown_anchor_kind():
     with pytest.raises(ConfigError, match="anchors.*'isolated'"):
         RenderedEdits(RenderedEdits.Options(anchors="words"))
