@@ -346,8 +346,9 @@ class AudioClevrganSplit(ImageSplit):
         and ``images01[k]`` (Float[M, 3, S, S] in [0, 1], an edit of the pair's image): one name of
         :data:`EDIT_CHANGE_KINDS` per change, the attribute for an object's changed attribute, "removed" / "added"
         for an object that vanished or appeared (two objects whose shapes changed give "shape" twice, which
-        ``keep_changes_mode = 'single'`` tells from one); empty when it reads no change. For the edit generators' ``keep_changes`` (e.g. only the edits
-        that change a shape: the negatives of the oracle row that taught shape)."""
+        ``keep_changes_mode = 'single'`` tells from one); empty when it reads no change. For the edit generators'
+        ``keep_changes`` (e.g. only the edits that change a shape: the negatives of the oracle row that taught
+        shape)."""
         from negmine_gan.export import describe_change
 
         ids = ids.long().cpu()

@@ -73,7 +73,8 @@ def keep_changes_option() -> Any:
     """The ``keep_changes`` option shared by the edit generators."""
     return option("", "keep only the edits in which the task reads one of these changes (comma-separated names, "
                   "e.g. 'shape' or 'shape,material'; task resources edit_changes: ids Long[M], images -> per edit "
-                  "the set of change names, and edit_change_kinds: the names it can return); '' keeps every edit")
+                  "the names of the changes read, one per change, and edit_change_kinds: the names it can "
+                  "return; keep_changes_mode says how strictly); '' keeps every edit")
 
 
 def keep_changes_mode_option() -> Any:
@@ -203,10 +204,10 @@ class GanEditGenerator(NegativeGenerator):
             keep &= ~still
         wanted = self.wanted_changes()
         if wanted:
-            changes = list(self._ask_task(ctx, items, edited, "edit_changes", "a set of change names per edit",
+            changes = list(self._ask_task(ctx, items, edited, "edit_changes", "the change names per edit",
                                           "keep_changes", "''"))
             if len(changes) != items.shape[0]:
-                raise PluginError(f"task resource edit_changes returned {len(changes)} sets of changes for "
+                raise PluginError(f"task resource edit_changes returned the changes of {len(changes)} edits for "
                                   f"{items.shape[0]} edits")
             changed = torch.tensor([self.changes_wanted(c, wanted) for c in changes], dtype=torch.bool)
             self.last_stats["change_kept"] = float(changed.float().mean()) if changed.numel() else 0.0
