@@ -64,14 +64,18 @@ class Negatives:
     index: Long[B, K] batch positions (``BATCH``) or dataset ids (``DATASET``); None for ``INPUTS``.
     inputs: model inputs with leading axes [B, K] (``INPUTS``), e.g. edited images Float[B, K, 3, H, W].
     meta: free-form per-negative provenance (edit region, ablated units, cluster, tries, ...), values with leading
-        axes [B, K] where they are tensors. Exported with edits. The trainer reads two keys:
+        axes [B, K] where they are tensors. Exported with edits. The trainer reads three keys:
         ``category`` Long[B, K], an index into the generator's ``categories`` (-1: none), which splits the source's
         telemetry by category (e.g. the attribute an edit changed; see :class:`NegativeGenerator`); and
         ``anchor_span`` Float[B, K, 2], the only key the loss reads, for anchors that are sequences (audio frames,
         text tokens): the (start, end) of the part of the anchor each negative falsifies, as fractions of the
         anchor's valid length (e.g. the spoken word an edit changed). The negative is then compared with the
         positive on those frames only (``Trainer._span_scores``), so the loss does not push apart the parts of the
-        anchor that stay true of it.
+        anchor that stay true of it. ``centre_on_others`` Bool[B, K], also read by the loss (not together with
+        ``anchor_span``): where True, the negative and its positive are compared by their scores against the anchor
+        relative to their mean scores against the batch's other anchors (``Trainer._others_offset``), so a look
+        that every negative of a kind shares, which lowers its score against every anchor alike, cannot meet the
+        margin.
     """
 
     kind: NegativeKind
@@ -460,6 +464,20 @@ class NegativeGenerator:
             used = span[negs.valid.to(span.device)]
             if used.numel() and not bool(((used >= 0) & (used <= 1)).all() & (used[:, 0] < used[:, 1]).all()):
                 raise PluginError(f"{where}: meta['anchor_span'] of every valid slot needs 0 <= start < end <= 1")
+        centre = negs.meta.get("centre_on_others")
+        if centre is not None:
+            if (not isinstance(centre, torch.Tensor) or centre.dtype != torch.bool
+                    or tuple(centre.shape) != tuple(negs.valid.shape)):
+                raise PluginError(f"{where}: meta['centre_on_others'] must be Bool[B, K] shaped like valid "
+                                  f"{list(negs.valid.shape)}, got {getattr(centre, 'shape', type(centre).__name__)} "
+                                  f"{getattr(centre, 'dtype', '')}".rstrip())
+            if negs.kind == NegativeKind.BATCH:
+                raise PluginError(f"{where}: meta['centre_on_others'] is for input or dataset-id negatives (the "
+                                  "trainer re-encodes those); batch negatives are scored from the step's score matrix")
+            if span is not None:
+                raise PluginError(f"{where}: meta['centre_on_others'] and meta['anchor_span'] cannot be combined: a "
+                                  "span-localized negative is compared on part of its anchor, the centring on whole "
+                                  "anchors")
         if not type(self).__dict__.get("values_valid_by_construction", False):  # declared on this very class
             self._validate_values(ctx, side, negs)
         if negs.kind == NegativeKind.INPUTS:

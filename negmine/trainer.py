@@ -664,7 +664,35 @@ class Trainer:
             s = self.model.score_pairs(encoded, emb_b[anchor_rows])
         else:
             s = self.model.score_pairs(emb_a[anchor_rows], encoded)
+        centre = negs.meta.get("centre_on_others")
+        if centre is not None:
+            centred = centre.to(self.device).flatten()[flat]
+            if bool(centred.any()):
+                s = torch.where(centred, s - self._others_offset(side, anchor_rows, encoded, emb_a, emb_b,
+                                                                 grad_scores), s)
         return out.flatten().index_put((flat,), s).view(b, k)
+
+    def _others_offset(self, side: int, anchor_rows: Tensor, encoded: Embedding, emb_a: Embedding, emb_b: Embedding,
+                       grad_scores: tuple[Tensor, Tensor]) -> Tensor:
+        """Float[V] for negatives with ``meta["centre_on_others"]`` (see :class:`negmine.Negatives`): per valid
+        negative, its mean score against the batch's other anchors minus its positive's mean score against the same
+        anchors (the positive's part without gradient). Subtracted from the negative's score, the hinge compares
+        the two by their scores against their own anchor relative to how each scores against everyone else's, so a
+        look that every negative of a kind shares (a GAN edit's softness, say), which lowers its score for every
+        anchor alike, cannot meet the margin: only what the negative changed for its own anchor can. The gradient
+        raises the negative's scores against the other anchors as it lowers the one against its own."""
+        if self.dist.enabled:
+            raise PluginError("meta['centre_on_others'] is not supported with several processes yet: the batch's "
+                              "other anchors are one process's rows")
+        if side == 0:  # image-side negatives of caption anchors: each against every caption of the batch
+            against = self.model.score_matrix(encoded, emb_b)  # [V, B]
+        else:
+            against = self.model.score_matrix(emb_a, encoded).T  # [V, B]
+        positives = grad_scores[1 - side][anchor_rows].detach()  # [V, B]: the anchor's positive against the same
+        others = torch.ones_like(against, dtype=torch.bool)
+        others[torch.arange(len(anchor_rows), device=against.device), anchor_rows] = False
+        count = others.sum(1).clamp_min(1)
+        return ((against - positives) * others).sum(1) / count
 
     def _span_scores(self, side: int, span: Tensor, anchor_rows: Tensor, encoded: Embedding, emb_a: Embedding,
                      emb_b: Embedding) -> Tensor:

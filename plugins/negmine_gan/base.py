@@ -93,6 +93,22 @@ def check_keep_changes(options: Any) -> None:
                          "set keep_changes or keep_changes_mode = 'any'")
 
 
+def centre_on_others_option() -> Any:
+    """The ``centre_on_others`` option shared by the edit generators."""
+    return option(False, "compare each edit with its positive by their scores against the anchor relative to their "
+                  "mean scores against the batch's other anchors (the negatives' centre_on_others), so that a look "
+                  "every edit shares (the GAN's drawing of an inserted or ablated object), which lowers an edit's "
+                  "score against every caption alike, cannot meet the margin: only what the edit changed for its "
+                  "own caption can. Not with localize")
+
+
+def check_centring(options: Any) -> None:
+    """Cross-option check: ``centre_on_others`` compares whole anchors, ``localize`` part of one."""
+    if options.centre_on_others and options.localize != "none":
+        raise ValueError(f"centre_on_others compares each edit on its whole caption and localize = "
+                         f"{options.localize!r} on one word of it; set one of them off")
+
+
 def localize_option() -> Any:
     """The ``localize`` option shared by the edit generators."""
     return option("none", "'word': compare each edit with its positive on the caption word the edit falsifies only "
@@ -234,6 +250,13 @@ class GanEditGenerator(NegativeGenerator):
         whole = torch.tensor([0.0, 1.0]).repeat(b, 1)
         whole[items[found]] = spans[found]
         return {"anchor_span": whole[:, None]}, (kept & found.to(kept.device) if localize == "word-only" else kept)
+
+    def centring(self, valid: Tensor) -> dict[str, Tensor]:
+        """``{"centre_on_others": Bool[B, K]}`` for the negatives' meta with ``options.centre_on_others``, else
+        ``{}``; ``valid`` Bool[B, K] gives the shape."""
+        if not getattr(self.options, "centre_on_others", False):
+            return {}
+        return {"centre_on_others": torch.ones(valid.shape, dtype=torch.bool, device=valid.device)}
 
     def changes_wanted(self, read: Any, wanted: frozenset[str]) -> bool:
         """Whether an edit whose changes the task reads as ``read`` (change names; one per changed attribute of an

@@ -20,6 +20,8 @@ from negmine.generator import MiningContext, Negatives, option
 from negmine.model import Embedding
 from negmine_gan.base import (
     GanEditGenerator,
+    centre_on_others_option,
+    check_centring,
     check_keep_changes,
     drop_still_true_option,
     edit_fraction_option,
@@ -77,10 +79,12 @@ class GanRandomEdits(GanEditGenerator):
         keep_changes: str = keep_changes_option()
         keep_changes_mode: str = keep_changes_mode_option()
         localize: str = localize_option()
+        centre_on_others: bool = centre_on_others_option()
 
         def __attrs_post_init__(self) -> None:
             """Cross-option checks; a ValueError here is reported by the config validation, before training."""
             check_keep_changes(self)
+            check_centring(self)
 
     def unit_ablation(self, p: Tensor, channels: int) -> Tensor:
         """Float[P, C]: each unit ablated with its item's probability p (Float[P])."""
@@ -123,7 +127,7 @@ class GanRandomEdits(GanEditGenerator):
         spans, kept = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         valid = full(items, kept[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
-                                         source=self.name, **spans,
+                                         source=self.name, **spans, **self.centring(valid),
                                          region=full(items, region, b, False)[:, None],
                                          units=full(items, units, b, False)[:, None],
                                          tries=full(items, tries, b)[:, None],

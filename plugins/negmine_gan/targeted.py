@@ -34,6 +34,8 @@ from negmine.generator import MiningContext, Negatives, option
 from negmine.model import running_stats_kept
 from negmine_gan.base import (
     GanEditGenerator,
+    centre_on_others_option,
+    check_centring,
     check_keep_changes,
     drop_still_true_option,
     edit_fraction_option,
@@ -112,6 +114,7 @@ class GanTargetedEdits(GanEditGenerator):
         keep_changes: str = keep_changes_option()
         keep_changes_mode: str = keep_changes_mode_option()
         localize: str = localize_option()
+        centre_on_others: bool = centre_on_others_option()
         score_clip: float = option(4.0, "cluster draw probability is proportional to clip(score, 0, score_clip)",
                                    min=0.0)
         recluster_every: int = option(1000, "recompute concepts and dissection every N steps (0: stage start only)",
@@ -127,6 +130,7 @@ class GanTargetedEdits(GanEditGenerator):
         def __attrs_post_init__(self) -> None:
             """Cross-option checks; a ValueError here is reported by the config validation, before training."""
             check_keep_changes(self)
+            check_centring(self)
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
@@ -403,7 +407,7 @@ class GanTargetedEdits(GanEditGenerator):
         spans, kept = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         valid = full(items, kept[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
-                                         source=self.name, **spans,
+                                         source=self.name, **spans, **self.centring(valid),
                                          region=full(items, result["region"], b, False)[:, None],
                                          units=full(items, result["units"], b, False)[:, None],
                                          levels=full(items, result["levels"], b, 0.0)[:, None],

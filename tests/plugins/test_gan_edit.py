@@ -1,5 +1,7 @@
 """GAN editing API and gan-random, on the toy task's fixed random GAN (seconds on a CPU)."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -509,6 +511,35 @@ def test_keep_changes_mode_without_names_is_refused_by_the_config_check():
         check_generator_options("", cls.name, {"keep_changes_mode": "singel", "keep_changes": "shape"},
                                 {cls.name: cls}, problems)
         assert len(problems) == 1 and "'single'" in problems[0], problems
+
+
+@pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
+def test_centre_on_others_marks_every_edit_for_the_loss_and_leaves_the_edits_alone(which, tmp_path):
+    """centre_on_others: the same edits, each flagged meta["centre_on_others"] for the trainer, which trains on
+    them; the config check refuses it beside localize."""
+    from negmine import Trainer
+    from negmine.config import check_generator_options
+    from negmine_gan.targeted import GanTargetedEdits
+    from negmine_random.generator import RandomNegatives
+
+    task = build_toy("gan", seed=0)
+    ctx = _context(task)
+    cls, extra = (GanRandomEdits, {}) if which == "gan-random" else (
+        GanTargetedEdits, {"max_datapoints": 200, "dissect_samples": 64, "max_tries": 3})
+    plain = cls(cls.Options(edit_fraction=0.5, **extra), seed=2, task=task).generate(ctx)[0]
+    centred = cls(cls.Options(edit_fraction=0.5, centre_on_others=True, **extra), seed=2, task=task).generate(ctx)[0]
+    assert torch.equal(plain.inputs, centred.inputs) and torch.equal(plain.valid, centred.valid)
+    assert "centre_on_others" not in plain.meta
+    flag = centred.meta["centre_on_others"]
+    assert flag.dtype == torch.bool and flag.shape == centred.valid.shape and bool(flag.all())
+    problems: list[str] = []
+    check_generator_options("", cls.name, {"centre_on_others": True, "localize": "word"}, {cls.name: cls}, problems)
+    assert len(problems) == 1 and "centre_on_others" in problems[0] and "localize = 'word'" in problems[0], problems
+    config = {"steps": 2, "negatives": ["random", which], "eval_size": 20, "log_every": 1,
+              "generators": {which: {"centre_on_others": True, **extra}}}
+    Trainer(task, config, generators=[RandomNegatives, cls], run_dir=tmp_path / "run").fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(f"{which}/side0/count" in r and r[f"{which}/side0/count"] > 0 for r in rows)
 
 
 @pytest.mark.parametrize("which", ["gan-random", "gan-targeted"])
