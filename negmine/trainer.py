@@ -676,11 +676,13 @@ class Trainer:
                        grad_scores: tuple[Tensor, Tensor]) -> Tensor:
         """Float[V] for negatives with ``meta["centre_on_others"]`` (see :class:`negmine.Negatives`): per valid
         negative, its mean score against the batch's other anchors minus its positive's mean score against the same
-        anchors (the positive's part without gradient). Subtracted from the negative's score, the hinge compares
-        the two by their scores against their own anchor relative to how each scores against everyone else's, so a
-        look that every negative of a kind shares (a GAN edit's softness, say), which lowers its score for every
-        anchor alike, cannot meet the margin: only what the negative changed for its own anchor can. The gradient
-        raises the negative's scores against the other anchors as it lowers the one against its own."""
+        anchors. Subtracted from the negative's score, the hinge compares the two by their scores against their own
+        anchor relative to how each scores against everyone else's, so a look that every negative of a kind shares
+        (a GAN edit's softness, say), which lowers its score for every anchor alike, cannot meet the margin: only
+        what the negative changed for its own anchor can. Both parts keep their gradient: the loss then moves the
+        negative and its positive apart only where they differ (a negative equal to its positive gets none), where
+        with the positive's part detached it raised the near-identical pair's scores against every other anchor
+        together, and the scores grew without bound (4,200 after 20 steps on Audio CLEVRGAN, from about 30)."""
         if self.dist.enabled:
             raise PluginError("meta['centre_on_others'] is not supported with several processes yet: the batch's "
                               "other anchors are one process's rows")
@@ -688,7 +690,7 @@ class Trainer:
             against = self.model.score_matrix(encoded, emb_b)  # [V, B]
         else:
             against = self.model.score_matrix(emb_a, encoded).T  # [V, B]
-        positives = grad_scores[1 - side][anchor_rows].detach()  # [V, B]: the anchor's positive against the same
+        positives = grad_scores[1 - side][anchor_rows]  # [V, B]: the anchor's positive against the same anchors
         others = torch.ones_like(against, dtype=torch.bool)
         others[torch.arange(len(anchor_rows), device=against.device), anchor_rows] = False
         count = others.sum(1).clamp_min(1)

@@ -131,3 +131,25 @@ def test_batch_negatives_cannot_be_centred(tmp_path):
 
     with pytest.raises(PluginError, match="input or dataset-id negatives"):
         _first_row(tmp_path, BatchCentred)
+
+
+def test_a_centred_negative_equal_to_its_positive_gives_no_gradient(tmp_path):
+    # its hinge is the margin whatever the model, so one step leaves every weight where it was; with the positive's
+    # part detached the loss raised both images' scores against every other caption and the scores ran away
+    class Copies(Rolled):
+        name = "copies-centred"
+
+        def mine(self, ctx):
+            b = len(ctx.batch)
+            return {0: Negatives.from_inputs(ctx.batch.a[:, None].clone(), torch.zeros(b, 1),
+                                             centre_on_others=torch.ones(b, 1, dtype=torch.bool))}
+
+    task = _task()
+    before = {k: v.clone() for k, v in task.model.state_dict().items()}
+    Trainer(task, {"steps": 1, "batch_size": 8, "negatives": ["copies-centred"], "log_every": 1, "eval_size": 8,
+                   "device": "cpu", "margin": 10.0, "checkpoint_every": 0},
+            generators=[Copies], run_dir=str(tmp_path / "copies"), reporter=None).fit()
+    rows = [json.loads(line) for line in (tmp_path / "copies" / "metrics.jsonl").read_text().splitlines()]
+    assert next(r for r in rows if "loss" in r)["loss"] == pytest.approx(10.0, abs=1e-4)
+    after = task.model.state_dict()
+    assert all(torch.allclose(before[k], after[k], atol=1e-7) for k in before)
