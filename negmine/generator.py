@@ -66,8 +66,8 @@ class Negatives:
     meta: free-form per-negative provenance (edit region, ablated units, cluster, tries, ...), values with leading
         axes [B, K] where they are tensors. Exported with edits. The trainer reads three keys:
         ``category`` Long[B, K], an index into the generator's ``categories`` (-1: none), which splits the source's
-        telemetry by category (e.g. the attribute an edit changed; see :class:`NegativeGenerator`); and
-        ``anchor_span`` Float[B, K, 2], the only key the loss reads, for anchors that are sequences (audio frames,
+        telemetry by category (e.g. the attribute an edit changed; see :class:`NegativeGenerator`);
+        ``anchor_span`` Float[B, K, 2], read by the loss, for anchors that are sequences (audio frames,
         text tokens): the (start, end) of the part of the anchor each negative falsifies, as fractions of the
         anchor's valid length (e.g. the spoken word an edit changed). The negative is then compared with the
         positive on those frames only (``Trainer._span_scores``), so the loss does not push apart the parts of the
