@@ -27,21 +27,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import shutil
-import subprocess
 from pathlib import Path
 
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
 
 
 def clean_shape_change(edit: dict) -> dict | None:
@@ -82,6 +71,7 @@ def main() -> None:
     from audio_clevrgan.render import edit_scene
     from audio_clevrgan.scene_gan import encode_scenes
     from negmine.evaluate import load_run
+    from negmine.experiment import machine_record
     from negmine.plugins import get_plugin_manager
     from negmine_gan.base import gan_to_input
     from negmine_gan.edit import resolve_gan
@@ -153,7 +143,8 @@ def main() -> None:
     print("| edit | pairs | mean pixel change | share of pixels changed by > 0.1 |\n|---|---:|---:|---:|")
     for k in ("swap", "redraw"):
         print(f"| {k} | {len(kept)} | {change[k][0]:.4f} | {100 * change[k][1]:.2f}% |")
-    print(f"\nMachine: {platform.machine()}, torch {torch.__version__}; commit {_git('rev-parse', '--short', 'HEAD')}")
+    here = machine_record()  # the commit (flagged when code differs from it) and the machine
+    print(f"\nMachine: {here['machine']}; commit {here['commit']}")
 
 
 if __name__ == "__main__":
