@@ -237,15 +237,31 @@ class TaskConcepts:
     thresholds: Tensor  # Float[C]: a unit's "on" level in the dissection
     sizes: Tensor  # Long[K]: how many units are specific to each concept (its first sizes[k] in ranking)
     dropped: list[str] = attrs.field(factory=list)  # concepts without a unit of their own
+    # every concept the task names (kept and dropped, in the task's order) and the layer's mean feature over the
+    # dissection's cells that hold it, Float[N, C] (NaN where no cell did): the ends of a steering edit
+    mean_names: list[str] = attrs.field(factory=list)
+    means: Tensor | None = None
 
     def state(self) -> dict[str, Any]:
         return {"names": list(self.names), "ranking": self.ranking, "specificity": self.specificity,
-                "thresholds": self.thresholds, "sizes": self.sizes, "dropped": list(self.dropped)}
+                "thresholds": self.thresholds, "sizes": self.sizes, "dropped": list(self.dropped),
+                "mean_names": list(self.mean_names), "means": self.means}
 
     @classmethod
     def from_state(cls, s: dict[str, Any]) -> TaskConcepts:
+        # checkpoints written before the means were kept have none: steering then recomputes the concepts
         return cls(list(s["names"]), s["ranking"], s["specificity"], s["thresholds"], s["sizes"],
-                   list(s.get("dropped", [])))
+                   list(s.get("dropped", [])), list(s.get("mean_names", [])), s.get("means"))
+
+    def steering(self, source: list[str], target: list[str]) -> Tensor:
+        """Float[M, C]: per edit, the target concept's mean feature minus the source's (names from
+        ``mean_names``), the move of a steering edit on the source's cells."""
+        index = {n: k for k, n in enumerate(self.mean_names)}
+        if self.means is None:
+            raise PluginError("these task concepts keep no mean features (dissected before steering existed)")
+        src = torch.tensor([index[n] for n in source], dtype=torch.long)
+        tgt = torch.tensor([index[n] for n in target], dtype=torch.long)
+        return self.means[tgt] - self.means[src]
 
     def top_units(self, concepts: Tensor, count: int, channels: int) -> Tensor:
         """Bool[M, C]: for each concept index of ``concepts`` (Long[M]), its first ``count`` units by specificity,
@@ -300,14 +316,18 @@ def compute_task_concepts(editor: Any, to_input: Any, concept_maps: Any, *, n_di
         segs.append(pooled)
     if not names:
         raise PluginError("task resource concept_maps named no concepts")
-    iou, thresholds = unit_ious(torch.cat(acts), torch.cat(segs), quantile)
+    acts_all, segs_all = torch.cat(acts), torch.cat(segs)  # Float[N, C, h, w], Bool[N, K, h, w]
+    iou, thresholds = unit_ious(acts_all, segs_all, quantile)
+    cells = segs_all.float()
+    counts = cells.sum((0, 2, 3))  # [K]
+    means = torch.einsum("nchw,nkhw->kc", acts_all.float(), cells) / counts[:, None]  # NaN where no cell holds it
     spec = specificity(iou)
     ranking = spec.argsort(dim=1, descending=True)
     best = spec.gather(1, ranking[:, :1])[:, 0]
     keep = (best >= min_specificity).nonzero().flatten()
     sizes = (spec.gather(1, ranking) >= min_specificity).sum(1)  # ranked by specificity: the specific ones first
     return TaskConcepts([names[k] for k in keep.tolist()], ranking[keep], spec[keep], thresholds, sizes[keep],
-                        [names[k] for k in range(len(names)) if k not in set(keep.tolist())])
+                        [names[k] for k in range(len(names)) if k not in set(keep.tolist())], list(names), means)
 
 
 @torch.no_grad()

@@ -1,7 +1,8 @@
 """Task-agnostic GAN editing: retain or replace one layer's output of any torch generator.
 
 An edit follows GAN Dissection: ``h <- h * (1 - a) + v * a`` on the output ``h`` (Float[B, C, H, W]) of one named
-layer, with ablation ``a`` in [0, 1] broadcastable to ``h`` and replacement ``v`` (0 when None). Any ``nn.Module``
+layer, with ablation ``a`` in [0, 1] broadcastable to ``h`` and replacement ``v`` (0 when None); a steering edit
+first adds a shift ``s`` (``h <- h + s``, e.g. the difference of two concepts' mean features on a region's cells). Any ``nn.Module``
 works through forward hooks; a generator that also offers ``features(z, upto=layer)`` and ``decode(h, after=layer)``
 (as the Audio CLEVRGAN generator does) runs only the layers after the edit for each retry.
 """
@@ -88,10 +89,13 @@ class GanEditor:
 
     @torch.no_grad()
     def generate(self, z: Tensor, ablation: Tensor | float | None = None, replacement: Tensor | float | None = None,
-                 features: Tensor | None = None) -> Tensor:
-        """Images Float[B, 3, R, R] with the layer's output edited; ``features`` (from :meth:`features`) lets a
-        generator with ``decode`` skip the layers before the edit."""
+                 features: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        """Images Float[B, 3, R, R] with the layer's output edited: ``shift`` (broadcast as ``ablation``; None: 0)
+        added first, then ablated and replaced; ``features`` (from :meth:`features`, unshifted) lets a generator with
+        ``decode`` skip the layers before the edit."""
         def edit(h: Tensor) -> Tensor:
+            if shift is not None:
+                h = h + match_shape(shift, h)
             if ablation is None:
                 return h
             a = match_shape(ablation, h)
@@ -217,13 +221,15 @@ def edit_until_changed(
 
     choose(pending Long[P], attempt) -> (units Bool[P, C], region Bool[P, h, w]) for this try, or (units, region,
     levels Float[P, C]): the value each edited unit is set to inside the region (0: ablated; above 0: inserted, GAN
-    Dissection's ``v``); ``attempt`` is the escalation level, starting at ``start`` (0: the paper's schedule; a warm
+    Dissection's ``v``), or (units, region, levels, shift Float[P, C]): a move added to every channel of the
+    region's cells before the units are set (a steering edit; 0 for items not steered); ``attempt`` is the escalation level, starting at ``start`` (0: the paper's schedule; a warm
     start skips levels that rarely accept).
     An edit is accepted when its change ratio inside ``pixels`` (Bool[B, R, R]) reaches the threshold
     ``accept - attempt * accept_step``; the last level (``max_tries - 1``) accepts whatever it made, so the loop
     always ends.
     Returns edited images [B, 3, R, R] (GAN space), units Bool[B, C], levels Float[B, C] (the value each edited unit
-    was set to; 0 where ablated or not edited), region Bool[B, h, w], tries Long[B] (tries made in this call),
+    was set to; 0 where ablated or not edited), shift Float[B, C] (the move added on the region's cells; 0 where
+    none), region Bool[B, h, w], tries Long[B] (tries made in this call),
     change_ratio Float[B], accepted Bool[B] (the change reached its threshold; False: taken at the last level
     whatever it changed).
     """
@@ -232,6 +238,7 @@ def edit_until_changed(
     edited = original.clone()
     units = torch.zeros(b, c, dtype=torch.bool)
     levels = torch.zeros(b, c)
+    shifts = torch.zeros(b, c)
     regions = torch.zeros(b, *features.shape[-2:], dtype=torch.bool)
     tries = torch.zeros(b, dtype=torch.long)
     ratios = torch.zeros(b)
@@ -242,11 +249,14 @@ def edit_until_changed(
         picked = choose(pending, attempt)
         unit_mask, region = picked[0], picked[1]
         level = picked[2] if len(picked) > 2 else None
+        move = picked[3] if len(picked) > 3 else None
         a = unit_mask.to(features)[:, :, None, None] * region.to(features)[:, None]
         set_to = None if level is None else level.to(features) * unit_mask.to(features)  # [P, C], 0 off the units
         v = None if set_to is None else set_to[:, :, None, None]
+        s = None if move is None else move.to(features)[:, :, None, None] * region.to(features)[:, None]
         dev = features.device
-        out = editor.generate(z[pending.to(dev)], ablation=a, replacement=v, features=features[pending.to(dev)])
+        out = editor.generate(z[pending.to(dev)], ablation=a, replacement=v, features=features[pending.to(dev)],
+                              shift=s)
         rho = change_ratio(to_input(original[pending.to(dev)]), to_input(out), pixels[pending.to(dev)],
                            imagenet_transform).cpu()
         met = rho >= thresholds[pending]
@@ -257,6 +267,8 @@ def edit_until_changed(
         units[done] = unit_mask[ok.to(unit_mask.device)].bool().cpu()
         if set_to is not None:
             levels[done] = set_to[ok.to(dev)].float().cpu()
+        if move is not None:
+            shifts[done] = move[ok.to(move.device)].float().cpu()
         regions[done] = region[ok.to(region.device)].bool().cpu()
         ratios[done] = rho[ok]
         tries[pending] += 1
@@ -264,5 +276,5 @@ def edit_until_changed(
         if pending.numel() == 0:
             break
         thresholds[pending] = (thresholds[pending] - accept_step).clamp(min=0.0)
-    return {"edited": edited, "units": units, "levels": levels, "region": regions, "tries": tries, "change_ratio": ratios,
+    return {"edited": edited, "units": units, "levels": levels, "shift": shifts, "region": regions, "tries": tries, "change_ratio": ratios,
             "accepted": accepted}

@@ -307,6 +307,9 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 "levels": ([round(float(v), 5) for v in negs.meta["levels"][k, 0][units].tolist()]
                            if "levels" in negs.meta else [0.0] * len(units)),
                 "inserted": concept_name(gen, negs, k, "inserted"),
+                # a steering swap (gan-targeted steer > 0): the move added to every channel of the region's cells
+                "shift": ([round(float(v), 6) for v in shift.tolist()]
+                          if "shift" in negs.meta and bool((shift := negs.meta["shift"][k, 0]).any()) else None),
                 "cluster": int(negs.meta["cluster"][k, 0]) if "cluster" in negs.meta else None,
                 "concept": concept_name(gen, negs, k),
                 "tries": int(negs.meta["tries"][k, 0]),

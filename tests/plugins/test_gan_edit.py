@@ -29,6 +29,10 @@ def test_editor_hook_path_equals_manual_edit():
     torch.testing.assert_close(editor.generate(z, ablation=a), manual)
     v = torch.ones(32) * 2.0
     torch.testing.assert_close(editor.generate(z, ablation=a, replacement=v), g.output(h * (1 - a) + 2.0 * a))
+    # a steering shift is added before the ablation and the replacement
+    s = torch.randn(5, 32, 8, 8)
+    torch.testing.assert_close(editor.generate(z, ablation=a, replacement=v, shift=s),
+                               g.output((h + s) * (1 - a) + 2.0 * a))
 
 
 def test_fast_path_matches_hooks():
@@ -45,6 +49,9 @@ def test_fast_path_matches_hooks():
     z = torch.randn(3, 8)
     a = torch.rand(3, 32, 8, 8) > 0.5
     torch.testing.assert_close(fast.generate(z, ablation=a.float()), slow.generate(z, ablation=a.float()))
+    s = torch.randn(3, 32, 8, 8)
+    torch.testing.assert_close(fast.generate(z, ablation=a.float(), shift=s),
+                               slow.generate(z, ablation=a.float(), shift=s))
 
 
 def test_editor_moves_the_generator_to_the_latents_device():
@@ -161,8 +168,8 @@ def test_edits_export_writes_regenerable_edits(tmp_path, capsys):
     assert "drop_still_true asks the task" in err and "localize asks the task" in err and "--split train" in err
     assert "Traceback" not in err and not (tmp_path / "held").exists()
     assert all(t["latent"] != r["latent"] for t, r in zip(train_rows, rows[:2], strict=True))  # not the held-out pairs
-    # ablation only: every edited unit set to 0, nothing inserted
-    assert all(r["levels"] == [0.0] * len(r["units"]) and r["inserted"] is None for r in rows)
+    # ablation only: every edited unit set to 0, nothing inserted, nothing steered
+    assert all(r["levels"] == [0.0] * len(r["units"]) and r["inserted"] is None and r["shift"] is None for r in rows)
     # the latent, region and units regenerate the edit exactly
     task = build_toy("gan", seed=0)
     editor = GanEditor(task.resources["gan"], "layer4")

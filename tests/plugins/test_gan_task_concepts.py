@@ -61,9 +61,23 @@ def test_task_concepts_find_the_units_of_each_concept_and_drop_a_concept_no_unit
     iou, _ = unit_ious(acts, planted_maps(F.interpolate(editor.generate(None, acts), size=4))[1])
     assert float(iou[0, 8]) > 0.1 and abs(float(found.specificity[0, 8])) < 0.1
     assert found.thresholds.shape == (16,) and found.sizes.tolist() == [4, 4]
-    # checkpointable
+    # every named concept's mean feature over the cells holding it (a steering edit's ends), by brute force
+    z = torch.rand(256, 48, generator=torch.Generator().manual_seed(0))  # the dissection's latents
+    acts = editor.features(z)
+    seg = planted_maps(F.interpolate(editor.generate(None, acts), size=4))[1]
+    assert found.mean_names == ["a", "b", "background"]
+    for k in range(3):
+        cells = [(n, i, j) for n in range(256) for i in range(4) for j in range(4) if seg[n, k, i, j]]
+        want = torch.stack([acts[n, :, i, j] for n, i, j in cells]).mean(0)
+        torch.testing.assert_close(found.means[k], want, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(found.steering(["a", "background"], ["b", "a"]),
+                               torch.stack([found.means[1] - found.means[0], found.means[0] - found.means[2]]))
+    # checkpointable, and concepts saved before the means were kept load without them
     again = TaskConcepts.from_state(found.state())
     assert again.names == found.names and torch.equal(again.ranking, found.ranking)
+    assert again.mean_names == found.mean_names and torch.equal(again.means, found.means)
+    old = {k: v for k, v in found.state().items() if k not in ("means", "mean_names")}
+    assert TaskConcepts.from_state(old).means is None
 
 
 def test_a_concept_map_of_the_wrong_shape_is_refused():
@@ -293,3 +307,72 @@ def test_swaps_on_the_values_cells_edit_only_where_the_task_reads_the_value_bein
                          task=task).generate(ctx)
     with pytest.raises(PluginError, match="swap_cells = 'value' needs insert > 0 and default_concept"):
         GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0, swap_cells="value"))
+
+
+def _steering_options(**extra):
+    """Swaps between red and blue (the toy GAN's channels with units of their own) and green, which no unit draws
+    alone (the default, as sphere on Audio CLEVRGAN)."""
+    return GanTargetedEdits.Options(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=2,
+                                    units=0.125, insert=8.0, present=0.0, swap_cells="value", default_concept="green",
+                                    region_threshold=0.0, steer=2.0, **extra)
+
+
+def test_steered_swaps_move_every_channel_of_the_cells_by_the_values_mean_difference_and_regenerate():
+    """steer > 0: a swap to a value of steer_to sets no unit and moves every channel of its cells by steer x (the
+    target's mean feature - the source's); the other targets are inserted as before; the edit regenerates from the
+    latent, the region and the exported shift."""
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    ctx = _context(task)
+    gen = GanTargetedEdits(_steering_options(), seed=4, task=task)
+    negs = gen.generate(ctx)[0]
+    concepts = gen.task_concepts
+    source, target = negs.meta["cluster"][:, 0], negs.meta["inserted"][:, 0]
+    shift, units = negs.meta["shift"][:, 0], negs.meta["units"][:, 0]
+    names = [concepts.names[k] if k >= 0 else "green" for k in source.tolist()]
+    targets = [concepts.names[k] if k >= 0 else "green" for k in target.tolist()]
+    valid = negs.valid[:, 0]
+    assert valid.sum() >= 6 and gen.last_stats["steered"] == 1.0
+    for k in range(12):
+        want = 2.0 * (concepts.means[concepts.mean_names.index(targets[k])]
+                      - concepts.means[concepts.mean_names.index(names[k])])
+        torch.testing.assert_close(shift[k], want.float())
+        assert not units[k].any() and not negs.meta["levels"][k, 0].any()
+    editor = gen._editor()
+    z = ctx.batch.extras["latent"]
+    region = negs.meta["region"][:, 0].float()
+    again = gen.to_input(editor.generate(z, shift=shift[:, :, None, None] * region[:, None]))
+    torch.testing.assert_close(again[valid], negs.inputs[valid, 0], atol=1e-5, rtol=1e-5)
+    # steer_to names the targets steered: the others are swaps by insertion, as without steer
+    one = GanTargetedEdits(_steering_options(steer_to="red"), seed=4, task=task)
+    negs = one.generate(ctx)[0]
+    target = [one.task_concepts.names[k] if k >= 0 else "green" for k in negs.meta["inserted"][:, 0].tolist()]
+    moved = negs.meta["shift"][:, 0].abs().sum(1) > 0
+    assert moved.tolist() == [t == "red" for t in target] and 0 < int(moved.sum()) < 12
+    levels = negs.meta["levels"][:, 0]
+    assert all(bool(levels[k].any()) == (t not in ("red", "green")) for k, t in enumerate(target))
+    assert one.last_stats["steered"] == pytest.approx(float(moved.float().mean()))
+
+
+def test_steering_options_are_checked_and_old_concepts_are_dissected_again():
+    with pytest.raises(PluginError, match="steer = 2 needs swap_cells = 'value'"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0, steer=2.0))
+    with pytest.raises(PluginError, match="steer_to = 'red' needs steer > 0"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0, steer_to="red"))
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    ctx = _context(task)
+    with pytest.raises(PluginError, match="steer_to: 'rde' is not a concept of the task \\(did you mean 'red'\\?\\)"):
+        GanTargetedEdits(_steering_options(steer_to="rde"), seed=4, task=task).generate(ctx)
+    # a checkpoint whose concepts keep no means (written before steering): dissected again, to the same units
+    gen = GanTargetedEdits(_steering_options(), seed=4, task=task)
+    first = gen.generate(ctx)[0]
+    state = gen.state_dict()
+    state["task_concepts"] = {k: v for k, v in state["task_concepts"].items() if k not in ("means", "mean_names")}
+    restored = GanTargetedEdits(_steering_options(), seed=4, task=task)
+    restored.load_state_dict(state)
+    assert restored.task_concepts.means is None
+    restored.generate(ctx)
+    assert torch.equal(restored.task_concepts.means, gen.task_concepts.means)
+    assert torch.equal(restored.task_concepts.ranking, gen.task_concepts.ranking)
+    assert first.meta["shift"].abs().sum() > 0
