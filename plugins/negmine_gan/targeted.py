@@ -120,6 +120,10 @@ class GanTargetedEdits(GanEditGenerator):
         steer_to: str = option("", "with steer > 0: the target values drawn by steering (comma-separated task names, "
                                "default_concept allowed, e.g. 'cylinder,sphere'); the others are inserted; '' = "
                                "every target")
+        retarget: bool = option(True, "with insert > 0: a rejected swap try draws another target (false: every try "
+                                "keeps the first draw, so the targets stay uniform, as the oracle's; with retries "
+                                "the accepted targets drift toward those that change the most pixels, e.g. steered "
+                                "spheres: benchmarks/results/edit_steering.md)")
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
@@ -421,8 +425,8 @@ class GanTargetedEdits(GanEditGenerator):
             count = min(channels, round((o.units + attempt * o.units_step) * channels))
             tau = torch.full((pending.shape[0],), max(0.0, o.region_threshold - attempt * o.region_step))
             region = geodesic_region(heat[pending], seeds[pending], tau)
-            if swap:  # a rejected try: another target, more units, a wider region
-                if attempt > start:
+            if swap:  # a rejected try: another target (unless retarget is off), more units, a wider region
+                if attempt > start and o.retarget:
                     draws = torch.multinomial(alternatives[pending].float(), 1, generator=self.rng)[:, 0]
                     target[pending] = draws - 1
                 units, levels = self.swap_units(source[pending], target[pending], count, channels)

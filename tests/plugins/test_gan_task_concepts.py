@@ -312,9 +312,9 @@ def test_swaps_on_the_values_cells_edit_only_where_the_task_reads_the_value_bein
 def _steering_options(**extra):
     """Swaps between red and blue (the toy GAN's channels with units of their own) and green, which no unit draws
     alone (the default, as sphere on Audio CLEVRGAN)."""
-    return GanTargetedEdits.Options(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=2,
-                                    units=0.125, insert=8.0, present=0.0, swap_cells="value", default_concept="green",
-                                    region_threshold=0.0, steer=2.0, **extra)
+    settings = dict(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=2, units=0.125, insert=8.0,
+                    present=0.0, swap_cells="value", default_concept="green", region_threshold=0.0, steer=2.0)
+    return GanTargetedEdits.Options(**{**settings, **extra})
 
 
 def test_steered_swaps_move_every_channel_of_the_cells_by_the_values_mean_difference_and_regenerate():
@@ -376,3 +376,18 @@ def test_steering_options_are_checked_and_old_concepts_are_dissected_again():
     assert torch.equal(restored.task_concepts.means, gen.task_concepts.means)
     assert torch.equal(restored.task_concepts.ranking, gen.task_concepts.ranking)
     assert first.meta["shift"].abs().sum() > 0
+
+
+def test_retarget_off_keeps_each_swaps_first_target_through_its_retries():
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    ctx = _context(task)
+
+    def targets(**extra):
+        opts = _steering_options(accept=10.0, **extra)  # never accepted: every item takes all its tries
+        gen = GanTargetedEdits(opts, seed=4, task=task)
+        return gen.generate(ctx)[0].meta["inserted"][:, 0]
+
+    first = targets(max_tries=1)  # the first draw of each item
+    assert torch.equal(targets(max_tries=4, retarget=False), first)
+    assert not torch.equal(targets(max_tries=4), first)  # retargeting (the default) redraws them
