@@ -114,9 +114,9 @@ class GanTargetedEdits(GanEditGenerator):
         steer: float = option(0.0, "with swap_cells = value: draw the swaps to the values of steer_to by steering "
                               "instead of insertion: every channel of the swapped cells moves by this multiple of "
                               "(the target's mean feature - the source's), means over the dissection's cells that "
-                              "the task reads as each value (Audio CLEVRGAN: 2 draws a cube's cylinder in 9x as "
-                              "many images as insertion, cubes in fewer; benchmarks/edit_steering.py). 0: insertion "
-                              "only", min=0.0)
+                              "the task reads as each value (Audio CLEVRGAN: 2 turns a cube into a cylinder as the "
+                              "only change in 9x as many images as insertion, into a cube in fewer; "
+                              "benchmarks/edit_steering.py). 0: insertion only", min=0.0)
         steer_to: str = option("", "with steer > 0: the target values drawn by steering (comma-separated task names, "
                                "default_concept allowed, e.g. 'cylinder,sphere'); the others are inserted; '' = "
                                "every target")
@@ -166,6 +166,9 @@ class GanTargetedEdits(GanEditGenerator):
         if str(o.steer_to).strip() and not o.steer > 0:
             raise PluginError(f"generator {self.name!r}: steer_to = {o.steer_to!r} needs steer > 0 (how far a "
                               "steering edit moves); set steer, e.g. 2, or leave steer_to empty")
+        if not o.retarget and not o.insert > 0:
+            raise PluginError(f"generator {self.name!r}: retarget = false needs insert > 0 (only a swap has a target "
+                              "to keep); set insert, or leave retarget at true")
         self.concepts: Concepts | None = None
         self.task_concepts: TaskConcepts | None = None
         self._few_warned = False

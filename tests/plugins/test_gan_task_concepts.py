@@ -391,3 +391,5 @@ def test_retarget_off_keeps_each_swaps_first_target_through_its_retries():
     first = targets(max_tries=1)  # the first draw of each item
     assert torch.equal(targets(max_tries=4, retarget=False), first)
     assert not torch.equal(targets(max_tries=4), first)  # retargeting (the default) redraws them
+    with pytest.raises(PluginError, match="retarget = false needs insert > 0"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", retarget=False))
