@@ -30,6 +30,22 @@ def test_every_headline_row_reads_its_ledger_and_pairs_by_seed():
         assert f"- {row.label}: `{row.method}`" in legend and f"`{row.experiment}.toml`" in legend
 
 
+def test_a_row_of_another_build_pairs_with_its_own_builds_baseline():
+    from negmine.experiment import paired_difference
+
+    method = ("Targeted Edits (task concepts, shapes only, checked on every caption, edit weight ramped 0 to 0.5 over "
+              "400 steps)")
+    rows = (headline.Row("DaveNet", headline.REDO, "DaveNet"),
+            headline.Row("Targeted, third build", headline.BUILD3, method, "DaveNet", pair_with="DaveNet"))
+    gathered = headline.gather(rows)
+    line = headline.render(gathered).split("| Targeted, third build |")[1].splitlines()[0]
+    own = paired_difference(gathered["Targeted, third build"]["results"], method, "DaveNet", "attr:mean")
+    across = paired_difference({"methods": {"a": {"seeds": gathered["Targeted, third build"]["seeds"]},
+                                            "b": {"seeds": gathered["DaveNet"]["seeds"]}}}, "a", "b", "attr:mean")
+    assert f"{100 * own['mean']:+.1f} ± {100 * own['std']:.1f} (" in line and "vs DaveNet of its build" in line
+    assert round(100 * own["mean"], 1) != round(100 * across["mean"], 1)  # the redo build's DaveNet would differ
+
+
 def test_the_docs_hold_the_tables_the_ledgers_give():
     # a ledger record added without `python -m audio_clevrgan.headline --update docs/audio-clevrgan.md` fails here
     document = (headline.ROOT / "docs" / "audio-clevrgan.md").read_text()
