@@ -14,7 +14,6 @@ import argparse
 import multiprocessing
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -71,7 +70,9 @@ def main() -> None:
         for key, value in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t5 - t4, t6 - t5), strict=True):
             phases[key].append(value)
     pool.close()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from negmine.experiment import machine_record
+
+    commit = machine_record()['commit']
     print(f"# Audio CLEVRGAN build phases ({ds.CHUNK} pairs per chunk, median of {args.chunks} chunks)\n")
     print(f"- command: `python benchmarks/audio_clevrgan_build.py --chunks {args.chunks} --workers {args.workers}`")
     print(f"- machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} (2 threads), "

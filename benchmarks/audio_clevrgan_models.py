@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from audio_clevrgan.quality import format_quality, gan_quality  # noqa: E402
 from audio_clevrgan.render import render_scenes, sample_scenes  # noqa: E402
 from audio_clevrgan.segmenter import evaluate_segmenter  # noqa: E402
 from audio_clevrgan.train_scripts import load_gan, load_segmenter  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 
 CK = ROOT / "examples" / "audio_clevrgan" / "checkpoints"
 
@@ -61,13 +61,6 @@ def renderer_throughput(n: int = 1024) -> list[tuple[str, float]]:
     return rows
 
 
-def _git(*args: str) -> str:
-    try:
-        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
-    except Exception:  # noqa: BLE001
-        return "unknown"
-
-
 def main(argv: list[str] | None = None) -> str:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--gan", default=str(CK / "generator.pt"))
@@ -85,7 +78,7 @@ def main(argv: list[str] | None = None) -> str:
         f"- command: `PYTHONPATH=examples python benchmarks/audio_clevrgan_models.py {' '.join(argv or sys.argv[1:])}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()} (CPU only)",
-        f"- commit: {_git('rev-parse', '--short', 'HEAD')} ({_git('log', '-1', '--format=%cd', '--date=iso')})",
+        f"- commit: {machine_record()['commit']}",
         "",
         "## Renderer throughput (CPU, best of 3)",
         "",

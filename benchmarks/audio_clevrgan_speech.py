@@ -14,7 +14,6 @@ import argparse
 import importlib.metadata
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 from audio_clevrgan.captions import ATTRIBUTE_VALUES, make_caption  # noqa: E402
 from audio_clevrgan.features import log_mel, log_mel_batch  # noqa: E402
 from audio_clevrgan.speech import SAMPLE_RATE, SPEAKERS, Synthesizer, resample_to_16k  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 
 
 def random_scene(rng: np.random.Generator, n: int) -> list[dict]:
@@ -45,14 +45,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                              cwd=Path(__file__).parent, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def stats(ms: list[float]) -> str:
@@ -112,7 +104,7 @@ def main() -> None:
     print(f"## Audio CLEVRGAN speech: cost per caption ({style} caption style)\n")
     print(f"- command: `python benchmarks/audio_clevrgan_speech.py --captions {args.captions} "
           f"--threads {args.threads} --seed {args.seed}{' --compact' if args.compact else ''}`")
-    print(f"- commit: {git_commit()}")
+    print(f"- commit: {machine_record()['commit']}")
     print(f"- machine: {cpu_name()}, {os.cpu_count()} logical CPUs, {platform.system()} {platform.release()}, "
           f"torch {torch.__version__} ({args.threads} intra-op thread(s)), "
           f"espeakng-loader {importlib.metadata.version('espeakng-loader')}, Python {platform.python_version()}")

@@ -28,7 +28,6 @@ import importlib.metadata
 import os
 import platform
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "plugins"))
 
+from negmine.experiment import machine_record  # noqa: E402
 from negmine.model import Batch, Embedding, TensorPairs  # noqa: E402
 from negmine.scoring import CosineScore  # noqa: E402
 from negmine.trainer import mining_context  # noqa: E402
@@ -68,18 +68,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
-
-
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT,
-                             check=True).stdout.strip()
-        measured = ["benchmarks/core_mining.py", "plugins/negmine_faiss", "plugins/negmine_hard_minibatch", "negmine"]
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", *measured],
-                               capture_output=True, text=True, cwd=ROOT, check=True).stdout.strip()
-        return out + (" (with uncommitted changes)" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def version(dist: str) -> str:
@@ -475,7 +463,7 @@ def main() -> None:
         f"{args.threads} threads for torch and faiss; load average at start {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
         f"- python {platform.python_version()}, torch {torch.__version__}, faiss {faiss.__version__}, "
         f"pytorch-metric-learning {version('pytorch-metric-learning')}",
-        f"- git commit {git_commit()}",
+        f"- git commit {machine_record()['commit']}",
         "",
     ]
     lines += bench_minibatch(args.reps)

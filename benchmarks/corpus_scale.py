@@ -98,7 +98,9 @@ def main() -> None:
         n, kind = args.one.split(":")
         print(json.dumps(one(int(n), args.dim, kind, args.cache, args.threads)))
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    from negmine.experiment import machine_record
+
+    commit = machine_record()['commit']
     load = os.getloadavg()
     lines = [
         "## Corpus scale benchmark",

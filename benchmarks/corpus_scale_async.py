@@ -118,7 +118,9 @@ def main() -> None:
     if args.one:
         print(json.dumps(one(args.one, *shape)))
         return
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
+    from negmine.experiment import machine_record
+
+    commit = machine_record()['commit']
     import faiss
     import torch
 

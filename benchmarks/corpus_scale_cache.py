@@ -202,12 +202,12 @@ def one_ranks(world: int, n: int, store: str, repeats: int, cache_dir: str) -> l
 
 
 def header(args: argparse.Namespace) -> list[str]:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                           cwd=ROOT).stdout.strip()
+    from negmine.experiment import machine_record
+
+    commit = machine_record()['commit']  # flags uncommitted code changes itself
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     return [f"- command: `python {' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`",
-            f"- git commit {commit.strip()}{' (with uncommitted changes)' if dirty else ''}; {os.cpu_count()} CPUs",
+            f"- git commit {commit}; {os.cpu_count()} CPUs",
             f"- uptime at start: `{uptime}`"]
 
 

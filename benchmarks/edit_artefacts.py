@@ -33,19 +33,13 @@ import argparse
 import copy
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
+from negmine.experiment import machine_record
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
 
 
 def artefact_stats(s_orig: torch.Tensor, s_edit: torch.Tensor, margin: float = 1.0) -> dict[str, float]:
@@ -119,7 +113,7 @@ def main() -> None:
                   f"split, made by {meta.get('run_dir')} at {meta.get('checkpoint')}).\n\n"
                   f"Command: `python benchmarks/edit_artefacts.py --edits {args.edits} {' '.join(args.runs)} "
                   f"--checkpoint {args.checkpoint} --batchnorm {args.batchnorm}`  \nMachine: {platform.machine()}, torch {torch.__version__}; "
-                  f"commit {_git('rev-parse', '--short', 'HEAD')}\n\n")
+                  f"commit {machine_record()['commit']}\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(header + "\n".join(lines) + "\n")
 

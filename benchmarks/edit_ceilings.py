@@ -32,13 +32,13 @@ sys.path.insert(0, str(ROOT / "plugins"))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.dataset import describe_images  # noqa: E402
 from audio_clevrgan.gan import standard_z  # noqa: E402
 from audio_clevrgan.render import edit_scene, random_edit, render_scenes  # noqa: E402
 from audio_clevrgan.scene_gan import FACTOR_DEFAULTS, encode_scenes, factor_groups  # noqa: E402
 from audio_clevrgan.train_scripts import load_gan, load_segmenter  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 from negmine_gan.export import describe_change  # noqa: E402
 
 CHECKPOINTS = ROOT / "examples/audio_clevrgan/checkpoints"
@@ -161,7 +161,7 @@ def main() -> None:
             rows.append(("`layer4` value-group ablation in the object's cells", len(keep),
                          read(readers, _to01(orig), _to01(images), want), pixels))
             ratios = ratio_quantiles(orig, images)
-    print(f"Commit {_commit()}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
+    print(f"Commit {machine_record()['commit']}, {platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s); "
           f"GAN `{a.gan}` (step {gan.meta.get('step', '?')}); latents standard_z({a.n}, seed={a.seed}); edits "
           f"balanced over attributes; r1 = segmenter, r2 = evaluator\n")
     print("| edit | edits | changed r1 | single attribute r1 | as intended r1 | changed r2 | single attribute r2 "

@@ -29,9 +29,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import torch  # noqa: E402
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from negmine.evaluate import load_run  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 from negmine.plugins import get_plugin_manager  # noqa: E402
 from negmine_gan.export import describe_change, export_edits  # noqa: E402
 
@@ -75,7 +75,7 @@ def main() -> None:
         f"{' '.join(args.runs)} --n {args.n}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"Python {platform.python_version()}; {time.perf_counter() - started:.0f} s",
-        f"- commit: {_commit()}",
+        f"- commit: {machine_record()['commit']}",
         f"- the first {args.n} training pairs, every anchor edited (`edit_fraction = 1`), the run's other generator "
         f"options and the warm-start level its checkpoint `{args.checkpoint}` reached; read by the attribute "
         "segmenter as the task's `caption_still_true` reads them",

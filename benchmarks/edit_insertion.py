@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -126,8 +125,9 @@ def main(argv: list[str] | None = None) -> None:
             after = edit(units, cells[source], concepts.thresholds[units] * factor, ablated=specific(source))
             lines.append((f"swap on {source} cells: ablate {source}, insert {shape} units x{factor:g}", shape,
                           len(rows), tally(before, after, rows, shape)))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    from negmine.experiment import machine_record
+
+    commit = machine_record()['commit']
     out = [f"- command: `python benchmarks/edit_insertion.py --data {args.data} --n {args.n} --dissect {args.dissect}"
            f" --factors {args.factors}`",
            f"- commit {commit}; {platform.machine()}, CPU, {torch.get_num_threads()} thread(s), torch "

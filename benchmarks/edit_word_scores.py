@@ -30,21 +30,15 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 from pathlib import Path
 
 import torch
 
+from negmine.experiment import machine_record
+
 ROOT = Path(__file__).resolve().parents[1]
 KEPT = ("color", "material", "size")
 ROLES = ("old shape (now false)", "new shape (now true)", "kept words of the object", "absent values")
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
 
 
 def shape_swaps(edits: list[dict]) -> list[tuple[int, dict]]:
@@ -170,7 +164,7 @@ def main() -> None:
         header = (f"Edits: {args.edits} ({len(swaps)} of {len(edits)} change one object's shape and nothing else).\n\n"
                   f"Command: `python benchmarks/edit_word_scores.py --edits {args.edits} {' '.join(args.runs)} "
                   f"--images {args.images}`  \n"
-                  f"Machine: {platform.machine()}, torch {torch.__version__}; commit {_git('rev-parse', '--short', 'HEAD')}\n\n")
+                  f"Machine: {platform.machine()}, torch {torch.__version__}; commit {machine_record()['commit']}\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(header + "\n".join(lines) + "\n")
 

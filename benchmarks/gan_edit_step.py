@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +25,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 import torch  # noqa: E402
+
+from negmine.experiment import machine_record  # noqa: E402
 
 WARM = {"warm_start": 0.5}
 METHODS = {
@@ -46,13 +47,6 @@ METHODS = {
         "negatives": ["random", "gan-targeted"], "generators": {"gan-targeted": {**WARM, "edit_fraction": 0.5}},
         "negative_encoding": "separate"},
 }
-
-
-def _git(*args: str) -> str:
-    try:
-        return subprocess.check_output(["git", *args], cwd=ROOT, text=True, stderr=subprocess.DEVNULL).strip()
-    except Exception:
-        return "unknown"
 
 
 def time_method(pm, data: str, init: Path, stage: dict, steps: int, seed: int, max_train: int) -> dict:
@@ -116,7 +110,7 @@ def main() -> None:
         f"- command: `python benchmarks/gan_edit_step.py {' '.join(sys.argv[1:])}`",
         f"- machine: {platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, Python {platform.python_version()} (CPU only)",
-        f"- commit: {_git('rev-parse', '--short', 'HEAD')} ({_git('log', '-1', '--format=%cd', '--date=iso')})",
+        f"- commit: {machine_record()['commit']}",
         f"- audio-clevrgan cpu profile, batch 64, {args.steps} steps per method from the same checkpoint on the "
         f"first {args.max_train} training pairs (an epoch is {args.max_train // 64} steps); median seconds per step "
         "in the first epoch (the first step excluded) and after it (every generated positive cached: the steady "

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,16 +36,9 @@ import torch  # noqa: E402
 
 from audio_clevrgan.quality import gan_quality, reader_agreement  # noqa: E402
 from audio_clevrgan.train_scripts import load_gan, load_segmenter, train_gan  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 
 SEGMENTER = ROOT / "examples/audio_clevrgan/checkpoints/segmenter.pt"
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                              text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def cmd_train(a: argparse.Namespace) -> None:
@@ -86,7 +78,7 @@ def cmd_report(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     t0 = time.time()
     print("# GAN recipes for two CPU cores, at equal CPU time\n")
-    print(f"Commit {_commit()}, {platform.machine()} `{platform.processor() or 'cpu'}`, torch {torch.__version__}, "
+    print(f"Commit {machine_record()['commit']}, {platform.machine()} `{platform.processor() or 'cpu'}`, torch {torch.__version__}, "
           f"{a.threads} thread(s); training ran with one thread each, CPU time = process time in training steps.\n")
     print("```bash\nexport PYTHONPATH=examples OMP_NUM_THREADS=1\n" + " ".join(sys.argv[:1]) + " train --recipes "
           + " ".join(a.recipes) + " ...\npython " + " ".join(sys.argv) + "\n```\n")

@@ -31,9 +31,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import torch  # noqa: E402
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from negmine.evaluate import load_run  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 from negmine.plugins import get_plugin_manager  # noqa: E402
 
 
@@ -93,7 +93,7 @@ def main() -> None:
         f"{' '.join(map(str, args.runs))} --batches {args.batches}`",
         f"- machine: {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
         f"Python {platform.python_version()}; {time.perf_counter() - started:.0f} s",
-        f"- commit: {_commit()}",
+        f"- commit: {machine_record()['commit']}",
         f"- {args.batches} training batches of 64 (seed 0), checkpoint `{args.checkpoint}`; \"true of\" is the task's "
         "`false_negatives` (what `exclude_true_words` excludes)",
         "",

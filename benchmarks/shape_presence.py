@@ -13,7 +13,6 @@ percentiles of the presence of the cube and cylinder units there (``TaskConcepts
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 from pathlib import Path
 
@@ -49,8 +48,9 @@ def main() -> None:
     h = editor.features(z)
     names, value_maps = maps(to_model_input(editor.generate(z, features=h)))
     units = round(0.0625 * h.shape[1])
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=ROOT).stdout.strip()
+    from negmine.experiment import machine_record
+
+    commit = machine_record()['commit']
     lines = [f"- command: `python benchmarks/shape_presence.py --data {args.data} --n {args.n}`; commit {commit}",
              "", "| cells read as | units of | images | presence p10 / p25 / p50 / p75 / p90 |", "|---|---|---|---|"]
     q = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9])

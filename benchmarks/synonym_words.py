@@ -28,11 +28,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))  # gan_recipes, also when this file is imported, not run
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.captions import SPOKEN_WORDS  # noqa: E402
 from audio_clevrgan.evaluate import (  # noqa: E402
@@ -43,6 +41,7 @@ from audio_clevrgan.evaluate import (  # noqa: E402
     word_scores,
 )
 from negmine.evaluate import load_run  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 from negmine.plugins import get_plugin_manager  # noqa: E402
 
 
@@ -134,7 +133,7 @@ def main() -> None:
         print(f"scored {run}", file=sys.stderr)
     methods = list(groups)
     print(f"Table 1 protocol with every spoken form (`python benchmarks/synonym_words.py {' '.join(map(str, a.runs))} "
-          f"--checkpoint {a.checkpoint}`; commit {_commit()}, {platform.machine()}, torch {torch.__version__}). "
+          f"--checkpoint {a.checkpoint}`; commit {machine_record()['commit']}, {platform.machine()}, torch {torch.__version__}). "
           "AUC % (mean ± std over the runs of a method); captions: how often the training captions say the form.\n")
     print("| value | spoken form | captions | " + " | ".join(f"{m} ({len(groups[m])})" for m in methods) + " |")
     print("|---|---|---|" + "---|" * len(methods))

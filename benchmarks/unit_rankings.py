@@ -31,10 +31,10 @@ sys.path.insert(0, str(ROOT / "examples"))
 sys.path.insert(0, str(ROOT / "plugins"))
 
 import torch  # noqa: E402
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.scene_gan import factored_unit_roles  # noqa: E402
 from negmine.evaluate import load_run  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 from negmine.plugins import get_plugin_manager  # noqa: E402
 from negmine_gan.base import gan_to_input  # noqa: E402
 from negmine_gan.concepts import compute_concepts, dissection_maps, rank_units  # noqa: E402
@@ -87,7 +87,7 @@ def main() -> None:
     print("# GAN unit rankings of `gan-targeted` read against the factored generator's unit roles\n")
     print(f"run {a.run_dir} ({a.checkpoint}); {concepts.centroids.shape[0]} concepts of more than 3 units "
           f"({concepts.requested} requested, {concepts.active} embedding units fire); layer4 {channels} units: "
-          f"{roles.count('shared')} shared, 10 value groups of {units}; top {a.top} per concept; commit {_commit()}, "
+          f"{roles.count('shared')} shared, 10 value groups of {units}; top {a.top} per concept; commit {machine_record()['commit']}, "
           f"{platform.machine()}, torch {torch.__version__}, {time.time() - started:.0f} s\n")
     print("| unit threshold | shared units in the top (mean) | purity: top units in one value group (mean) |")
     print("|---|---|---|")

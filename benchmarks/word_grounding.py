@@ -31,11 +31,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
 
 import torch  # noqa: E402
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.evaluate import _encode_images, _spoken_context_encoder  # noqa: E402
 from audio_clevrgan.vocab import ATTRIBUTES, VALUES  # noqa: E402
 from negmine.evaluate import load_run  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 from negmine.plugins import get_plugin_manager  # noqa: E402
 
 
@@ -150,7 +150,7 @@ def main() -> None:
           + ", ".join(f"{attr} {100 * v:.2f}%" for attr, v in shares.items()) + ".\n")
     print("# Where attribute words fail: image tower, audio tower, or their alignment\n")
     print(f"`PYTHONPATH=examples OMP_NUM_THREADS=1 python benchmarks/word_grounding.py {' '.join(map(str, a.runs))} "
-          f"--checkpoint {a.checkpoint}`; commit {_commit()}, {platform.machine()}, torch {torch.__version__}. Image "
+          f"--checkpoint {a.checkpoint}`; commit {machine_record()['commit']}, {platform.machine()}, torch {torch.__version__}. Image "
           f"probe: objects of the first {a.train_images} train images, read on those of the first {a.test_images} "
           "test images; grounding on the same test objects; all figures % (chance in brackets).\n")
     print("| run (step) | attribute | image probe | audio words (leave one out) | grounding: own word scores highest |")

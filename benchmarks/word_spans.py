@@ -25,13 +25,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "examples"))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from gan_recipes import _commit  # noqa: E402  (benchmarks/, beside this script)
 
 from audio_clevrgan.captions import ATTRIBUTES, attribute_word_owners  # noqa: E402
 from audio_clevrgan.dataset import content_digest, read_dataset  # noqa: E402
 from audio_clevrgan.word_frames import cached_attribute_word_frames, own_word_frames  # noqa: E402
+from negmine.experiment import machine_record  # noqa: E402
 
 
 def coverage(rows: list[dict], frames: list[list[tuple[str, str, int, int]]],
@@ -76,7 +74,7 @@ def main() -> None:
     table = "\n".join(lines)
     footer = (f"\n\n{len(train)} training captions, crop {args.frames} frames; rows whose espeak words differ from "
               f"the text's: {misaligned}. Data {content_digest(args.data)}; machine "
-              f"{platform.machine()}; commit {_commit()}.")
+              f"{platform.machine()}; commit {machine_record()['commit']}.")
     print(table + footer)
     if args.out:
         args.out.write_text(f"# Words localize = \"word\" can find (benchmarks/word_spans.py)\n\n"
