@@ -54,7 +54,8 @@ TABLE2_KEYS = ("R@1", "R@5", "R@10")
 @attrs.frozen
 class Row:
     """One headline row: ``method`` of ``experiment`` (its ledger beside it in results/) stands for ``label``;
-    ``baseline`` (a label of the same table) is what its paired difference is taken against."""
+    ``baseline`` (a label of the same table) is what its paired difference is taken against, or, with
+    ``pair_with``, that method of the row's own experiment (the table still names ``baseline``'s row as its kind)."""
 
     label: str
     experiment: str
