@@ -75,7 +75,12 @@ class Negatives:
         ``anchor_span``): where True, the negative and its positive are compared by their scores against the anchor
         relative to their mean scores against the batch's other anchors (``Trainer._others_offset``), so a look
         that every negative of a kind shares, which lowers its score against every anchor alike, cannot meet the
-        margin.
+        margin. ``matched_positive`` (model inputs with leading axes [B, K], like ``inputs``) with ``matched``
+        Bool[B, K], also read by the loss (with neither of the two keys above): where ``matched`` is True, the
+        negative is compared with that look-matched positive instead of its pair's own: an image of the anchor's
+        content drawn the way the negative was (e.g. a GAN edit that redraws an object as itself), so that what
+        the drawing does to every image it touches cannot meet the margin, and the loss teaches the matched
+        positive's look to count for nothing (``Trainer._matched_scores``).
     """
 
     kind: NegativeKind
@@ -478,6 +483,26 @@ class NegativeGenerator:
                 raise PluginError(f"{where}: meta['centre_on_others'] and meta['anchor_span'] cannot be combined: a "
                                   "span-localized negative is compared on part of its anchor, the centring on whole "
                                   "anchors")
+        matched_positive = negs.meta.get("matched_positive")
+        if matched_positive is not None or "matched" in negs.meta:
+            matched = negs.meta.get("matched")
+            if matched_positive is None or not isinstance(matched, torch.Tensor) or matched.dtype != torch.bool \
+                    or tuple(matched.shape) != tuple(negs.valid.shape):
+                raise PluginError(f"{where}: meta['matched_positive'] (inputs with leading axes [B, K]) needs "
+                                  f"meta['matched'] Bool[B, K] shaped like valid {list(negs.valid.shape)} (which "
+                                  "negatives carry one), and the other way round")
+            leading = [tuple(t.shape[:2]) for t in _tensors(matched_positive)]
+            if not leading or any(shape != tuple(negs.valid.shape) for shape in leading):
+                raise PluginError(f"{where}: meta['matched_positive'] must be tensors (or a tuple, list or dict of "
+                                  f"them) with leading axes [B, K] = {list(negs.valid.shape)} like valid, got "
+                                  f"{[list(x) for x in leading] or 'none'}")
+            if negs.kind != NegativeKind.INPUTS:
+                raise PluginError(f"{where}: meta['matched_positive'] is for input negatives (drawn by the "
+                                  f"generator, as their matched positives are), not {negs.kind.value} negatives")
+            if span is not None or centre is not None:
+                raise PluginError(f"{where}: meta['matched_positive'] cannot be combined with meta['anchor_span'] or "
+                                  "meta['centre_on_others']: each replaces how a negative is compared with its "
+                                  "positive")
         if not type(self).__dict__.get("values_valid_by_construction", False):  # declared on this very class
             self._validate_values(ctx, side, negs)
         if negs.kind == NegativeKind.INPUTS:

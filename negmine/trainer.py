@@ -49,6 +49,7 @@ from negmine.model import (
 )
 
 BEST_METRIC = "mean@5"
+MATCHED = "matched-positive:"  # key prefix of the look-matched positives' embeddings in a joint encoding pass
 COLLAPSE_PATIENCE = 20
 DEAD_UNITS_FRACTION = 0.25  # warn when fewer of an embedding's units than this are ever non-zero in a batch
 
@@ -107,6 +108,14 @@ def _same_init_files_as(saved: dict[str, Any], mine: dict[str, Any]) -> None:
                     old["init"] = b
             except OSError:  # either file missing: not provably the same
                 pass
+
+
+def _matched_slots(negs: Negatives) -> Tensor | None:
+    """Long[M] ascending: the flattened [B, K] slots of the valid negatives that carry a look-matched positive
+    (``meta["matched"]``), or None when the record has none."""
+    if negs.meta.get("matched_positive") is None:
+        return None
+    return (negs.valid & negs.meta["matched"].to(negs.valid.device)).flatten().nonzero().squeeze(1)
 
 
 def _stable_seed(*parts: Any) -> int:
@@ -452,7 +461,8 @@ class Trainer:
             for name, per_side in mined.items():
                 rescored[name] = {}
                 for side, negs in per_side.items():
-                    scores = self._rescore(side, negs, grad_scores, emb_a, emb_b, joint.get((name, side)))
+                    scores = self._rescore(side, negs, grad_scores, emb_a, emb_b, joint.get((name, side)),
+                                           joint.get((MATCHED + name, side)))
                     rescored[name][side] = (scores, negs.valid.to(self.device))
 
         # 4. loss, update
@@ -622,6 +632,11 @@ class Trainer:
                 names.append(name)
                 parts.append(self._negative_inputs(side, negs))
                 sizes.append(int(negs.valid.sum()))
+                slots = _matched_slots(negs)
+                if slots is not None and slots.numel():  # their look-matched positives join the same pass
+                    names.append(MATCHED + name)
+                    parts.append(self._matched_inputs(negs, slots))
+                    sizes.append(int(slots.numel()))
         if not parts:
             return None, {}
         own_inputs = batch.a if side == 0 else batch.b
@@ -642,10 +657,11 @@ class Trainer:
 
     def _rescore(
         self, side: int, negs: Negatives, grad_scores: tuple[Tensor, Tensor], emb_a: Embedding, emb_b: Embedding,
-        encoded: Embedding | None = None,
+        encoded: Embedding | None = None, matched: Embedding | None = None,
     ) -> Tensor:
         """Float[B, K] scores of the negatives of one side, with gradient through the model (``encoded``: the valid
-        negatives' embeddings from a joint pass, else they are encoded here)."""
+        negatives' embeddings from a joint pass, else they are encoded here; ``matched``: likewise, the embeddings
+        of their look-matched positives, ``meta["matched_positive"]``)."""
         if negs.kind == NegativeKind.BATCH:
             index = negs.index.to(self.device).clamp(0, grad_scores[side].shape[1] - 1).long()  # invalid slots too
             return grad_scores[side].gather(1, index)
@@ -664,6 +680,9 @@ class Trainer:
             s = self.model.score_pairs(encoded, emb_b[anchor_rows])
         else:
             s = self.model.score_pairs(emb_a[anchor_rows], encoded)
+        slots = _matched_slots(negs)
+        if slots is not None and slots.numel():
+            s = self._matched_scores(side, negs, flat, slots, s, emb_a, emb_b, matched)
         centre = negs.meta.get("centre_on_others")
         if centre is not None:
             centred = centre.to(self.device).flatten()[flat]
@@ -671,6 +690,32 @@ class Trainer:
                 s = torch.where(centred, s - self._others_offset(side, anchor_rows, encoded, emb_a, emb_b,
                                                                  grad_scores), s)
         return out.flatten().index_put((flat,), s).view(b, k)
+
+    def _matched_inputs(self, negs: Negatives, slots: Tensor) -> Any:
+        """Model inputs of the look-matched positives at the flattened [B, K] ``slots`` Long[M]."""
+        inputs = flatten_inputs(negs.meta["matched_positive"])
+        return to_device(index_inputs(inputs, slots.to(negs.valid.device)), self.device)
+
+    def _matched_scores(self, side: int, negs: Negatives, flat: Tensor, slots: Tensor, s: Tensor, emb_a: Embedding,
+                        emb_b: Embedding, matched: Embedding | None) -> Tensor:
+        """Float[V]: the valid negatives' scores ``s`` (flattened slots ``flat`` Long[V]), those with a look-matched
+        positive (``slots`` Long[M], a subset of ``flat``) replaced by ``score(negative) - score(matched positive) +
+        score(own positive)``. The hinge ``margin - positive + score`` then compares the negative with the positive
+        drawn the same way (the positive's own score cancels), so a look that the generator's drawing gives every
+        image it touches, the matched positive's too, cannot meet the margin; and the loss raises the matched
+        positive's score against its anchor, so the look stops counting as a reason to score an image low."""
+        if matched is None:
+            matched = self.model.encode(side, self._matched_inputs(negs, slots))
+        k = negs.valid.shape[1]
+        rows = slots.to(self.device) // k
+        if side == 0:
+            s_matched = self.model.score_pairs(matched, emb_b[rows])
+            s_own = self.model.score_pairs(emb_a[rows], emb_b[rows])
+        else:
+            s_matched = self.model.score_pairs(emb_a[rows], matched)
+            s_own = self.model.score_pairs(emb_a[rows], emb_b[rows])
+        where = torch.searchsorted(flat, slots.to(flat.device))  # both ascending; slots is a subset of flat
+        return s.index_put((where,), s[where] - s_matched + s_own)
 
     def _others_offset(self, side: int, anchor_rows: Tensor, encoded: Embedding, emb_a: Embedding, emb_b: Embedding,
                        grad_scores: tuple[Tensor, Tensor]) -> Tensor:

@@ -124,6 +124,16 @@ class GanTargetedEdits(GanEditGenerator):
                                 "keeps the first draw, so the targets stay uniform, as the oracle's; with retries "
                                 "the accepted targets drift toward those that change the most pixels, e.g. steered "
                                 "spheres: benchmarks/results/edit_steering.md)")
+        matched_positive: bool = option(False, "with insert > 0: compare each swap with a look-matched positive "
+                                        "instead of the original: the same cells with the source value's units "
+                                        "ablated and set to insert x their threshold again (the source redrawn "
+                                        "as itself, the way the swap drew its target), kept where the task still "
+                                        "reads the anchor's caption as true of it (else the original). A look "
+                                        "that every drawn swap shares then cannot meet the margin, and the loss "
+                                        "raises the matched positive's score (benchmarks/results/"
+                                        "swap_redraws.md: the swaps' look). Swaps from the default value (no "
+                                        "units) and steered swaps keep the original. Not with localize or "
+                                        "centre_on_others")
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
@@ -166,6 +176,13 @@ class GanTargetedEdits(GanEditGenerator):
         if str(o.steer_to).strip() and not o.steer > 0:
             raise PluginError(f"generator {self.name!r}: steer_to = {o.steer_to!r} needs steer > 0 (how far a "
                               "steering edit moves); set steer, e.g. 2, or leave steer_to empty")
+        if o.matched_positive and not o.insert > 0:
+            raise PluginError(f"generator {self.name!r}: matched_positive needs insert > 0 (a matched positive "
+                              "redraws a swap's source value the way the swap drew its target); set insert, e.g. 8, "
+                              "or matched_positive = false")
+        if o.matched_positive and (o.localize != "none" or o.centre_on_others):
+            raise PluginError(f"generator {self.name!r}: matched_positive replaces how a swap is compared with its "
+                              "positive, as localize and centre_on_others do; set only one of them")
         if not o.retarget and not o.insert > 0:
             raise PluginError(f"generator {self.name!r}: retarget = false needs insert > 0 (only a swap has a target "
                               "to keep); set insert, or leave retarget at true")
@@ -482,10 +499,12 @@ class GanTargetedEdits(GanEditGenerator):
             self.last_stats["off_value"] = float((~reached).float().mean())
         full = self.scatter_items
         kept = self.kept_edits(ctx, items, inputs[dev_items]) & reached
+        matched = (self.matched_positives(ctx, items, z, feats, edit_original, result, b)
+                   if swap and o.matched_positive else {})
         spans, kept = self.anchor_spans(ctx, items, inputs[dev_items], kept, b)
         valid = full(items, kept[:, None], b, False)
         return {0: Negatives.from_inputs(inputs[:, None], full(items, score[:, None], b), valid.to(score.device),
-                                         source=self.name, **spans, **self.centring(valid),
+                                         source=self.name, **spans, **self.centring(valid), **matched,
                                          region=full(items, result["region"], b, False)[:, None],
                                          units=full(items, result["units"], b, False)[:, None],
                                          levels=full(items, result["levels"], b, 0.0)[:, None],
@@ -495,6 +514,36 @@ class GanTargetedEdits(GanEditGenerator):
                                          tries=full(items, tries, b)[:, None],
                                          level=full(items, tries + start - 1, b)[:, None],
                                          change_ratio=full(items, result["change_ratio"], b)[:, None])}
+
+    def matched_positives(self, ctx: MiningContext, items: Tensor, z: Tensor, feats: Tensor, original: Tensor,
+                          result: dict[str, Tensor], b: int) -> dict[str, Tensor]:
+        """``{"matched_positive": Float[B, 1, ...] model inputs, "matched": Bool[B, 1]}`` for the negatives' meta
+        (``options.matched_positive``): for each swap of the edited anchors ``items`` Long[M] (latents ``z``, layer
+        features ``feats`` Float[M, C, h, w], unedited GAN images ``original``, ``result`` of the edit loop), the
+        source value redrawn as itself on the swap's final region: the units the swap ablated, set to ``insert`` x
+        their dissection threshold, as the swap set its target's. Kept where the task still reads the anchor's
+        caption as true of the redraw; swaps from the default value (no units ablated) and steered swaps have none.
+        Shares in ``last_stats``: ``matched`` (of the edits), ``matched_still_true`` (of the redraws made)."""
+        o = self.options
+        ablated = result["units"] & (result["levels"] == 0)  # [M, C]: the source's units (a steered swap sets none)
+        has = ablated.any(1)
+        images = original.clone()
+        if bool(has.any()):
+            idx = has.nonzero().squeeze(1)
+            dev = feats.device
+            levels = ablated[idx].float() * (o.insert * self.task_concepts.thresholds.float().clamp_min(0))[None]
+            a = ablated[idx].to(feats)[:, :, None, None] * result["region"][idx].to(feats)[:, None]
+            images[idx.to(dev)] = self._editor().generate(z[idx.to(dev)], ablation=a,
+                                                          replacement=levels.to(feats)[:, :, None, None],
+                                                          features=feats[idx.to(dev)])
+        inputs = self.to_input(images)
+        still = torch.as_tensor(self._ask_task(ctx, items, inputs, "caption_still_true", "Bool[M]",
+                                               "matched_positive", "false"), dtype=torch.bool).cpu()
+        matched = has & still
+        self.last_stats["matched"] = float(matched.float().mean()) if matched.numel() else 0.0
+        self.last_stats["matched_still_true"] = float(still[has].float().mean()) if bool(has.any()) else 0.0
+        return {"matched_positive": self.scatter_items(items, inputs, b, 0.0)[:, None],
+                "matched": self.scatter_items(items, matched, b, False)[:, None].to(inputs.device)}
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

@@ -1,6 +1,8 @@
 """gan-targeted with the task's concepts (concepts = "task"): the dissection against a task's segmentation, ranked by
 specificity, the choice of concept inside the salient region, and the generator end to end on the toy GAN task."""
 
+import json
+
 import attrs
 import pytest
 import torch
@@ -393,3 +395,63 @@ def test_retarget_off_keeps_each_swaps_first_target_through_its_retries():
     assert not torch.equal(targets(max_tries=4), first)  # retargeting (the default) redraws them
     with pytest.raises(PluginError, match="retarget = false needs insert > 0"):
         GanTargetedEdits(GanTargetedEdits.Options(concepts="task", retarget=False))
+
+
+def test_matched_positives_redraw_each_swaps_source_as_itself_where_the_caption_stays_true(tmp_path):
+    """matched_positive: the swaps are those of the plain generator; each swap that ablated units of its source gets
+    the source redrawn as itself on the swap's region (those units set to insert x their threshold), by brute force,
+    where the task still reads the caption as true of the redraw; swaps from the default (no units) get none."""
+    from negmine import Trainer
+    from negmine.config import check_generator_options
+    from negmine_random.generator import RandomNegatives
+
+    task = build_toy("gan", seed=0)
+    task.resources["concept_maps"] = _channel_maps
+    refused = {3, 7}  # the task reads the caption of these anchors' redraws as false
+    asked = []
+
+    def still_true(ids, images):
+        asked.append(images.clone())
+        return torch.tensor([int(i) not in refused for i in ids])
+
+    task.resources["caption_still_true"] = still_true
+    ctx = _context(task)
+    settings = dict(concepts="task", min_specificity=0.0, dissect_samples=64, max_tries=2, units=0.125, insert=8.0,
+                    present=0.1)  # sources of both kinds on this batch
+    plain = GanTargetedEdits(GanTargetedEdits.Options(**settings), seed=4, task=task).generate(ctx)[0]
+    gen = GanTargetedEdits(GanTargetedEdits.Options(**settings, matched_positive=True), seed=4, task=task)
+    negs = gen.generate(ctx)[0]
+    assert torch.equal(negs.inputs, plain.inputs) and torch.equal(negs.valid, plain.valid)
+    assert "matched" not in plain.meta
+    units, levels, region = negs.meta["units"][:, 0], negs.meta["levels"][:, 0], negs.meta["region"][:, 0].float()
+    ablated = units & (levels == 0)
+    has = ablated.any(1)
+    assert has.any() and (~has).any()  # swaps from a value with units, and from the default
+    thresholds = gen.task_concepts.thresholds.float().clamp_min(0)
+    z = ctx.batch.extras["latent"]
+    a = ablated.float()[:, :, None, None] * region[:, None]
+    v = (ablated.float() * 8.0 * thresholds[None])[:, :, None, None].expand_as(a)
+    redrawn = gen.to_input(gen._editor().generate(z, ablation=a, replacement=v))
+    matched = negs.meta["matched"][:, 0]
+    want = has & torch.tensor([k not in refused for k in range(12)])
+    assert torch.equal(matched, want) and bool(matched.any())
+    torch.testing.assert_close(negs.meta["matched_positive"][has, 0], redrawn[has], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(redrawn[has], gen.to_input(gen.originals(ctx, z)[1])[has])  # the redraw is not the original
+    torch.testing.assert_close(asked[-1][has], redrawn[has], atol=1e-5, rtol=1e-5)  # the task read the redraws
+    assert gen.last_stats["matched"] == pytest.approx(float(want.float().mean()))
+    # the option is checked: it needs swaps, and replaces the comparison as localize and centring do
+    with pytest.raises(PluginError, match="matched_positive needs insert > 0"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", matched_positive=True))
+    with pytest.raises(PluginError, match="set only one of them"):
+        GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0, matched_positive=True,
+                                                  centre_on_others=True))
+    problems: list[str] = []
+    check_generator_options("", "gan-targeted", {"matched_positi": True}, {"gan-targeted": GanTargetedEdits},
+                            problems)
+    assert problems and "matched_positive" in problems[0], problems
+    # a trainer trains on them
+    config = {"steps": 2, "negatives": ["random", "gan-targeted"], "eval_size": 20, "log_every": 1,
+              "generators": {"gan-targeted": {**settings, "matched_positive": True}}}
+    Trainer(task, config, generators=[RandomNegatives, GanTargetedEdits], run_dir=tmp_path / "run").fit()
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("gan-targeted/side0/count", 0) > 0 for r in rows)
