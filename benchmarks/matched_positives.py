@@ -23,6 +23,7 @@ swap and its matched positive can only be met by what the swap changed.
 from __future__ import annotations
 
 import argparse
+import json
 import platform
 import sys
 from pathlib import Path
@@ -41,6 +42,8 @@ def main() -> None:
     parser.add_argument("--checkpoint", default="last", help="checkpoint name or .pt path (per run)")
     parser.add_argument("--batches", type=int, default=4, help="batches of 64 training pairs mined per run")
     parser.add_argument("--out", type=Path, help="also write the table here (Markdown)")
+    parser.add_argument("--generator-from", type=Path, help="a run whose gan-targeted options and state (dissection, "
+                        "warm-start level) every run mines with, e.g. to score a swap run's edits with DaveNet")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -54,16 +57,20 @@ def main() -> None:
              "| own drop | other drop | within margin |", "|---|---|---:|---:|---|---:|---:|---:|---:|---:|"]
     print("\n".join(lines), flush=True)
     for run in args.runs:
-        task, config, state = load_run(pm, run, args.checkpoint, "cpu")
+        source = args.generator_from or run
+        source_config = json.loads((source / "config.json").read_text())
+        # the task reads the captions as the source run's did (e.g. still_true_captions: full captions too)
+        reading = {k: v for k, v in source_config["task_options"].items() if k == "still_true_captions"}
+        task, config, state = load_run(pm, run, args.checkpoint, "cpu", task_options=reading)
         model = task.model.eval()
-        stage = config["stages"][-1]
+        stage = source_config["stages"][-1]
         options = dict(stage["generators"]["gan-targeted"])
         options["matched_positive"] = True
         gen = GanTargetedEdits(GanTargetedEdits.Options(**options), seed=0, task=task)
         # the run's dissection and warm-start level, from the checkpoint that keeps the generators' states (the
         # final one may not): no new dissection, and the edits start at the escalation level training ended on
-        saved = state.get("generators") or torch.load(run / "checkpoints" / f"stage-{stage['name']}.pt",
-                                                      map_location="cpu", weights_only=False).get("generators") or {}
+        saved = torch.load(source / "checkpoints" / f"stage-{stage['name']}.pt", map_location="cpu",
+                           weights_only=False).get("generators") or {}
         if "gan-targeted" in saved:
             gen.load_state_dict(saved["gan-targeted"])
         if hasattr(task.train, "use_generated_positives"):  # as at a training stage's start: G(z) as side a
@@ -107,8 +114,9 @@ def main() -> None:
             lines.append(line)
             print(line, flush=True)
     if args.out:
+        extra = f" --generator-from {args.generator_from}" if args.generator_from else ""
         header = (f"Command: `python benchmarks/matched_positives.py {' '.join(map(str, args.runs))} --checkpoint "
-                  f"{args.checkpoint} --batches {args.batches}`  \nMachine: {platform.machine()}, torch "
+                  f"{args.checkpoint} --batches {args.batches}{extra}`  \nMachine: {platform.machine()}, torch "
                   f"{torch.__version__}; commit {machine_record()['commit']}\n\n")
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(header + "\n".join(lines) + "\n")
