@@ -708,12 +708,9 @@ class Trainer:
             matched = self.model.encode(side, self._matched_inputs(negs, slots))
         k = negs.valid.shape[1]
         rows = slots.to(self.device) // k
-        if side == 0:
-            s_matched = self.model.score_pairs(matched, emb_b[rows])
-            s_own = self.model.score_pairs(emb_a[rows], emb_b[rows])
-        else:
-            s_matched = self.model.score_pairs(emb_a[rows], matched)
-            s_own = self.model.score_pairs(emb_a[rows], emb_b[rows])
+        s_matched = (self.model.score_pairs(matched, emb_b[rows]) if side == 0
+                     else self.model.score_pairs(emb_a[rows], matched))
+        s_own = self.model.score_pairs(emb_a[rows], emb_b[rows])
         where = torch.searchsorted(flat, slots.to(flat.device))  # both ascending; slots is a subset of flat
         return s.index_put((where,), s[where] - s_matched + s_own)
 
