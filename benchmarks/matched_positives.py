@@ -36,6 +36,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from edit_artefacts import artefact_stats  # noqa: E402
 
 
+def pooled_stats(originals: list[torch.Tensor], edits: list[torch.Tensor], margin: float) -> dict[str, float]:
+    """``artefact_stats`` per batch (score matrices Float[M, M]: a batch's kept images against their captions),
+    pooled over the batches weighted by their count; batches of one image (no other caption) are left out."""
+    parts = [(artefact_stats(o, e, margin), o.shape[0]) for o, e in zip(originals, edits, strict=True)
+             if o.shape[0] > 1]
+    total = sum(n for _, n in parts)
+    return {key: sum(st[key] * n for st, n in parts) / total for key in parts[0][0]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -74,7 +83,7 @@ def main() -> None:
         if "gan-targeted" in saved:
             gen.load_state_dict(saved["gan-targeted"])
         if hasattr(task.train, "use_generated_positives"):  # as at a training stage's start: G(z) as side a
-            task.train.use_generated_positives(lambda z: gen.to_input(gen.generate_with_features(z)[1]))
+            task.train.use_generated_positives(lambda z, g=gen: g.to_input(g.generate_with_features(z)[1]))
             gen._positives_in_batch = True
         order = torch.randperm(len(task.train), generator=torch.Generator().manual_seed(0))
         scores: dict[str, list[torch.Tensor]] = {"original": [], "swap": [], "matched": []}
@@ -96,17 +105,8 @@ def main() -> None:
                     s = model.score_matrix(model.encode(0, images), captions).cpu()  # [M, B]
                     # square it on the kept rows: image i against the captions of the kept pairs, own on the diagonal
                     scores[name].append(s[:, rows.cpu()])
-        margin = float(config["margin"])
-
-        def block_stats(edit: str) -> dict[str, float]:
-            # per batch (captions are the batch's), pooled weighted by the batch's count
-            parts = [(artefact_stats(o, e, margin), o.shape[0]) for o, e in zip(scores["original"], scores[edit],
-                                                                              strict=True) if o.shape[0] > 1]
-            total = sum(n for _, n in parts)
-            return {key: sum(st[key] * n for st, n in parts) / total for key in parts[0][0]}
-
         for edit in ("swap", "matched"):
-            st = block_stats(edit)
+            st = pooled_stats(scores["original"], scores[edit], float(config["margin"]))
             line = (f"| {run.parent.name[:48]}.../{run.name} | "
                     f"{args.checkpoint} ({state.get('global_step')}) | {swaps} | {matched_count} | {edit} | "
                     f"{100 * st['others_prefer']:.1f}% | {100 * st['own_prefers']:.1f}% | {st['own_drop']:.2f} | "
