@@ -5,33 +5,12 @@ import json
 
 import pytest
 import torch
+from test_centre_on_others import MapsAndSequences, _task  # the same two-tower model and data
 
 from negmine import Trainer
 from negmine.errors import PluginError
 from negmine.generator import NegativeGenerator, Negatives
-from negmine.model import DualEncoder, Embedding, Task, TensorPairs
-from negmine.scoring import MatchmapScore
-
-
-class MapsAndSequences(DualEncoder):
-    """Side a: Float[N, 6] -> a map Float[N, 4, 3]; side b: Float[N, 6] -> a sequence Float[N, 4, 8]."""
-
-    def __init__(self) -> None:
-        super().__init__(MatchmapScore("sisa"))
-        self.a = torch.nn.Linear(6, 12)
-        self.b = torch.nn.Linear(6, 32)
-
-    def encode(self, side, inputs):
-        if side == 0:
-            return Embedding(self.a(inputs).view(-1, 4, 3))
-        return Embedding(self.b(inputs).view(-1, 4, 8))
-
-
-def _task() -> Task:
-    g = torch.Generator().manual_seed(3)
-    data = TensorPairs(torch.randn(32, 6, generator=g), torch.randn(32, 6, generator=g))
-    torch.manual_seed(0)  # the same initial weights in every run
-    return Task("maps", MapsAndSequences(), data, data)
+from negmine.model import Embedding
 
 
 class Matched(NegativeGenerator):
