@@ -158,6 +158,9 @@ class GanTargetedEdits(GanEditGenerator):
             """Cross-option checks; a ValueError here is reported by the config validation, before training."""
             check_keep_changes(self)
             check_centring(self)
+            if self.matched_positive and (self.localize != "none" or self.centre_on_others):
+                raise ValueError("matched_positive replaces how a swap is compared with its positive, as localize "
+                                 "and centre_on_others do; set only one of them")
 
     def __init__(self, options: Any = None, *, seed: int = 0, task: Any = None) -> None:
         super().__init__(options, seed=seed, task=task)
@@ -180,9 +183,6 @@ class GanTargetedEdits(GanEditGenerator):
             raise PluginError(f"generator {self.name!r}: matched_positive needs insert > 0 (a matched positive "
                               "redraws a swap's source value the way the swap drew its target); set insert, e.g. 8, "
                               "or matched_positive = false")
-        if o.matched_positive and (o.localize != "none" or o.centre_on_others):
-            raise PluginError(f"generator {self.name!r}: matched_positive replaces how a swap is compared with its "
-                              "positive, as localize and centre_on_others do; set only one of them")
         if not o.retarget and not o.insert > 0:
             raise PluginError(f"generator {self.name!r}: retarget = false needs insert > 0 (only a swap has a target "
                               "to keep); set insert, or leave retarget at true")
