@@ -41,6 +41,8 @@ def pooled_stats(originals: list[torch.Tensor], edits: list[torch.Tensor], margi
     pooled over the batches weighted by their count; batches of one image (no other caption) are left out."""
     parts = [(artefact_stats(o, e, margin), o.shape[0]) for o, e in zip(originals, edits, strict=True)
              if o.shape[0] > 1]
+    if not parts:
+        raise SystemExit("no batch had two swaps with a matched positive: mine more batches (--batches)")
     total = sum(n for _, n in parts)
     return {key: sum(st[key] * n for st, n in parts) / total for key in parts[0][0]}
 
