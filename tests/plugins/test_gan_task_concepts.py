@@ -411,7 +411,7 @@ def test_matched_positives_redraw_each_swaps_source_as_itself_where_the_caption_
     asked = []
 
     def still_true(ids, images):
-        asked.append(images.clone())
+        asked.append((ids.clone(), images.clone()))
         return torch.tensor([int(i) not in refused for i in ids])
 
     task.resources["caption_still_true"] = still_true
@@ -437,7 +437,10 @@ def test_matched_positives_redraw_each_swaps_source_as_itself_where_the_caption_
     assert torch.equal(matched, want) and bool(matched.any())
     torch.testing.assert_close(negs.meta["matched_positive"][has, 0], redrawn[has], atol=1e-5, rtol=1e-5)
     assert not torch.allclose(redrawn[has], gen.to_input(gen.originals(ctx, z)[1])[has])  # the redraw is not the original
-    torch.testing.assert_close(asked[-1][has], redrawn[has], atol=1e-5, rtol=1e-5)  # the task read the redraws
+    # the task read the redraws, and only them (an item without one gets no matched positive whatever it reads)
+    asked_ids, asked_images = asked[-1]
+    assert torch.equal(asked_ids, ctx.batch.ids[has])
+    torch.testing.assert_close(asked_images, redrawn[has], atol=1e-5, rtol=1e-5)
     assert gen.last_stats["matched"] == pytest.approx(float(want.float().mean()))
     # the option is checked: it needs swaps, and replaces the comparison as localize and centring do
     with pytest.raises(PluginError, match="matched_positive needs insert > 0"):
