@@ -14,8 +14,11 @@ Format (one directory)::
                         tries (made for this edit), level (the escalation level that was accepted: 0 is the
                         schedule's first), change_ratio, score_original, score_edited, change_inside / change_outside (mean
                         absolute pixel change in [0, 1] inside and outside the region), and, when the task can
-                        describe images, objects_original / objects_edited / detected_change
-    NNNNNN-original.png, NNNNNN-edited.png, NNNNNN-region.png
+                        describe images, objects_original / objects_edited / detected_change; with gan-targeted's
+                        matched_positive, matched_positive (file name, or null where the edit has none),
+                        matched_units / matched_levels (the units redrawn on the region and the value each was set
+                        to) and score_matched
+    NNNNNN-original.png, NNNNNN-edited.png, NNNNNN-region.png, NNNNNN-matched.png (look-matched positives)
     gallery.png         the first 16 edits: original, edit, region, what changed
 
 The latents, unit indices and levels are enough to regenerate any edit with :class:`negmine_gan.edit.GanEditor`.
@@ -76,6 +79,23 @@ def images_for_png(task: Any, images: torch.Tensor) -> torch.Tensor:
             "resources['input_to_image'] = a function from model inputs Float[B, 3, H, W] to images in [0, 1] (the "
             "inverse of its gan_to_input's normalisation)")
     return images
+
+
+def matched_positives(task: Any, gen: Any, model: Any, negs: Any, audio: Any) -> dict[str, torch.Tensor] | None:
+    """The look-matched positives of a batch's edits (gan-targeted's ``matched_positive``), else None:
+    ``shown`` Float[B, 3, H, W] in [0, 1] (for PNGs), ``score`` Float[B] (the model's score of each anchor's caption
+    with its matched positive; 0 where it has none) and ``levels`` Float[C] (the value a redrawn unit is set to:
+    the generator's ``insert`` x the unit's dissection threshold, as ``GanTargetedEdits.matched_positives`` sets
+    it)."""
+    if negs.meta.get("matched_positive") is None:
+        return None
+    inputs, matched = negs.meta["matched_positive"][:, 0], negs.meta["matched"][:, 0]
+    score = torch.zeros(inputs.shape[0])
+    if bool(matched.any()):
+        rows = matched.nonzero().squeeze(1)
+        score[rows] = model.score_pairs(model.encode(0, inputs[rows]), audio[rows]).float().cpu()
+    levels = gen.options.insert * gen.task_concepts.thresholds.float().clamp_min(0).cpu()
+    return {"shown": images_for_png(task, inputs), "score": score, "levels": levels}
 
 
 def _region_png(path: Path, region: torch.Tensor, size: int) -> None:
@@ -249,7 +269,8 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         # edits of held-out pairs must be read against those pairs' captions
         task.resources.update(task.resources["split_resources"](split))
     elif split != "train":
-        reading = [(k, off) for k, off in (("drop_still_true", "false"), ("keep_changes", "''"), ("localize", "none"))
+        reading = [(k, off) for k, off in (("drop_still_true", "false"), ("keep_changes", "''"), ("localize", "none"),
+                                           ("matched_positive", "false"))
                    if getattr(gen.options, k, None) not in (None, False, "", "none")]
         if reading:
             raise ConfigError([f"generator option {k} asks the task about each edit, but task {task.name!r} reads "
@@ -285,6 +306,7 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                             torch.device(device))
         negs = gen.generate(ctx)[0]
         edited = negs.inputs[:, 0]
+        matched = matched_positives(task, gen, model, negs, audio)
         before = describe(originals) if describe else None
         after = describe(edited) if describe else None
         shown_original, shown_edited = images_for_png(task, originals), images_for_png(task, edited)
@@ -320,6 +342,16 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 **pixel_change(shown_original[k], shown_edited[k],
                                upsample_mask(region[None], originals.shape[-1])[0]),
             }
+            if matched is not None:
+                stem_matched = f"{stem}-matched.png" if bool(negs.meta["matched"][k, 0]) else None
+                if stem_matched is not None:
+                    _png(out / stem_matched, matched["shown"][k])
+                # the swap's ablated units (those of its source value), redrawn as that value
+                ablated = ([u for u, level in zip(row["units"], row["levels"], strict=True) if level == 0.0]
+                           if stem_matched is not None else [])
+                row.update(matched_positive=stem_matched, matched_units=ablated,
+                           matched_levels=[round(float(matched["levels"][u]), 5) for u in ablated],
+                           score_matched=(round(float(matched["score"][k]), 5) if stem_matched is not None else None))
             if "anchor_span" in negs.meta:  # localize = "word": the part of the caption the edit falsifies
                 row["anchor_span"] = [round(float(v), 5) for v in negs.meta["anchor_span"][k, 0].tolist()]
             if before is not None:
@@ -366,6 +398,8 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
 
         summary["task_concepts"] = {"kept": list(concepts.names), "dropped": list(concepts.dropped)}
         summary["concepts_edited"] = dict(Counter(r["concept"] for r in rows if r["concept"]).most_common())
+    if rows and "matched_positive" in rows[0]:
+        summary["matched"] = float(np.mean([r["matched_positive"] is not None for r in rows]))
     for key in ("change_inside", "change_outside"):
         summary[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
     summary["gallery"] = write_gallery(out, rows[:16])

@@ -459,3 +459,66 @@ def test_matched_positives_redraw_each_swaps_source_as_itself_where_the_caption_
     Trainer(task, config, generators=[RandomNegatives, GanTargetedEdits], run_dir=tmp_path / "run").fit()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any(r.get("gan-targeted/side0/count", 0) > 0 for r in rows)
+
+
+def test_edits_export_writes_each_matched_positive_and_what_regenerates_it(tmp_path, monkeypatch, capsys):
+    """negmine edits export with matched_positive: a PNG and a line per matched positive (null where the edit has
+    none), whose latent, region cells, matched_units and matched_levels regenerate it; held-out splits are refused
+    on a task that reads training pairs only, as for the other options that ask the task."""
+    import numpy as np
+    from PIL import Image
+
+    import negmine.evaluate
+    from negmine.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--task", "toy", "--profile", "gan", "-n", "random", "--steps", "2", "--eval-size", "20",
+                 "--run-dir", str(run), "-q"]) == 0
+    refused = {3}  # the task reads the caption of this pair's redraw as false
+    load_run = negmine.evaluate.load_run
+
+    def with_segmenter(*args, **kwargs):  # the toy task with a stand-in segmenter, as in the tests above
+        task, config, state = load_run(*args, **kwargs)
+        task.resources["concept_maps"] = _channel_maps
+        task.resources["caption_still_true"] = lambda ids, images: torch.tensor([int(i) not in refused for i in ids])
+        return task, config, state
+
+    monkeypatch.setattr(negmine.evaluate, "load_run", with_segmenter)
+    options = ["concepts=task", "min_specificity=0.0", "dissect_samples=64", "max_tries=2", "units=0.125",
+               "insert=8.0", "present=0.1", "matched_positive=true"]
+    out = tmp_path / "edits"
+    flags = [flag for option in options for flag in ("--option", option)]
+    assert main(["edits", "export", str(run), "--out", str(out), "--n", "12", "--generator", "gan-targeted",
+                 "--split", "train", *flags]) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (out / "edits.jsonl").read_text().splitlines()]
+    with_units = [r for r in rows if 0.0 in r["levels"]]  # swaps that ablated units of their source
+    matched = [r for r in rows if r["matched_positive"] is not None]
+    assert matched and len(matched) < len(rows)
+    assert [r["id"] for r in matched] == [r["id"] for r in with_units if r["id"] not in refused]
+    assert all(r["matched_units"] == [] and r["score_matched"] is None for r in rows if r not in matched)
+    summary = json.loads((out / "edits.json").read_text())
+    assert summary["matched"] == pytest.approx(len(matched) / len(rows))
+    # the latent, the region cells and the matched units and levels regenerate the matched positive
+    task = build_toy("gan", seed=0)
+    gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0), task=task)
+    editor = gen._editor()
+    for r in matched:
+        assert r["matched_units"] and all(level > 0 for level in r["matched_levels"])
+        z = torch.tensor([r["latent"]])
+        a = torch.zeros_like(editor.features(z))
+        v = torch.zeros_like(a)
+        for y, x in r["region_cells"]:
+            a[0, r["matched_units"], y, x] = 1.0
+            v[0, r["matched_units"], y, x] = torch.tensor(r["matched_levels"])
+        regenerated = gen.to_input(editor.generate(z, ablation=a, replacement=v))[0]
+        saved = torch.from_numpy(np.array(Image.open(out / r["matched_positive"]))).permute(2, 0, 1).float() / 255
+        assert (regenerated - saved).abs().max() <= 1.5 / 255
+        assert not torch.equal(saved, torch.from_numpy(np.array(Image.open(out / r["original"]))).permute(2, 0, 1)
+                               .float() / 255)
+    # held-out pairs: the toy task reads training pairs only, so the option stops the export with one message
+    capsys.readouterr()
+    assert main(["edits", "export", str(run), "--out", str(tmp_path / "held"), "--n", "2", "--generator",
+                 "gan-targeted", *flags]) == 2
+    err = capsys.readouterr().err
+    assert "matched_positive asks the task" in err and "--option matched_positive=false" in err
+    assert "Traceback" not in err and not (tmp_path / "held").exists()
