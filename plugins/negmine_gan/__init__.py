@@ -48,6 +48,8 @@ def negmine_register_commands():
             click.echo(f"detected change: {100 * summary['changed']:.1f}% of edits; a single attribute of one "
                        f"object: {100 * summary['single_attribute']:.1f}%; by attribute "
                        f"{summary['changed_attributes']}")
+        if "matched" in summary:
+            click.echo(f"look-matched positives: {100 * summary['matched']:.1f}% of edits")
         click.echo(f"mean absolute pixel change inside the region {summary['mean_change_inside']:.4f}, outside "
                    f"{summary['mean_change_outside']:.4f}; gallery: {Path(out) / summary['gallery']}")
 

@@ -490,6 +490,7 @@ def test_edits_export_writes_each_matched_positive_and_what_regenerates_it(tmp_p
     flags = [flag for option in options for flag in ("--option", option)]
     assert main(["edits", "export", str(run), "--out", str(out), "--n", "12", "--generator", "gan-targeted",
                  "--split", "train", *flags]) == 0, capsys.readouterr().err
+    assert "look-matched positives: " in capsys.readouterr().out
     rows = [json.loads(line) for line in (out / "edits.jsonl").read_text().splitlines()]
     with_units = [r for r in rows if 0.0 in r["levels"]]  # swaps that ablated units of their source
     matched = [r for r in rows if r["matched_positive"] is not None]
