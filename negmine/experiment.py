@@ -697,7 +697,7 @@ def _re_evaluated_to_ledger(run_dir: Path, ledger_dir: Path, split: str, spec: M
 def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, log: Any = print,
                    only_seeds: list[int] | None = None, only_methods: list[str] | None = None,
                    header: list[str] | Callable[[], list[str]] | None = None, ledger: Path | None = None,
-                   train: bool = True, re_evaluate: bool = False) -> dict[str, Any]:
+                   train: bool = True, re_evaluate: bool = False, retrain: list[str] | None = None) -> dict[str, Any]:
     """Train and evaluate every (method, seed) run that is not finished yet; write results.json and results.md.
 
     only_methods: run these methods and the methods their chains start from (default: all).
@@ -706,7 +706,11 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     ledger: a directory that records every finished run (see the module docstring); results include its runs.
     train: False writes the results of the finished runs only (nothing trains or evaluates).
     re_evaluate: evaluate the finished runs of ``out`` again (from their best checkpoints, e.g. after an evaluation
-    changed) and replace their ledger evaluations; runs recorded only in the ledger cannot be and are reported."""
+    changed) and replace their ledger evaluations; runs recorded only in the ledger cannot be and are reported.
+    retrain: train these methods again (to the end, with the methods their chains start from as they need) although
+    the ledger records them, e.g. on another machine, so that a sibling trained there pairs with a run of the same
+    machine; a retrain that differs from its record replaces it, and the record moves to ``earlier/`` for the runs
+    trained from it. A run of them already finished in ``out`` is not trained again."""
     from negmine.config import build_task, build_task_config
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer
@@ -720,12 +724,18 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
         return lambda old: _archive(record, method.name, old, later, exp.eval_split)
 
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
+    retrain = set(retrain or ())
+    if retrain:
+        with_ancestors(exp, sorted(retrain))  # unknown names: one error with the closest name
+        if missing := sorted(retrain - {m.name for m in methods}):
+            raise ConfigError([f"retrain {n!r}: not among the methods this run trains (name it with --method too)"
+                               for n in missing])
     out.mkdir(parents=True, exist_ok=True)
     eval_name = f"eval-{exp.eval_split}.json"
     for seed in (only_seeds or exp.seeds) if train else ():
         in_out = {m.name: (out / m.slug / f"seed-{seed}" / eval_name).exists() for m in methods}
         states = {m.name: ledger_state(ledger, exp, m, seed) for m in methods}
-        in_ledger = {name: state == "ok" for name, state in states.items()}
+        in_ledger = {name: state == "ok" and name not in retrain for name, state in states.items()}
         must = ledger_runs_needed(exp, methods, {k: in_out[k] or in_ledger[k] for k in in_out}, in_out)
         _check_parent_checkpoints(exp, methods, must, in_out, out, seed)
         _check_finished_runs_against_records(exp, methods, in_out, out, ledger, seed)
@@ -801,7 +811,8 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
                         pm.unregister(watch)
 
                 label = f"{method.name} seed {seed}"
-                target = prefix_target(exp, method, must) if states[method.name] == "ok" else None
+                target = (prefix_target(exp, method, must) if states[method.name] == "ok" and method.name not in retrain
+                          else None)
                 recorded = (json.loads((record / "summary.json").read_text())
                             if target is not None and record is not None and (record / "summary.json").exists()
                             else {})

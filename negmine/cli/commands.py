@@ -281,11 +281,15 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
 @click.option("--re-evaluate", is_flag=True,
               help="evaluate the finished runs in --out again (e.g. after an evaluation changed) and replace their "
                    "ledger evaluations; nothing finished is retrained")
+@click.option("--retrain", "retrain", multiple=True, metavar="METHOD",
+              help="train this method again although the ledger records it (repeatable; also give it to --method), "
+                   "e.g. on another machine so that its siblings trained there pair with it; a different run "
+                   "replaces the record, which is kept for the runs trained from it")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...],
                        methods: tuple[str, ...], ledger: str | None, report_only: bool, re_evaluate: bool,
-                       quiet: bool) -> None:
+                       retrain: tuple[str, ...], quiet: bool) -> None:
     """Train and evaluate several methods x seeds (init chains, equal budgets); resumable; writes results.md."""
     from negmine.cli import get_obj
     from negmine.console import make_reporter
@@ -293,13 +297,17 @@ def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds
 
     if report_only and re_evaluate:
         raise click.UsageError("--report-only and --re-evaluate exclude each other (--report-only evaluates nothing)")
+    if retrain and (report_only or re_evaluate):
+        raise click.UsageError("--retrain trains; it excludes --report-only and --re-evaluate")
+    if retrain and not ledger:
+        raise click.UsageError("--retrain trains a method the ledger records again: it needs --ledger")
     exp = load_experiment(experiment_file)
     command = " ".join(["negmine", *(shlex.quote(a) for a in sys.argv[1:])])
     ledger_dir = Path(ledger) if ledger else None
     run_experiment(get_obj(ctx).pm, exp, Path(out), lambda: make_reporter(quiet),
                    log=lambda m: click.echo(m, err=True), only_seeds=list(seeds) or None,
                    only_methods=list(methods) or None, header=lambda: provenance(command, ledger_dir),
-                   ledger=ledger_dir, train=not report_only, re_evaluate=re_evaluate)
+                   ledger=ledger_dir, train=not report_only, re_evaluate=re_evaluate, retrain=list(retrain))
     click.echo((Path(out) / "results.md").read_text())
 
 

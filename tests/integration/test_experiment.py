@@ -685,3 +685,52 @@ def test_a_slow_start_is_logged_at_the_step_against_the_other_seeds(tmp_path, ca
             mine = json.loads((out / "random" / "seed-1" / "summary.json").read_text())["evaluations"][-1]["mean@10"]
             assert f"{100 * (1 - mine):.1f} points below seed 0 at that step (100.0)" in err
         shutil.rmtree(ledger / "random" / "seed-1")  # the next round trains seed 1 again
+
+
+def test_retrain_trains_a_recorded_method_again_and_replaces_a_different_record(tmp_path, capsys):
+    """--retrain: a method the ledger records is trained again (its chain's parents only as far as it needs); a
+    retrain that differs from the record (another machine) replaces it, the record kept under earlier/; one that is
+    the same run leaves the record alone. Names are checked."""
+    from negmine.experiment import read_lineage
+
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT))
+    ledger = tmp_path / "ledger"
+    base = ["experiment", str(path), "--seed", "0", "--ledger", str(ledger), "-q"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    kept = (ledger / "semi" / "seed-0" / "eval-test.json").read_text()
+    capsys.readouterr()
+
+    def recorded_retrieval():
+        return json.loads((ledger / "semi" / "seed-0" / "eval-test.json").read_text())["retrieval"]
+
+    retrieval = recorded_retrieval()
+    # without --retrain the record stands and nothing trains
+    assert main([*base, "--out", str(tmp_path / "b"), "--method", "Semi"]) == 0
+    assert "[skip] Semi seed 0: finished (ledger)" in capsys.readouterr().err
+    # the same run again: trained, and the record kept as it was
+    assert main([*base, "--out", str(tmp_path / "c"), "--method", "Semi", "--retrain", "Semi"]) == 0
+    err = capsys.readouterr().err
+    assert "[train] Semi seed 0" in err and "the same run: the ledger keeps its record" in err, err
+    assert "[train] Random seed 0" in err and "[train] Hard Neg seed 0" in err  # the chain it starts from
+    assert (ledger / "semi" / "seed-0" / "eval-test.json").read_text() == kept
+    # a record made elsewhere (another run of Semi): the retrain replaces it and keeps it under earlier/
+    _tamper_run(ledger / "semi" / "seed-0", -0.05)
+    old = read_lineage(ledger / "semi" / "seed-0")["run"]
+    assert main([*base, "--out", str(tmp_path / "d"), "--method", "Semi", "--retrain", "Semi"]) == 0
+    err = capsys.readouterr().err
+    assert "the new run replaces the record, which moves to earlier/" in err, err
+    assert (ledger / "semi" / "seed-0" / "earlier" / old / "eval-test.json").exists()
+    assert recorded_retrieval() == retrieval and read_lineage(ledger / "semi" / "seed-0")["run"] != old
+    # names: an unknown one with the closest, one not trained by this command, and with --report-only
+    assert main([*base, "--out", str(tmp_path / "e"), "--method", "Semi", "--retrain", "Semy"]) == 2
+    assert "unknown method 'Semy' (did you mean 'Semi'?)" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "e"), "--method", "Semi", "--retrain", "Random"]) == 0
+    assert "[train] Random seed 0" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "e"), "--method", "Hard Neg", "--retrain", "Semi"]) == 2
+    assert "retrain 'Semi': not among the methods this run trains (name it with --method too)" in \
+        capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "e"), "--report-only", "--retrain", "Semi"]) == 2
+    assert "--retrain trains" in capsys.readouterr().err
+    assert main(["experiment", str(path), "--out", str(tmp_path / "e"), "--retrain", "Semi", "--method", "Semi"]) == 2
+    assert "it needs --ledger" in capsys.readouterr().err
