@@ -1137,24 +1137,32 @@ def _mean_std(stat: Mapping[str, Any], scale: float = 100.0, sign: str = "") -> 
 
 def paired_difference(results: Mapping[str, Any], method: str, baseline: str, key: str) -> dict[str, Any] | None:
     """``method``'s metric minus ``baseline``'s on the seeds both have (``{"per_seed": {seed: diff}, "mean": float,
-    "std": float, "unpaired": [seed, ...], "mixed_data": [seed, ...], "mixed_threads": [seed, ...]}``), or None
-    when they share no seed with the metric. ``mixed_data``: the paired seeds whose two runs recorded different data
-    digests (see :attr:`negmine.Task.data_digest`); ``mixed_threads``: those whose two runs trained with different
-    CPU thread counts (:func:`thread_count`; on a CPU a run does not reproduce across thread counts, so the pair
+    "std": float, "unpaired": [seed, ...], "mixed_data": [seed, ...], "mixed_threads": [seed, ...],
+    "mixed_lineage": [seed, ...]}``), or None when they share no seed with the metric. ``mixed_data``: the paired
+    seeds whose two runs recorded different data digests (see :attr:`negmine.Task.data_digest`); ``mixed_threads``:
+    those whose two runs trained with different CPU thread counts (:func:`thread_count`; on a CPU a run does not reproduce across thread counts, so the pair
     then differs by more than the method). Seeds that do not record it on either side are not counted.
 
     When ``baseline`` is in the chain ``method``'s run started from, the difference is taken against that very run
     of it (its lineage): the current record, or the earlier one it was trained from (a retrained baseline that came
-    out different replaces the record); a seed whose baseline run was not recorded is left out, in ``unpaired``."""
+    out different replaces the record); a seed whose baseline run was not recorded is left out, in ``unpaired``.
+    When it is not (a sibling: ``HN+...`` rows and Hard Neg both start from DaveNet), the difference is taken against
+    its current record; ``mixed_lineage``: the seeds whose two runs started from different runs of a method both
+    chains start from (e.g. a DaveNet retrained on another machine for one of them)."""
     ours_m, base_m = results["methods"][method], results["methods"][baseline]
     ours, base = ours_m["seeds"], base_m["seeds"]
-    diffs, unpaired, mixed, mixed_threads = {}, [], [], []
+    diffs, unpaired, mixed, mixed_threads, mixed_lineage = {}, [], [], [], []
     for seed, v in ours.items():
         b = base.get(seed)
         b_data = base_m.get("data", {}).get(seed)
         b_threads = base_m.get("threads", {}).get(seed)
-        wanted = ours_m.get("lineage", {}).get(seed, {}).get("ancestors", {}).get(baseline)
-        if wanted is not None and base_m.get("lineage", {}).get(seed, {}).get("run") != wanted:
+        ancestors = ours_m.get("lineage", {}).get(seed, {}).get("ancestors", {})
+        wanted = ancestors.get(baseline)
+        if wanted is None:  # a sibling: the runs both chains start from must be the same runs
+            theirs = base_m.get("lineage", {}).get(seed, {}).get("ancestors", {})
+            if b is not None and any(theirs[name] != run for name, run in ancestors.items() if name in theirs):
+                mixed_lineage.append(seed)
+        elif base_m.get("lineage", {}).get(seed, {}).get("run") != wanted:
             b, b_data, b_threads = base_m.get("earlier", {}).get(seed, {}).get(wanted), None, None
             if b is None:
                 unpaired.append(seed)
@@ -1172,7 +1180,7 @@ def paired_difference(results: Mapping[str, Any], method: str, baseline: str, ke
     mean = sum(vals) / len(vals)
     std = math.sqrt(sum((x - mean) ** 2 for x in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
     return {"per_seed": diffs, "mean": mean, "std": std, "unpaired": unpaired, "mixed_data": mixed,
-            "mixed_threads": mixed_threads}
+            "mixed_threads": mixed_threads, "mixed_lineage": [seed for seed in mixed_lineage if seed in diffs]}
 
 
 def paired_differences(results: Mapping[str, Any], key: str) -> dict[str, dict[str, Any]]:
@@ -1196,18 +1204,27 @@ THREADS_NOTE = (f"{THREADS_MARK}: the two runs of this seed trained with differe
                 "chance with the method's.")
 
 
+# after a seed's paired difference whose two runs (siblings) started from different runs of a shared ancestor
+LINEAGE_MARK = "§"
+LINEAGE_NOTE = (f"{LINEAGE_MARK}: the two runs of this seed started from different runs of a method both chains start "
+                "from (e.g. DaveNet trained again on another machine for one of them); the difference mixes those "
+                "runs' difference with the method's.")
+
+
 def seed_marks(d: Mapping[str, Any], seed: Any) -> str:
     """The marks after ``seed``'s difference in a :func:`paired_difference`: :data:`MIXED_MARK` (two data builds),
-    :data:`THREADS_MARK` (two thread counts)."""
+    :data:`THREADS_MARK` (two thread counts), :data:`LINEAGE_MARK` (siblings from different runs of an ancestor)."""
     return ((MIXED_MARK if seed in (d.get("mixed_data") or ()) else "")
-            + (THREADS_MARK if seed in (d.get("mixed_threads") or ()) else ""))
+            + (THREADS_MARK if seed in (d.get("mixed_threads") or ()) else "")
+            + (LINEAGE_MARK if seed in (d.get("mixed_lineage") or ()) else ""))
 
 
 def mark_notes(diffs: Any) -> list[str]:
     """The notes of the marks that the :func:`paired_difference` results ``diffs`` (None entries skipped) carry."""
     diffs = [d for d in diffs if d]
     return ([MIXED_NOTE] if any(d.get("mixed_data") for d in diffs) else []) + (
-        [THREADS_NOTE] if any(d.get("mixed_threads") for d in diffs) else [])
+        [THREADS_NOTE] if any(d.get("mixed_threads") for d in diffs) else []) + (
+        [LINEAGE_NOTE] if any(d.get("mixed_lineage") for d in diffs) else [])
 
 
 def _difference_text(d: Mapping[str, Any]) -> tuple[str, str]:

@@ -734,3 +734,23 @@ def test_retrain_trains_a_recorded_method_again_and_replaces_a_different_record(
     assert "--retrain trains" in capsys.readouterr().err
     assert main(["experiment", str(path), "--out", str(tmp_path / "e"), "--retrain", "Semi", "--method", "Semi"]) == 2
     assert "it needs --ledger" in capsys.readouterr().err
+
+
+def test_siblings_started_from_different_runs_of_their_shared_ancestor_are_marked():
+    """A row paired with a sibling (both start from DaveNet, neither from the other) is marked § on the seeds where
+    they started from different DaveNet runs (one retrained elsewhere); the same runs leave it unmarked."""
+    from negmine.experiment import LINEAGE_MARK, LINEAGE_NOTE, mark_notes, paired_difference, seed_marks
+
+    def method(value, run, **ancestors):
+        return {"seeds": {0: {"R@10": value}, 1: {"R@10": value}},
+                "lineage": {0: {"run": run, "ancestors": ancestors}, 1: {"run": run + "1", "ancestors": {
+                    k: v + "1" for k, v in ancestors.items()}}}}
+
+    results = {"methods": {"DaveNet": method(0.5, "d"), "Hard Neg": method(0.6, "h", DaveNet="d"),
+                           "HN+X": method(0.7, "x", DaveNet="d")}}
+    results["methods"]["HN+X"]["lineage"][0]["ancestors"]["DaveNet"] = "retrained"  # seed 0 from another DaveNet
+    d = paired_difference(results, "HN+X", "Hard Neg", "R@10")
+    assert d["mixed_lineage"] == [0] and d["unpaired"] == [] and abs(d["per_seed"][0] - 0.1) < 1e-12
+    assert seed_marks(d, 0) == LINEAGE_MARK and seed_marks(d, 1) == "" and mark_notes([d]) == [LINEAGE_NOTE]
+    # a baseline in the row's own chain is paired by lineage as before, never marked
+    assert paired_difference(results, "Hard Neg", "DaveNet", "R@10")["mixed_lineage"] == []
