@@ -57,7 +57,9 @@ from its record by several points; a child trained from the retrained run must t
 with the record. So every run has a *lineage* (``lineage.json``: its identity, a digest of the validation
 evaluations it logged while training, and the identities of the runs of its chain it started from). A retrained
 run that differs from its record replaces it, and the record moves to ``earlier/<identity>/`` beside it: the
-records trained from it keep pairing with it (:func:`paired_difference`), the new ones pair with the new run.
+records trained from it keep pairing with it (:func:`paired_difference`), the new ones pair with the new run. The
+records of the other methods of that seed (rows trained from scratch that pair with it, siblings) were compared with
+the earlier run: their lineage's ``paired_with`` names it, and they keep pairing with it too.
 """
 
 from __future__ import annotations
@@ -536,10 +538,13 @@ def descendants(exp: Experiment, name: str) -> list[Method]:
     return found
 
 
-def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str | None]], split: str) -> None:
+def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str | None]], split: str,
+             others: list[Path] = ()) -> None:
     """Move the record of run ``old`` of method ``name`` to ``earlier/<old>/`` and stamp the records of its
     descendants (``later``: (record, identity of that descendant's run in the run directory, or None)) that were
-    trained from it, so that they keep pairing with it."""
+    trained from it, so that they keep pairing with it; and the records of the methods outside its chain
+    (``others``: e.g. rows trained from scratch that pair with it, or siblings), which were compared with it, in
+    their lineage's ``paired_with``, so that their paired differences do not move to the new run."""
     earlier = ledger_dir / "earlier" / old
     earlier.mkdir(parents=True, exist_ok=True)
     for f in ledger_dir.iterdir():
@@ -553,6 +558,14 @@ def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str 
         if name in lineage["ancestors"] or (in_out is not None and lineage["run"] == in_out):
             continue
         lineage["ancestors"][name] = old
+        _write_atomic(record / LINEAGE, _json_text(lineage))
+    for record in others:
+        if not (record / f"eval-{split}.json").exists():
+            continue
+        lineage = read_lineage(record)
+        if name in lineage["ancestors"] or name in lineage.get("paired_with", {}):  # paired with a run already
+            continue
+        lineage.setdefault("paired_with", {})[name] = old
         _write_atomic(record / LINEAGE, _json_text(lineage))
 
 
@@ -580,7 +593,7 @@ def _to_ledger(run_dir: Path, ledger_dir: Path, split: str, log: Any, label: str
             return
         log(f"[ledger] {label}: {'retrained' if retrained else 'trained again earlier'}; largest difference from the "
             f"ledger {worst[0]} {worst[1]:+.2f} points (the new run replaces the record, which moves to "
-            f"earlier/{old_id}/ for the runs trained from it)")
+            f"earlier/{old_id}/ for the runs trained from it or compared with it)")
         archive(old_id)
     ledger_dir.mkdir(parents=True, exist_ok=True)
     # where the run was trained (written in its run directory when it started), else this process
@@ -721,7 +734,9 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     def archiver(method: Method, seed: int, record: Path) -> Callable[[str], None]:
         later = [(ledger / d.slug / f"seed-{seed}", read_lineage(out / d.slug / f"seed-{seed}")["run"])
                  for d in descendants(exp, method.name)] if ledger is not None else []
-        return lambda old: _archive(record, method.name, old, later, exp.eval_split)
+        chain = {d.name for d in descendants(exp, method.name)} | {a.name for a in with_ancestors(exp, [method.name])}
+        others = [ledger / m.slug / f"seed-{seed}" for m in exp.methods if m.name not in chain] if ledger else []
+        return lambda old: _archive(record, method.name, old, later, exp.eval_split, others)
 
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
     retrain = set(retrain or ())
@@ -1146,9 +1161,11 @@ def paired_difference(results: Mapping[str, Any], method: str, baseline: str, ke
     When ``baseline`` is in the chain ``method``'s run started from, the difference is taken against that very run
     of it (its lineage): the current record, or the earlier one it was trained from (a retrained baseline that came
     out different replaces the record); a seed whose baseline run was not recorded is left out, in ``unpaired``.
-    When it is not (a sibling: ``HN+...`` rows and Hard Neg both start from DaveNet), the difference is taken against
-    its current record; ``mixed_lineage``: the seeds whose two runs started from different runs of a method both
-    chains start from (e.g. a DaveNet retrained on another machine for one of them)."""
+    When it is not (a row trained from scratch, or a sibling: ``HN+...`` rows and Hard Neg both start from DaveNet),
+    the difference is taken against the baseline's run it was compared with when the baseline's record was replaced
+    (the lineage's ``paired_with``, stamped by the replacement), else against its current record;
+    ``mixed_lineage``: the seeds whose two runs started from different runs of a method both chains start from (e.g.
+    a DaveNet retrained on another machine for one of them)."""
     ours_m, base_m = results["methods"][method], results["methods"][baseline]
     ours, base = ours_m["seeds"], base_m["seeds"]
     diffs, unpaired, mixed, mixed_threads, mixed_lineage = {}, [], [], [], []
@@ -1157,7 +1174,9 @@ def paired_difference(results: Mapping[str, Any], method: str, baseline: str, ke
         b_data = base_m.get("data", {}).get(seed)
         b_threads = base_m.get("threads", {}).get(seed)
         ancestors = ours_m.get("lineage", {}).get(seed, {}).get("ancestors", {})
-        wanted = ancestors.get(baseline)
+        # the baseline's run this one started from, else the one it was compared with when that record was replaced
+        wanted = (ancestors.get(baseline)
+                  or ours_m.get("lineage", {}).get(seed, {}).get("paired_with", {}).get(baseline))
         if wanted is None:  # a sibling: the runs both chains start from must be the same runs
             theirs = base_m.get("lineage", {}).get(seed, {}).get("ancestors", {})
             if b is not None and any(theirs[name] != run for name, run in ancestors.items() if name in theirs):

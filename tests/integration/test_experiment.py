@@ -754,3 +754,44 @@ def test_siblings_started_from_different_runs_of_their_shared_ancestor_are_marke
     assert seed_marks(d, 0) == LINEAGE_MARK and seed_marks(d, 1) == "" and mark_notes([d]) == [LINEAGE_NOTE]
     # a baseline in the row's own chain is paired by lineage as before, never marked
     assert paired_difference(results, "Hard Neg", "DaveNet", "R@10")["mixed_lineage"] == []
+
+
+def test_rows_compared_with_a_replaced_record_keep_pairing_with_it(tmp_path, capsys):
+    """A row trained from scratch that pairs with Random keeps its difference when Random's record is replaced by a
+    retrain that differs (its lineage's paired_with names the earlier run); a row finished after the replacement
+    pairs with the new record."""
+    from negmine.experiment import collect, paired_difference, read_lineage
+
+    path = tmp_path / "e.toml"
+    path.write_text(textwrap.dedent(EXPERIMENT) + textwrap.dedent("""
+        [[methods]]
+        name = "Scratch"
+        baseline = "Random"
+        negatives = ["random", "hard-minibatch"]
+        steps = 30
+        """))
+    ledger = tmp_path / "ledger"
+    base = ["experiment", str(path), "--seed", "0", "--ledger", str(ledger), "-q"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    exp = load_experiment(path)
+    before = paired_difference(collect(exp, tmp_path / "nowhere", ledger), "Scratch", "Random", "R@10")
+    _tamper_run(ledger / "random" / "seed-0", -0.05)  # the record came from another machine
+    old = read_lineage(ledger / "random" / "seed-0")["run"]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b"), "--method", "Random", "--retrain", "Random"]) == 0
+    assert "the new run replaces the record" in capsys.readouterr().err
+    assert read_lineage(ledger / "scratch" / "seed-0")["paired_with"] == {"Random": old}
+    assert "paired_with" not in read_lineage(ledger / "semi" / "seed-0")  # in Random's chain: its ancestors say
+    results = collect(exp, tmp_path / "nowhere", ledger)
+    after = paired_difference(results, "Scratch", "Random", "R@10")
+    assert after["per_seed"][0] == pytest.approx(before["per_seed"][0] + 0.05) and after["unpaired"] == []
+    # against the new record it would differ: the earlier one was found
+    current = results["methods"]["Scratch"]["seeds"][0]["R@10"] - results["methods"]["Random"]["seeds"][0]["R@10"]
+    assert current != pytest.approx(after["per_seed"][0])
+    # a Scratch run finished after the replacement (its record gone, trained again) pairs with the new record
+    shutil.rmtree(ledger / "scratch" / "seed-0")
+    assert main([*base, "--out", str(tmp_path / "b"), "--method", "Scratch"]) == 0
+    results = collect(exp, tmp_path / "nowhere", ledger)
+    d = paired_difference(results, "Scratch", "Random", "R@10")
+    want = results["methods"]["Scratch"]["seeds"][0]["R@10"] - results["methods"]["Random"]["seeds"][0]["R@10"]
+    assert d["per_seed"][0] == pytest.approx(want)
