@@ -542,9 +542,9 @@ def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str 
              others: list[Path] = ()) -> None:
     """Move the record of run ``old`` of method ``name`` to ``earlier/<old>/`` and stamp the records of its
     descendants (``later``: (record, identity of that descendant's run in the run directory, or None)) that were
-    trained from it, so that they keep pairing with it; and the records of the methods outside its chain
-    (``others``: e.g. rows trained from scratch that pair with it, or siblings), which were compared with it, in
-    their lineage's ``paired_with``, so that their paired differences do not move to the new run."""
+    trained from it, so that they keep pairing with it; and the records of the rows outside its chain that were
+    compared with it (``others``: rows trained from scratch that pair with it, siblings), in their lineage's
+    ``paired_with``, so that their paired differences do not move to the new run."""
     earlier = ledger_dir / "earlier" / old
     earlier.mkdir(parents=True, exist_ok=True)
     for f in ledger_dir.iterdir():
@@ -734,8 +734,11 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     def archiver(method: Method, seed: int, record: Path) -> Callable[[str], None]:
         later = [(ledger / d.slug / f"seed-{seed}", read_lineage(out / d.slug / f"seed-{seed}")["run"])
                  for d in descendants(exp, method.name)] if ledger is not None else []
+        # the rows compared with it outside its chain: those naming it as baseline, every row for the first method
         chain = {d.name for d in descendants(exp, method.name)} | {a.name for a in with_ancestors(exp, [method.name])}
-        others = [ledger / m.slug / f"seed-{seed}" for m in exp.methods if m.name not in chain] if ledger else []
+        compared = [m for m in exp.methods if m.name not in chain
+                    and (m.baseline == method.name or method.name == exp.methods[0].name)]
+        others = [ledger / m.slug / f"seed-{seed}" for m in compared] if ledger is not None else []
         return lambda old: _archive(record, method.name, old, later, exp.eval_split, others)
 
     methods = with_ancestors(exp, only_methods) if only_methods else order(exp)
@@ -1155,8 +1158,9 @@ def paired_difference(results: Mapping[str, Any], method: str, baseline: str, ke
     "std": float, "unpaired": [seed, ...], "mixed_data": [seed, ...], "mixed_threads": [seed, ...],
     "mixed_lineage": [seed, ...]}``), or None when they share no seed with the metric. ``mixed_data``: the paired
     seeds whose two runs recorded different data digests (see :attr:`negmine.Task.data_digest`); ``mixed_threads``:
-    those whose two runs trained with different CPU thread counts (:func:`thread_count`; on a CPU a run does not reproduce across thread counts, so the pair
-    then differs by more than the method). Seeds that do not record it on either side are not counted.
+    those whose two runs trained with different CPU thread counts (:func:`thread_count`; on a CPU a run does not
+    reproduce across thread counts, so the pair then differs by more than the method). Seeds that do not record it
+    on either side are not counted.
 
     When ``baseline`` is in the chain ``method``'s run started from, the difference is taken against that very run
     of it (its lineage): the current record, or the earlier one it was trained from (a retrained baseline that came

@@ -782,6 +782,10 @@ def test_rows_compared_with_a_replaced_record_keep_pairing_with_it(tmp_path, cap
     assert "the new run replaces the record" in capsys.readouterr().err
     assert read_lineage(ledger / "scratch" / "seed-0")["paired_with"] == {"Random": old}
     assert "paired_with" not in read_lineage(ledger / "semi" / "seed-0")  # in Random's chain: its ancestors say
+    # a replaced Hard Neg (neither the first method nor Scratch's baseline) leaves Scratch's lineage alone
+    _tamper_run(ledger / "hard-neg" / "seed-0", -0.02)
+    assert main([*base, "--out", str(tmp_path / "b"), "--method", "Hard Neg", "--retrain", "Hard Neg"]) == 0
+    assert read_lineage(ledger / "scratch" / "seed-0")["paired_with"] == {"Random": old}
     results = collect(exp, tmp_path / "nowhere", ledger)
     after = paired_difference(results, "Scratch", "Random", "R@10")
     assert after["per_seed"][0] == pytest.approx(before["per_seed"][0] + 0.05) and after["unpaired"] == []
