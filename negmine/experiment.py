@@ -723,7 +723,7 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     retrain: train these methods again (to the end, with the methods their chains start from as they need) although
     the ledger records them, e.g. on another machine, so that a sibling trained there pairs with a run of the same
     machine; a retrain that differs from its record replaces it, and the record moves to ``earlier/`` for the runs
-    trained from it. A run of them already finished in ``out`` is not trained again."""
+    trained from it or compared with it. A run of them already finished in ``out`` is not trained again."""
     from negmine.config import build_task, build_task_config
     from negmine.evaluate import evaluate_run
     from negmine.trainer import Trainer

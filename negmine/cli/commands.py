@@ -284,7 +284,7 @@ def eval_command(ctx: click.Context, run_dir: str, split: str, checkpoint: str, 
 @click.option("--retrain", "retrain", multiple=True, metavar="METHOD",
               help="train this method again although the ledger records it (repeatable; also give it to --method), "
                    "e.g. on another machine so that its siblings trained there pair with it; a different run "
-                   "replaces the record, which is kept for the runs trained from it")
+                   "replaces the record, which is kept for the runs trained from it or compared with it")
 @click.option("--quiet", "-q", is_flag=True)
 @click.pass_context
 def experiment_command(ctx: click.Context, experiment_file: str, out: str, seeds: tuple[int, ...],
