@@ -49,7 +49,9 @@ def negmine_register_commands():
                        f"object: {100 * summary['single_attribute']:.1f}%; by attribute "
                        f"{summary['changed_attributes']}")
         if "matched" in summary:
-            click.echo(f"look-matched positives: {100 * summary['matched']:.1f}% of edits")
+            click.echo(f"look-matched positives: {100 * summary['matched']:.1f}% of edits"
+                       + (f"; the segmenter reads a change in {100 * summary['matched_changed']:.1f}% of them, by "
+                          f"attribute {summary['matched_changed_attributes']}" if "matched_changed" in summary else ""))
         click.echo(f"mean absolute pixel change inside the region {summary['mean_change_inside']:.4f}, outside "
                    f"{summary['mean_change_outside']:.4f}; gallery: {Path(out) / summary['gallery']}")
 

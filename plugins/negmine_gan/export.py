@@ -17,7 +17,7 @@ Format (one directory)::
                         describe images, objects_original / objects_edited / detected_change; with gan-targeted's
                         matched_positive, matched_positive (file name, or null where the edit has none),
                         matched_units / matched_levels (the units redrawn on the region and the value each was set
-                        to) and score_matched
+                        to) and score_matched, with a describer objects_matched / matched_change
     NNNNNN-original.png, NNNNNN-edited.png, NNNNNN-region.png, NNNNNN-matched.png (look-matched positives)
     gallery.png         the first 16 edits: original, edit, region, what changed
 
@@ -352,6 +352,9 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 row.update(matched_positive=stem_matched, matched_units=ablated,
                            matched_levels=[round(float(matched["levels"][u]), 5) for u in ablated],
                            score_matched=(round(float(matched["score"][k]), 5) if stem_matched is not None else None))
+                if describe and stem_matched is not None:  # what the redraw changed, as the segmenter reads it
+                    seen = describe(negs.meta["matched_positive"][k:k + 1, 0])[0]
+                    row.update(objects_matched=seen, matched_change=describe_change(before[k], seen))
             if "anchor_span" in negs.meta:  # localize = "word": the part of the caption the edit falsifies
                 row["anchor_span"] = [round(float(v), 5) for v in negs.meta["anchor_span"][k, 0].tolist()]
             if before is not None:
@@ -400,6 +403,10 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         summary["concepts_edited"] = dict(Counter(r["concept"] for r in rows if r["concept"]).most_common())
     if rows and "matched_positive" in rows[0]:
         summary["matched"] = float(np.mean([r["matched_positive"] is not None for r in rows]))
+        read = [r["matched_change"] for r in rows if "matched_change" in r]
+        if read:  # how far the redraws are from the original, by the segmenter: 0 changes is a clean positive
+            summary["matched_changed"] = float(np.mean([c["changed"] for c in read]))
+            summary["matched_changed_attributes"] = changed_attribute_counts(read)
     for key in ("change_inside", "change_outside"):
         summary[f"mean_{key}"] = float(np.mean([r[key] for r in rows]))
     summary["gallery"] = write_gallery(out, rows[:16])

@@ -461,6 +461,13 @@ def test_matched_positives_redraw_each_swaps_source_as_itself_where_the_caption_
     assert any(r.get("gan-targeted/side0/count", 0) > 0 for r in rows)
 
 
+def _one_object_by_colour(images):
+    """A stand-in describer: one object per image, coloured by the image's brightest mean channel."""
+    names = ("red", "green", "blue")
+    return [[{"shape": "cube", "color": names[int(img.mean((1, 2)).argmax())], "material": "rubber", "size": "large",
+              "x": 0.5, "y": 0.5}] for img in images]
+
+
 def test_edits_export_writes_each_matched_positive_and_what_regenerates_it(tmp_path, monkeypatch, capsys):
     """negmine edits export with matched_positive: a PNG and a line per matched positive (null where the edit has
     none), whose latent, region cells, matched_units and matched_levels regenerate it; held-out splits are refused
@@ -481,6 +488,7 @@ def test_edits_export_writes_each_matched_positive_and_what_regenerates_it(tmp_p
         task, config, state = load_run(*args, **kwargs)
         task.resources["concept_maps"] = _channel_maps
         task.resources["caption_still_true"] = lambda ids, images: torch.tensor([int(i) not in refused for i in ids])
+        task.resources["describe_images"] = _one_object_by_colour
         return task, config, state
 
     monkeypatch.setattr(negmine.evaluate, "load_run", with_segmenter)
@@ -499,6 +507,13 @@ def test_edits_export_writes_each_matched_positive_and_what_regenerates_it(tmp_p
     assert all(r["matched_units"] == [] and r["score_matched"] is None for r in rows if r not in matched)
     summary = json.loads((out / "edits.json").read_text())
     assert summary["matched"] == pytest.approx(len(matched) / len(rows))
+    # the segmenter's reading of each redraw against the original (a clean positive changes nothing)
+    from negmine_gan.export import describe_change
+
+    assert all("matched_change" not in r for r in rows if r not in matched)
+    assert summary["matched_changed"] == pytest.approx(np.mean([r["matched_change"]["changed"] for r in matched]))
+    for r in matched:
+        assert r["matched_change"] == describe_change(r["objects_original"], r["objects_matched"])
     # the latent, the region cells and the matched units and levels regenerate the matched positive
     task = build_toy("gan", seed=0)
     gen = GanTargetedEdits(GanTargetedEdits.Options(concepts="task", insert=8.0), task=task)
