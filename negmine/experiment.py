@@ -539,7 +539,7 @@ def descendants(exp: Experiment, name: str) -> list[Method]:
 
 
 def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str | None]], split: str,
-             others: list[Path] = ()) -> None:
+             others: list[Path] | None = None) -> None:
     """Move the record of run ``old`` of method ``name`` to ``earlier/<old>/`` and stamp the records of its
     descendants (``later``: (record, identity of that descendant's run in the run directory, or None)) that were
     trained from it, so that they keep pairing with it; and the records of the rows outside its chain that were
@@ -559,7 +559,7 @@ def _archive(ledger_dir: Path, name: str, old: str, later: list[tuple[Path, str 
             continue
         lineage["ancestors"][name] = old
         _write_atomic(record / LINEAGE, _json_text(lineage))
-    for record in others:
+    for record in others or ():
         if not (record / f"eval-{split}.json").exists():
             continue
         lineage = read_lineage(record)
@@ -732,10 +732,11 @@ def run_experiment(pm: Any, exp: Experiment, out: Path, reporter_factory: Any, l
     data_checked: set[str] = set()  # data digests already checked against the ledger's records
 
     def archiver(method: Method, seed: int, record: Path) -> Callable[[str], None]:
+        below = descendants(exp, method.name)
         later = [(ledger / d.slug / f"seed-{seed}", read_lineage(out / d.slug / f"seed-{seed}")["run"])
-                 for d in descendants(exp, method.name)] if ledger is not None else []
+                 for d in below] if ledger is not None else []
         # the rows compared with it outside its chain: those naming it as baseline, every row for the first method
-        chain = {d.name for d in descendants(exp, method.name)} | {a.name for a in with_ancestors(exp, [method.name])}
+        chain = {d.name for d in below} | {a.name for a in with_ancestors(exp, [method.name])}
         compared = [m for m in exp.methods if m.name not in chain
                     and (m.baseline == method.name or method.name == exp.methods[0].name)]
         others = [ledger / m.slug / f"seed-{seed}" for m in compared] if ledger is not None else []

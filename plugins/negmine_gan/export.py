@@ -307,6 +307,11 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
         negs = gen.generate(ctx)[0]
         edited = negs.inputs[:, 0]
         matched = matched_positives(task, gen, model, negs, audio)
+        matched_seen = {}  # item -> objects the segmenter reads in its matched positive (one pass per batch)
+        if describe and matched is not None and bool(negs.meta["matched"][:, 0].any()):
+            rows_matched = negs.meta["matched"][:, 0].nonzero().squeeze(1)
+            seen = describe(negs.meta["matched_positive"][rows_matched.to(negs.meta["matched_positive"].device), 0])
+            matched_seen = dict(zip(rows_matched.tolist(), seen, strict=True))
         before = describe(originals) if describe else None
         after = describe(edited) if describe else None
         shown_original, shown_edited = images_for_png(task, originals), images_for_png(task, edited)
@@ -352,9 +357,9 @@ def export_edits(pm: Any, run_dir: Path, out: Path, generator: str, n: int, spli
                 row.update(matched_positive=stem_matched, matched_units=ablated,
                            matched_levels=[round(float(matched["levels"][u]), 5) for u in ablated],
                            score_matched=(round(float(matched["score"][k]), 5) if stem_matched is not None else None))
-                if describe and stem_matched is not None:  # what the redraw changed, as the segmenter reads it
-                    seen = describe(negs.meta["matched_positive"][k:k + 1, 0])[0]
-                    row.update(objects_matched=seen, matched_change=describe_change(before[k], seen))
+                if k in matched_seen:  # what the redraw changed, as the segmenter reads it
+                    row.update(objects_matched=matched_seen[k],
+                               matched_change=describe_change(before[k], matched_seen[k]))
             if "anchor_span" in negs.meta:  # localize = "word": the part of the caption the edit falsifies
                 row["anchor_span"] = [round(float(v), 5) for v in negs.meta["anchor_span"][k, 0].tolist()]
             if before is not None:
