@@ -13,7 +13,7 @@ from negmine.experiment import chain_steps, ledger_state, load_experiment
 EXAMPLE = Path(__file__).parents[2] / "examples" / "audio_clevrgan"
 FILES = sorted((EXAMPLE / "experiments").glob("*.toml"))
 # a file's ledger is results/<file stem>-runs (the commands in the files and results pages write there)
-LEDGERS = [(p, EXAMPLE / "results" / f"{p.stem}-runs") for p in FILES if (EXAMPLE / "results" / f"{p.stem}-runs").is_dir()]
+LEDGERS = [(p, d) for p in FILES if (d := EXAMPLE / "results" / f"{p.stem}-runs").is_dir()]
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
