@@ -134,6 +134,10 @@ class GanTargetedEdits(GanEditGenerator):
                                         "swap_redraws.md: the swaps' look). Swaps from the default value (no "
                                         "units) and steered swaps keep the original. Not with localize or "
                                         "centre_on_others")
+        matched_insert: float = option(0.0, "with matched_positive: the source value's units on a matched positive are "
+                                       "set to this multiple of their threshold instead of insert (a gentler redraw: "
+                                       "closer to the original, sharing less of the swap's look). 0: insert",
+                                       min=0.0)
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
@@ -183,6 +187,10 @@ class GanTargetedEdits(GanEditGenerator):
             raise PluginError(f"generator {self.name!r}: matched_positive needs insert > 0 (a matched positive "
                               "redraws a swap's source value the way the swap drew its target); set insert, e.g. 8, "
                               "or matched_positive = false")
+        if o.matched_insert > 0 and not o.matched_positive:
+            raise PluginError(f"generator {self.name!r}: matched_insert = {o.matched_insert:g} needs matched_positive = "
+                              "true (it sets how a matched positive redraws its source); set matched_positive, or "
+                              "leave matched_insert at 0")
         if not o.retarget and not o.insert > 0:
             raise PluginError(f"generator {self.name!r}: retarget = false needs insert > 0 (only a swap has a target "
                               "to keep); set insert, or leave retarget at true")
@@ -515,23 +523,28 @@ class GanTargetedEdits(GanEditGenerator):
                                          level=full(items, tries + start - 1, b)[:, None],
                                          change_ratio=full(items, result["change_ratio"], b)[:, None])}
 
+    def matched_level(self) -> float:
+        """The multiple of its dissection threshold that a source unit is set to on a matched positive."""
+        return float(self.options.matched_insert or self.options.insert)
+
     def matched_positives(self, ctx: MiningContext, items: Tensor, z: Tensor, feats: Tensor, original: Tensor,
                           result: dict[str, Tensor], b: int) -> dict[str, Tensor]:
         """``{"matched_positive": Float[B, 1, ...] model inputs, "matched": Bool[B, 1]}`` for the negatives' meta
         (``options.matched_positive``): for each swap of the edited anchors ``items`` Long[M] (latents ``z``, layer
         features ``feats`` Float[M, C, h, w], unedited GAN images ``original``, ``result`` of the edit loop), the
         source value redrawn as itself on the swap's final region: the units the swap ablated, set to ``insert`` x
-        their dissection threshold, as the swap set its target's. Kept where the task still reads the anchor's
-        caption as true of the redraw; swaps from the default value (no units ablated) and steered swaps have none.
+        their dissection threshold, as the swap set its target's (``matched_insert`` x, where set). Kept where the
+        task still reads the anchor's caption as true of the redraw; swaps from the default value (no units ablated)
+        and steered swaps have none.
         Shares in ``last_stats``: ``matched`` (of the edits), ``matched_still_true`` (of the redraws made)."""
-        o = self.options
         ablated = result["units"] & (result["levels"] == 0)  # [M, C]: the source's units (a steered swap sets none)
         has = ablated.any(1)
         images = original.clone()
         if bool(has.any()):
             idx = has.nonzero().squeeze(1)
             dev = feats.device
-            levels = ablated[idx].float() * (o.insert * self.task_concepts.thresholds.float().clamp_min(0))[None]
+            level = self.matched_level() * self.task_concepts.thresholds.float().clamp_min(0)
+            levels = ablated[idx].float() * level[None]
             a = ablated[idx].to(feats)[:, :, None, None] * result["region"][idx].to(feats)[:, None]
             images[idx.to(dev)] = self._editor().generate(z[idx.to(dev)], ablation=a,
                                                           replacement=levels.to(feats)[:, :, None, None],

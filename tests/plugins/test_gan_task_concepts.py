@@ -442,6 +442,16 @@ def test_matched_positives_redraw_each_swaps_source_as_itself_where_the_caption_
     assert torch.equal(asked_ids, ctx.batch.ids[has])
     torch.testing.assert_close(asked_images, redrawn[has], atol=1e-5, rtol=1e-5)
     assert gen.last_stats["matched"] == pytest.approx(float(want.float().mean()))
+    # matched_insert: a gentler redraw, the source's units set to that multiple of their threshold; the swaps unchanged
+    gentle = GanTargetedEdits(GanTargetedEdits.Options(**settings, matched_positive=True, matched_insert=2.0), seed=4,
+                              task=task).generate(ctx)[0]
+    assert torch.equal(gentle.inputs, plain.inputs)
+    v2 = (ablated.float() * 2.0 * thresholds[None])[:, :, None, None].expand_as(a)
+    redrawn2 = gen.to_input(gen._editor().generate(z, ablation=a, replacement=v2))
+    torch.testing.assert_close(gentle.meta["matched_positive"][has, 0], redrawn2[has], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(redrawn2[has], redrawn[has])
+    with pytest.raises(PluginError, match="matched_insert = 2 needs matched_positive"):
+        GanTargetedEdits(GanTargetedEdits.Options(**settings, matched_insert=2.0), task=task)
     # the option is checked: it needs swaps, and replaces the comparison as localize and centring do
     with pytest.raises(PluginError, match="matched_positive needs insert > 0"):
         GanTargetedEdits(GanTargetedEdits.Options(concepts="task", matched_positive=True))
