@@ -135,9 +135,10 @@ class GanTargetedEdits(GanEditGenerator):
                                         "units) and steered swaps keep the original. Not with localize or "
                                         "centre_on_others")
         matched_insert: float = option(0.0, "with matched_positive: the source value's units on a matched positive are "
-                                       "set to this multiple of their threshold instead of insert (a gentler redraw: "
-                                       "closer to the original, sharing less of the swap's look). 0: insert",
-                                       min=0.0)
+                                       "set to this multiple of their threshold instead of insert, a gentler redraw "
+                                       "(Audio CLEVRGAN: at 2 it keeps the swaps' look with a third of the 8x "
+                                       "redraw's pixel change, and DaveNet reads it as its caption's image far more "
+                                       "often; benchmarks/results/matched_positives.md). 0: insert", min=0.0)
         max_tries: int = option(20, "tries before an edit is accepted whatever its change ratio", min=1)
         warm_start: float = warm_start_option()
         edit_fraction: float = edit_fraction_option()
