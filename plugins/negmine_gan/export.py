@@ -84,9 +84,8 @@ def images_for_png(task: Any, images: torch.Tensor) -> torch.Tensor:
 def matched_positives(task: Any, gen: Any, model: Any, negs: Any, audio: Any) -> dict[str, torch.Tensor] | None:
     """The look-matched positives of a batch's edits (gan-targeted's ``matched_positive``), else None:
     ``shown`` Float[B, 3, H, W] in [0, 1] (for PNGs), ``score`` Float[B] (the model's score of each anchor's caption
-    with its matched positive; 0 where it has none) and ``levels`` Float[C] (the value a redrawn unit is set to:
-    the generator's ``matched_insert`` (else ``insert``) x the unit's dissection threshold, as
-    ``GanTargetedEdits.matched_positives`` sets it)."""
+    with its matched positive; 0 where it has none) and ``levels`` Float[C] (the value a redrawn unit is set to,
+    ``GanTargetedEdits.matched_levels``)."""
     if negs.meta.get("matched_positive") is None:
         return None
     inputs, matched = negs.meta["matched_positive"][:, 0], negs.meta["matched"][:, 0]
@@ -94,7 +93,7 @@ def matched_positives(task: Any, gen: Any, model: Any, negs: Any, audio: Any) ->
     if bool(matched.any()):
         rows = matched.nonzero().squeeze(1)
         score[rows] = model.score_pairs(model.encode(0, inputs[rows]), audio[rows]).float().cpu()
-    levels = gen.matched_level() * gen.task_concepts.thresholds.float().clamp_min(0).cpu()
+    levels = gen.matched_levels().cpu()
     return {"shown": images_for_png(task, inputs), "score": score, "levels": levels}
 
 

@@ -524,9 +524,11 @@ class GanTargetedEdits(GanEditGenerator):
                                          level=full(items, tries + start - 1, b)[:, None],
                                          change_ratio=full(items, result["change_ratio"], b)[:, None])}
 
-    def matched_level(self) -> float:
-        """The multiple of its dissection threshold that a source unit is set to on a matched positive."""
-        return float(self.options.matched_insert or self.options.insert)
+    def matched_levels(self) -> Tensor:
+        """Float[C]: the value each unit is set to where a matched positive redraws it (``matched_insert``, else
+        ``insert``, x the unit's dissection threshold)."""
+        multiple = float(self.options.matched_insert or self.options.insert)
+        return multiple * self.task_concepts.thresholds.float().clamp_min(0)
 
     def matched_positives(self, ctx: MiningContext, items: Tensor, z: Tensor, feats: Tensor, original: Tensor,
                           result: dict[str, Tensor], b: int) -> dict[str, Tensor]:
@@ -544,8 +546,7 @@ class GanTargetedEdits(GanEditGenerator):
         if bool(has.any()):
             idx = has.nonzero().squeeze(1)
             dev = feats.device
-            level = self.matched_level() * self.task_concepts.thresholds.float().clamp_min(0)
-            levels = ablated[idx].float() * level[None]
+            levels = ablated[idx].float() * self.matched_levels()[None]
             a = ablated[idx].to(feats)[:, :, None, None] * result["region"][idx].to(feats)[:, None]
             images[idx.to(dev)] = self._editor().generate(z[idx.to(dev)], ablation=a,
                                                           replacement=levels.to(feats)[:, :, None, None],
