@@ -65,15 +65,13 @@ def main() -> None:
                         help="a gan-targeted option set on top of the run's (repeatable), e.g. matched_insert=4")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    extra_options = {}
-    for item in args.option:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--option {item!r}: expected KEY=VALUE")
-        try:  # numbers, true / false as JSON; anything else as written
-            extra_options[key.strip()] = json.loads(value)
-        except json.JSONDecodeError:
-            extra_options[key.strip()] = value
+    from negmine.config import parse_key_values
+    from negmine.errors import ConfigError
+
+    try:  # the CLI's own parsing of --option values (numbers, booleans, else strings)
+        extra_options = parse_key_values(args.option, "--option", dashes_to_underscores=True)
+    except ConfigError as err:
+        raise SystemExit(str(err)) from None
 
     from negmine.evaluate import load_run
     from negmine.plugins import get_plugin_manager
